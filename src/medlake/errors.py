@@ -1,0 +1,77 @@
+"""The one tree of errors medlake raises.
+
+Every error a user can cause or meet derives from :class:`MedlakeError`, so the CLI
+turns each into one line and an exit code in one place, and the server into an RFC 9457
+problem document in one place. ``exit_code`` follows the BSD sysexits convention where
+one fits.
+"""
+
+from __future__ import annotations
+
+
+class MedlakeError(Exception):
+    """Base of every error medlake raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(MedlakeError):
+    """The command was called wrongly (bad option value, missing argument)."""
+
+    exit_code = 64  # EX_USAGE
+
+
+class InputError(MedlakeError):
+    """An input file or value is malformed; the message names the file, line or field."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class NotAWorkspaceError(MedlakeError):
+    """The directory given as workspace has no ``medlake.toml``."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
+class WorkspaceExistsError(MedlakeError):
+    """``medlake init`` was pointed at a directory that already is a workspace."""
+
+    exit_code = 73  # EX_CANTCREAT
+
+
+class ConfigError(MedlakeError):
+    """``medlake.toml`` is unreadable or has a setting with a bad value."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class EngineError(MedlakeError):
+    """A statement failed on the engine; carries the statement that failed."""
+
+    exit_code = 70  # EX_SOFTWARE
+
+    def __init__(self, message: str, *, statement: str | None = None, engine: str = "") -> None:
+        detail = message if statement is None else f"{message}\n  statement: {statement}"
+        super().__init__(detail)
+        self.statement = statement
+        self.engine = engine
+
+
+class EngineCapabilityError(EngineError):
+    """The engine cannot do what was asked (e.g. transactions on Spark)."""
+
+
+class SchemaVersionError(MedlakeError):
+    """The lake's schema version differs from the one this medlake expects."""
+
+    exit_code = 75  # EX_TEMPFAIL: fixable by running the migration
+
+
+class MissingDependencyError(MedlakeError):
+    """An optional extra (spark, mysql, gpu) is needed but not installed."""
+
+    exit_code = 69  # EX_UNAVAILABLE
