@@ -1,0 +1,81 @@
+"""The ``medlake`` Typer application and its entry point.
+
+:func:`run` is the console script: it turns every :class:`~medlake.errors.MedlakeError`
+into one line on stderr and the error's exit code, so no command prints a traceback for
+a mistake a user can make.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from medlake import __version__
+from medlake import log as medlake_log
+from medlake.cli import demo, synth, vocab, workspace
+from medlake.cli.render import error_console
+from medlake.errors import MedlakeError
+
+app = typer.Typer(
+    name="medlake",
+    help="medlake: an open research data platform for hospitals (OMOP CDM lake + omics).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"medlake {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug")] = 0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """medlake: bring clinical records and omics into one governed research lake."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    medlake_log.configure(level)
+
+
+workspace.register(app)
+synth.register(app)
+demo.register(app)
+app.add_typer(workspace.schema_app, name="schema")
+app.add_typer(vocab.app, name="vocab")
+
+
+def run() -> None:
+    """Console-script entry point: run the app, one clear line per medlake error."""
+    try:
+        app(standalone_mode=False)
+    except MedlakeError as error:
+        error_console.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        error_console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        error_console.print("[bold red]aborted[/]")
+        sys.exit(1)
+    except Exception as error:  # click usage errors arrive as ClickException
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()
