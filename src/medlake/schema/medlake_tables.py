@@ -232,9 +232,7 @@ OMICS_SAMPLE = TableSpec(
         ColumnSpec("sha256", SHA256_HEX, required=True, description="of the file"),
         ColumnSpec("source_system", SOURCE_SYSTEM, required=True),
         ColumnSpec("source_patient_id", SOURCE_ID),
-        ColumnSpec(
-            "person_id", "integer", foreign_key=_PERSON, description="null until linked"
-        ),
+        ColumnSpec("person_id", "integer", foreign_key=_PERSON, description="null until linked"),
         ColumnSpec("specimen_id", "integer", foreign_key=_SPECIMEN),
         ColumnSpec("collected_date", "date"),
         ColumnSpec("registered_at", "datetime", required=True),
