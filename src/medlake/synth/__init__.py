@@ -1,0 +1,1 @@
+"""The synthetic hospital: clinical sources, omics files and the truth they were drawn from."""
