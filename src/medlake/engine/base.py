@@ -1,0 +1,503 @@
+"""The engine contract: one public API over every backend, with logging, timing and errors.
+
+Following Splink's ``DatabaseAPI``, the public methods of :class:`Engine` are
+``@final``: each one times itself (a debug log line with the elapsed milliseconds),
+logs, and turns any backend exception into :class:`~medlake.errors.EngineError` carrying
+the SQL that failed. A backend implements only the small abstract ``_methods`` below, so
+what callers see — messages, types, NOT NULL checks, load semantics — is the same on
+DuckDB and on Spark.
+
+Optional capabilities are mixins checked with ``isinstance`` (after Ibis's
+``SupportsTemporaryTables`` and friends): an engine that is also
+:class:`SupportsTransactions` can run :meth:`Engine.transaction`; on the others it
+raises :class:`~medlake.errors.EngineCapabilityError`. Domain code never asks which
+backend it has.
+
+Queries are Ibis expressions built on :meth:`Engine.table`; what Ibis cannot say (DDL,
+MERGE, DELETE) goes through :meth:`Engine.run_sql` as SQL that SQLGlot transpiles to
+the backend's dialect.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar, Self, final
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import sqlglot
+import sqlglot.expressions as sge
+from sqlglot.errors import ErrorLevel
+
+from medlake.engine.loading import (
+    ArrowData,
+    LoadProgress,
+    LoadTarget,
+    conform_batches,
+    iter_record_batches,
+)
+from medlake.engine.spec import TableSpec
+from medlake.errors import EngineCapabilityError, EngineError, MedlakeError
+from medlake.log import get_logger
+
+logger = get_logger(__name__)
+
+# A backend's own messages can run to pages (Spark appends the query plan and a JVM stack).
+_MAX_CAUSE_CHARS = 600
+
+Statement = str | Callable[[], str | None] | None
+
+
+@dataclass
+class _Step:
+    """What a running public operation reports in its timing line (e.g. rows)."""
+
+    detail: str = ""
+
+
+class SupportsTransactions(abc.ABC):
+    """Capability mixin: the engine can run a block of statements atomically."""
+
+    @abc.abstractmethod
+    def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None: ...
+
+
+class Engine(abc.ABC):
+    """The one door to the lake's storage: a thin layer over an Ibis backend.
+
+    Use it as a context manager (``with open_workspace_engine(ws) as engine:``) so the
+    connection is closed. Every public method may raise
+    :class:`~medlake.errors.EngineError`; its ``statement`` holds the SQL that failed
+    when there is one.
+    """
+
+    #: Name of the engine, as in ``medlake.toml`` (``[engine] kind``).
+    kind: ClassVar[str]
+    #: SQLGlot dialect the backend speaks; ``run_sql`` transpiles into it.
+    sql_dialect: ClassVar[str]
+
+    def __init__(self, backend: ibis.BaseBackend) -> None:
+        self._backend = backend
+        self._closed = False
+        self._specs: dict[str, TableSpec] = {}
+        self._tx_depth = 0
+        self._tx_failed = False
+
+    # ------------------------------------------------------------------ identity
+
+    @final
+    @property
+    def name(self) -> str:
+        """``"duckdb"`` or ``"spark"``."""
+        return self.kind
+
+    @final
+    @property
+    def ibis(self) -> ibis.BaseBackend:
+        """The raw Ibis backend, for building expressions beyond :meth:`table`."""
+        return self._backend
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}{' (closed)' if self._closed else ''}>"
+
+    # ------------------------------------------------------------------ schema
+
+    @final
+    def create_schema(self, tables: Sequence[TableSpec]) -> list[str]:
+        """Create the tables that do not exist yet; return the names created, in order.
+
+        Existing tables are left as they are (no column is added or changed: that is a
+        migration's job). Required columns are ``NOT NULL`` where the backend keeps the
+        constraint; :meth:`load_arrow` checks them on every backend.
+        """
+        with self._step(f"create schema ({len(tables)} tables)") as step:
+            existing = set(self._list_tables())
+            created: list[str] = []
+            for spec in tables:
+                self._specs[spec.name] = spec
+                if spec.name in existing:
+                    continue
+                statement = self._create_table_sql(spec)
+                with self._step(f"create table {spec.name}", statement=statement):
+                    self._run_statement(statement, returns_rows=False)
+                existing.add(spec.name)
+                created.append(spec.name)
+            step.detail = f"{len(created)} created"
+            return created
+
+    @final
+    def list_tables(self) -> list[str]:
+        """Names of the lake's tables, sorted."""
+        with self._step("list tables"):
+            return sorted(self._list_tables())
+
+    @final
+    def has_table(self, name: str) -> bool:
+        with self._step(f"look up table {name}"):
+            return name in self._list_tables()
+
+    @final
+    def drop_table(self, name: str, missing_ok: bool = True) -> None:
+        """Drop ``name``; a missing table is an error only when ``missing_ok`` is false."""
+        with self._step(f"drop table {name}"):
+            if name not in self._list_tables():
+                if missing_ok:
+                    return
+                raise EngineError(f"cannot drop table {name!r}: no such table", engine=self.name)
+            statement = sge.Drop(kind="TABLE", this=_table(name), exists=True).sql(
+                dialect=self.sql_dialect
+            )
+            with self._step(f"drop table {name}", statement=statement):
+                self._drop_table(name, statement)
+            self._specs.pop(name, None)
+
+    # ------------------------------------------------------------------ writing
+
+    @final
+    def load_arrow(self, table: str, data: ArrowData) -> int:
+        """Append Arrow data to ``table``; return the number of rows loaded.
+
+        Columns are matched by name; nullable columns missing from the data are filled
+        with nulls; values are cast (safely) to the table's types. A column the table
+        lacks, a required column missing or null, or a value that cannot be cast raises
+        :class:`EngineError` naming the table and the column. Batches stream through,
+        so a :class:`pyarrow.RecordBatchReader` is never read whole into memory.
+        """
+        with self._step(f"load into {table}") as step:
+            target = self._load_target(table)
+            progress = LoadProgress()
+            batches = conform_batches(target, iter_record_batches(data), progress)
+            try:
+                self._insert_batches(table, target.schema, batches)
+            except Exception:
+                # The backend may have wrapped our own error; the original is clearer.
+                if progress.error is not None:
+                    raise progress.error from None
+                raise
+            step.detail = f"{progress.rows} rows"
+            return progress.rows
+
+    @final
+    def delete_where(self, table: str, predicate: ir.BooleanValue) -> int:
+        """Delete the rows of ``table`` where ``predicate`` is true; return how many.
+
+        ``predicate`` is an Ibis boolean expression on ``engine.table(table)``; rows
+        where it is null are kept, as with SQL's ``DELETE``.
+        """
+        if not isinstance(predicate, ir.BooleanValue):
+            raise TypeError(f"predicate must be an Ibis boolean expression, not {type(predicate)}")
+        with self._step(f"delete from {table}") as step:
+            deleted = self._delete_where(table, predicate)
+            step.detail = f"{deleted} rows"
+            return deleted
+
+    @final
+    def run_sql(self, statement: sge.Expression | str, *, dialect: str = "duckdb") -> pa.Table | None:
+        """Run SQL that Ibis cannot express (DDL, MERGE, DELETE...) on the backend.
+
+        ``statement`` is a SQLGlot expression, or SQL text in ``dialect`` (several
+        statements separated by ``;`` run in order). It is transpiled to the backend's
+        dialect; SQL the backend cannot express is an error rather than a guess. Build
+        values into the expression with SQLGlot (``sge.convert``), never by formatting
+        strings. Returns the rows of the last statement if it is a query, else None.
+        """
+        original: Statement = (
+            statement if isinstance(statement, str) else (lambda: statement.sql(dialect=dialect))
+        )
+        with self._step("run sql", statement=original):
+            if isinstance(statement, str):
+                expressions = [e for e in sqlglot.parse(statement, read=dialect) if e is not None]
+            else:
+                expressions = [statement]
+            result: pa.Table | None = None
+            for expression in expressions:
+                sql = expression.sql(dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE)
+                with self._step("run statement", statement=sql):
+                    result = self._run_statement(sql, returns_rows=isinstance(expression, sge.Query))
+            return result
+
+    # ------------------------------------------------------------------ reading
+
+    @final
+    def table(self, name: str) -> ir.Table:
+        """The Ibis table ``name``, to build queries on."""
+        with self._step(f"open table {name}"):
+            return self._backend.table(name)
+
+    @final
+    def execute(self, expr: ir.Expr) -> pa.Table:
+        """Run an Ibis expression and return its result as an Arrow table.
+
+        A column or scalar expression comes back as a one-column table.
+        """
+        with self._step("execute", statement=self._compiled(expr)) as step:
+            result = self._execute_arrow(expr.as_table())
+            step.detail = f"{result.num_rows} rows"
+            return result
+
+    @final
+    def to_batches(self, expr: ir.Expr, batch_size: int = 65_536) -> pa.RecordBatchReader:
+        """Run an Ibis expression and stream its result as record batches.
+
+        Errors met while reading the stream are raised as :class:`EngineError` too.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        table_expr = expr.as_table()
+        statement = self._compiled(table_expr)
+        schema = _nullable(table_expr.schema().to_pyarrow())
+        with self._step("stream", statement=statement):
+            batches = self._stream_batches(table_expr, batch_size)
+        return pa.RecordBatchReader.from_batches(
+            schema, self._guard_stream(batches, schema, statement)
+        )
+
+    @final
+    def scalar(self, expr: ir.Scalar) -> Any:
+        """Run a scalar expression (``t.count()``, ``t.x.max()``) and return a Python value."""
+        if not isinstance(expr, ir.Scalar):
+            raise TypeError(f"scalar() needs an Ibis scalar expression, not {type(expr).__name__}")
+        with self._step("scalar", statement=self._compiled(expr)):
+            result = self._execute_arrow(expr.as_table())
+            if result.num_rows != 1:
+                raise EngineError(
+                    f"a scalar expression returned {result.num_rows} rows", engine=self.name
+                )
+            return result.column(0)[0].as_py()
+
+    @final
+    def count(self, name_or_expr: str | ir.Table) -> int:
+        """Rows in a table (by name) or in a table expression."""
+        expr = self.table(name_or_expr) if isinstance(name_or_expr, str) else name_or_expr
+        return int(self.scalar(expr.count()))
+
+    # ------------------------------------------------------------------ transactions
+
+    @final
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Self]:
+        """Run the block atomically: commit at the end, roll back on any exception.
+
+        Only engines that are :class:`SupportsTransactions`; others raise
+        :class:`EngineCapabilityError`. A nested ``transaction()`` joins the outer one
+        (there are no savepoints); if a nested block fails, the whole transaction is
+        rolled back even if the exception is caught in between.
+        """
+        if not isinstance(self, SupportsTransactions):
+            raise EngineCapabilityError(
+                f"the {self.name} engine has no transactions; run the work without "
+                "engine.transaction() or use the duckdb engine",
+                engine=self.name,
+            )
+        if self._tx_depth:
+            self._tx_depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._tx_failed = True
+                raise
+            finally:
+                self._tx_depth -= 1
+            return
+        with self._step("begin transaction"):
+            self._begin()
+        self._tx_depth, self._tx_failed = 1, False
+        try:
+            yield self
+        except BaseException:
+            self._tx_depth = 0
+            self._rollback_quietly(self)
+            raise
+        self._tx_depth = 0
+        if self._tx_failed:
+            self._rollback_quietly(self)
+            raise EngineError(
+                "transaction rolled back: a nested transaction block failed", engine=self.name
+            )
+        with self._step("commit"):
+            self._commit()
+
+    def _rollback_quietly(self, engine: SupportsTransactions) -> None:
+        # A failed rollback must not hide the exception that caused it.
+        started = time.perf_counter()
+        try:
+            engine._rollback()
+        except Exception:
+            logger.exception("%s: rollback failed", self.name)
+        else:
+            logger.debug("%s: rollback in %.1f ms", self.name, _ms_since(started))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @final
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        started = time.perf_counter()
+        try:
+            self._close()
+        except Exception as exc:
+            raise EngineError(f"closing the engine failed: {_cause(exc)}", engine=self.name) from exc
+        logger.debug("%s: close in %.1f ms", self.name, _ms_since(started))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ shared machinery
+
+    @contextlib.contextmanager
+    def _step(self, action: str, *, statement: Statement = None) -> Iterator[_Step]:
+        """Time ``action`` and turn any backend exception into an EngineError."""
+        if self._closed:
+            raise EngineError(f"cannot {action}: the engine is closed", engine=self.name)
+        step = _Step()
+        started = time.perf_counter()
+        try:
+            yield step
+        except MedlakeError:
+            raise  # ours already, with the most precise statement
+        except Exception as exc:
+            sql = statement() if callable(statement) else statement
+            logger.debug("%s: %s failed after %.1f ms", self.name, action, _ms_since(started))
+            raise EngineError(f"{action} failed: {_cause(exc)}", statement=sql, engine=self.name) from exc
+        detail = f" ({step.detail})" if step.detail else ""
+        logger.debug("%s: %s%s in %.1f ms", self.name, action, detail, _ms_since(started))
+
+    def _compiled(self, expr: ir.Expr) -> Callable[[], str | None]:
+        """The SQL of ``expr``, computed only when an error needs it."""
+
+        def compile_() -> str | None:
+            try:
+                return str(self._backend.compile(expr))
+            except Exception:
+                return None
+
+        return compile_
+
+    def _guard_stream(
+        self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, statement: Statement
+    ) -> Iterator[pa.RecordBatch]:
+        with self._step("read stream", statement=statement) as step:
+            rows = 0
+            for batch in batches:
+                rows += batch.num_rows
+                yield batch if batch.schema.equals(schema) else batch.cast(schema)
+            step.detail = f"{rows} rows"
+
+    def _load_target(self, table: str) -> LoadTarget:
+        schema = self._backend.get_schema(table)
+        spec = self._specs.get(table)
+        required = {name for name, dtype in schema.items() if not dtype.nullable}
+        if spec is not None:
+            required |= {c.name for c in spec.columns if c.required and c.name in schema}
+        return LoadTarget(
+            table=table,
+            schema=_nullable(schema.to_pyarrow()),
+            required=frozenset(required),
+            engine=self.name,
+        )
+
+    def _create_table_sql(self, spec: TableSpec) -> str:
+        type_mapper = self._backend.compiler.type_mapper  # type: ignore[attr-defined]
+        columns = [
+            sge.ColumnDef(
+                this=sqlglot.to_identifier(column.name, quoted=True),
+                kind=type_mapper.from_ibis(column.ibis_type.copy(nullable=True)),
+                constraints=(
+                    [sge.ColumnConstraint(kind=sge.NotNullColumnConstraint())]
+                    if column.required
+                    else []
+                ),
+            )
+            for column in spec.columns
+        ]
+        properties = self._table_properties()
+        create = sge.Create(
+            kind="TABLE",
+            this=sge.Schema(this=_table(spec.name), expressions=columns),
+            properties=sge.Properties(expressions=properties) if properties else None,
+        )
+        return create.sql(dialect=self.sql_dialect)
+
+    # ------------------------------------------------------------------ backend hooks
+
+    def _table_properties(self) -> list[sge.Expression]:
+        """Extra ``CREATE TABLE`` properties (Spark: ``USING PARQUET``)."""
+        return []
+
+    def _execute_arrow(self, expr: ir.Table) -> pa.Table:
+        """Run a table expression and return all its rows."""
+        return self._backend.to_pyarrow(expr)
+
+    def _drop_table(self, name: str, statement: str) -> None:
+        self._run_statement(statement, returns_rows=False)
+
+    @abc.abstractmethod
+    def _run_statement(self, sql: str, *, returns_rows: bool) -> pa.Table | None:
+        """Run one statement in the backend's dialect; return its rows if ``returns_rows``."""
+
+    @abc.abstractmethod
+    def _list_tables(self) -> list[str]:
+        """Names of the persistent tables (not temporary views)."""
+
+    @abc.abstractmethod
+    def _insert_batches(
+        self, table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+    ) -> None:
+        """Append conformed batches (exactly ``schema``, the table's column order)."""
+
+    @abc.abstractmethod
+    def _stream_batches(self, expr: ir.Table, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Start running ``expr`` and return an iterator over its batches."""
+
+    @abc.abstractmethod
+    def _delete_where(self, table: str, predicate: ir.BooleanValue) -> int:
+        """Delete the rows where ``predicate`` is true; return how many."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release the connection or session."""
+
+
+def _table(name: str) -> sge.Table:
+    return sge.Table(this=sqlglot.to_identifier(name, quoted=True))
+
+
+def _nullable(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([field.with_nullable(True) for field in schema])
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    # Spark and DuckDB put the useful sentence first; plans and stacks follow.
+    head = "\n".join(lines[:3])
+    if len(head) > _MAX_CAUSE_CHARS:
+        head = head[:_MAX_CAUSE_CHARS] + "..."
+    return f"{type(exc).__name__}: {head}"
