@@ -14,8 +14,9 @@ biology.
 
 Effect sizes are chosen so that ~1,000 genotyped people (the demo: 5,000 patients,
 ~20 % genotyped) find the LDL variants at genome-wide significance (p < 5e-8; the
-smallest explains ~5 % of LDL variance when LDL's SD is ~0.9 mmol/L) and the T2D
-variants at least at suggestive significance (odds ratios 1.6–2.2 per allele).
+weakest explains ~7 % of LDL variance when LDL's SD is ~0.9 mmol/L, p ~1e-13 in
+simulation) and the T2D variants at least at suggestive significance (odds ratios
+1.8–2.5 per allele; at ~10 % prevalence p ~1e-3 to 1e-12 on 1,000 people).
 """
 
 from __future__ import annotations
@@ -73,12 +74,12 @@ class PlantedVariant:
 
 #: The planted variants, in the column order of every causal genotype matrix.
 PLANTED_VARIANTS: tuple[PlantedVariant, ...] = (
-    PlantedVariant("rs990710001", "10", 114_210_455, "C", "T", 0.30, "t2d", math.log(2.2)),
-    PlantedVariant("rs990710002", "6", 20_688_121, "A", "G", 0.25, "t2d", math.log(1.8)),
-    PlantedVariant("rs990710003", "16", 53_786_615, "G", "A", 0.35, "t2d", math.log(1.6)),
+    PlantedVariant("rs990710001", "10", 114_210_455, "C", "T", 0.30, "t2d", math.log(2.5)),
+    PlantedVariant("rs990710002", "6", 20_688_121, "A", "G", 0.25, "t2d", math.log(2.2)),
+    PlantedVariant("rs990710003", "16", 53_786_615, "G", "A", 0.35, "t2d", math.log(1.8)),
     PlantedVariant("rs990720001", "19", 44_912_301, "T", "C", 0.30, "ldl", 0.50),
-    PlantedVariant("rs990720002", "1", 55_039_974, "G", "T", 0.40, "ldl", 0.35),
-    PlantedVariant("rs990720003", "2", 21_001_429, "C", "T", 0.35, "ldl", 0.30),
+    PlantedVariant("rs990720002", "1", 55_039_974, "G", "T", 0.40, "ldl", 0.40),
+    PlantedVariant("rs990720003", "2", 21_001_429, "C", "T", 0.35, "ldl", 0.35),
 )
 
 
