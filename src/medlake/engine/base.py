@@ -204,7 +204,9 @@ class Engine(abc.ABC):
             return deleted
 
     @final
-    def run_sql(self, statement: sge.Expression | str, *, dialect: str = "duckdb") -> pa.Table | None:
+    def run_sql(
+        self, statement: sge.Expression | str, *, dialect: str = "duckdb"
+    ) -> pa.Table | None:
         """Run SQL that Ibis cannot express (DDL, MERGE, DELETE...) on the backend.
 
         ``statement`` is a SQLGlot expression, or SQL text in ``dialect`` (several
@@ -225,7 +227,9 @@ class Engine(abc.ABC):
             for expression in expressions:
                 sql = expression.sql(dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE)
                 with self._step("run statement", statement=sql):
-                    result = self._run_statement(sql, returns_rows=isinstance(expression, sge.Query))
+                    result = self._run_statement(
+                        sql, returns_rows=isinstance(expression, sge.Query)
+                    )
             return result
 
     # ------------------------------------------------------------------ reading
@@ -351,7 +355,9 @@ class Engine(abc.ABC):
         try:
             self._close()
         except Exception as exc:
-            raise EngineError(f"closing the engine failed: {_cause(exc)}", engine=self.name) from exc
+            raise EngineError(
+                f"closing the engine failed: {_cause(exc)}", engine=self.name
+            ) from exc
         logger.debug("%s: close in %.1f ms", self.name, _ms_since(started))
 
     def __enter__(self) -> Self:
@@ -381,7 +387,9 @@ class Engine(abc.ABC):
         except Exception as exc:
             sql = statement() if callable(statement) else statement
             logger.debug("%s: %s failed after %.1f ms", self.name, action, _ms_since(started))
-            raise EngineError(f"{action} failed: {_cause(exc)}", statement=sql, engine=self.name) from exc
+            raise EngineError(
+                f"{action} failed: {_cause(exc)}", statement=sql, engine=self.name
+            ) from exc
         detail = f" ({step.detail})" if step.detail else ""
         logger.debug("%s: %s%s in %.1f ms", self.name, action, detail, _ms_since(started))
 

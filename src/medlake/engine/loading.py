@@ -95,9 +95,8 @@ def check_columns(target: LoadTarget, schema: pa.Schema) -> None:
     seen: set[str] = set()
     for name in schema.names:
         if name not in known:
-            raise target.error(
-                f"column {name!r} is not in the table (its columns: {', '.join(target.schema.names)})"
-            )
+            columns = ", ".join(target.schema.names)
+            raise target.error(f"column {name!r} is not in the table (its columns: {columns})")
         if name in seen:
             raise target.error(f"column {name!r} appears more than once in the data")
         seen.add(name)

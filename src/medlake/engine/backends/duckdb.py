@@ -58,7 +58,9 @@ class DuckDBEngine(Engine, SupportsTransactions):
         try:
             self._con = duckdb.connect(database, config=config)
         except duckdb.Error as exc:
-            raise EngineError(f"cannot open the DuckDB lake {database}: {exc}", engine="duckdb") from exc
+            raise EngineError(
+                f"cannot open the DuckDB lake {database}: {exc}", engine="duckdb"
+            ) from exc
         self.path = path
         super().__init__(ibis.duckdb.from_connection(self._con))
 

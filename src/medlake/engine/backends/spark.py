@@ -198,8 +198,10 @@ class SparkEngine(Engine):
             if not any(directory.rglob("*.parquet")):
                 # A table created and never loaded leaves an empty directory, which
                 # would block creating it again; it holds no data to keep.
-                if not any(path.is_file() and not path.name.startswith(_NOT_A_TABLE_PREFIXES)
-                           for path in directory.rglob("*")):
+                if not any(
+                    path.is_file() and not path.name.startswith(_NOT_A_TABLE_PREFIXES)
+                    for path in directory.rglob("*")
+                ):
                     shutil.rmtree(directory)
                 continue
             statement = sge.Create(
