@@ -223,3 +223,22 @@ def test_delete_where_accepts_a_predicate_on_in_memory_keys(lake: Engine, clinic
     expected = sum(v["person_id"] in keys for v in clinic.visits)
     assert lake.delete_where("visit", visit.person_id.isin(gone.person_id)) == expected
     assert lake.count(visit.filter(visit.person_id.isin(keys))) == 0
+
+
+# --------------------------------------------------------------------- the real schema
+
+
+def test_the_whole_lake_schema_is_created_once_on_every_engine(backend: Engine) -> None:
+    from medlake.schema import ALL_TABLES
+
+    names = [spec.name for spec in ALL_TABLES]
+    assert backend.create_schema(ALL_TABLES) == names
+    assert backend.create_schema(ALL_TABLES) == []
+    assert set(names) <= set(backend.list_tables())
+    for spec in ALL_TABLES:
+        columns = backend.table(spec.name).schema()
+        assert list(columns.names) == list(spec.column_names), spec.name
+        for column in spec.columns:
+            # Same Arrow type everywhere (DuckDB spells timestamps with their scale).
+            stored = columns[column.name].to_pyarrow()
+            assert stored == column.ibis_type.to_pyarrow(), f"{spec.name}.{column.name}"
