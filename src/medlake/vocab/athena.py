@@ -280,14 +280,26 @@ def _parse_error(
 ) -> InputError:
     if invalid:
         row = invalid[-1]
-        # InvalidRow.number counts data rows from 1; the header is line 1.
-        line = row.number + 1 if row.number is not None else rows_before + 2
+        # Arrow's streaming reader does not number rows; find the line ourselves.
+        line = _first_line_with_fields_other_than(path, row.expected_columns)
+        where = f"line {line}" if line is not None else f"after line {rows_before + 1}"
         return InputError(
-            f"{path.name}: line {line}: expected {row.expected_columns} tab-separated fields, "
+            f"{path.name}: {where}: expected {row.expected_columns} tab-separated fields, "
             f"found {row.actual_columns}: {row.text[:200]!r}"
         )
     message = str(exc).removeprefix("CSV parse error: ").strip()
     return InputError(f"{path.name}: after line {rows_before + 1}: {message}")
+
+
+def _first_line_with_fields_other_than(path: Path, expected: int) -> int | None:
+    """Physical line number (header = 1) of the first non-empty row with a wrong field count."""
+    with path.open("rb") as handle:
+        next(handle, None)
+        for number, line in enumerate(handle, start=2):
+            stripped = line.rstrip(b"\r\n")
+            if stripped and stripped.count(b"\t") != expected - 1:
+                return number
+    return None
 
 
 def _typed_batch(
