@@ -242,3 +242,13 @@ def test_the_whole_lake_schema_is_created_once_on_every_engine(backend: Engine) 
             # Same Arrow type everywhere (DuckDB spells timestamps with their scale).
             stored = columns[column.name].to_pyarrow()
             assert stored == column.ibis_type.to_pyarrow(), f"{spec.name}.{column.name}"
+
+
+def test_a_failing_query_reports_its_compiled_sql(lake: Engine) -> None:
+    visit = lake.table("visit")
+    bad = visit.filter(visit.ward.notnull()).select(ward_number=visit.ward.cast("int64"))
+    with pytest.raises(EngineError) as caught:
+        lake.execute(bad)
+    assert caught.value.statement is not None
+    assert "CAST" in caught.value.statement.upper()
+    assert "ward" in caught.value.statement

@@ -35,6 +35,7 @@ import sqlglot
 import sqlglot.expressions as sge
 from sqlglot.errors import ErrorLevel
 
+from medlake.engine.ddl import create_table_statement, drop_table_statement
 from medlake.engine.loading import (
     ArrowData,
     LoadProgress,
@@ -129,12 +130,19 @@ class Engine(abc.ABC):
                 self._specs[spec.name] = spec
                 if spec.name in existing:
                     continue
-                statement = self._create_table_sql(spec)
+                statement = create_table_statement(
+                    spec,
+                    type_mapper=self._backend.compiler.type_mapper,  # type: ignore[attr-defined]
+                    dialect=self.sql_dialect,
+                    properties=self._table_properties(),
+                )
                 with self._step(f"create table {spec.name}", statement=statement):
                     self._run_statement(statement, returns_rows=False)
                 existing.add(spec.name)
                 created.append(spec.name)
             step.detail = f"{len(created)} created"
+            if created:
+                logger.info("%s: created tables %s", self.name, ", ".join(created))
             return created
 
     @final
@@ -156,9 +164,7 @@ class Engine(abc.ABC):
                 if missing_ok:
                     return
                 raise EngineError(f"cannot drop table {name!r}: no such table", engine=self.name)
-            statement = sge.Drop(kind="TABLE", this=_table(name), exists=True).sql(
-                dialect=self.sql_dialect
-            )
+            statement = drop_table_statement(name, dialect=self.sql_dialect)
             with self._step(f"drop table {name}", statement=statement):
                 self._drop_table(name, statement)
             self._specs.pop(name, None)
@@ -427,28 +433,6 @@ class Engine(abc.ABC):
             engine=self.name,
         )
 
-    def _create_table_sql(self, spec: TableSpec) -> str:
-        type_mapper = self._backend.compiler.type_mapper  # type: ignore[attr-defined]
-        columns = [
-            sge.ColumnDef(
-                this=sqlglot.to_identifier(column.name, quoted=True),
-                kind=type_mapper.from_ibis(column.ibis_type.copy(nullable=True)),
-                constraints=(
-                    [sge.ColumnConstraint(kind=sge.NotNullColumnConstraint())]
-                    if column.required
-                    else []
-                ),
-            )
-            for column in spec.columns
-        ]
-        properties = self._table_properties()
-        create = sge.Create(
-            kind="TABLE",
-            this=sge.Schema(this=_table(spec.name), expressions=columns),
-            properties=sge.Properties(expressions=properties) if properties else None,
-        )
-        return create.sql(dialect=self.sql_dialect)
-
     # ------------------------------------------------------------------ backend hooks
 
     def _table_properties(self) -> list[sge.Expression]:
@@ -487,10 +471,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def _close(self) -> None:
         """Release the connection or session."""
-
-
-def _table(name: str) -> sge.Table:
-    return sge.Table(this=sqlglot.to_identifier(name, quoted=True))
 
 
 def _nullable(schema: pa.Schema) -> pa.Schema:

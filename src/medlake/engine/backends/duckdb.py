@@ -28,6 +28,7 @@ import sqlglot
 import sqlglot.expressions as sge
 
 from medlake.engine.base import Engine, SupportsTransactions
+from medlake.engine.ddl import table_ref
 from medlake.errors import EngineError
 
 MEMORY = ":memory:"
@@ -91,8 +92,8 @@ class DuckDBEngine(Engine, SupportsTransactions):
         view = f"__medlake_load_{uuid.uuid4().hex}"
         columns = [sqlglot.to_identifier(name, quoted=True) for name in schema.names]
         insert = sge.Insert(
-            this=sge.Schema(this=_table(table), expressions=columns),
-            expression=sge.select(*[c.copy() for c in columns]).from_(_table(view)),
+            this=sge.Schema(this=table_ref(table), expressions=columns),
+            expression=sge.select(*[c.copy() for c in columns]).from_(table_ref(view)),
         )
         self._con.register(view, pa.RecordBatchReader.from_batches(schema, batches))
         try:
@@ -165,7 +166,3 @@ def _reader_then_close(
     finally:
         reader.close()
         cursor.close()
-
-
-def _table(name: str) -> sge.Table:
-    return sge.Table(this=sqlglot.to_identifier(name, quoted=True))

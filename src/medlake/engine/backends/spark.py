@@ -28,10 +28,10 @@ from typing import ClassVar
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
-import sqlglot
 import sqlglot.expressions as sge
 
 from medlake.engine.base import Engine
+from medlake.engine.ddl import drop_table_statement, table_ref
 from medlake.errors import EngineError, MissingDependencyError
 from medlake.log import get_logger
 
@@ -163,7 +163,7 @@ class SparkEngine(Engine):
         try:
             self._session.table(stage).write.insertInto(table, overwrite=True)
         finally:
-            self._session.sql(f"DROP TABLE IF EXISTS {_quoted(stage)}")
+            self._session.sql(drop_table_statement(stage, dialect="spark"))
         return doomed
 
     # ------------------------------------------------------------------ reading
@@ -206,7 +206,7 @@ class SparkEngine(Engine):
                 continue
             statement = sge.Create(
                 kind="TABLE",
-                this=sge.Table(this=sqlglot.to_identifier(name, quoted=True)),
+                this=table_ref(name),
                 exists=True,
                 properties=sge.Properties(
                     expressions=[
@@ -224,10 +224,6 @@ class SparkEngine(Engine):
                     engine=self.kind,
                 ) from exc
             logger.debug("spark: registered %s from the warehouse", name)
-
-
-def _quoted(name: str) -> str:
-    return sqlglot.to_identifier(name, quoted=True).sql(dialect="spark")
 
 
 def _start_session(
