@@ -34,7 +34,7 @@ from medlake.synth.people import Person
 
 _ACUTE = frozenset(rule.code for rule in DISEASE_RULES if rule.kind == "acute")
 _SEVERE = frozenset({"I50.9", "J44.9", "N18.9", "K74.60", "I25.10", *CANCERS})
-_INPATIENT_PANELS = ("XCG", "SGN", "GGN", "DJZ")
+_INPATIENT_PANELS = ("XCG", "SGN")
 _COVID_SCREENING = (year_start_ordinal(2020) + 40, year_start_ordinal(2022) + 340)
 #: Share of persons who die that get one visit dated after their death (planted defect).
 AFTER_DEATH_VISIT_RATE = 0.03
@@ -117,7 +117,7 @@ class CarePlanner:
                 plan.append((onset, "I", code))
             elif r.random() < 0.85:
                 plan.append((onset, "O", code))
-        adult_checkups = 0.06 if (start - person.birth_ord) > 18 * 365 else 0.03
+        adult_checkups = 0.04 if (start - person.birth_ord) > 18 * 365 else 0.03
         for year in range(year_of(start), year_of(end) + 1):
             low = max(start, year_start_ordinal(year))
             high = min(end, year_start_ordinal(year + 1) - 1)
@@ -126,8 +126,8 @@ class CarePlanner:
             fraction = (high - low + 1) / 365.0
             chronic = self._chronic_active(person, (low + high) // 2)
             severe = sum(1 for code in chronic if code in _SEVERE)
-            rates = (("O", 0.2 + 0.3 * min(len(chronic), 4)), ("I", 0.012 + 0.05 * severe),
-                     ("E", 0.02 + 0.025 * len(chronic)), ("C", adult_checkups))  # fmt: skip
+            rates = (("O", 0.1 + 0.16 * min(len(chronic), 4)), ("I", 0.006 + 0.035 * severe),
+                     ("E", 0.01 + 0.012 * len(chronic)), ("C", adult_checkups))  # fmt: skip
             for kind, rate in rates:
                 for _ in range(_poisson(r, rate * fraction)):
                     plan.append((r.randint(low, high), kind, ""))
@@ -209,13 +209,13 @@ class CarePlanner:
                 panels.append("XGHS")
         elif kind == "E":
             panels = list(dict.fromkeys(["XCG", "CRP", *panels]))
-        elif r.random() > (0.85 if first_day else 0.3):
+        elif r.random() > (0.8 if first_day else 0.25):
             panels = []
         self._order_labs(person, visit, panels)
         for code, chance in PROCEDURES_FOR_DIAGNOSIS.get(reason, ()):
             if r.random() < (chance if kind != "O" else chance * 0.4):
                 visit.procedures.append(code)
-        if kind != "O" or r.random() < 0.5:
+        if kind != "O" or r.random() < 0.25:
             visit.vitals = vital_signs(person, ordinal, r)
         return visit
 

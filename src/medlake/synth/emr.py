@@ -31,7 +31,7 @@ from medlake.synth.exports import ChunkExports
 from medlake.synth.identity import EMR, SourcePatient
 from medlake.synth.lab_catalogue import LAB_PANELS, QUALITATIVE_ANSWERS, VITALS, LabTest
 from medlake.synth.labs import LabValue
-from medlake.synth.lis import flag_for
+from medlake.synth.lis import flag_for, reference_range
 
 RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "MedicationRequest", "Observation",
                   "Procedure", "Specimen")  # fmt: skip
@@ -45,9 +45,9 @@ MRN_SYSTEM = "http://emr.bjyy.example.cn/fhir/sid/mrn"
 ENCOUNTER_SYSTEM = "http://emr.bjyy.example.cn/fhir/sid/encounter"
 SPECIMEN_SYSTEM = "http://lis.bjyy.example.cn/fhir/sid/specimen"
 _TERMINOLOGY = "http://terminology.hl7.org/CodeSystem/"
-#: Panels whose results the EMR copies from the LIS for every visit (key indicators);
-#: inpatient and emergency visits get all their results.
-EMR_KEY_PANELS = frozenset({"THXHDB", "XZ4", "SGN"})
+#: Panels whose results the EMR copies from the LIS (its key indicators, 重点指标); the
+#: full results stay in the LIS.
+EMR_KEY_PANELS = frozenset({"THXHDB", "XZ4", "SGN", "YGBMKY", "XGHS"})
 
 
 def path_of(resource_type: str) -> str:
@@ -60,8 +60,13 @@ def fhir_patient_id(seed: int, mrn: str) -> str:
 
 
 def _uuid(raw: bytes) -> str:
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[raw[8] & 3]}{h[17:20]}-{h[20:32]}"
+    return _uuid_from_int(int.from_bytes(raw, "big"))
+
+
+def _uuid_from_int(bits: int) -> str:
+    """A version-4-shaped UUID string from 128 random bits."""
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[bits & 3]}{h[17:20]}-{h[20:32]}"
 
 
 def _coding(system: str, code: str, display: str) -> dict[str, Any]:
@@ -80,7 +85,7 @@ class EmrWriter:
         self.r = r
 
     def _new_id(self) -> str:
-        return _uuid(self.r.getrandbits(128).to_bytes(16, "big"))
+        return _uuid_from_int(self.r.getrandbits(128))
 
     def _write(self, resource: dict[str, Any], defects: list[tuple[str, str, str]]) -> None:
         path = path_of(resource["resourceType"])
@@ -174,7 +179,7 @@ class EmrWriter:
         if visit.vitals:
             self._vitals(subject, encounter_ref, visit)
         for order in visit.orders:
-            if visit.kind != "O" or order.panel in EMR_KEY_PANELS:
+            if order.panel in EMR_KEY_PANELS:
                 self._lab_order(subject, encounter_ref, order)
 
     def _condition(self, subject: dict[str, str], encounter_ref: dict[str, str], code: str,
@@ -239,7 +244,8 @@ class EmrWriter:
         self._write({"resourceType": "Observation", "id": self._new_id(), **base,
                      "code": {"coding": [_coding(LOINC, loinc, name)], "text": "血压"},
                      "component": components}, [])  # fmt: skip
-        keys = ["HR"] + (["WEIGHT", "HEIGHT", "BMI"] if visit.kind != "E" else [])
+        keys = ["HR"] + (["WEIGHT", "HEIGHT", "BMI"] if visit.kind == "I" or not visit.diagnoses
+                         else [])  # fmt: skip
         for key in keys:
             loinc, name, unit, _ = VITALS[key]
             self._write({"resourceType": "Observation", "id": self._new_id(), **base,
@@ -270,7 +276,7 @@ class EmrWriter:
                     issued: str) -> None:  # fmt: skip
         r = self.r
         defects: list[tuple[str, str, str]] = []
-        coding = _coding(LOINC, test.loinc, test.name_en)
+        coding = {"system": LOINC, "code": test.loinc}  # long LOINC names: text carries it
         if d.roll(r, "unknown_code"):
             code, _ = r.choice(UNKNOWN_LOINC)
             coding = {"system": LOINC, "code": code}
@@ -301,12 +307,7 @@ class EmrWriter:
                 defects.append((d.IMPOSSIBLE_LAB_VALUE, "valueQuantity", how))
             resource["valueQuantity"] = _quantity(number, test.unit)
             flag = flag_for(test, number)
-            reference: dict[str, Any] = {}
-            if test.low is not None:
-                reference["low"] = _quantity(test.low, test.unit)
-            if test.high is not None:
-                reference["high"] = _quantity(test.high, test.unit)
-            resource["referenceRange"] = [reference]
+            resource["referenceRange"] = [{"text": reference_range(test)}]
         resource["interpretation"] = [{"coding": [{
             "system": _TERMINOLOGY + "v3-ObservationInterpretation", "code": flag}]}]  # fmt: skip
         self._write(resource, defects)

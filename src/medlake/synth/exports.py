@@ -46,7 +46,7 @@ class ChunkExports:
 
     def __init__(self) -> None:
         self._csv: dict[str, tuple[io.StringIO, Any]] = {}
-        self._lines: dict[str, list[str]] = {}
+        self._lines: dict[str, list[bytes]] = {}
         self._messages: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
         self.counts: dict[str, int] = {}
         self.defects: list[Defect] = []
@@ -67,7 +67,7 @@ class ChunkExports:
 
     def ndjson(self, path: str, resource: dict[str, Any]) -> int:
         """Append one JSON object as a line; return its 1-based line within the chunk."""
-        self._lines.setdefault(path, []).append(orjson.dumps(resource).decode())
+        self._lines.setdefault(path, []).append(orjson.dumps(resource))
         return self._next(path)
 
     def hl7(self, path: str, sort_key: tuple[Any, ...], message: str) -> None:
@@ -87,7 +87,7 @@ class ChunkExports:
         for path, (buffer, _) in self._csv.items():
             blobs[path] = buffer.getvalue().encode(file_encoding(path))
         for path, lines in self._lines.items():
-            blobs[path] = ("\n".join(lines) + "\n").encode()
+            blobs[path] = b"\n".join(lines) + b"\n"
         for path, messages in self._messages.items():
             messages.sort(key=lambda item: item[0])
             if path.endswith(".mllp"):

@@ -142,10 +142,12 @@ def _run_chunk(index: int, start: int, count: int) -> ChunkResult:
     return generate_chunk(_worker_context, index, start, count)
 
 
-def _chunk_results(patients: int, seed: int, workers: int) -> Iterator[ChunkResult]:
+def _chunk_results(
+    patients: int, seed: int, workers: int, chunk_size: int
+) -> Iterator[ChunkResult]:
     """Chunk results in chunk order; at most ``2 × workers`` chunks in flight."""
-    plan = [(i, start, min(CHUNK_SIZE, patients - start))
-            for i, start in enumerate(range(0, patients, CHUNK_SIZE))]  # fmt: skip
+    plan = [(i, start, min(chunk_size, patients - start))
+            for i, start in enumerate(range(0, patients, chunk_size))]  # fmt: skip
     if workers <= 1 or len(plan) == 1:
         context = ChunkContext(seed, patients, _MAX_GENOTYPED)
         for index, start, count in plan:
@@ -194,14 +196,19 @@ def generate_hospital(
     *,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> SynthSummary:
     """Write HIS CSV, LIS HL7 v2, EMR FHIR NDJSON, omics files and ``truth/`` to ``out_dir``.
 
     Same ``seed`` and ``patients`` give a byte-identical tree for any ``workers``;
     ``progress(done, total)`` is called with persons done after each chunk.
+    ``chunk_size`` is part of the seed's identity (chunks own their random streams):
+    leave it at its default except in tests that need many chunks from few persons.
     """
     if patients < 1:
         raise UsageError(f"patients must be at least 1, got {patients}")
+    if chunk_size < 1:
+        raise UsageError(f"chunk size must be at least 1, got {chunk_size}")
     if seed < 0:
         raise UsageError(f"seed must be >= 0, got {seed}")
     out_dir = Path(out_dir)
@@ -214,7 +221,7 @@ def generate_hospital(
     counter = [0, 0]
     done = 0
     try:
-        for result in _chunk_results(patients, seed, workers):
+        for result in _chunk_results(patients, seed, workers, chunk_size):
             tree.append(result)
             writer.add(_omics_subjects(result.omics, counter))
             done += result.persons

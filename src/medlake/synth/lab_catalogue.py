@@ -256,7 +256,7 @@ PANELS_FOR_DIAGNOSIS: dict[str, tuple[str, ...]] = {
 }
 
 #: What a health check (体检) orders.
-CHECKUP_PANELS: tuple[str, ...] = ("XCG", "GGN", "SGN", "XZ4", "KFXT", "YGBMKY")
+CHECKUP_PANELS: tuple[str, ...] = ("XCG", "GGN", "SGN", "XZ4", "KFXT")
 
 # ---------------------------------------------------------------------------------------
 # Vital signs (EMR only): LOINC code, name, UCUM unit, decimals.
