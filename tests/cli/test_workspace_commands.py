@@ -6,6 +6,8 @@ import json
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from medlake.errors import ConfigError, NotAWorkspaceError, WorkspaceExistsError
 from medlake.schema import ALL_TABLES, SCHEMA_VERSION
 
@@ -87,3 +89,19 @@ def test_unknown_command_is_a_usage_error(medlake) -> None:
     result = medlake("frobnicate")
     assert result.returncode != 0
     assert "No such command" in result.stderr
+
+
+@pytest.mark.spark
+def test_workspace_on_spark_holds_the_same_lake(medlake, tmp_path: Path) -> None:
+    target = tmp_path / "ws"
+    created = medlake("init", str(target), "--engine", "spark")
+    assert created.returncode == 0, created.stderr
+    result = medlake("status", "--json", "--workspace", str(target))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["engine"] == "spark"
+    assert set(summary["tables"]) == {spec.name for spec in ALL_TABLES}
+    demo_concepts = (
+        Path(__file__).resolve().parents[2] / "src/medlake/vocab/data/CONCEPT.csv"
+    ).read_text(encoding="utf-8").count("\n") - 1
+    assert summary["tables"]["concept"] == demo_concepts

@@ -138,6 +138,7 @@ class Engine(abc.ABC):
                 )
                 with self._step(f"create table {spec.name}", statement=statement):
                     self._run_statement(statement, returns_rows=False)
+                    self._table_created(spec.name)
                 existing.add(spec.name)
                 created.append(spec.name)
             step.detail = f"{len(created)} created"
@@ -438,6 +439,9 @@ class Engine(abc.ABC):
     def _table_properties(self) -> list[sge.Expression]:
         """Extra ``CREATE TABLE`` properties (Spark: ``USING PARQUET``)."""
         return []
+
+    def _table_created(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Called after a table is created; backends that must persist more do it here."""
 
     def _execute_arrow(self, expr: ir.Table) -> pa.Table:
         """Run a table expression and return all its rows."""

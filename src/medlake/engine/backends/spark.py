@@ -109,6 +109,11 @@ class SparkEngine(Engine):
         frame = self._session.sql(sql)  # commands (DDL, INSERT) run right here
         return frame.toArrow() if returns_rows else None
 
+    def _table_created(self, name: str) -> None:
+        # A table's schema lives only in the session's catalog until a file is written;
+        # an empty Parquet file keeps it, so an empty table survives a restart.
+        self._session.table(name).limit(0).write.insertInto(name)
+
     def _list_tables(self) -> list[str]:
         # SHOW TABLES reads only the catalog; catalog.listTables() also loads each
         # table's metadata, seconds for a full schema.
