@@ -11,6 +11,8 @@ the script prints that ratio next to the time ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import platform
 import shutil
@@ -26,10 +28,8 @@ import psutil
 def tree_rss(process: psutil.Process) -> int:
     total = 0
     for member in [process, *process.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
@@ -39,7 +39,15 @@ def directory_size(path: Path) -> int:
 
 def measure(patients: int, workers: int | None, scratch: Path) -> dict[str, float]:
     out = scratch / f"hospital-{patients}"
-    command = [sys.executable, "-m", "medlake.cli.main", "synth", str(out), "--patients", str(patients)]
+    command = [
+        sys.executable,
+        "-m",
+        "medlake.cli.main",
+        "synth",
+        str(out),
+        "--patients",
+        str(patients),
+    ]
     if workers:
         command += ["--workers", str(workers)]
     started = time.perf_counter()
@@ -57,7 +65,12 @@ def measure(patients: int, workers: int | None, scratch: Path) -> dict[str, floa
         raise SystemExit(f"medlake synth failed for {patients} patients (exit {child.returncode})")
     size = directory_size(out)
     shutil.rmtree(out)
-    return {"patients": patients, "seconds": elapsed, "peak_rss_mib": peak / 2**20, "output_mib": size / 2**20}
+    return {
+        "patients": patients,
+        "seconds": elapsed,
+        "peak_rss_mib": peak / 2**20,
+        "output_mib": size / 2**20,
+    }
 
 
 def main() -> None:
@@ -67,18 +80,21 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=None)
     args = parser.parse_args()
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="medlake-synth-bench-"))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, python {platform.python_version()}"
+    )
     results = []
     for patients in args.sizes:
         row = measure(patients, args.workers, scratch)
         results.append(row)
         print(
             f"{patients:>9,} patients: {row['seconds']:8.1f} s "
-            f"({patients / row['seconds']:,.0f} patients/s), peak RSS {row['peak_rss_mib']:,.0f} MiB, "
+            f"({patients / row['seconds']:,.0f} patients/s), "
+            f"peak RSS {row['peak_rss_mib']:,.0f} MiB, "
             f"output {row['output_mib']:,.0f} MiB"
         )
-    for smaller, larger in zip(results, results[1:], strict=False):
+    for smaller, larger in itertools.pairwise(results):
         size_ratio = larger["patients"] / smaller["patients"]
         print(
             f"x{size_ratio:.0f} patients: time x{larger['seconds'] / smaller['seconds']:.1f}, "

@@ -18,7 +18,10 @@ from medlake.errors import ConfigError, NotAWorkspaceError
 
 def test_settings_round_trip(tmp_path: Path) -> None:
     settings = Settings.model_validate(
-        {"engine": {"kind": "spark", "spark_master": "local[2]"}, "paths": {"landing_mirror": "/mnt/b"}}
+        {
+            "engine": {"kind": "spark", "spark_master": "local[2]"},
+            "paths": {"landing_mirror": "/mnt/b"},
+        }
     )
     write_settings(tmp_path / "medlake.toml", settings)
     assert read_settings(tmp_path / "medlake.toml") == settings
@@ -26,13 +29,13 @@ def test_settings_round_trip(tmp_path: Path) -> None:
 
 def test_unknown_setting_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "medlake.toml").write_text("[engine]\nknd = 'duckdb'\n")
-    with pytest.raises(ConfigError, match="engine.knd"):
+    with pytest.raises(ConfigError, match=r"engine\.knd"):
         read_settings(tmp_path / "medlake.toml")
 
 
 def test_broken_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "medlake.toml").write_text("[engine\n")
-    with pytest.raises(ConfigError, match="medlake.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"medlake\.toml: not valid TOML"):
         read_settings(tmp_path / "medlake.toml")
 
 

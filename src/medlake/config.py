@@ -36,7 +36,9 @@ class EngineSettings(_Section):
 
     kind: Literal["duckdb", "spark", "mysql"] = "duckdb"
     path: str = "lake.duckdb"
-    threads: int | None = Field(default=None, ge=1, description="DuckDB threads; all cores if unset")
+    threads: int | None = Field(
+        default=None, ge=1, description="DuckDB threads; all cores if unset"
+    )
     memory_limit: str | None = Field(default=None, description="DuckDB memory limit, e.g. '8GB'")
     spark_master: str = "local[*]"
     spark_warehouse: str = "spark-warehouse"

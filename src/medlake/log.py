@@ -18,7 +18,9 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def configure(level: int | str = logging.WARNING, *, handler: logging.Handler | None = None) -> None:
+def configure(
+    level: int | str = logging.WARNING, *, handler: logging.Handler | None = None
+) -> None:
     """Attach ``handler`` (default: stderr) to the medlake logger at ``level``."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)

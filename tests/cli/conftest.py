@@ -15,7 +15,9 @@ Medlake = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def medlake(tmp_path: Path) -> Medlake:
-    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {k: v for k, v in os.environ.items() if k != "MEDLAKE_WORKSPACE"}
         full_env.update({"COLUMNS": "200", "NO_COLOR": "1"})
         full_env.update(env or {})

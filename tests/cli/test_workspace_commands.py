@@ -67,7 +67,9 @@ def test_bad_setting_is_named_with_its_file(medlake, tmp_path: Path) -> None:
     target = tmp_path / "ws"
     medlake("init", str(target))
     settings_file = target / "medlake.toml"
-    settings_file.write_text(settings_file.read_text().replace('kind = "duckdb"', 'kind = "oracle"'))
+    settings_file.write_text(
+        settings_file.read_text().replace('kind = "duckdb"', 'kind = "oracle"')
+    )
     result = medlake("status", "--workspace", str(target))
     assert result.returncode == ConfigError.exit_code
     assert "engine.kind" in result.stderr

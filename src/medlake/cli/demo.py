@@ -16,16 +16,18 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Annotated[Path, typer.Argument(help="Folder for the demo (replaced if it holds a demo).")] = Path(
-        "demo"
-    ),
+    out: Annotated[
+        Path, typer.Argument(help="Folder for the demo (replaced if it holds a demo).")
+    ] = Path("demo"),
     patients: Annotated[int, typer.Option(min=1, help="Synthetic patients.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """Synthesize a hospital, create a workspace and summarize what was made."""
     with progress_bar(f"synthesizing {patients:,} patients") as progress:
         result = run_demo(out, patients=patients, seed=seed, progress=progress)
-    print_table("Synthetic hospital (source-system exports)", ["file", "records"], result.synth.as_rows())
+    print_table(
+        "Synthetic hospital (source-system exports)", ["file", "records"], result.synth.as_rows()
+    )
     lake_rows = [(t.name, t.group, t.rows) for t in result.lake.tables if t.rows]
     print_table(
         f"Lake ({result.lake.engine}, schema v{result.lake.schema_version}): tables with rows",

@@ -17,7 +17,8 @@ app = typer.Typer(help="Load OMOP vocabularies into the lake.", no_args_is_help=
 @app.command("load")
 def load(
     directory: Annotated[
-        Path, typer.Argument(help="Folder of Athena vocabulary files (CONCEPT.csv, ... tab-separated).")
+        Path,
+        typer.Argument(help="Folder of Athena vocabulary files (CONCEPT.csv, ... tab-separated)."),
     ],
     workspace: WorkspaceOption = None,
 ) -> None:

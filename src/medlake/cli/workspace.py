@@ -22,19 +22,28 @@ def register(app: typer.Typer) -> None:
 
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory for the new workspace.")],
-    engine: Annotated[str, typer.Option(help="Engine holding the lake: duckdb or spark.")] = "duckdb",
+    engine: Annotated[
+        str, typer.Option(help="Engine holding the lake: duckdb or spark.")
+    ] = "duckdb",
     name: Annotated[str | None, typer.Option(help="Workspace name (default: folder name).")] = None,
     language: Annotated[str, typer.Option(help="Default UI language: en or zh.")] = "en",
     demo_vocabulary: Annotated[
-        bool, typer.Option("--demo-vocabulary/--no-demo-vocabulary", help="Load the bundled demo vocabulary.")
+        bool,
+        typer.Option(
+            "--demo-vocabulary/--no-demo-vocabulary", help="Load the bundled demo vocabulary."
+        ),
     ] = True,
 ) -> None:
     """Create a workspace: medlake.toml, landing/, omics/, exports/, backups/ and the lake."""
     created = service.init_workspace(
         directory, engine_kind=engine, name=name, language=language, demo_vocabulary=demo_vocabulary
     )
-    console.print(f"Created workspace [bold]{created.root}[/] (engine {engine}, schema v{SCHEMA_VERSION}).")
-    console.print(f"Use it with [bold]--workspace {created.root}[/] or MEDLAKE_WORKSPACE={created.root}")
+    console.print(
+        f"Created workspace [bold]{created.root}[/] (engine {engine}, schema v{SCHEMA_VERSION})."
+    )
+    console.print(
+        f"Use it with [bold]--workspace {created.root}[/] or MEDLAKE_WORKSPACE={created.root}"
+    )
 
 
 def status(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
@@ -49,7 +58,9 @@ def status(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> No
     rows = [(t.name, t.group, t.rows) for t in summary.tables if t.rows]
     print_table("Tables with rows", ["table", "group", "rows"], rows)
     empty = sum(1 for t in summary.tables if not t.rows)
-    console.print(f"{len(summary.tables)} tables, {empty} empty, {summary.total_rows:,} rows in all")
+    console.print(
+        f"{len(summary.tables)} tables, {empty} empty, {summary.total_rows:,} rows in all"
+    )
 
 
 @schema_app.command("status")

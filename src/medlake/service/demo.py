@@ -53,12 +53,16 @@ def run_demo(
     init_workspace(workspace_dir, name="medlake-demo")
     timings["init workspace"] = time.perf_counter() - started
 
-    return DemoResult(hospital_dir, workspace_dir, synth_summary, lake_summary(workspace_dir), timings)
+    return DemoResult(
+        hospital_dir, workspace_dir, synth_summary, lake_summary(workspace_dir), timings
+    )
 
 
 def _clear_previous_demo(out_dir: Path) -> None:
     if not out_dir.exists():
         return
     if not (out_dir / DEMO_MARKER).exists() and any(out_dir.iterdir()):
-        raise UsageError(f"{out_dir} exists, is not empty and was not made by the demo; choose another")
+        raise UsageError(
+            f"{out_dir} exists, is not empty and was not made by the demo; choose another"
+        )
     shutil.rmtree(out_dir)

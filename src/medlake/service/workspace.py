@@ -149,7 +149,8 @@ def upgrade_schema(workspace_dir: Path | None) -> tuple[int | None, int, list[Mi
         before = current_schema_version(engine)
         if before is not None and before > SCHEMA_VERSION:
             raise SchemaVersionError(
-                f"the lake is at schema version {before}, newer than this medlake ({SCHEMA_VERSION})"
+                f"the lake is at schema version {before}, "
+                f"newer than this medlake ({SCHEMA_VERSION})"
             )
         applied = upgrade_schema_on(engine)
         return before, current_schema_version(engine) or 0, applied
