@@ -148,6 +148,20 @@ PATIENT_COLUMNS: dict[str, pa.DataType] = {
 }
 
 
+# Omics samples a reader registers: the writer adds person_id (from source_patient),
+# registered_at and batch_id, and upserts by (sample_id, assay).
+OMICS_SAMPLE_COLUMNS: dict[str, pa.DataType] = {
+    "sample_id": pa.string(),
+    "assay": pa.string(),  # genotype, rnaseq
+    "file_uri": pa.string(),  # relative to the workspace's omics/ folder
+    "file_format": pa.string(),  # bed, pgen, parquet, h5ad
+    "sha256": pa.string(),  # of the stored file
+    "source_system": pa.string(),  # whose patient id this is (may differ from the batch's)
+    "source_patient_id": pa.string(),
+    "collected_date": pa.date32(),
+}
+
+
 def staging_schema(table: str, columns: Iterable[str]) -> pa.Schema:
     """Arrow schema for staged rows of ``table`` with the given columns, in that order.
 
@@ -234,6 +248,7 @@ class ParsedChunk:
     patients: list[pa.Table] = field(default_factory=list)  # PATIENT_COLUMNS
     merges: list[PatientMerge] = field(default_factory=list)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
+    omics_samples: list[pa.Table] = field(default_factory=list)  # OMICS_SAMPLE_COLUMNS
     skipped: Counter[str] = field(default_factory=Counter)  # e.g. {"Practitioner": 12}
     records_read: int = 0
 
@@ -253,6 +268,11 @@ class SourceContext:
     path: Path  # the landed file (read from here, never from the original)
     original_name: str  # for locations in messages and quarantine
     received_at: dt.datetime  # UTC
+    # Files that travel with this one (a PLINK fileset's .bim/.fam, a sample manifest),
+    # landed too, by role: {"bim": path, "fam": path, "manifest": path}.
+    companions: dict[str, Path] = field(default_factory=dict)
+    omics_dir: Path | None = None  # where omics readers store converted files
+    options: dict[str, object] = field(default_factory=dict)  # e.g. {"mapping": Path}
 
     @property
     def default_version(self) -> int:
