@@ -1,0 +1,164 @@
+"""HL7 v2 reader: ADT and ORU^R01 files, plain or MLLP-framed, into staged rows.
+
+Files hold messages separated by a line break before ``MSH`` (segments by ``\\r``), or
+MLLP frames (``0x0B … 0x1C 0x0D``) as an interface engine logs them. Each message is
+decoded (MSH-18, else UTF-8, else GB18030 for Chinese names), split into segments
+(:mod:`medlake.ingest.hl7v2_message`) and mapped (:mod:`medlake.ingest.hl7v2_mapping`).
+A message that cannot be read goes to quarantine whole, located as
+``<file>:message <n>`` with its byte offset in the reason; one bad message never stops
+the file. A file with no HL7 message at all raises :class:`~medlake.errors.InputError`.
+
+Options (``SourceContext.options``):
+- ``hl7_parser``: ``"fast"`` (default) or ``"hl7"`` (``hl7.parse`` on every message);
+- ``visit_systems``: ``{regex: system}``, PV1-19 values matching a regex are visits of
+  that system (the LIS writes the HIS visit number there); default none;
+- ``local_vocabulary``: vocabulary id for the sender's local codes (default: the source
+  system's name);
+- ``patient_id_authority``: PID-3 assigning authority of the source patient id (default:
+  the sending application, MSH-3);
+- ``chunk_messages``: messages per :class:`ParsedChunk` (default 20,000).
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+from medlake.errors import InputError
+from medlake.ingest.hl7v2_mapping import (
+    MEASUREMENT_COLUMNS,
+    PATIENT_ROW_COLUMNS,
+    SPECIMEN_COLUMNS,
+    MappingOptions,
+    MessageMapper,
+)
+from medlake.ingest.hl7v2_message import (
+    MessageError,
+    RawMessage,
+    decode_message,
+    parse_message,
+    split_messages,
+)
+from medlake.ingest.staging import ParsedChunk, QuarantineEntry, SourceContext, TableBuffer
+from medlake.log import get_logger
+
+DEFAULT_CHUNK_MESSAGES = 20_000
+_HEAD = re.compile(rb"\A(?:\xef\xbb\xbf)?[\s]*\x0b?[\s]*(?:MSH|FHS|BHS)[|^~\\&!#$%*+,./:;=?@_-]")
+
+log = get_logger(__name__)
+
+
+def looks_like_hl7(head: bytes) -> bool:
+    """True when ``head`` starts (after blank space, a BOM or an MLLP start) with MSH/FHS/BHS."""
+    return _HEAD.match(head) is not None
+
+
+def mapping_options(context: SourceContext) -> MappingOptions:
+    """The mapping's settings from the context and its options."""
+    options = context.options
+    systems = options.get("visit_systems") or {}
+    if not isinstance(systems, dict):
+        raise InputError(f"hl7v2 option visit_systems must be a mapping, got {systems!r}")
+    return MappingOptions(
+        source_system=context.source_system,
+        default_version=context.default_version,
+        local_vocabulary=str(options.get("local_vocabulary") or context.source_system),
+        patient_id_authority=(str(options["patient_id_authority"])
+                              if options.get("patient_id_authority") else None),  # fmt: skip
+        visit_systems=tuple((re.compile(str(p)), str(s)) for p, s in systems.items()),
+    )
+
+
+class _ChunkBuilder:
+    """Rows gathered for one :class:`ParsedChunk`."""
+
+    def __init__(self) -> None:
+        self.chunk = ParsedChunk()
+        self.measurements = TableBuffer("measurement", MEASUREMENT_COLUMNS)
+        self.specimens = TableBuffer("specimen", SPECIMEN_COLUMNS)
+        self.patients = TableBuffer("patient", PATIENT_ROW_COLUMNS)
+        self.messages = 0
+
+    def finish(self) -> ParsedChunk:
+        chunk = self.chunk
+        chunk.add_rows("measurement", self.measurements.to_arrow())
+        chunk.add_rows("specimen", self.specimens.to_arrow())
+        if len(self.patients):
+            chunk.patients.append(self.patients.to_arrow())
+        return chunk
+
+
+class Hl7v2Reader:
+    """Reads HL7 v2 files (plain or MLLP) into measurement, specimen and patient rows."""
+
+    format: ClassVar[str] = "hl7v2"
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        return looks_like_hl7(head)
+
+    def read(self, context: SourceContext) -> Iterator[ParsedChunk]:
+        parser = str(context.options.get("hl7_parser", "fast"))
+        per_chunk = int(context.options.get("chunk_messages", DEFAULT_CHUNK_MESSAGES))  # type: ignore[call-overload]
+        mapper = MessageMapper(mapping_options(context))
+        with open(context.path, "rb") as handle:
+            size = handle.seek(0, 2)
+            if size == 0:
+                yield ParsedChunk()
+                return
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
+                    raise InputError(f"{context.original_name}: not an HL7 v2 file "
+                                     "(no MSH segment)")  # fmt: skip
+                builder = _ChunkBuilder()
+                for raw in split_messages(data):  # type: ignore[arg-type]
+                    self._read_one(raw, context.original_name, parser, mapper, builder)
+                    if builder.messages >= per_chunk:
+                        yield builder.finish()
+                        builder = _ChunkBuilder()
+                yield builder.finish()
+
+    def _read_one(
+        self,
+        raw: RawMessage,
+        name: str,
+        parser: str,
+        mapper: MessageMapper,
+        builder: _ChunkBuilder,
+    ) -> None:
+        chunk = builder.chunk
+        builder.messages += 1
+        chunk.records_read += 1
+        location = f"{name}:message {raw.number}"
+        where = f" (byte offset {raw.offset})"
+        if raw.error is not None:
+            payload = raw.data.decode("utf-8", errors="backslashreplace")
+            chunk.quarantine.append(QuarantineEntry(location, raw.error + where, payload, None))
+            return
+        text = raw.data.decode("utf-8", errors="backslashreplace")
+        try:
+            text, _ = decode_message(raw.data)
+            message = parse_message(text, parser)
+            mapped = mapper.map(message)
+        except MessageError as error:
+            chunk.quarantine.append(QuarantineEntry(location, error.reason + where, text,
+                                                    error.field))  # fmt: skip
+            return
+        except Exception as error:  # noqa: BLE001 - a reader bug must not lose the message
+            log.exception("%s: unexpected error", location)
+            reason = f"unexpected error {type(error).__name__}: {error}{where}"
+            chunk.quarantine.append(QuarantineEntry(location, reason, text, None))
+            return
+        for reason, field in mapped.bad_results:
+            chunk.quarantine.append(QuarantineEntry(location, reason + where, text, field))
+        for row in mapped.measurements:
+            builder.measurements.append(**row)
+        for row in mapped.specimens:
+            builder.specimens.append(**row)
+        for row in mapped.patients:
+            builder.patients.append(**row)
+        chunk.merges.extend(mapped.merges)
+        if mapped.skipped:
+            chunk.skipped.update(mapped.skipped)
