@@ -66,8 +66,9 @@ def mapping_options(context: SourceContext) -> MappingOptions:
         source_system=context.source_system,
         default_version=context.default_version,
         local_vocabulary=str(options.get("local_vocabulary") or context.source_system),
-        patient_id_authority=(str(options["patient_id_authority"])
-                              if options.get("patient_id_authority") else None),  # fmt: skip
+        patient_id_authority=(
+            str(options["patient_id_authority"]) if options.get("patient_id_authority") else None
+        ),
         visit_systems=tuple((re.compile(str(p)), str(s)) for p, s in systems.items()),
     )
 
@@ -110,8 +111,9 @@ class Hl7v2Reader:
                 return
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
-                    raise InputError(f"{context.original_name}: not an HL7 v2 file "
-                                     "(no MSH segment)")  # fmt: skip
+                    raise InputError(
+                        f"{context.original_name}: not an HL7 v2 file (no MSH segment)"
+                    )
                 builder = _ChunkBuilder()
                 for raw in split_messages(data):  # type: ignore[arg-type]
                     self._read_one(raw, context.original_name, parser, mapper, builder)
@@ -143,10 +145,11 @@ class Hl7v2Reader:
             message = parse_message(text, parser)
             mapped = mapper.map(message)
         except MessageError as error:
-            chunk.quarantine.append(QuarantineEntry(location, error.reason + where, text,
-                                                    error.field))  # fmt: skip
+            chunk.quarantine.append(
+                QuarantineEntry(location, error.reason + where, text, error.field)
+            )
             return
-        except Exception as error:  # noqa: BLE001 - a reader bug must not lose the message
+        except Exception as error:  # a reader bug must not lose the message
             log.exception("%s: unexpected error", location)
             reason = f"unexpected error {type(error).__name__}: {error}{where}"
             chunk.quarantine.append(QuarantineEntry(location, reason, text, None))

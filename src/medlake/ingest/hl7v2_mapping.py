@@ -39,30 +39,73 @@ GENDER_UNKNOWN = 8551
 OPERATOR_CONCEPTS = {"<": 4171756, "<=": 4171754, "=": 4172703, ">": 4172704, ">=": 4171755}
 # HL7 table 0487 specimen types → the specimen codes of the medlake vocabulary.
 SPECIMEN_CODES = {
-    "BLD": "blood", "BLDV": "blood", "BLDA": "blood", "BLDC": "blood", "WB": "blood",
-    "SER": "serum", "PLAS": "plasma", "UR": "urine", "URINE": "urine",
-    "RESP": "respiratory swab", "NPS": "respiratory swab", "THRT": "respiratory swab",
-}  # fmt: skip
+    "BLD": "blood",
+    "BLDV": "blood",
+    "BLDA": "blood",
+    "BLDC": "blood",
+    "WB": "blood",
+    "SER": "serum",
+    "PLAS": "plasma",
+    "UR": "urine",
+    "URINE": "urine",
+    "RESP": "respiratory swab",
+    "NPS": "respiratory swab",
+    "THRT": "respiratory swab",
+}
 ADT_PATIENT_EVENTS = frozenset({"A01", "A04", "A08", "A28", "A31"})
 CODING_SYSTEMS = {"LN": "LOINC", "LOINC": "LOINC", "UCUM": "UCUM", "SCT": "SNOMED", "SNM": "SNOMED"}
 
 MEASUREMENT_COLUMNS = (
-    "_source_record_id", "_source_version", "_record_hash", "_source_patient_id",
-    "_source_visit_id", "_source_visit_system", "measurement_date", "measurement_datetime",
-    "measurement_time", "measurement_type_concept_id", "operator_concept_id", "value_as_number",
-    "range_low", "range_high", "measurement_source_value", "_measurement_vocabulary",
-    "unit_source_value", "_unit_vocabulary", "value_source_value", "_value_vocabulary",
-)  # fmt: skip
+    "_source_record_id",
+    "_source_version",
+    "_record_hash",
+    "_source_patient_id",
+    "_source_visit_id",
+    "_source_visit_system",
+    "measurement_date",
+    "measurement_datetime",
+    "measurement_time",
+    "measurement_type_concept_id",
+    "operator_concept_id",
+    "value_as_number",
+    "range_low",
+    "range_high",
+    "measurement_source_value",
+    "_measurement_vocabulary",
+    "unit_source_value",
+    "_unit_vocabulary",
+    "value_source_value",
+    "_value_vocabulary",
+)
 SPECIMEN_COLUMNS = (
-    "_source_record_id", "_source_version", "_record_hash", "_source_patient_id",
-    "specimen_date", "specimen_datetime", "specimen_type_concept_id", "specimen_source_id",
-    "specimen_source_value", "_specimen_vocabulary",
-)  # fmt: skip
+    "_source_record_id",
+    "_source_version",
+    "_record_hash",
+    "_source_patient_id",
+    "specimen_date",
+    "specimen_datetime",
+    "specimen_type_concept_id",
+    "specimen_source_id",
+    "specimen_source_value",
+    "_specimen_vocabulary",
+)
 PATIENT_ROW_COLUMNS = (
-    "_source_patient_id", "_source_version", "_record_hash", "name_hanzi", "name_pinyin",
-    "family_name", "given_name", "resident_id", "birth_date", "sex", "gender_concept_id",
-    "phone", "address", "postcode", "death_date",
-)  # fmt: skip
+    "_source_patient_id",
+    "_source_version",
+    "_record_hash",
+    "name_hanzi",
+    "name_pinyin",
+    "family_name",
+    "given_name",
+    "resident_id",
+    "birth_date",
+    "sex",
+    "gender_concept_id",
+    "phone",
+    "address",
+    "postcode",
+    "death_date",
+)
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _NUMBER = re.compile(r"\s*(<=|>=|<|>|=)?\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\Z")
@@ -252,9 +295,11 @@ class MessageMapper:
                     visit_system = system
                     break
         context = {
-            "_source_version": version, "_source_patient_id": patient_id,
-            "_source_visit_id": visit, "_source_visit_system": visit_system,
-        }  # fmt: skip
+            "_source_version": version,
+            "_source_patient_id": patient_id,
+            "_source_visit_id": visit,
+            "_source_visit_system": visit_system,
+        }
         header = f"{patient_id}\r{visit or ''}\r"
         control = message.segments[0][10] if len(message.segments[0]) > 10 else ""
         obr: list[str] | None = None
@@ -277,8 +322,9 @@ class MessageMapper:
                 obx_number += 1
                 mapped.results += 1
                 try:
-                    row = self._observation(message, fields, obx_number, order_id,
-                                            order_time or stamp)  # fmt: skip
+                    row = self._observation(
+                        message, fields, obx_number, order_id, order_time or stamp
+                    )
                 except MessageError as error:
                     mapped.bad_results.append((error.reason, error.field or "OBX"))
                     continue
@@ -318,8 +364,9 @@ class MessageMapper:
         try:
             observed = parse_dtm(_field(obx, 14))
         except ValueError:
-            raise MessageError(f"{where}-14 {_field(obx, 14)!r} is not a date",
-                               f"{where}-14") from None  # fmt: skip
+            raise MessageError(
+                f"{where}-14 {_field(obx, 14)!r} is not a date", f"{where}-14"
+            ) from None
         moment = order_time or observed
         if moment is None:
             raise MessageError(f"{where}: no observation time (OBR-7, OBX-14, MSH-7)", "OBR-7")
@@ -354,8 +401,9 @@ class MessageMapper:
             text = message.unescape(value).strip()
             match = _NUMBER.match(text)
             if match is None:
-                raise MessageError(f"{where}-5 {text[:40]!r} is not a number (OBX-2 NM)",
-                                   f"{where}-5")  # fmt: skip
+                raise MessageError(
+                    f"{where}-5 {text[:40]!r} is not a number (OBX-2 NM)", f"{where}-5"
+                )
             operator = match.group(1)
             return {
                 "value_as_number": float(match.group(2)),
@@ -370,8 +418,9 @@ class MessageMapper:
             if first and not _component(parts, 2).strip():
                 match = _NUMBER.match(first)
                 if match is None:
-                    raise MessageError(f"{where}-5 {text[:40]!r} is not a structured number",
-                                       f"{where}-5")  # fmt: skip
+                    raise MessageError(
+                        f"{where}-5 {text[:40]!r} is not a structured number", f"{where}-5"
+                    )
                 row["value_as_number"] = float(match.group(2))
                 row["operator_concept_id"] = OPERATOR_CONCEPTS.get(comparator)
             return row
@@ -406,22 +455,25 @@ class MessageMapper:
         moment = collected or order_time
         if not code or moment is None:
             return
-        source_id = (source_id.split(message.component)[0].split(message.subcomponent)[-1]
-                     or order_id)  # fmt: skip
+        source_id = (
+            source_id.split(message.component)[0].split(message.subcomponent)[-1] or order_id
+        )
         local = SPECIMEN_CODES.get(code.upper())
         line = "|".join(spm) if spm is not None else "|".join(obr or ())
-        mapped.specimens.append({
-            "_source_record_id": f"{order_id}/specimen",
-            "_source_version": context["_source_version"],
-            "_record_hash": record_hash(line),
-            "_source_patient_id": context["_source_patient_id"],
-            "specimen_date": moment.date(),
-            "specimen_datetime": moment,
-            "specimen_type_concept_id": LAB_TYPE_CONCEPT,
-            "specimen_source_id": source_id,
-            "specimen_source_value": local or code,
-            "_specimen_vocabulary": "medlake" if local else "HL70487",
-        })  # fmt: skip
+        mapped.specimens.append(
+            {
+                "_source_record_id": f"{order_id}/specimen",
+                "_source_version": context["_source_version"],
+                "_record_hash": record_hash(line),
+                "_source_patient_id": context["_source_patient_id"],
+                "specimen_date": moment.date(),
+                "specimen_datetime": moment,
+                "specimen_type_concept_id": LAB_TYPE_CONCEPT,
+                "specimen_source_id": source_id,
+                "specimen_source_value": local or code,
+                "_specimen_vocabulary": "medlake" if local else "HL70487",
+            }
+        )
 
 
 def _field(fields: list[str] | None, n: int) -> str:

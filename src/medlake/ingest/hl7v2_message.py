@@ -103,9 +103,12 @@ def _split_mllp(data: bytes) -> Iterator[RawMessage]:
     number = 0
     for begin in range(0, len(data), _CHUNK):
         items: list[tuple[int, bytes, str | None]] = [
-            (offset, payload, None) for offset, payload in decoder.feed(data[begin : begin + _CHUNK])
+            (offset, payload, None)
+            for offset, payload in decoder.feed(data[begin : begin + _CHUNK])
         ]
-        items += [(offset, chunk, "bytes outside MLLP frames") for offset, chunk in decoder.discarded]
+        items += [
+            (offset, chunk, "bytes outside MLLP frames") for offset, chunk in decoder.discarded
+        ]
         decoder.discarded.clear()
         items.sort(key=lambda item: item[0])
         for offset, payload, error in items:
@@ -113,7 +116,9 @@ def _split_mllp(data: bytes) -> Iterator[RawMessage]:
             yield RawMessage(number, offset, payload, error)
     rest = decoder.close()
     if rest is not None:
-        yield RawMessage(number + 1, rest[0], rest[1], "unterminated MLLP frame (no 0x1C end block)")
+        yield RawMessage(
+            number + 1, rest[0], rest[1], "unterminated MLLP frame (no 0x1C end block)"
+        )
 
 
 # --- decoding ---------------------------------------------------------------------------
@@ -212,8 +217,10 @@ def parse_message(text: str, parser: str = "fast") -> Hl7Message:
         raise MessageError(f"bad field separator {separator!r} in MSH-1", "MSH-1")
     end = text.find(separator, 4)
     encoding_chars = text[4:end] if end > 0 else text[4:].split("\r", 1)[0]
-    if not 2 <= len(encoding_chars) <= 5 or separator in encoding_chars or any(
-        char.isalnum() or char in " \r" for char in encoding_chars
+    if (
+        not 2 <= len(encoding_chars) <= 5
+        or separator in encoding_chars
+        or any(char.isalnum() or char in " \r" for char in encoding_chars)
     ):
         raise MessageError(f"bad encoding characters {encoding_chars!r} in MSH-2", "MSH-2")
     message = Hl7Message(text, [], *_encoding(encoding_chars))
@@ -255,8 +262,9 @@ def _check_segments(segments: list[list[str]]) -> None:
     for number, fields in enumerate(segments, start=1):
         name = fields[0]
         if not _SEGMENT_ID.match(name):
-            raise MessageError(f"broken segment {number}: {name[:20]!r} is no segment id",
-                               f"segment {number}")  # fmt: skip
+            raise MessageError(
+                f"broken segment {number}: {name[:20]!r} is no segment id", f"segment {number}"
+            )
 
 
 # --- dates ------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def build_ack(payload: bytes, result: AckResult, *, control_id: str | None = Non
     ack_id = control_id or hl7.generate_message_control_id()
     try:
         message = parse_header(payload)
-    except Exception as error:  # noqa: BLE001 - anything unparseable gets an AE from scratch
+    except Exception as error:  # anything unparseable gets an AE from scratch
         code = "AE" if result.code == "AA" else result.code
         reason = _clean(result.text or f"cannot parse MSH: {error}")
         return (
@@ -269,8 +269,11 @@ class MllpServer:
                     writer.write(frame(ack))
                     await writer.drain()
                 if decoder.discarded:
-                    log.warning("%s: %d bytes outside MLLP frames ignored", peer,
-                                sum(len(chunk) for _, chunk in decoder.discarded))  # fmt: skip
+                    log.warning(
+                        "%s: %d bytes outside MLLP frames ignored",
+                        peer,
+                        sum(len(chunk) for _, chunk in decoder.discarded),
+                    )
                     decoder.discarded.clear()
         except (asyncio.CancelledError, ConnectionError, ValueError) as error:
             if isinstance(error, ValueError):
@@ -284,7 +287,7 @@ class MllpServer:
     async def _answer(self, payload: bytes) -> bytes:
         try:
             parse_header(payload)
-        except Exception as error:  # noqa: BLE001 - the reason goes back to the sender
+        except Exception as error:  # the reason goes back to the sender
             self.errors += 1
             return build_ack(payload, AckResult.error(f"cannot parse MSH: {error}"))
         try:
@@ -292,7 +295,7 @@ class MllpServer:
                 result = await self.on_message(payload)  # type: ignore[misc]
             else:
                 result = await asyncio.to_thread(self.on_message, payload)
-        except Exception as error:  # noqa: BLE001 - refused, the sender keeps the message
+        except Exception as error:  # refused, the sender keeps the message
             log.exception("message refused")
             result = AckResult.reject(f"{type(error).__name__}: {error}")
         if not isinstance(result, AckResult):
