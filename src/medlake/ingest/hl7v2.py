@@ -24,8 +24,11 @@ from __future__ import annotations
 import mmap
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
+
+import pyarrow as pa
 
 from medlake.errors import InputError
 from medlake.ingest.hl7v2_mapping import (
@@ -42,7 +45,13 @@ from medlake.ingest.hl7v2_message import (
     parse_message,
     split_messages,
 )
-from medlake.ingest.staging import ParsedChunk, QuarantineEntry, SourceContext, TableBuffer
+from medlake.ingest.staging import (
+    PATIENT_COLUMNS,
+    ParsedChunk,
+    QuarantineEntry,
+    SourceContext,
+    staging_schema,
+)
 from medlake.log import get_logger
 
 DEFAULT_CHUNK_MESSAGES = 20_000
@@ -73,21 +82,52 @@ def mapping_options(context: SourceContext) -> MappingOptions:
     )
 
 
+@lru_cache(maxsize=8)
+def _schema(table: str, columns: tuple[str, ...]) -> pa.Schema:
+    """The staging schema, computed once (``staging_schema`` converts every lake type)."""
+    if table == "patient":
+        return pa.schema([pa.field(name, PATIENT_COLUMNS[name]) for name in columns])
+    return staging_schema(table, columns)
+
+
+class _Rows:
+    """Rows of one staged table as column lists (like ``TableBuffer``, schema cached)."""
+
+    def __init__(self, table: str, columns: tuple[str, ...]) -> None:
+        self.table = table
+        self.columns = columns
+        self._lists: list[list[object]] = [[] for _ in columns]
+        self._pairs = list(zip(columns, self._lists, strict=True))
+        self.count = 0
+
+    def append(self, row: dict[str, object]) -> None:
+        for name, values in self._pairs:
+            values.append(row.get(name))
+        self.count += 1
+
+    def to_arrow(self) -> pa.Table:
+        schema = _schema(self.table, self.columns)
+        arrays = [pa.array(v, type=f.type) for v, f in zip(self._lists, schema, strict=True)]
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+
 class _ChunkBuilder:
     """Rows gathered for one :class:`ParsedChunk`."""
 
     def __init__(self) -> None:
         self.chunk = ParsedChunk()
-        self.measurements = TableBuffer("measurement", MEASUREMENT_COLUMNS)
-        self.specimens = TableBuffer("specimen", SPECIMEN_COLUMNS)
-        self.patients = TableBuffer("patient", PATIENT_ROW_COLUMNS)
+        self.measurements = _Rows("measurement", MEASUREMENT_COLUMNS)
+        self.specimens = _Rows("specimen", SPECIMEN_COLUMNS)
+        self.patients = _Rows("patient", PATIENT_ROW_COLUMNS)
         self.messages = 0
 
     def finish(self) -> ParsedChunk:
         chunk = self.chunk
-        chunk.add_rows("measurement", self.measurements.to_arrow())
-        chunk.add_rows("specimen", self.specimens.to_arrow())
-        if len(self.patients):
+        if self.measurements.count:
+            chunk.add_rows("measurement", self.measurements.to_arrow())
+        if self.specimens.count:
+            chunk.add_rows("specimen", self.specimens.to_arrow())
+        if self.patients.count:
             chunk.patients.append(self.patients.to_arrow())
         return chunk
 
@@ -157,11 +197,11 @@ class Hl7v2Reader:
         for reason, field in mapped.bad_results:
             chunk.quarantine.append(QuarantineEntry(location, reason + where, text, field))
         for row in mapped.measurements:
-            builder.measurements.append(**row)
+            builder.measurements.append(row)
         for row in mapped.specimens:
-            builder.specimens.append(**row)
+            builder.specimens.append(row)
         for row in mapped.patients:
-            builder.patients.append(**row)
+            builder.patients.append(row)
         chunk.merges.extend(mapped.merges)
         if mapped.skipped:
             chunk.skipped.update(mapped.skipped)

@@ -28,6 +28,7 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from medlake.ingest.hl7v2_message import Hl7Message, MessageError, epoch_ms_of, parse_dtm
 from medlake.ingest.staging import PatientMerge, QuarantineEntry, record_hash
@@ -375,7 +376,7 @@ class MessageMapper:
             "_source_record_id": f"{order_id}/{set_id}",
             "measurement_date": moment.date(),
             "measurement_datetime": moment,
-            "measurement_time": moment.strftime("%H:%M:%S"),
+            "measurement_time": _clock(moment),
             "measurement_type_concept_id": LAB_TYPE_CONCEPT,
             "measurement_source_value": code,
             "_measurement_vocabulary": CODING_SYSTEMS.get(system, self.options.local_vocabulary),
@@ -474,6 +475,11 @@ class MessageMapper:
                 "_specimen_vocabulary": "medlake" if local else "HL70487",
             }
         )
+
+
+@lru_cache(maxsize=65536)
+def _clock(moment: dt.datetime) -> str:
+    return f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
 
 
 def _field(fields: list[str] | None, n: int) -> str:

@@ -245,26 +245,30 @@ def _encoding(chars: str) -> tuple[str, str, str, str]:
 
 
 def _fast_segments(text: str, separator: str, encoding_chars: str) -> list[list[str]]:
-    segments: list[list[str]] = []
-    for line in text.split("\r"):
-        if not line.strip():
-            continue
-        fields = line.split(separator)
-        if not segments and fields[0] == "MSH":
-            fields = ["MSH", separator, *fields[1:]] if len(fields) > 1 else ["MSH", separator]
-            if len(fields) == 2:
-                fields.append(encoding_chars)
-        segments.append(fields)
+    lines = text.split("\r")
+    segments = [line.split(separator) for line in lines if line and not line.isspace()]
+    msh = segments[0]
+    msh[1:1] = [separator]  # MSH-1 is the separator itself; MSH-2 follows
+    if len(msh) == 2:
+        msh.append(encoding_chars)
     return segments
 
 
+_VALID_IDS: set[str] = set()
+
+
 def _check_segments(segments: list[list[str]]) -> None:
+    valid = _VALID_IDS
     for number, fields in enumerate(segments, start=1):
         name = fields[0]
+        if name in valid:
+            continue
         if not _SEGMENT_ID.match(name):
             raise MessageError(
                 f"broken segment {number}: {name[:20]!r} is no segment id", f"segment {number}"
             )
+        if len(valid) < 1000:
+            valid.add(name)
 
 
 # --- dates ------------------------------------------------------------------------------

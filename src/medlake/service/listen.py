@@ -1,0 +1,149 @@
+"""``medlake listen``: receive HL7 v2 over MLLP, land each message, acknowledge, ingest.
+
+Each message is landed unchanged with :func:`medlake.ingest.landing.land_bytes` (which
+returns only once the file is fsync'd) before the listener answers ``AA``; a landing
+failure answers ``AR`` so the sender keeps the message and retries. Landed messages are
+listed in a per-source journal (``landing/listen-<source>.pending``, one landed path a
+line) and every ``ingest_every`` seconds the listener bundles the pending messages into
+one landed batch file (messages joined as an HL7 file) and hands it to the ingest
+service, so the lake gets batch-sized ingests instead of one per message.
+
+The ingest hook: ``ingest`` (a callable taking the bundle's path), else
+``medlake.service.ingest.ingest_paths`` when that service exists (called as
+``ingest_paths(workspace, [bundle], source_system=..., format="hl7v2")``). Without
+either, pending messages stay in the journal for ``medlake ingest`` to pick up, and the
+listener says so in its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from medlake.config import Workspace, open_workspace
+from medlake.ingest.landing import land_bytes
+from medlake.ingest.mllp import AckResult, MllpServer
+from medlake.log import get_logger
+
+log = get_logger(__name__)
+
+IngestHook = Callable[[Path], object]
+
+
+class ListenerService:
+    """Lands messages for one source system and ingests them in periodic bundles."""
+
+    def __init__(
+        self, workspace: Workspace, source_system: str, ingest: IngestHook | None = None
+    ) -> None:
+        self.workspace = workspace
+        self.source_system = source_system
+        self.landing_dir = workspace.landing_dir
+        self.journal = self.landing_dir / f"listen-{source_system}.pending"
+        self._lock = threading.Lock()
+        self._ingest = ingest if ingest is not None else self._default_ingest()
+        self.landed = 0
+
+    def _default_ingest(self) -> IngestHook | None:
+        try:
+            module = importlib.import_module("medlake.service.ingest")
+        except ImportError:
+            return None
+        ingest_paths = getattr(module, "ingest_paths", None)
+        if ingest_paths is None:
+            return None
+
+        def hook(bundle: Path) -> object:
+            return ingest_paths(
+                self.workspace, [bundle], source_system=self.source_system, format="hl7v2"
+            )
+
+        return hook
+
+    def on_message(self, data: bytes) -> AckResult:
+        """Land ``data`` durably and journal it; ``AR`` when landing failed."""
+        try:
+            landed = land_bytes(data, self.landing_dir)
+        except OSError as error:
+            return AckResult.reject(f"landing failed: {error}")
+        with self._lock, self.journal.open("a", encoding="utf-8") as journal:
+            journal.write(f"{landed.path}\n")
+        self.landed += 1
+        return AckResult.accept()
+
+    def flush(self) -> Path | None:
+        """Bundle the journal's messages into one landed file and ingest it; its path."""
+        with self._lock:
+            if not self.journal.exists():
+                return None
+            paths = [Path(p) for p in self.journal.read_text("utf-8").split("\n") if p]
+            if not paths:
+                return None
+            if self._ingest is None:
+                log.info("%d messages landed, waiting for 'medlake ingest'", len(paths))
+                return None
+            bundle = b"".join(_as_file_message(p.read_bytes()) for p in dict.fromkeys(paths))
+            landed = land_bytes(bundle, self.landing_dir)
+            self._ingest(landed.path)
+            self.journal.unlink()
+            return landed.path
+
+
+def _as_file_message(data: bytes) -> bytes:
+    """A message as it goes into a plain HL7 file: segments ending with ``\\r``, then ``\\n``."""
+    data = data.strip(b"\r\n\t ")
+    return data + b"\r\n"
+
+
+async def serve(
+    service: ListenerService,
+    host: str,
+    port: int,
+    *,
+    ingest_every: float = 30.0,
+    ready: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the MLLP server until ``stop`` is set (or SIGINT/SIGTERM), ingesting on a timer."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    server = MllpServer(host, port, service.on_message)
+    await server.start()
+    if ready is not None:
+        ready(server.bound_port)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=ingest_every)
+            try:
+                await asyncio.to_thread(service.flush)
+            except Exception:
+                log.exception("periodic ingest failed; messages stay pending")
+    finally:
+        await server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(service.flush)
+
+
+def listen(
+    workspace_dir: str | Path | None,
+    host: str,
+    port: int,
+    source_system: str,
+    *,
+    ingest_every: float = 30.0,
+    ready: Callable[[int], None] | None = None,
+) -> ListenerService:
+    """Listen on ``host:port`` until interrupted; return the service (for its counts)."""
+    workspace = open_workspace(workspace_dir)
+    service = ListenerService(workspace, source_system)
+    asyncio.run(serve(service, host, port, ingest_every=ingest_every, ready=ready))
+    return service
