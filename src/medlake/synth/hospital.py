@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import importlib.resources
 import io
 import os
 from collections import deque
@@ -35,6 +36,8 @@ from medlake.synth.identity import DUPLICATE_RATE, NOISE, PRESENCE
 from medlake.synth.readme import README_TEXT
 
 GENERATOR_VERSION = "1.0"
+#: The HIS exports' medlake mapping file, copied from the package into every hospital.
+HIS_MAPPING = "his/medlake-mapping.toml"
 _log = get_logger(__name__)
 _MAX_GENOTYPED = 20_000
 
@@ -235,6 +238,8 @@ def generate_hospital(
     _write_emr_manifest(out_dir, tree.records)
     _write_manifest(out_dir, summary)
     (out_dir / "README.txt").write_text(README_TEXT, encoding="utf-8")
+    mapping = importlib.resources.files("medlake.synth") / "data" / "his_mapping.toml"
+    (out_dir / HIS_MAPPING).write_bytes(mapping.read_bytes())
     _log.info("synthetic hospital of %d persons written to %s", patients, out_dir)
     return summary
 

@@ -18,6 +18,8 @@ his/  HIS (医院信息系统) CSV exports, CRLF line ends
   prescriptions.csv  GB18030 with Chinese column headers (the pharmacy system's export):
                      处方号, 就诊号, 病人ID, 开方时间 (YYYY/MM/DD HH:MM), ATC编码, 药品名称, 规格,
                      单次剂量, 剂量单位, 频次 (qd/bid/tid/qn/qw/prn), 给药途径, 用药天数
+  medlake-mapping.toml  medlake's mapping file for these exports, the worked example of
+                     docs/mapping.md: medlake ingest his/ --mapping his/medlake-mapping.toml
 
 lis/  LIS (实验室信息系统) HL7 v2.5, UTF-8, one file per day: lis/YYYY/YYYYMMDD.hl7 holds
       messages with bare CR segment separators, lis/YYYY/YYYYMMDD.mllp holds MLLP-framed
