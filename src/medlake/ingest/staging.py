@@ -21,6 +21,11 @@ Rules for readers:
 - ``_source_version`` orders versions of the same record (higher replaces lower):
   FHIR ``meta.versionId`` or ``meta.lastUpdated`` in epoch ms, HL7 MSH-7 in epoch ms, a
   CSV update-time column; else the batch's receive time in epoch ms.
+- The writer fills, when left empty: a required ``*_type_concept_id`` with 32817 (EHR),
+  ``visit_end_date`` with ``visit_start_date``, person race/ethnicity with 0, and
+  ``gender_concept_id`` from ``sex`` (男/M/male 8507, 女/F/female 8532, else 8551).
+- Optional ``_source_location`` ("file:line") names the record in quarantine entries the
+  writer makes (a row still missing a required field after all that).
 - ``_record_hash`` is a hex digest of the record as received (e.g. the NDJSON line, the
   HL7 segment group): same version and same hash means nothing to do.
 - A record the reader cannot parse or map goes to ``quarantine`` with its location
@@ -51,6 +56,9 @@ SOURCE_PATIENT_ID = "_source_patient_id"  # str, required where the table has pe
 SOURCE_VISIT_ID = "_source_visit_id"  # str, optional
 # When the visit belongs to another source system (an LIS order placed in a HIS visit).
 SOURCE_VISIT_SYSTEM = "_source_visit_system"  # str, optional
+# Where the record sits ("Observation.ndjson:108"), for quarantine entries the writer makes
+# (a row missing a required field); without it they say "file:table/source record id".
+SOURCE_LOCATION = "_source_location"  # str, optional
 
 PROVENANCE_TYPES: dict[str, pa.DataType] = {
     SOURCE_RECORD_ID: pa.string(),
@@ -59,6 +67,7 @@ PROVENANCE_TYPES: dict[str, pa.DataType] = {
     SOURCE_PATIENT_ID: pa.string(),
     SOURCE_VISIT_ID: pa.string(),
     SOURCE_VISIT_SYSTEM: pa.string(),
+    SOURCE_LOCATION: pa.string(),
 }
 
 

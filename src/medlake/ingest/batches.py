@@ -1,0 +1,169 @@
+"""Ingest batches: one per landed file and source system, found again after a crash.
+
+A batch's id is derived from (source system, landed SHA-256), so ingesting the same
+content for the same source again — after success, failure or a kill -9 — finds the
+same ``ingest_batch`` row instead of making a new one. Its ``received_at`` is kept from
+the first registration, because readers use it as the version of records that carry
+none: a re-run must give those records the same version.
+
+Status: ``received`` (registered, committed on its own) → ``running`` (committed before
+the work starts, so an operator sees a batch that died mid-way) → ``loaded`` (written in
+the same transaction as the batch's rows) or ``failed`` (after the rollback, with the
+message).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+import pyarrow as pa
+import sqlglot.expressions as sge
+
+from medlake.engine import Engine
+
+BATCH_TABLE = "ingest_batch"
+
+RECEIVED = "received"
+RUNNING = "running"
+LOADED = "loaded"
+FAILED = "failed"
+
+_MESSAGE_CHARS = 4000
+
+
+def batch_id_for(source_system: str, sha256: str) -> str:
+    """Deterministic batch id: 32 hex digits of SHA-256 over (source system, content hash)."""
+    return hashlib.sha256(f"batch\x1f{source_system}\x1f{sha256}".encode()).hexdigest()[:32]
+
+
+def utc_now() -> dt.datetime:
+    """Now, as the naive UTC datetime the lake stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class IngestBatch:
+    """One row of ``ingest_batch``."""
+
+    batch_id: str
+    source_system: str
+    format: str
+    landed_sha256: str
+    landed_path: str
+    original_name: str | None
+    size_bytes: int
+    received_at: dt.datetime
+    status: str
+    rows_loaded: int | None = None
+    rows_quarantined: int | None = None
+    message: str | None = None
+
+
+def find_batch(engine: Engine, batch_id: str) -> IngestBatch | None:
+    """The batch with this id, or None."""
+    table = engine.table(BATCH_TABLE)
+    rows = engine.execute(table.filter(table.batch_id == batch_id)).to_pylist()
+    if not rows:
+        return None
+    row = rows[0]
+    return IngestBatch(
+        batch_id=row["batch_id"],
+        source_system=row["source_system"],
+        format=row["format"],
+        landed_sha256=row["landed_sha256"],
+        landed_path=row["landed_path"],
+        original_name=row["original_name"],
+        size_bytes=int(row["size_bytes"]),
+        received_at=row["received_at"],
+        status=row["status"],
+        rows_loaded=row["rows_loaded"],
+        rows_quarantined=row["rows_quarantined"],
+        message=row["message"],
+    )
+
+
+def register_batch(
+    engine: Engine,
+    *,
+    source_system: str,
+    format: str,
+    landed_sha256: str,
+    landed_path: str,
+    original_name: str | None,
+    size_bytes: int,
+) -> IngestBatch:
+    """The batch for this landed content and source, registered (``received``) if new."""
+    batch_id = batch_id_for(source_system, landed_sha256)
+    existing = find_batch(engine, batch_id)
+    if existing is not None:
+        return existing
+    now = utc_now()
+    batch = IngestBatch(
+        batch_id=batch_id,
+        source_system=source_system,
+        format=format,
+        landed_sha256=landed_sha256,
+        landed_path=landed_path,
+        original_name=original_name,
+        size_bytes=size_bytes,
+        # Millisecond precision: readers turn it into an epoch-ms version.
+        received_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
+        status=RECEIVED,
+    )
+    engine.load_arrow(
+        BATCH_TABLE,
+        pa.table(
+            {
+                "batch_id": [batch.batch_id],
+                "source_system": [batch.source_system],
+                "format": [batch.format],
+                "landed_sha256": [batch.landed_sha256],
+                "landed_path": [batch.landed_path],
+                "original_name": [batch.original_name],
+                "size_bytes": [batch.size_bytes],
+                "received_at": [batch.received_at],
+                "status": [batch.status],
+            }
+        ),
+    )
+    return batch
+
+
+def set_batch_status(
+    engine: Engine,
+    batch_id: str,
+    status: str,
+    *,
+    rows_loaded: int | None = None,
+    rows_quarantined: int | None = None,
+    message: str | None = None,
+) -> None:
+    """Move a batch to ``status``, stamping started_at (running) or finished_at (others)."""
+    now = utc_now()
+    values: dict[str, object] = {"status": status}
+    if status == RUNNING:
+        values["started_at"] = now
+        values["finished_at"] = None
+        values["message"] = None
+    else:
+        values["finished_at"] = now
+    if rows_loaded is not None:
+        values["rows_loaded"] = rows_loaded
+    if rows_quarantined is not None:
+        values["rows_quarantined"] = rows_quarantined
+    if message is not None:
+        values["message"] = message[:_MESSAGE_CHARS]
+    update = sge.update(
+        sge.to_identifier(BATCH_TABLE, quoted=True),
+        {key: _literal(value) for key, value in values.items()},
+        where=sge.column("batch_id").eq(sge.convert(batch_id)),
+    )
+    engine.run_sql(update)
+
+
+def _literal(value: object) -> sge.Expression:
+    if isinstance(value, dt.datetime):
+        return sge.cast(sge.convert(value.isoformat(sep=" ")), sge.DataType.build("timestamp"))
+    return sge.convert(value)

@@ -1,0 +1,188 @@
+"""Patient identities: source patients to person ids, identifiers to ``pii_person``, merges.
+
+Each patient as a source system knows it has one ``source_patient`` row. A source
+patient seen for the first time (in a patient record or as the subject of any row) gets
+a deterministic person id, :func:`~medlake.ingest.ids.initial_person_id`, until the EMPI
+links it to another; every CDM row then takes its person id from ``source_patient``, so
+after a merge or an EMPI link new rows follow the link without re-reading old files.
+
+Merges the source itself declares (HL7 ADT^A40, FHIR ``Patient.link`` replaced-by) move
+the merged patient — and every source patient already pointing at its person — to the
+surviving patient's person id, re-point the CDM, ``pii_person`` and ``omics_sample`` rows,
+and drop the merged person's ``person`` row. Each merge is recorded in ``source_record``
+as ``cdm_table = 'source_patient'``, ``source_record_id`` = the merged patient id,
+``cdm_row_id`` = the surviving person id, with the merge's version, so re-applying it is
+a no-op and the EMPI can list the merges a source declared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import ibis
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+import sqlglot.expressions as sge
+
+from medlake.engine import Engine
+from medlake.ingest.ids import initial_person_id, stable_ids
+from medlake.schema import ALL_TABLES
+
+SOURCE_PATIENT_TABLE = "source_patient"
+PII_TABLE = "pii_person"
+MERGE_RECORD_TABLE = "source_patient"  # cdm_table of merge provenance rows
+
+# Tables whose person_id a merge re-points (person itself loses the merged row instead).
+PERSON_REFERENCING_TABLES: tuple[str, ...] = tuple(
+    spec.name
+    for spec in ALL_TABLES
+    if spec.name not in ("person", SOURCE_PATIENT_TABLE)
+    and any(column.name == "person_id" for column in spec.columns)
+)
+
+
+@dataclass(frozen=True)
+class MergeEvent:
+    """A merge a source declared and the writer applied."""
+
+    source_system: str
+    surviving_id: str
+    merged_id: str
+    surviving_person_id: int
+    merged_person_id: int
+    source_version: int
+    batch_id: str
+
+
+class PersonResolver:
+    """Person ids of one source system's patients, creating ``source_patient`` rows as needed."""
+
+    def __init__(self, engine: Engine, source_system: str, batch_id: str, now: dt.datetime) -> None:
+        self._engine = engine
+        self.source_system = source_system
+        self._batch_id = batch_id
+        self._now = now
+        self._cache: dict[str, int] = {}
+
+    def forget(self) -> None:
+        """Drop cached ids (after a merge changed them)."""
+        self._cache.clear()
+
+    def person_ids(self, source_patient_ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """The person id of every source patient id (null stays null)."""
+        ids = (
+            source_patient_ids.combine_chunks()
+            if isinstance(source_patient_ids, pa.ChunkedArray)
+            else source_patient_ids
+        )
+        distinct = pc.unique(ids).drop_null()
+        self._ensure([key for key in distinct.to_pylist() if key not in self._cache])
+        values = pa.array([self._cache[key] for key in distinct.to_pylist()], pa.int64())
+        return pc.take(values, pc.index_in(ids, value_set=distinct))
+
+    def person_id(self, source_patient_id: str) -> int:
+        return int(self.person_ids(pa.array([source_patient_id], pa.string()))[0].as_py())
+
+    def touch(self, source_patient_ids: Sequence[str]) -> None:
+        """Record that this batch carried these patients' identity records (last_seen)."""
+        if not source_patient_ids:
+            return
+        self._ensure([key for key in source_patient_ids if key not in self._cache])
+        table = self._engine.table(SOURCE_PATIENT_TABLE)
+        predicate = self._own(table, source_patient_ids)
+        rows = self._engine.execute(table.filter(predicate))
+        if rows.num_rows == 0:
+            return
+        self._engine.delete_where(SOURCE_PATIENT_TABLE, predicate)
+        count = rows.num_rows
+        rows = rows.set_column(
+            rows.column_names.index("batch_id"), "batch_id", pa.array([self._batch_id] * count)
+        ).set_column(
+            rows.column_names.index("last_seen"),
+            "last_seen",
+            pa.array([self._now] * count, pa.timestamp("us")),
+        )
+        self._engine.load_arrow(SOURCE_PATIENT_TABLE, rows)
+
+    def _own(self, table: ibis.Table, source_patient_ids: Sequence[str]) -> ibis.BooleanValue:
+        wanted = ibis.memtable(pa.table({"id": pa.array(list(source_patient_ids), pa.string())}))
+        return (table.source_system == self.source_system) & table.source_patient_id.isin(wanted.id)
+
+    def _ensure(self, missing: list[str]) -> None:
+        if not missing:
+            return
+        table = self._engine.table(SOURCE_PATIENT_TABLE)
+        found = self._engine.execute(
+            table.filter(self._own(table, missing)).select("source_patient_id", "person_id")
+        )
+        for key, person in zip(
+            found.column("source_patient_id").to_pylist(),
+            found.column("person_id").to_pylist(),
+            strict=True,
+        ):
+            self._cache[key] = (
+                person if person is not None else initial_person_id(self.source_system, key)
+            )
+        new = sorted(key for key in missing if key not in self._cache)
+        if not new:
+            return
+        keys = pa.array(new, pa.string())
+        person_ids = stable_ids(("person", self.source_system), keys)
+        count = len(new)
+        self._engine.load_arrow(
+            SOURCE_PATIENT_TABLE,
+            pa.table(
+                {
+                    "source_system": pa.array([self.source_system] * count, pa.string()),
+                    "source_patient_id": keys,
+                    "person_id": person_ids,
+                    "batch_id": pa.array([self._batch_id] * count, pa.string()),
+                    "first_seen": pa.array([self._now] * count, pa.timestamp("us")),
+                    "last_seen": pa.array([self._now] * count, pa.timestamp("us")),
+                }
+            ),
+        )
+        self._cache.update(zip(new, person_ids.to_pylist(), strict=True))
+
+
+def repoint_persons(engine: Engine, moves: dict[int, int]) -> None:
+    """Re-point every reference to a merged person id to its surviving one.
+
+    One ``UPDATE ... SET person_id = CASE ...`` per table for all of a chunk's merges,
+    and the merged persons' ``person`` rows are deleted.
+    """
+    if not moves:
+        return
+    merged = sorted(moves)
+    case = sge.Case(
+        this=sge.column("person_id"),
+        ifs=[sge.If(this=sge.convert(old), true=sge.convert(moves[old])) for old in merged],
+        default=sge.column("person_id"),
+    )
+    where = sge.column("person_id").isin(*[sge.convert(old) for old in merged])
+    for table in (SOURCE_PATIENT_TABLE, *PERSON_REFERENCING_TABLES):
+        if not engine.has_table(table):
+            continue
+        engine.run_sql(
+            sge.update(sqlglot.to_identifier(table, quoted=True), {"person_id": case}, where=where)
+        )
+    person = engine.table("person")
+    gone = ibis.memtable(pa.table({"id": pa.array(merged, pa.int64())}))
+    engine.delete_where("person", person.person_id.isin(gone.id))
+
+
+def resolve_moves(pairs: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """Final person id for every merged one, following chains (A into B, then B into C)."""
+    moves: dict[int, int] = {}
+    for merged, surviving in pairs:
+        surviving = moves.get(surviving, surviving)
+        if merged == surviving:
+            continue
+        for old, new in list(moves.items()):
+            if new == merged:
+                moves[old] = surviving
+        moves[merged] = surviving
+    return {old: new for old, new in moves.items() if old != new}

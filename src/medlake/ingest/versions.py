@@ -1,0 +1,190 @@
+"""Versions of source records: what a staged row does to the lake, and the provenance it leaves.
+
+Per (CDM table, source system, source record id), against the current ``source_record``
+row:
+
+- not seen before → **insert**;
+- a higher ``_source_version`` → **replace** the CDM row (same row id); the old
+  ``source_record`` row stays, no longer current, with ``superseded_at``;
+- the same version with another ``_record_hash`` → **restate**: the source corrected a
+  record without bumping its version; the CDM row is replaced and the provenance row
+  rewritten (its natural key includes the version, so there cannot be two);
+- the same version and hash → **unchanged**; a lower version → **stale**, ignored.
+
+Duplicates inside one chunk are settled first: the highest version wins, and between
+equal versions the later row. Chunks of a batch run in order against the lake as the
+previous chunks left it, so "later wins" holds across the whole batch.
+
+Everything is set-based: one lookup query per table and chunk, Arrow compute for the
+classification, and ``delete_where`` + ``load_arrow`` for the provenance rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import ibis
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medlake.engine import Engine
+from medlake.ingest.staging import RECORD_HASH, SOURCE_RECORD_ID, SOURCE_VERSION
+
+SOURCE_RECORD_TABLE = "source_record"
+
+ACTION = "_action"  # staging column the plan adds: insert, replace, restate
+ROW_ID = "_row_id"  # the CDM primary-key value the writer derived
+INSERT, REPLACE, RESTATE = "insert", "replace", "restate"
+
+
+@dataclass
+class VersionPlan:
+    """The rows of a chunk that change the lake (with ``_action``), and what the rest were."""
+
+    rows: pa.Table  # staged rows to write, one per source record, with ACTION
+    current: pa.Table  # the current source_record rows of the records being replaced
+    unchanged: int
+    stale: int
+    duplicates: int  # rows dropped because the same chunk had a newer version
+
+
+def newest_per_record(rows: pa.Table) -> pa.Table:
+    """One row per ``_source_record_id``: the highest version, else the later row."""
+    if rows.num_rows <= 1:
+        return rows
+    indexed = rows.append_column("__position", pa.array(range(rows.num_rows), pa.int64()))
+    order = pc.sort_indices(
+        indexed,
+        sort_keys=[
+            (SOURCE_RECORD_ID, "ascending"),
+            (SOURCE_VERSION, "descending"),
+            ("__position", "descending"),
+        ],
+    )
+    ordered = indexed.take(order)
+    ids = ordered.column(SOURCE_RECORD_ID).combine_chunks()
+    first = pc.not_equal(ids[1:], ids[:-1])
+    keep = pa.concat_arrays([pa.array([True]), pc.fill_null(first, True)])
+    return ordered.filter(keep).drop_columns(["__position"])
+
+
+def plan_versions(engine: Engine, table: str, source_system: str, rows: pa.Table) -> VersionPlan:
+    """Classify staged ``rows`` of ``table`` (one source system) against the lake."""
+    newest = newest_per_record(rows)
+    duplicates = rows.num_rows - newest.num_rows
+    current = current_records(engine, table, source_system, newest.column(SOURCE_RECORD_ID))
+    if current.num_rows == 0:
+        actions = pa.array([INSERT] * newest.num_rows, pa.string())
+        return VersionPlan(newest.append_column(ACTION, actions), current, 0, 0, duplicates)
+
+    known = current.select(["source_record_id", "source_version", "record_sha256"]).rename_columns(
+        ["__id", "__version", "__hash"]
+    )
+    joined = newest.join(known, keys=SOURCE_RECORD_ID, right_keys="__id", join_type="left outer")
+    version = joined.column(SOURCE_VERSION)
+    old_version = joined.column("__version")
+    is_new = pc.is_null(old_version)
+    newer = pc.fill_null(pc.greater(version, old_version), False)
+    same_version = pc.fill_null(pc.equal(version, old_version), False)
+    same_hash = pc.fill_null(pc.equal(joined.column(RECORD_HASH), joined.column("__hash")), False)
+    restated = pc.and_(same_version, pc.invert(same_hash))
+    unchanged = pc.and_(same_version, same_hash)
+    stale = pc.fill_null(pc.less(version, old_version), False)
+
+    actions = pc.case_when(
+        pa.StructArray.from_arrays(
+            [is_new.combine_chunks(), newer.combine_chunks(), restated.combine_chunks()],
+            names=["new", "newer", "restated"],
+        ),
+        INSERT,
+        REPLACE,
+        RESTATE,
+    )
+    writes = pc.or_(is_new, pc.or_(newer, restated))
+    planned = joined.append_column(ACTION, actions).drop_columns(["__version", "__hash"])
+    return VersionPlan(
+        rows=planned.filter(writes),
+        current=current,
+        unchanged=pc.sum(pc.cast(unchanged, pa.int64())).as_py() or 0,
+        stale=pc.sum(pc.cast(stale, pa.int64())).as_py() or 0,
+        duplicates=duplicates,
+    )
+
+
+def current_records(
+    engine: Engine, table: str, source_system: str, record_ids: pa.ChunkedArray | pa.Array
+) -> pa.Table:
+    """The current ``source_record`` rows of these records (all columns)."""
+    if len(record_ids) == 0:
+        return engine.execute(engine.table(SOURCE_RECORD_TABLE).limit(0))
+    wanted = ibis.memtable(pa.table({"id": pc.unique(record_ids)}))
+    records = engine.table(SOURCE_RECORD_TABLE)
+    query = records.filter(
+        (records.cdm_table == table)
+        & (records.source_system == source_system)
+        & records.is_current
+        & records.source_record_id.isin(wanted.id)
+    )
+    return engine.execute(query)
+
+
+def record_versions(
+    engine: Engine,
+    *,
+    table: str,
+    source_system: str,
+    batch_id: str,
+    written: pa.Table,
+    current: pa.Table,
+    now: dt.datetime,
+) -> None:
+    """Write the provenance of ``written`` rows (ACTION, ROW_ID and provenance columns).
+
+    Replaced versions stay as history (not current, ``superseded_at``); restated ones
+    are rewritten, since their natural key is the same.
+    """
+    if written.num_rows == 0:
+        return
+    actions = written.column(ACTION)
+    touched = pc.filter(written.column(SOURCE_RECORD_ID), pc.not_equal(actions, INSERT))
+    if len(touched):
+        replaced = pc.filter(written.column(SOURCE_RECORD_ID), pc.equal(actions, REPLACE))
+        wanted = ibis.memtable(pa.table({"id": touched}))
+        records = engine.table(SOURCE_RECORD_TABLE)
+        engine.delete_where(
+            SOURCE_RECORD_TABLE,
+            (records.cdm_table == table)
+            & (records.source_system == source_system)
+            & records.is_current
+            & records.source_record_id.isin(wanted.id),
+        )
+        history = current.filter(pc.is_in(current.column("source_record_id"), value_set=replaced))
+        if history.num_rows:
+            history = history.set_column(
+                history.column_names.index("is_current"),
+                "is_current",
+                pa.array([False] * history.num_rows, pa.bool_()),
+            ).set_column(
+                history.column_names.index("superseded_at"),
+                "superseded_at",
+                pa.array([now] * history.num_rows, pa.timestamp("us")),
+            )
+            engine.load_arrow(SOURCE_RECORD_TABLE, history)
+    count = written.num_rows
+    engine.load_arrow(
+        SOURCE_RECORD_TABLE,
+        pa.table(
+            {
+                "cdm_table": pa.array([table] * count, pa.string()),
+                "cdm_row_id": written.column(ROW_ID),
+                "source_system": pa.array([source_system] * count, pa.string()),
+                "source_record_id": written.column(SOURCE_RECORD_ID),
+                "batch_id": pa.array([batch_id] * count, pa.string()),
+                "source_version": written.column(SOURCE_VERSION),
+                "is_current": pa.array([True] * count, pa.bool_()),
+                "loaded_at": pa.array([now] * count, pa.timestamp("us")),
+                "record_sha256": written.column(RECORD_HASH),
+            }
+        ),
+    )

@@ -1,0 +1,467 @@
+"""The lake writer: applies a batch's parsed chunks to the lake, atomically and idempotently.
+
+For each chunk, in order: patient identities (``source_patient``, ``pii_person`` with
+every version, ``person`` and ``death`` from the newest), then the staged CDM tables,
+then the merges the source declared, the omics samples and the quarantine. Each staged
+table goes through the same steps (:mod:`medlake.ingest.versions` decides what changes,
+:mod:`medlake.ingest.cdm_rows` derives ids and concepts and sets incomplete rows aside),
+so every reader gets the same guarantees.
+
+All of a batch's writes, and its status ``loaded``, are one ``engine.transaction()`` on
+engines that have transactions (DuckDB): a process killed at any point leaves the lake
+as it was before the batch, and running the batch again ends in the state an
+uninterrupted run reaches. Engines without transactions (Spark) get the same writes
+without the atomicity; re-running a batch still converges because every write is keyed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import ibis
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medlake.engine import Engine, SupportsTransactions
+from medlake.ingest.batches import FAILED, LOADED, RUNNING, IngestBatch, set_batch_status, utc_now
+from medlake.ingest.cdm_rows import (
+    cdm_columns,
+    derive_columns,
+    primary_key,
+    set_column,
+    split_incomplete,
+)
+from medlake.ingest.concepts import ConceptMapper
+from medlake.ingest.identities import (
+    MERGE_RECORD_TABLE,
+    PII_TABLE,
+    MergeEvent,
+    PersonResolver,
+    repoint_persons,
+    resolve_moves,
+)
+from medlake.ingest.ids import stable_ids
+from medlake.ingest.omics_registry import upsert_omics_samples
+from medlake.ingest.pause_points import pause_point
+from medlake.ingest.quarantine import payload_text, store_quarantine
+from medlake.ingest.staging import (
+    PATIENT_COLUMNS,
+    RECORD_HASH,
+    SOURCE_PATIENT_ID,
+    SOURCE_RECORD_ID,
+    SOURCE_VERSION,
+    ParsedChunk,
+    PatientMerge,
+    QuarantineEntry,
+    record_hash,
+)
+from medlake.ingest.versions import ACTION, INSERT, ROW_ID, plan_versions, record_versions
+from medlake.log import get_logger
+
+logger = get_logger(__name__)
+
+# How sources write sex, to OMOP gender concepts (8551: unknown).
+_GENDER_CONCEPTS = {"男": 8507, "m": 8507, "male": 8507, "女": 8532, "f": 8532, "female": 8532}
+_UNKNOWN_GENDER = 8551
+_PII_COLUMNS = (
+    "name_hanzi", "name_pinyin", "family_name", "given_name", "name_latin", "resident_id",
+    "birth_date", "sex", "phone", "address", "postcode", "email",
+)  # fmt: skip
+
+
+@dataclass
+class WriteSummary:
+    """What writing one batch did, for the ingest report and ``ingest_batch``."""
+
+    records_read: int = 0
+    loaded: int = 0  # CDM rows inserted
+    updated: int = 0  # CDM rows replaced by a newer version
+    unchanged: int = 0  # same version and content as in the lake
+    stale: int = 0  # older than the version in the lake: ignored
+    duplicates: int = 0  # superseded by a newer version in the same chunk
+    quarantined: int = 0
+    omics_samples: int = 0
+    unmapped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (table, vocabulary)
+    skipped: Counter[str] = field(default_factory=Counter)  # resource types not mapped
+    rows_by_table: Counter[str] = field(default_factory=Counter)  # inserted + updated
+    merges: list[MergeEvent] = field(default_factory=list)
+
+    def message(self) -> str:
+        return (
+            f"{self.records_read} read, {self.loaded} loaded, {self.updated} updated, "
+            f"{self.unchanged + self.stale} unchanged, {self.quarantined} quarantined"
+        )
+
+
+@contextlib.contextmanager
+def atomically(engine: Engine) -> Iterator[None]:
+    """One transaction where the engine has them; plain keyed writes elsewhere."""
+    if isinstance(engine, SupportsTransactions):
+        with engine.transaction():
+            yield
+    else:
+        yield
+
+
+def write_batch(
+    engine: Engine,
+    batch: IngestBatch,
+    chunks: Iterable[ParsedChunk],
+    *,
+    on_chunk: Callable[[WriteSummary], None] | None = None,
+) -> WriteSummary:
+    """Apply ``chunks`` (read lazily, inside the transaction) as ``batch``; mark it loaded.
+
+    On any error the batch's writes are rolled back, the batch is marked ``failed`` with
+    the message, and the error is raised again.
+    """
+    set_batch_status(engine, batch.batch_id, RUNNING)
+    pause_point("running")
+    try:
+        with atomically(engine):
+            writer = LakeWriter(engine, batch)
+            for chunk in chunks:
+                writer.write_chunk(chunk)
+                pause_point("chunk")
+                if on_chunk is not None:
+                    on_chunk(writer.summary)
+            summary = writer.summary
+            set_batch_status(
+                engine,
+                batch.batch_id,
+                LOADED,
+                rows_loaded=summary.loaded + summary.updated,
+                rows_quarantined=summary.quarantined,
+                message=summary.message(),
+            )
+            pause_point("before_commit")
+    except Exception as exc:
+        logger.warning("batch %s failed: %s", batch.batch_id, exc)
+        set_batch_status(engine, batch.batch_id, FAILED, message=str(exc))
+        raise
+    pause_point("committed")
+    return summary
+
+
+class LakeWriter:
+    """Writes one batch's chunks; use :func:`write_batch` for the transaction and status."""
+
+    def __init__(self, engine: Engine, batch: IngestBatch, *, now: dt.datetime | None = None):
+        self.engine = engine
+        self.batch = batch
+        self.source_system = batch.source_system
+        self.now = now or utc_now()
+        self.persons = PersonResolver(engine, batch.source_system, batch.batch_id, self.now)
+        self.concepts = ConceptMapper(engine)
+        self.summary = WriteSummary()
+        self._quarantine: list[QuarantineEntry] = []
+        self._default_version = int(batch.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+    @property
+    def original_name(self) -> str:
+        return self.batch.original_name or self.batch.landed_path
+
+    def write_chunk(self, chunk: ParsedChunk) -> None:
+        self.summary.records_read += chunk.records_read
+        self.summary.skipped.update(chunk.skipped)
+        self._quarantine.extend(chunk.quarantine)
+        if chunk.patients:
+            self._write_patients(chunk.patients)
+        for table in sorted(chunk.tables, key=_visits_first):
+            tables = [t for t in chunk.tables[table] if t.num_rows]
+            if tables:
+                self.write_table(table, pa.concat_tables(tables, promote_options="permissive"))
+        if chunk.merges:
+            self._apply_merges(chunk.merges)
+            pause_point("merges")
+        if chunk.omics_samples:
+            self.summary.omics_samples += upsert_omics_samples(
+                self.engine, chunk.omics_samples, batch_id=self.batch.batch_id, now=self.now
+            )
+        self.summary.unmapped = Counter(self.concepts.unmapped)
+        if self._quarantine:
+            self.summary.quarantined += store_quarantine(
+                self.engine,
+                batch_id=self.batch.batch_id,
+                source_system=self.source_system,
+                entries=self._quarantine,
+                now=self.now,
+            )
+            self._quarantine = []
+
+    # ------------------------------------------------------------------ CDM tables
+
+    def write_table(self, table: str, rows: pa.Table) -> None:
+        """Apply staged rows of one CDM table (one source system: the batch's)."""
+        rows = self._with_provenance(table, rows)
+        if rows.num_rows == 0:
+            return
+        plan = plan_versions(self.engine, table, self.source_system, rows)
+        self.summary.unchanged += plan.unchanged
+        self.summary.stale += plan.stale
+        self.summary.duplicates += plan.duplicates
+        if plan.rows.num_rows == 0:
+            return
+        derived = derive_columns(
+            table,
+            plan.rows,
+            source_system=self.source_system,
+            persons=self.persons,
+            concepts=self.concepts,
+        )
+        prepared = split_incomplete(table, derived, original_name=self.original_name)
+        self._quarantine.extend(prepared.quarantine)
+        good = prepared.rows
+        if good.num_rows == 0:
+            return
+        loadable = self._owned_persons(good) if table == "person" else good
+        replacing = pc.filter(
+            loadable.column(ROW_ID), pc.not_equal(loadable.column(ACTION), INSERT)
+        )
+        if len(replacing):
+            cdm = self.engine.table(table)
+            gone = ibis.memtable(pa.table({"id": replacing}))
+            self.engine.delete_where(table, cdm[primary_key(table)].isin(gone.id))
+        if loadable.num_rows:
+            self.engine.load_arrow(table, cdm_columns(table, loadable))
+        record_versions(
+            self.engine,
+            table=table,
+            source_system=self.source_system,
+            batch_id=self.batch.batch_id,
+            written=good,
+            current=plan.current,
+            now=self.now,
+        )
+        inserted = pc.sum(pc.cast(pc.equal(good.column(ACTION), INSERT), pa.int64())).as_py() or 0
+        self.summary.loaded += inserted
+        self.summary.updated += good.num_rows - inserted
+        self.summary.rows_by_table[table] += good.num_rows
+
+    def _with_provenance(self, table: str, rows: pa.Table) -> pa.Table:
+        """Rows with a source record id; a missing version is the receive time, a hash made."""
+        if SOURCE_RECORD_ID not in rows.column_names:
+            missing = rows
+            rows = rows.slice(0, 0)
+        else:
+            has_id = pc.is_valid(rows.column(SOURCE_RECORD_ID))
+            missing = rows.filter(pc.invert(has_id))
+            rows = rows.filter(has_id)
+        for row in missing.to_pylist():
+            self._quarantine.append(
+                QuarantineEntry(
+                    location=f"{self.original_name}:{table}",
+                    reason=f"{table} record without a source record id",
+                    raw_payload=payload_text({k: v for k, v in row.items() if v is not None}),
+                    field=SOURCE_RECORD_ID,
+                )
+            )
+        version = (
+            pc.fill_null(rows.column(SOURCE_VERSION), self._default_version)
+            if SOURCE_VERSION in rows.column_names
+            else pa.array([self._default_version] * rows.num_rows, pa.int64())
+        )
+        rows = set_column(rows, SOURCE_VERSION, version)
+        if RECORD_HASH not in rows.column_names or rows.column(RECORD_HASH).null_count:
+            hashes = (
+                rows.column(RECORD_HASH).to_pylist()
+                if RECORD_HASH in rows.column_names
+                else [None] * rows.num_rows
+            )
+            filled = [
+                value or record_hash(payload_text(row))
+                for value, row in zip(hashes, rows.to_pylist(), strict=True)
+            ]
+            rows = set_column(rows, RECORD_HASH, pa.array(filled, pa.string()))
+        return rows
+
+    def _owned_persons(self, rows: pa.Table) -> pa.Table:
+        """Person rows whose source patient owns its person id (not merged into another).
+
+        A patient merged or linked into another person keeps its identifiers in
+        ``pii_person``, but the surviving patient's demographics make the person row.
+        """
+        own = stable_ids(("person", self.source_system), rows.column(SOURCE_PATIENT_ID))
+        return rows.filter(pc.equal(rows.column("person_id"), own))
+
+    # ------------------------------------------------------------------ identities
+
+    def _write_patients(self, tables: list[pa.Table]) -> None:
+        patients = pa.concat_tables(
+            [_conform_patients(t) for t in tables if t.num_rows], promote_options="permissive"
+        )
+        if patients.num_rows == 0:
+            return
+        has_id = pc.is_valid(patients.column(SOURCE_PATIENT_ID))
+        for row in patients.filter(pc.invert(has_id)).to_pylist():
+            self._quarantine.append(
+                QuarantineEntry(
+                    location=f"{self.original_name}:patient",
+                    reason="patient record without a source patient id",
+                    raw_payload=payload_text({k: v for k, v in row.items() if v is not None}),
+                    field=SOURCE_PATIENT_ID,
+                )
+            )
+        patients = self._with_provenance(
+            "person",
+            set_column(
+                patients.filter(has_id),
+                SOURCE_RECORD_ID,
+                patients.filter(has_id).column(SOURCE_PATIENT_ID),
+            ),
+        )
+        if patients.num_rows == 0:
+            return
+        person_ids = self.persons.person_ids(patients.column(SOURCE_PATIENT_ID))
+        self.persons.touch(sorted(set(patients.column(SOURCE_PATIENT_ID).to_pylist())))
+        self._write_identifiers(patients, person_ids)
+        self.write_table("person", _person_rows(patients))
+        dead = patients.filter(pc.is_valid(patients.column("death_date")))
+        if dead.num_rows:
+            self.write_table("death", _death_rows(dead))
+
+    def _write_identifiers(self, patients: pa.Table, person_ids: pa.Array) -> None:
+        """Every version of each patient's identifiers not yet in ``pii_person``."""
+        pii = self.engine.table(PII_TABLE)
+        wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
+        present = self.engine.execute(
+            pii.filter(
+                (pii.source_system == self.source_system) & pii.source_patient_id.isin(wanted.id)
+            ).select("source_patient_id", "source_version")
+        )
+        seen = set(zip(present.column(0).to_pylist(), present.column(1).to_pylist(), strict=True))
+        keys = list(
+            zip(
+                patients.column(SOURCE_PATIENT_ID).to_pylist(),
+                patients.column(SOURCE_VERSION).to_pylist(),
+                strict=True,
+            )
+        )
+        keep: dict[tuple[str, int], int] = {}
+        for index, key in enumerate(keys):
+            if key not in seen:
+                keep[key] = index  # a repeated (patient, version) in the batch: the later row
+        if not keep:
+            return
+        take = pa.array(sorted(keep.values()), pa.int64())
+        new = patients.take(take)
+        count = new.num_rows
+        columns = {name: new.column(name) for name in _PII_COLUMNS}
+        self.engine.load_arrow(
+            PII_TABLE,
+            pa.table(
+                {
+                    "source_system": pa.array([self.source_system] * count, pa.string()),
+                    "source_patient_id": new.column(SOURCE_PATIENT_ID),
+                    "person_id": pc.take(person_ids, take),
+                    **columns,
+                    "batch_id": pa.array([self.batch.batch_id] * count, pa.string()),
+                    "source_version": new.column(SOURCE_VERSION),
+                    "recorded_at": pa.array([self.now] * count, pa.timestamp("us")),
+                }
+            ),
+        )
+
+    def _apply_merges(self, merges: list[PatientMerge]) -> None:
+        """Merge source patients into surviving ones (see :mod:`medlake.ingest.identities`)."""
+        staged = pa.table(
+            {
+                SOURCE_RECORD_ID: pa.array([m.merged_id for m in merges], pa.string()),
+                SOURCE_VERSION: pa.array([m.source_version for m in merges], pa.int64()),
+                RECORD_HASH: pa.array([record_hash(m.surviving_id) for m in merges], pa.string()),
+                "__order": pa.array(range(len(merges)), pa.int64()),
+            }
+        )
+        plan = plan_versions(self.engine, MERGE_RECORD_TABLE, self.source_system, staged)
+        if plan.rows.num_rows == 0:
+            self.summary.unchanged += plan.unchanged + plan.stale
+            return
+        chosen = [merges[i] for i in sorted(plan.rows.column("__order").to_pylist())]
+        pairs, events = [], []
+        for merge in chosen:
+            surviving = self.persons.person_id(merge.surviving_id)
+            merged = self.persons.person_id(merge.merged_id)
+            pairs.append((merged, surviving))
+            events.append(
+                MergeEvent(
+                    self.source_system, merge.surviving_id, merge.merged_id, surviving, merged,
+                    merge.source_version, self.batch.batch_id,
+                )
+            )  # fmt: skip
+        repoint_persons(self.engine, resolve_moves(pairs))
+        self.persons.forget()
+        survivors = {m.merged_id: self.persons.person_id(m.surviving_id) for m in chosen}
+        written = plan.rows.append_column(
+            ROW_ID,
+            pa.array(
+                [survivors[i] for i in plan.rows.column(SOURCE_RECORD_ID).to_pylist()], pa.int64()
+            ),
+        )
+        record_versions(
+            self.engine,
+            table=MERGE_RECORD_TABLE,
+            source_system=self.source_system,
+            batch_id=self.batch.batch_id,
+            written=written,
+            current=plan.current,
+            now=self.now,
+        )
+        self.summary.merges.extend(events)
+        logger.info("%s: applied %d patient merges", self.source_system, len(events))
+
+
+def _visits_first(table: str) -> tuple[int, str]:
+    # Visits before the rows that refer to them; otherwise a stable order.
+    return (0 if table == "visit_occurrence" else 1, table)
+
+
+def _conform_patients(table: pa.Table) -> pa.Table:
+    return pa.table(
+        {
+            name: (
+                table.column(name).cast(dtype)
+                if name in table.column_names
+                else pa.nulls(table.num_rows, dtype)
+            )
+            for name, dtype in PATIENT_COLUMNS.items()
+        }
+    )
+
+
+def _person_rows(patients: pa.Table) -> pa.Table:
+    """Staged ``person`` rows: pseudonymous demographics only, no identifiers."""
+    sex = patients.column("sex").to_pylist()
+    derived = pa.array(
+        [_GENDER_CONCEPTS.get((s or "").strip().lower(), _UNKNOWN_GENDER) for s in sex], pa.int64()
+    )
+    birth = patients.column("birth_date")
+    return pa.table(
+        {
+            SOURCE_RECORD_ID: patients.column(SOURCE_PATIENT_ID),
+            SOURCE_PATIENT_ID: patients.column(SOURCE_PATIENT_ID),
+            SOURCE_VERSION: patients.column(SOURCE_VERSION),
+            RECORD_HASH: patients.column(RECORD_HASH),
+            "gender_concept_id": pc.coalesce(patients.column("gender_concept_id"), derived),
+            "year_of_birth": pc.year(birth),
+            "month_of_birth": pc.month(birth),
+            "day_of_birth": pc.day(birth),
+            "gender_source_value": patients.column("sex"),
+        }
+    )
+
+
+def _death_rows(patients: pa.Table) -> pa.Table:
+    return pa.table(
+        {
+            SOURCE_RECORD_ID: patients.column(SOURCE_PATIENT_ID),
+            SOURCE_PATIENT_ID: patients.column(SOURCE_PATIENT_ID),
+            SOURCE_VERSION: patients.column(SOURCE_VERSION),
+            RECORD_HASH: patients.column(RECORD_HASH),
+            "death_date": patients.column("death_date"),
+            "death_type_concept_id": pa.array([32817] * patients.num_rows, pa.int64()),
+        }
+    )
