@@ -238,10 +238,11 @@ def _records(
 ) -> Iterator[tuple[int, list[str], str]]:
     """(first line, cells, raw text) per record.
 
-    A record the parser made of several physical lines whose field count is wrong (a
-    stray quote opening a field that never closes), or that the parser refused, is
-    split back into its lines and each is parsed alone: one broken line must not take
-    the good lines after it into quarantine.
+    A record the parser made of several physical lines is split back into its lines,
+    each parsed alone, when its field count is wrong, when the parser refused it, or
+    when one of its lines is a whole row by itself: that is a stray quote opening a
+    field that never closes, not a quoted field with line breaks, and one broken line
+    must not take the good lines after it into quarantine (or into a bogus record).
     """
     start = source.line + 1
     while True:
@@ -251,20 +252,26 @@ def _records(
             return
         except csv.Error:
             cells = None
-        spanned = source.line - start + 1
-        if cells is not None and (spanned <= 1 or len(cells) == width):
+        if cells is not None and len(source.pending) <= 1:
             yield start, cells, source.take()
         else:
             lines = list(source.pending)
-            source.take()
-            for offset, text in enumerate(lines):
-                try:
-                    alone = next(csv.reader([text], delimiter=entry.delimiter,
-                                            quotechar=entry.quote), [])  # fmt: skip
-                except csv.Error:
-                    alone = [text]  # wrong width: quarantined by the caller
-                yield start + offset, alone, text.rstrip("\r\n")
+            alone = [_parse_line(text, entry) for text in lines]
+            if cells is not None and len(cells) == width and width not in map(len, alone):
+                yield start, cells, source.take()  # a quoted field with line breaks
+            else:
+                source.take()
+                for offset, (text, line_cells) in enumerate(zip(lines, alone, strict=True)):
+                    yield start + offset, line_cells, text.rstrip("\r\n")
         start = source.line + 1
+
+
+def _parse_line(text: str, entry: FileMapping) -> list[str]:
+    """One physical line parsed alone (a line the parser refuses is one field)."""
+    try:
+        return next(csv.reader([text], delimiter=entry.delimiter, quotechar=entry.quote), [])
+    except csv.Error:
+        return [text]
 
 
 def _row_values(

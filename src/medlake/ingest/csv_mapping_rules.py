@@ -224,9 +224,7 @@ def _constant(value: Constant, kind: str, key: str) -> object:
         raise InputError(f"{key}: constant {value!r} does not fit a {kind} column") from exc
 
 
-def _rule_getter(
-    ctx: _Context, name: str, rule: ColumnRule, kind: str, required: bool
-) -> Getter:
+def _rule_getter(ctx: _Context, name: str, rule: ColumnRule, kind: str, required: bool) -> Getter:
     key = f"columns.{name}"
     if rule.value is not None:
         constant = _constant(rule.value, kind, key)
@@ -353,4 +351,3 @@ def compile_file(entry: FileMapping, header: Sequence[str], original_name: str) 
         fields=tuple(fields),
         vocabularies=vocabularies,
     )  # fmt: skip
-
