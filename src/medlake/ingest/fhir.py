@@ -35,6 +35,7 @@ did not foresee. Resource types medlake does not map are counted in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,7 +50,6 @@ from medlake.ingest.staging import (
     ParsedChunk,
     QuarantineEntry,
     SourceContext,
-    record_hash,
     staging_schema,
 )
 
@@ -57,6 +57,7 @@ CHUNK_SIZE = 50_000
 #: How many leading lines may fail to parse before a file is judged not FHIR at all.
 SNIFF_LINES = 100
 _MAX_DEPTH = 2  # Bundles inside Bundles inside a file
+_NO_URLS: dict[str, str] = {}
 
 
 def _schema(table: str) -> pa.Schema:
@@ -67,6 +68,13 @@ def _schema(table: str) -> pa.Schema:
 
 
 SCHEMAS: dict[str, pa.Schema] = {table: _schema(table) for table in COLUMNS}
+# Row tuples become one struct array (a C loop), timestamps first as ISO strings.
+ROW_TYPES: dict[str, pa.StructType] = {
+    table: pa.struct(
+        [pa.field(f.name, pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema]
+    )
+    for table, schema in SCHEMAS.items()
+}
 
 
 class _Chunk:
@@ -76,15 +84,18 @@ class _Chunk:
     afresh, so generators holding it (Bundles) keep writing to the current chunk.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.staged = StagedRows()
         self.parsed = ParsedChunk()
 
     def __len__(self) -> int:
         return self.parsed.records_read
 
-    def quarantine(self, location: str, reason: str, raw: str, field: str | None) -> None:
-        self.parsed.quarantine.append(QuarantineEntry(location, reason, raw, field))
+    def quarantine(self, location: str | int, reason: str, raw: str, field: str | None) -> None:
+        """Quarantine a record; an int ``location`` is a line number of the file."""
+        where = f"{self.name}:{location}" if type(location) is int else str(location)
+        self.parsed.quarantine.append(QuarantineEntry(where, reason, raw, field))
 
     def take(self) -> ParsedChunk:
         parsed, staged = self.parsed, self.staged
@@ -93,9 +104,10 @@ class _Chunk:
             if not rows:
                 continue
             schema = SCHEMAS[table]
+            columns = pa.array(rows, type=ROW_TYPES[table]).flatten()
             arrays = [
-                pa.array(column, type=f.type)
-                for column, f in zip(zip(*rows, strict=True), schema, strict=True)
+                c if c.type == f.type else c.cast(f.type)
+                for c, f in zip(columns, schema, strict=True)
             ]
             batch = pa.Table.from_arrays(arrays, schema=schema)
             if table == "patient":
@@ -149,25 +161,24 @@ class FhirReader:
 
     def _read_ndjson(self, context: SourceContext) -> Iterator[ParsedChunk]:
         name, default, size = context.original_name, context.default_version, self.chunk_size
-        chunk = _Chunk()
+        chunk = _Chunk(name)
         with context.path.open("rb") as f:
             for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                location = f"{name}:{number}"
                 try:
                     resource = orjson.loads(line)
                 except orjson.JSONDecodeError as e:
+                    if not line.strip():
+                        continue
                     chunk.parsed.records_read += 1
-                    chunk.quarantine(location, f"malformed JSON: {e}", _text(line), None)
+                    chunk.quarantine(number, f"malformed JSON: {e}", _text(line), None)
                 else:
                     if type(resource) is dict and resource.get("resourceType") == "Bundle":
-                        for _ in _bundle(resource, location, default, chunk, 1):
+                        for _ in _bundle(resource, f"{name}:{number}", default, chunk, 1):
                             if len(chunk) >= size:
                                 yield chunk.take()
                         continue
                     chunk.parsed.records_read += 1
-                    _stage(resource, line, location, default, {}, chunk)
+                    _stage(resource, line, number, default, _NO_URLS, chunk)
                 if len(chunk) >= size:
                     yield chunk.take()
         if len(chunk) or not number:
@@ -181,10 +192,10 @@ class FhirReader:
             raise InputError(f"{name}: not FHIR JSON (not NDJSON, not a document: {e})") from None
         if type(doc) is not dict or type(doc.get("resourceType")) is not str:
             raise InputError(f"{name}: not FHIR JSON (no resourceType)")
-        chunk = _Chunk()
+        chunk = _Chunk(name)
         if doc["resourceType"] != "Bundle":
             chunk.parsed.records_read += 1
-            _stage(doc, None, f"{name}:1", context.default_version, {}, chunk, _dump(doc))
+            _stage(doc, None, 1, context.default_version, _NO_URLS, chunk, _dump(doc))
         else:
             for _ in _bundle(doc, name, context.default_version, chunk, 1):
                 if len(chunk) >= self.chunk_size:
@@ -231,7 +242,7 @@ def _bundle(bundle: dict[str, Any], where: str, default: int, chunk: _Chunk,
         yield
 
 
-def _stage(resource: object, line: bytes | None, location: str, default: int,
+def _stage(resource: object, line: bytes | None, location: str | int, default: int,
            urls: dict[str, str], chunk: _Chunk, raw: str | None = None) -> None:  # fmt: skip
     """Map one resource into ``chunk``: rows, a skip count or a quarantine entry."""
     if type(resource) is not dict:
@@ -251,8 +262,11 @@ def _stage(resource: object, line: bytes | None, location: str, default: int,
         if type(rid) is not str or not rid:
             raise v.Reject("missing required field", f"{rtype}.id")
         version = v.version_of(resource, default)
-        digest = record_hash(line) if line is not None else record_hash(
-            orjson.dumps(resource, option=orjson.OPT_SORT_KEYS))  # fmt: skip
+        # staging.record_hash, inlined: this runs once per line.
+        digest = blake2b(
+            line if line is not None else orjson.dumps(resource, option=orjson.OPT_SORT_KEYS),
+            digest_size=16,
+        ).hexdigest()
         mapper(resource, Record(rid, version, digest, urls), chunk.staged)
     except v.Reject as e:
         field = e.field if e.field.startswith(rtype) else f"{rtype}.{e.field}"

@@ -240,7 +240,7 @@ def _dosage(dosage: object) -> tuple[str | None, str | None, str | None, str | N
 
 
 def _drug_row(rtype: str, rec: Record, person: str, visit: str | None, start: dt.date,
-              start_at: dt.datetime | None, end: dt.date | None, end_at: dt.datetime | None,
+              start_at: str | None, end: dt.date | None, end_at: str | None,
               supply: int | None, refills: int | None, amount: float | None,
               dosage: object, lot: str | None, code: str, vocabulary: str,
               out: StagedRows) -> None:  # fmt: skip
@@ -379,14 +379,18 @@ def observation(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
                            ("effectiveInstant", None), ("issued", None)),
         "Observation.effective[x]")  # fmt: skip
     visit = _visit_of(r, "Observation", rec)
-    categories = {c.get("code") for cat in r.get("category") or () for c in cat.get("coding") or ()}
-    lab = "laboratory" in categories
-    kind = EHR if not lab else LAB
+    kind, measured = EHR, None
+    for category in r.get("category") or ():
+        for coding in category.get("coding") or ():
+            code_ = coding.get("code")
+            if code_ in MEASUREMENT_CATEGORIES:
+                kind, measured = LAB if code_ == "laboratory" else kind, True
+            elif measured is None:
+                measured = False
     rid = f"Observation/{rec.id}"
     components = r.get("component") or ()
     rows = []
-    measured = not categories.isdisjoint(MEASUREMENT_CATEGORIES)
-    if measured or (not categories and "valueQuantity" in r):
+    if measured or (measured is None and "valueQuantity" in r):
         low, high = v.reference_range(r.get("referenceRange"), "Observation.referenceRange")
         if not components or any(k.startswith("value") for k in r):
             amount, unit, unit_voc, operator, value, value_voc, string = _value(r, "Observation")

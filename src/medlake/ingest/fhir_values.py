@@ -75,10 +75,29 @@ class Reject(Exception):  # noqa: N818 - a control-flow signal, not an error for
         self.field = field
 
 
-def when(value: object, field: str) -> tuple[dt.date, dt.datetime | None]:
-    """Date and (when the value has a time) local datetime of a FHIR date or dateTime."""
+_WHEN_CACHE: dict[str, tuple[dt.date, str | None]] = {}
+
+
+def when(value: object, field: str) -> tuple[dt.date, str | None]:
+    """Date and (when the value has a time) local datetime of a FHIR date or dateTime.
+
+    The datetime comes as a checked ISO string (``2024-06-30T08:45:00``): the reader
+    casts whole columns to timestamps, which is far cheaper than converting datetime
+    objects one by one. Parsed values are cached: a visit's resources share their times.
+    """
     if type(value) is not str:
         raise Reject("date is not a string", field)
+    cached = _WHEN_CACHE.get(value)
+    if cached is not None:
+        return cached
+    parsed = _parse_when(value, field)
+    if len(_WHEN_CACHE) >= 100_000:
+        _WHEN_CACHE.clear()
+    _WHEN_CACHE[value] = parsed
+    return parsed
+
+
+def _parse_when(value: str, field: str) -> tuple[dt.date, str | None]:
     try:
         n = len(value)
         if n == 10:
@@ -87,7 +106,7 @@ def when(value: object, field: str) -> tuple[dt.date, dt.datetime | None]:
             moment = dt.datetime.fromisoformat(value)
             if moment.tzinfo is not None:
                 moment = moment.replace(tzinfo=None)
-            return moment.date(), moment
+            return moment.date(), moment.isoformat()
         if n == 4 and value.isdigit():
             return dt.date(int(value), 1, 1), None
         if n == 7 and value[4] == "-" and value[:4].isdigit() and value[5:].isdigit():
@@ -98,7 +117,7 @@ def when(value: object, field: str) -> tuple[dt.date, dt.datetime | None]:
 
 
 def first_when(resource: dict[str, Any], rtype: str, paths: tuple[tuple[str, str | None], ...],
-               missing: str) -> tuple[dt.date, dt.datetime | None]:  # fmt: skip
+               missing: str) -> tuple[dt.date, str | None]:  # fmt: skip
     """The first present of several date elements (``(element, sub-element)`` pairs).
 
     Raises :class:`Reject` naming ``missing`` when none is present.
@@ -129,6 +148,10 @@ def local_id(reference: object, expected: str, field: str, urls: dict[str, str])
     ref = reference.get("reference")
     if type(ref) is not str or not ref:
         raise Reject("bad reference: no literal reference", field)
+    if ref.startswith(expected + "/"):  # the common "Type/id"
+        rid = ref[len(expected) + 1 :]
+        if rid and "/" not in rid:
+            return rid
     if ref.startswith("urn:"):
         resolved = urls.get(ref)
         if resolved is None:
