@@ -216,7 +216,9 @@ def parse_message(text: str, parser: str = "fast") -> Hl7Message:
     if separator.isalnum() or separator in " \r":
         raise MessageError(f"bad field separator {separator!r} in MSH-1", "MSH-1")
     end = text.find(separator, 4)
-    encoding_chars = text[4:end] if end > 0 else text[4:].split("\r", 1)[0]
+    if end < 0 or "\r" in text[4:end]:
+        raise MessageError("MSH has no fields after the encoding characters", "MSH-9")
+    encoding_chars = text[4:end]
     if (
         not 2 <= len(encoding_chars) <= 5
         or separator in encoding_chars
@@ -249,8 +251,8 @@ def _fast_segments(text: str, separator: str, encoding_chars: str) -> list[list[
     segments = [line.split(separator) for line in lines if line and not line.isspace()]
     msh = segments[0]
     msh[1:1] = [separator]  # MSH-1 is the separator itself; MSH-2 follows
-    if len(msh) == 2:
-        msh.append(encoding_chars)
+    if len(msh) == 4 and not msh[3]:
+        del msh[3]  # "MSH|^~\\&|" and nothing more: no MSH-3, as hl7 reads it
     return segments
 
 
