@@ -15,7 +15,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _command_paths(command: click.Command, prefix: str) -> list[str]:
-    if isinstance(command, click.Group):
+    # Typer's groups are not click.Group subclasses in every Typer version; duck-type.
+    if hasattr(command, "commands"):
         paths = []
         for name, sub in command.commands.items():
             paths.extend(_command_paths(sub, f"{prefix} {name}"))
