@@ -143,8 +143,7 @@ class CountsLayout:
 
     def schema(self) -> pa.Schema:
         return pa.schema(
-            [pa.field("gene_id", pa.string())]
-            + [pa.field(s, pa.int64()) for s in self.sample_ids]
+            [pa.field("gene_id", pa.string())] + [pa.field(s, pa.int64()) for s in self.sample_ids]
         )
 
 
@@ -280,8 +279,13 @@ class CountsReader:
                 extra = context.companions.get(role)
                 if extra is not None:
                     fileset.copy(extra, _companion_member(extra, role))
-        log.info("%s: %d RNA-seq samples in %s (%s)", name, len(samples), stored.folder,
-                 "stored" if stored.created else "already stored")
+        log.info(
+            "%s: %d RNA-seq samples in %s (%s)",
+            name,
+            len(samples),
+            stored.folder,
+            "stored" if stored.created else "already stored",
+        )
         file = StoredFile(stored.uri(COUNTS_MEMBER), "parquet", stored.digests[COUNTS_MEMBER])
         chunk = ParsedChunk(records_read=len(samples))
         if manifest is not None:
