@@ -33,9 +33,14 @@ FAILED = "failed"
 _MESSAGE_CHARS = 4000
 
 
-def batch_id_for(source_system: str, sha256: str) -> str:
-    """Deterministic batch id: 32 hex digits of SHA-256 over (source system, content hash)."""
-    return hashlib.sha256(f"batch\x1f{source_system}\x1f{sha256}".encode()).hexdigest()[:32]
+def batch_id_for(source_system: str, sha256: str, *companions: str) -> str:
+    """Deterministic batch id: 32 hex digits of SHA-256 over (source system, content hash).
+
+    ``companions`` (e.g. ``"fam=<sha256>"``) join the key when a batch is a file with
+    companion files, so the same data file with a new manifest is a new batch.
+    """
+    key = "\x1f".join(("batch", source_system, sha256, *companions))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def utc_now() -> dt.datetime:
@@ -93,9 +98,13 @@ def register_batch(
     landed_path: str,
     original_name: str | None,
     size_bytes: int,
+    batch_id: str | None = None,
 ) -> IngestBatch:
-    """The batch for this landed content and source, registered (``received``) if new."""
-    batch_id = batch_id_for(source_system, landed_sha256)
+    """The batch for this landed content and source, registered (``received``) if new.
+
+    ``batch_id`` defaults to :func:`batch_id_for` of the source and content.
+    """
+    batch_id = batch_id or batch_id_for(source_system, landed_sha256)
     existing = find_batch(engine, batch_id)
     if existing is not None:
         return existing
