@@ -32,6 +32,7 @@ genotype matrix, and a matrix missing variants would mislead every analysis usin
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -99,13 +100,26 @@ def _skip_reason(variant: Any) -> str | None:
     return None
 
 
-def convert_vcf(vcf: Any, name: str, fileset: FilesetBuilder) -> tuple[list[str], Counter[str]]:
-    """Write ``genotypes.bed/.bim/.fam`` for an open cyvcf2 ``VCF``; returns the sample
-    ids and the skipped-variant counts."""
+def header_lines(path: Path) -> int:
+    """Lines up to and including ``#CHROM`` (htslib adds lines to its copy of the header,
+    so its ``raw_header`` cannot place records)."""
+    with path.open("rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if gzipped else path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.startswith(b"##"):
+                return number
+    return 0
+
+
+def convert_vcf(
+    vcf: Any, path: Path, name: str, fileset: FilesetBuilder
+) -> tuple[list[str], Counter[str]]:
+    """Write ``genotypes.bed/.bim/.fam`` for the cyvcf2 ``VCF`` open on ``path``; returns
+    the sample ids and the skipped-variant counts."""
     samples = unique_ids(list(vcf.samples), [f"{name} header"] * len(vcf.samples), name)
     n = len(samples)
     block = np.empty((max(1, min(4096, CALLS_PER_BLOCK // n)), n), dtype=np.int8)
-    header_lines = vcf.raw_header.count("\n")
     skipped: Counter[str] = Counter()
     written = filled = records = 0
     with fileset.open("genotypes.bed") as bed, fileset.open("genotypes.bim") as bim:
@@ -117,7 +131,7 @@ def convert_vcf(vcf: Any, name: str, fileset: FilesetBuilder) -> tuple[list[str]
             except StopIteration:
                 break
             except Exception as exc:  # cyvcf2 raises bare Exception on htslib errors
-                line = header_lines + records + 1
+                line = header_lines(path) + records + 1
                 raise InputError(f"{name}:{line}: unreadable VCF record ({exc})") from None
             records += 1
             reason = _skip_reason(variant)
@@ -165,7 +179,7 @@ class VcfReader:
         stored = StoredFileset(root, "")
         try:
             with build_fileset(root, GENOTYPES_KIND, stored) as fileset:
-                samples, skipped = convert_vcf(vcf, name, fileset)
+                samples, skipped = convert_vcf(vcf, context.path, name, fileset)
         finally:
             vcf.close()
         first = True
