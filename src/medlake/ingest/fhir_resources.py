@@ -140,7 +140,9 @@ def patient(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
     for name in r.get("name") or ():
         full = v.text(name.get("text"))
         fam = v.text(name.get("family"))
-        giv = " ".join(g for g in name.get("given") or () if type(g) is str) or None
+        givens = name.get("given")
+        givens = [givens] if type(givens) is str else givens or ()
+        giv = " ".join(g for g in givens if type(g) is str) or None
         if full is None and (fam or giv):
             cjk = v.has_cjk((fam or "") + (giv or ""))
             full = (fam or "") + ("" if cjk else " ") + (giv or "") if fam and giv else fam or giv
