@@ -62,6 +62,7 @@ FEATURECOUNTS_ANNOTATION = ("chr", "start", "end", "strand", "length")
 BLOCK_BYTES = 8 << 20
 CELLS_PER_GROUP = 1 << 22  # ~32 MiB of int64 counts per row group
 MAX_HEADER_BYTES = 64 << 20
+SNIFF_LINE_BYTES = 4 << 20  # a header of 100,000 sample ids fits; sniffing stays cheap
 _COUNT = re.compile(r"^\+?[0-9]+$")
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -79,12 +80,12 @@ def _split(line: str, delimiter: str) -> list[str]:
     return [f.strip().strip('"') for f in line.rstrip("\r\n").split(delimiter)]
 
 
-def _head_lines(path: Path, limit: int) -> tuple[int, list[str]]:
+def _head_lines(path: Path, limit: int, max_bytes: int = MAX_HEADER_BYTES) -> tuple[int, list[str]]:
     """(comment lines skipped, up to ``limit`` following lines) from the top of ``path``."""
     comments, lines = 0, []
     with open_text(path) as handle:
         while len(lines) < limit:
-            raw = handle.readline(MAX_HEADER_BYTES)
+            raw = handle.readline(max_bytes)
             if not raw:
                 break
             text = raw.decode("utf-8-sig" if not comments and not lines else "utf-8", "replace")
@@ -98,7 +99,7 @@ def _head_lines(path: Path, limit: int) -> tuple[int, list[str]]:
 def looks_like_counts(path: Path) -> bool:
     """Header starts with ``gene_id``/``Geneid`` and the first data row ends in a count."""
     try:
-        _, lines = _head_lines(path, 2)
+        _, lines = _head_lines(path, 2, SNIFF_LINE_BYTES)
     except (OSError, EOFError, gzip.BadGzipFile):
         return False
     if len(lines) < 2:
