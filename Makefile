@@ -15,11 +15,11 @@ $(BIN)/python:
 
 # Stamps re-run the install when pyproject.toml changes.
 $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[omics]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[dev,spark]'
+	$(PIP) install --quiet -e '.[dev,spark,omics]'
 	@touch $@ $(VENV)/.installed-base
 
 # Spark (the second engine the tests run on) needs a Java runtime, 17 or newer.
