@@ -22,6 +22,7 @@ import pyarrow as pa
 import sqlglot.expressions as sge
 
 from medlake.engine import Engine
+from medlake.ingest.lake_tables import lake_table
 
 BATCH_TABLE = "ingest_batch"
 
@@ -68,7 +69,7 @@ class IngestBatch:
 
 def find_batch(engine: Engine, batch_id: str) -> IngestBatch | None:
     """The batch with this id, or None."""
-    table = engine.table(BATCH_TABLE)
+    table = lake_table(engine, BATCH_TABLE)
     rows = engine.execute(table.filter(table.batch_id == batch_id)).to_pylist()
     if not rows:
         return None

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medlake.engine import Engine
+from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.staging import CONCEPT_SLOTS, ConceptSlot
 
 _SEPARATOR = "\x1f"
@@ -97,8 +98,8 @@ class ConceptMapper:
                 }
             )
         )
-        concept = self._engine.table("concept")
-        relationship = self._engine.table("concept_relationship")
+        concept = lake_table(self._engine, "concept")
+        relationship = lake_table(self._engine, "concept_relationship")
         found = concept.join(
             wanted,
             [

@@ -29,6 +29,7 @@ import sqlglot.expressions as sge
 
 from medlake.engine import Engine
 from medlake.ingest.ids import initial_person_id, stable_ids
+from medlake.ingest.lake_tables import lake_table
 from medlake.schema import ALL_TABLES
 
 SOURCE_PATIENT_TABLE = "source_patient"
@@ -71,53 +72,41 @@ class PersonResolver:
         """Drop cached ids (after a merge changed them)."""
         self._cache.clear()
 
-    def person_ids(self, source_patient_ids: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """The person id of every source patient id (null stays null)."""
+    def person_ids(
+        self, source_patient_ids: pa.Array | pa.ChunkedArray, *, identity_records: bool = False
+    ) -> pa.Array:
+        """The person id of every source patient id (null stays null).
+
+        ``identity_records``: these are the patients' own records (not references), so
+        their ``source_patient`` rows get this batch and ``last_seen``.
+        """
         ids = (
             source_patient_ids.combine_chunks()
             if isinstance(source_patient_ids, pa.ChunkedArray)
             else source_patient_ids
         )
         distinct = pc.unique(ids).drop_null()
-        self._ensure([key for key in distinct.to_pylist() if key not in self._cache])
-        values = pa.array([self._cache[key] for key in distinct.to_pylist()], pa.int64())
+        keys = distinct.to_pylist()
+        if identity_records:
+            self._ensure(keys, touch=True)
+        else:
+            self._ensure([key for key in keys if key not in self._cache], touch=False)
+        values = pa.array([self._cache[key] for key in keys], pa.int64())
         return pc.take(values, pc.index_in(ids, value_set=distinct))
 
     def person_id(self, source_patient_id: str) -> int:
         return int(self.person_ids(pa.array([source_patient_id], pa.string()))[0].as_py())
 
-    def touch(self, source_patient_ids: Sequence[str]) -> None:
-        """Record that this batch carried these patients' identity records (last_seen)."""
-        if not source_patient_ids:
-            return
-        self._ensure([key for key in source_patient_ids if key not in self._cache])
-        table = self._engine.table(SOURCE_PATIENT_TABLE)
-        predicate = self._own(table, source_patient_ids)
-        rows = self._engine.execute(table.filter(predicate))
-        if rows.num_rows == 0:
-            return
-        self._engine.delete_where(SOURCE_PATIENT_TABLE, predicate)
-        count = rows.num_rows
-        rows = rows.set_column(
-            rows.column_names.index("batch_id"), "batch_id", pa.array([self._batch_id] * count)
-        ).set_column(
-            rows.column_names.index("last_seen"),
-            "last_seen",
-            pa.array([self._now] * count, pa.timestamp("us")),
-        )
-        self._engine.load_arrow(SOURCE_PATIENT_TABLE, rows)
-
     def _own(self, table: ibis.Table, source_patient_ids: Sequence[str]) -> ibis.BooleanValue:
         wanted = ibis.memtable(pa.table({"id": pa.array(list(source_patient_ids), pa.string())}))
         return (table.source_system == self.source_system) & table.source_patient_id.isin(wanted.id)
 
-    def _ensure(self, missing: list[str]) -> None:
-        if not missing:
+    def _ensure(self, keys: list[str], *, touch: bool) -> None:
+        """Cache the person ids of ``keys``, creating (and, with ``touch``, updating) rows."""
+        if not keys:
             return
-        table = self._engine.table(SOURCE_PATIENT_TABLE)
-        found = self._engine.execute(
-            table.filter(self._own(table, missing)).select("source_patient_id", "person_id")
-        )
+        table = lake_table(self._engine, SOURCE_PATIENT_TABLE)
+        found = self._engine.execute(table.filter(self._own(table, keys)))
         for key, person in zip(
             found.column("source_patient_id").to_pylist(),
             found.column("person_id").to_pylist(),
@@ -126,26 +115,47 @@ class PersonResolver:
             self._cache[key] = (
                 person if person is not None else initial_person_id(self.source_system, key)
             )
-        new = sorted(key for key in missing if key not in self._cache)
-        if not new:
-            return
-        keys = pa.array(new, pa.string())
-        person_ids = stable_ids(("person", self.source_system), keys)
-        count = len(new)
-        self._engine.load_arrow(
-            SOURCE_PATIENT_TABLE,
-            pa.table(
-                {
-                    "source_system": pa.array([self.source_system] * count, pa.string()),
-                    "source_patient_id": keys,
-                    "person_id": person_ids,
-                    "batch_id": pa.array([self._batch_id] * count, pa.string()),
-                    "first_seen": pa.array([self._now] * count, pa.timestamp("us")),
-                    "last_seen": pa.array([self._now] * count, pa.timestamp("us")),
-                }
-            ),
-        )
-        self._cache.update(zip(new, person_ids.to_pylist(), strict=True))
+        known = set(found.column("source_patient_id").to_pylist())
+        new = sorted(key for key in keys if key not in known)
+        writes = []
+        if touch and found.num_rows:
+            stale = found.filter(pc.not_equal(found.column("batch_id"), self._batch_id))
+            if stale.num_rows:
+                wanted = stale.column("source_patient_id").to_pylist()
+                self._engine.delete_where(SOURCE_PATIENT_TABLE, self._own(table, wanted))
+                count = stale.num_rows
+                writes.append(
+                    stale.set_column(
+                        stale.column_names.index("batch_id"),
+                        "batch_id",
+                        pa.array([self._batch_id] * count, pa.string()),
+                    ).set_column(
+                        stale.column_names.index("last_seen"),
+                        "last_seen",
+                        pa.array([self._now] * count, pa.timestamp("us")),
+                    )
+                )
+        if new:
+            new_keys = pa.array(new, pa.string())
+            person_ids = stable_ids(("person", self.source_system), new_keys)
+            count = len(new)
+            writes.append(
+                pa.table(
+                    {
+                        "source_system": pa.array([self.source_system] * count, pa.string()),
+                        "source_patient_id": new_keys,
+                        "person_id": person_ids,
+                        "batch_id": pa.array([self._batch_id] * count, pa.string()),
+                        "first_seen": pa.array([self._now] * count, pa.timestamp("us")),
+                        "last_seen": pa.array([self._now] * count, pa.timestamp("us")),
+                    }
+                )
+            )
+            self._cache.update(zip(new, person_ids.to_pylist(), strict=True))
+        if writes:
+            self._engine.load_arrow(
+                SOURCE_PATIENT_TABLE, pa.concat_tables(writes, promote_options="permissive")
+            )
 
 
 def repoint_persons(engine: Engine, moves: dict[int, int]) -> None:
@@ -169,7 +179,7 @@ def repoint_persons(engine: Engine, moves: dict[int, int]) -> None:
         engine.run_sql(
             sge.update(sqlglot.to_identifier(table, quoted=True), {"person_id": case}, where=where)
         )
-    person = engine.table("person")
+    person = lake_table(engine, "person")
     gone = ibis.memtable(pa.table({"id": pa.array(merged, pa.int64())}))
     engine.delete_where("person", person.person_id.isin(gone.id))
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medlake.engine import Engine
+from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.staging import OMICS_SAMPLE_COLUMNS
 
 OMICS_TABLE = "omics_sample"
@@ -35,7 +36,7 @@ def upsert_omics_samples(
         return 0
     staged = _last_per_key(staged)
     persons = _known_persons(engine, staged)
-    registry = engine.table(OMICS_TABLE)
+    registry = lake_table(engine, OMICS_TABLE)
     first_registered: dict[tuple[str, str], dt.datetime] = {}
     for assay in pc.unique(staged.column("assay")).to_pylist():
         ids = pc.filter(staged.column("sample_id"), pc.equal(staged.column("assay"), assay))
@@ -87,7 +88,7 @@ def _known_persons(engine: Engine, staged: pa.Table) -> pa.Array:
     systems = staged.column("source_system").to_pylist()
     patients = staged.column("source_patient_id").to_pylist()
     found: dict[tuple[str, str], int | None] = {}
-    table = engine.table("source_patient")
+    table = lake_table(engine, "source_patient")
     for system in sorted({s for s in systems if s is not None}):
         ids = sorted({p for s, p in zip(systems, patients, strict=True) if s == system and p})
         if not ids:

@@ -15,8 +15,10 @@ from collections.abc import Iterable
 
 import ibis
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from medlake.engine import Engine
+from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.staging import QuarantineEntry
 
 QUARANTINE_TABLE = "quarantine"
@@ -43,10 +45,10 @@ def store_quarantine(
     source_system: str,
     entries: Iterable[QuarantineEntry],
     now: dt.datetime,
-) -> int:
-    """Add the entries not already stored; return how many entries the batch has here.
+) -> list[str]:
+    """Add the entries not already stored; return the ids of all of them.
 
-    The count includes entries found already stored (a re-run reports the same number).
+    The ids include entries found already stored (a re-run reports the same number).
     """
     rows: dict[str, QuarantineEntry] = {}
     for entry in entries:
@@ -56,9 +58,9 @@ def store_quarantine(
         key = quarantine_id(batch_id, location, field, reason)
         rows.setdefault(key, QuarantineEntry(location, reason, entry.raw_payload, field))
     if not rows:
-        return 0
+        return []
     ids = pa.array(list(rows), pa.string())
-    table = engine.table(QUARANTINE_TABLE)
+    table = lake_table(engine, QUARANTINE_TABLE)
     wanted = ibis.memtable(pa.table({"id": ids}))
     present = set(
         engine.execute(table.filter(table.quarantine_id.isin(wanted.id)).select("quarantine_id"))
@@ -83,4 +85,36 @@ def store_quarantine(
                 }
             ),
         )
-    return len(rows)
+    return list(rows)
+
+
+def resolve_quarantine(
+    engine: Engine, *, batch_id: str, still_failing: set[str], now: dt.datetime
+) -> int:
+    """Mark the batch's open entries that a re-read no longer produced as resolved.
+
+    Used by ``quarantine retry``: after the landed file is read again (say with a fixed
+    mapping), entries whose record now loads get ``resolved_at``; they stay in the
+    table as a record of what happened. Returns how many were resolved.
+    """
+    table = lake_table(engine, QUARANTINE_TABLE)
+    open_entries = table.filter((table.batch_id == batch_id) & table.resolved_at.isnull())
+    rows = engine.execute(open_entries)
+    resolved = rows.filter(
+        pc.invert(
+            pc.is_in(
+                rows.column("quarantine_id"), value_set=pa.array(sorted(still_failing), pa.string())
+            )
+        )
+    )
+    if resolved.num_rows == 0:
+        return 0
+    wanted = ibis.memtable(pa.table({"id": resolved.column("quarantine_id")}))
+    engine.delete_where(QUARANTINE_TABLE, table.quarantine_id.isin(wanted.id))
+    resolved = resolved.set_column(
+        resolved.column_names.index("resolved_at"),
+        "resolved_at",
+        pa.array([now] * resolved.num_rows, pa.timestamp("us")),
+    )
+    engine.load_arrow(QUARANTINE_TABLE, resolved)
+    return resolved.num_rows

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medlake.engine import Engine
+from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.staging import RECORD_HASH, SOURCE_RECORD_ID, SOURCE_VERSION
 
 SOURCE_RECORD_TABLE = "source_record"
@@ -117,9 +118,9 @@ def current_records(
 ) -> pa.Table:
     """The current ``source_record`` rows of these records (all columns)."""
     if len(record_ids) == 0:
-        return engine.execute(engine.table(SOURCE_RECORD_TABLE).limit(0))
+        return engine.execute(lake_table(engine, SOURCE_RECORD_TABLE).limit(0))
     wanted = ibis.memtable(pa.table({"id": pc.unique(record_ids)}))
-    records = engine.table(SOURCE_RECORD_TABLE)
+    records = lake_table(engine, SOURCE_RECORD_TABLE)
     query = records.filter(
         (records.cdm_table == table)
         & (records.source_system == source_system)
@@ -138,20 +139,19 @@ def record_versions(
     written: pa.Table,
     current: pa.Table,
     now: dt.datetime,
-) -> None:
-    """Write the provenance of ``written`` rows (ACTION, ROW_ID and provenance columns).
+) -> pa.Table:
+    """Provenance of ``written`` rows (ACTION, ROW_ID and provenance columns).
 
     Replaced versions stay as history (not current, ``superseded_at``); restated ones
-    are rewritten, since their natural key is the same.
+    are rewritten, since their natural key is the same. The new current rows are
+    returned, not loaded, so the writer loads a chunk's provenance in one go.
     """
-    if written.num_rows == 0:
-        return
     actions = written.column(ACTION)
     touched = pc.filter(written.column(SOURCE_RECORD_ID), pc.not_equal(actions, INSERT))
     if len(touched):
         replaced = pc.filter(written.column(SOURCE_RECORD_ID), pc.equal(actions, REPLACE))
         wanted = ibis.memtable(pa.table({"id": touched}))
-        records = engine.table(SOURCE_RECORD_TABLE)
+        records = lake_table(engine, SOURCE_RECORD_TABLE)
         engine.delete_where(
             SOURCE_RECORD_TABLE,
             (records.cdm_table == table)
@@ -172,19 +172,17 @@ def record_versions(
             )
             engine.load_arrow(SOURCE_RECORD_TABLE, history)
     count = written.num_rows
-    engine.load_arrow(
-        SOURCE_RECORD_TABLE,
-        pa.table(
-            {
-                "cdm_table": pa.array([table] * count, pa.string()),
-                "cdm_row_id": written.column(ROW_ID),
-                "source_system": pa.array([source_system] * count, pa.string()),
-                "source_record_id": written.column(SOURCE_RECORD_ID),
-                "batch_id": pa.array([batch_id] * count, pa.string()),
-                "source_version": written.column(SOURCE_VERSION),
-                "is_current": pa.array([True] * count, pa.bool_()),
-                "loaded_at": pa.array([now] * count, pa.timestamp("us")),
-                "record_sha256": written.column(RECORD_HASH),
-            }
-        ),
+    return pa.table(
+        {
+            "cdm_table": pa.array([table] * count, pa.string()),
+            "cdm_row_id": written.column(ROW_ID),
+            "source_system": pa.array([source_system] * count, pa.string()),
+            "source_record_id": written.column(SOURCE_RECORD_ID),
+            "batch_id": pa.array([batch_id] * count, pa.string()),
+            "source_version": written.column(SOURCE_VERSION),
+            "is_current": pa.array([True] * count, pa.bool_()),
+            "loaded_at": pa.array([now] * count, pa.timestamp("us")),
+            "record_sha256": written.column(RECORD_HASH),
+            "superseded_at": pa.nulls(count, pa.timestamp("us")),
+        }
     )

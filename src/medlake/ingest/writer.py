@@ -45,9 +45,10 @@ from medlake.ingest.identities import (
     resolve_moves,
 )
 from medlake.ingest.ids import stable_ids
+from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.omics_registry import upsert_omics_samples
 from medlake.ingest.pause_points import pause_point
-from medlake.ingest.quarantine import payload_text, store_quarantine
+from medlake.ingest.quarantine import payload_text, resolve_quarantine, store_quarantine
 from medlake.ingest.staging import (
     PATIENT_COLUMNS,
     RECORD_HASH,
@@ -59,7 +60,14 @@ from medlake.ingest.staging import (
     QuarantineEntry,
     record_hash,
 )
-from medlake.ingest.versions import ACTION, INSERT, ROW_ID, plan_versions, record_versions
+from medlake.ingest.versions import (
+    ACTION,
+    INSERT,
+    ROW_ID,
+    SOURCE_RECORD_TABLE,
+    plan_versions,
+    record_versions,
+)
 from medlake.log import get_logger
 
 logger = get_logger(__name__)
@@ -89,6 +97,7 @@ class WriteSummary:
     skipped: Counter[str] = field(default_factory=Counter)  # resource types not mapped
     rows_by_table: Counter[str] = field(default_factory=Counter)  # inserted + updated
     merges: list[MergeEvent] = field(default_factory=list)
+    resolved: int = 0  # quarantine entries a retry resolved
 
     def message(self) -> str:
         return (
@@ -113,23 +122,34 @@ def write_batch(
     chunks: Iterable[ParsedChunk],
     *,
     on_chunk: Callable[[WriteSummary], None] | None = None,
+    resolve_quarantine_entries: bool = False,
+    concepts: ConceptMapper | None = None,
 ) -> WriteSummary:
     """Apply ``chunks`` (read lazily, inside the transaction) as ``batch``; mark it loaded.
 
     On any error the batch's writes are rolled back, the batch is marked ``failed`` with
-    the message, and the error is raised again.
+    the message, and the error is raised again. With ``resolve_quarantine_entries`` (a
+    retry), the batch's open quarantine entries this reading did not produce again are
+    marked resolved, in the same transaction.
     """
     set_batch_status(engine, batch.batch_id, RUNNING)
     pause_point("running")
     try:
         with atomically(engine):
-            writer = LakeWriter(engine, batch)
+            writer = LakeWriter(engine, batch, concepts=concepts)
             for chunk in chunks:
                 writer.write_chunk(chunk)
                 pause_point("chunk")
                 if on_chunk is not None:
                     on_chunk(writer.summary)
             summary = writer.summary
+            if resolve_quarantine_entries:
+                summary.resolved = resolve_quarantine(
+                    engine,
+                    batch_id=batch.batch_id,
+                    still_failing=writer.quarantine_ids,
+                    now=writer.now,
+                )
             set_batch_status(
                 engine,
                 batch.batch_id,
@@ -150,15 +170,26 @@ def write_batch(
 class LakeWriter:
     """Writes one batch's chunks; use :func:`write_batch` for the transaction and status."""
 
-    def __init__(self, engine: Engine, batch: IngestBatch, *, now: dt.datetime | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        batch: IngestBatch,
+        *,
+        now: dt.datetime | None = None,
+        concepts: ConceptMapper | None = None,
+    ):
         self.engine = engine
         self.batch = batch
         self.source_system = batch.source_system
         self.now = now or utc_now()
         self.persons = PersonResolver(engine, batch.source_system, batch.batch_id, self.now)
-        self.concepts = ConceptMapper(engine)
+        # A mapper shared by the batches of one run keeps its (read-only) lookups.
+        self.concepts = concepts or ConceptMapper(engine)
+        self.concepts.unmapped = Counter()
         self.summary = WriteSummary()
         self._quarantine: list[QuarantineEntry] = []
+        self.quarantine_ids: set[str] = set()  # every entry this batch produced
+        self._provenance: list[pa.Table] = []  # source_record rows of the chunk, loaded at its end
         self._default_version = int(batch.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
     @property
@@ -182,15 +213,20 @@ class LakeWriter:
             self.summary.omics_samples += upsert_omics_samples(
                 self.engine, chunk.omics_samples, batch_id=self.batch.batch_id, now=self.now
             )
+        if self._provenance:
+            self.engine.load_arrow(SOURCE_RECORD_TABLE, pa.concat_tables(self._provenance))
+            self._provenance = []
         self.summary.unmapped = Counter(self.concepts.unmapped)
         if self._quarantine:
-            self.summary.quarantined += store_quarantine(
+            ids = store_quarantine(
                 self.engine,
                 batch_id=self.batch.batch_id,
                 source_system=self.source_system,
                 entries=self._quarantine,
                 now=self.now,
             )
+            self.quarantine_ids.update(ids)
+            self.summary.quarantined = len(self.quarantine_ids)
             self._quarantine = []
 
     # ------------------------------------------------------------------ CDM tables
@@ -223,19 +259,21 @@ class LakeWriter:
             loadable.column(ROW_ID), pc.not_equal(loadable.column(ACTION), INSERT)
         )
         if len(replacing):
-            cdm = self.engine.table(table)
+            cdm = lake_table(self.engine, table)
             gone = ibis.memtable(pa.table({"id": replacing}))
             self.engine.delete_where(table, cdm[primary_key(table)].isin(gone.id))
         if loadable.num_rows:
             self.engine.load_arrow(table, cdm_columns(table, loadable))
-        record_versions(
-            self.engine,
-            table=table,
-            source_system=self.source_system,
-            batch_id=self.batch.batch_id,
-            written=good,
-            current=plan.current,
-            now=self.now,
+        self._provenance.append(
+            record_versions(
+                self.engine,
+                table=table,
+                source_system=self.source_system,
+                batch_id=self.batch.batch_id,
+                written=good,
+                current=plan.current,
+                now=self.now,
+            )
         )
         inserted = pc.sum(pc.cast(pc.equal(good.column(ACTION), INSERT), pa.int64())).as_py() or 0
         self.summary.loaded += inserted
@@ -316,8 +354,9 @@ class LakeWriter:
         )
         if patients.num_rows == 0:
             return
-        person_ids = self.persons.person_ids(patients.column(SOURCE_PATIENT_ID))
-        self.persons.touch(sorted(set(patients.column(SOURCE_PATIENT_ID).to_pylist())))
+        person_ids = self.persons.person_ids(
+            patients.column(SOURCE_PATIENT_ID), identity_records=True
+        )
         self._write_identifiers(patients, person_ids)
         self.write_table("person", _person_rows(patients))
         dead = patients.filter(pc.is_valid(patients.column("death_date")))
@@ -326,7 +365,7 @@ class LakeWriter:
 
     def _write_identifiers(self, patients: pa.Table, person_ids: pa.Array) -> None:
         """Every version of each patient's identifiers not yet in ``pii_person``."""
-        pii = self.engine.table(PII_TABLE)
+        pii = lake_table(self.engine, PII_TABLE)
         wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
         present = self.engine.execute(
             pii.filter(
@@ -401,14 +440,16 @@ class LakeWriter:
                 [survivors[i] for i in plan.rows.column(SOURCE_RECORD_ID).to_pylist()], pa.int64()
             ),
         )
-        record_versions(
-            self.engine,
-            table=MERGE_RECORD_TABLE,
-            source_system=self.source_system,
-            batch_id=self.batch.batch_id,
-            written=written,
-            current=plan.current,
-            now=self.now,
+        self._provenance.append(
+            record_versions(
+                self.engine,
+                table=MERGE_RECORD_TABLE,
+                source_system=self.source_system,
+                batch_id=self.batch.batch_id,
+                written=written,
+                current=plan.current,
+                now=self.now,
+            )
         )
         self.summary.merges.extend(events)
         logger.info("%s: applied %d patient merges", self.source_system, len(events))

@@ -1,0 +1,106 @@
+"""``medlake ingest PATH...``: land files and folders, parse them, load them into the lake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from medlake.cli.options import JsonOption, WorkspaceOption
+from medlake.cli.render import console, error_console, print_json, print_table
+from medlake.errors import MedlakeError
+from medlake.service.ingest import IngestProgress, IngestReport, ingest_paths
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest (any mix).")],
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="Force a format (fhir, hl7v2, csv, plink, vcf, counts...)."
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", help="Source system (default: from the folder name)."),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option("--mapping", "-m", help="Mapping file (TOML/YAML) for CSV exports."),
+    ] = None,
+    json: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Land files (unchanged, by SHA-256), parse them and load them into the lake."""
+    options: dict[str, object] = {"mapping": mapping} if mapping is not None else {}
+    with input_progress(enabled=not json) as progress:
+        report = ingest_paths(
+            workspace,
+            paths,
+            format=format,
+            source_system=source,
+            options=options,
+            progress=progress,
+        )
+    render_report(report, json=json, title="Ingested")
+
+
+def render_report(report: IngestReport, *, json: bool, title: str) -> None:
+    """The per-source table (or JSON); failed files on stderr and a non-zero exit."""
+    if json:
+        print_json(report.as_dict())
+    else:
+        print_table(title, IngestReport.COLUMNS, report.as_rows())
+        if report.ignored:
+            console.print(f"{len(report.ignored)} files ignored (no reader recognised them):")
+            for path in report.ignored[:20]:
+                console.print(f"  {path}", highlight=False)
+        unmapped = report.unmapped
+        if unmapped:
+            listed = ", ".join(f"{t}/{v} {n:,}" for (t, v), n in sorted(unmapped.items()))
+            console.print(f"unmapped codes (concept 0): {listed}", highlight=False)
+    failed = report.failed
+    for result in failed:
+        error_console.print(
+            f"[bold red]error:[/] {result.path}: {result.message}", highlight=False, soft_wrap=True
+        )
+    if failed:
+        first = failed[0].error
+        raise typer.Exit(first.exit_code if isinstance(first, MedlakeError) else 1)
+
+
+@contextmanager
+def input_progress(*, enabled: bool) -> Iterator[Callable[[IngestProgress], None] | None]:
+    """A Rich progress line per input (records read so far), on stderr."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.fields[records]:>12,} records"),
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=False,
+    ) as bar:
+        tasks: dict[int, TaskID] = {}
+
+        def update(event: IngestProgress) -> None:
+            if event.index not in tasks:
+                label = f"[{event.index + 1}/{event.total}] {event.name}"
+                tasks[event.index] = bar.add_task(label, total=None, records=0)
+            task = tasks[event.index]
+            if event.done:
+                bar.update(task, total=1, completed=1, records=event.records_read)
+            else:
+                bar.update(task, records=event.records_read)
+
+        yield update
