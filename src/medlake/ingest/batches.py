@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -44,8 +45,19 @@ def batch_id_for(source_system: str, sha256: str, *companions: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+CLOCK_ENV = "MEDLAKE_CLOCK"
+
+
 def utc_now() -> dt.datetime:
-    """Now, as the naive UTC datetime the lake stores."""
+    """Now, as the naive UTC datetime the lake stores.
+
+    ``MEDLAKE_CLOCK`` (an ISO datetime, UTC) fixes it, so two ingests of the same input
+    build byte-identical lakes (receive times become record versions): for tests that
+    compare a crashed-and-resumed lake with an uninterrupted one, and for benchmarks.
+    """
+    fixed = os.environ.get(CLOCK_ENV)
+    if fixed:
+        return dt.datetime.fromisoformat(fixed).replace(tzinfo=None)
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
