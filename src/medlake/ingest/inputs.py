@@ -179,13 +179,10 @@ def _mapped(mapping: object | None, item: _Found) -> bool:
 def _source_system(item: _Found, mapping: object | None, fmt: str) -> str:
     if fmt == "csv" and mapping is not None and getattr(mapping, "source_system", None):
         return str(mapping.source_system)  # type: ignore[attr-defined]
-    folder = item.path.parent
-    while True:
+    # The nearest folder named like a source system (lis/2016/20160109.hl7 is the LIS's).
+    for folder in item.path.parents:
         if folder.name.lower() in KNOWN_SOURCE_SYSTEMS:
             return folder.name.lower()
-        if folder == item.root or folder.parent == folder:
-            break
-        folder = folder.parent
     return _short_name(item.root.name)
 
 
