@@ -70,8 +70,20 @@ def newest_per_record(rows: pa.Table) -> pa.Table:
     return ordered.filter(keep).drop_columns(["__position"])
 
 
-def plan_versions(engine: Engine, table: str, source_system: str, rows: pa.Table) -> VersionPlan:
-    """Classify staged ``rows`` of ``table`` (one source system) against the lake."""
+def plan_versions(
+    engine: Engine,
+    table: str,
+    source_system: str,
+    rows: pa.Table,
+    *,
+    rederive_batch: str | None = None,
+) -> VersionPlan:
+    """Classify staged ``rows`` of ``table`` (one source system) against the lake.
+
+    ``rederive_batch``: a batch being read again (``quarantine retry``, after a mapping
+    fix); its own records are restated even when unchanged, since what the writer
+    derives from them (concepts, mapped columns) may differ now.
+    """
     newest = newest_per_record(rows)
     duplicates = rows.num_rows - newest.num_rows
     current = current_records(engine, table, source_system, newest.column(SOURCE_RECORD_ID))
@@ -79,9 +91,9 @@ def plan_versions(engine: Engine, table: str, source_system: str, rows: pa.Table
         actions = pa.array([INSERT] * newest.num_rows, pa.string())
         return VersionPlan(newest.append_column(ACTION, actions), current, 0, 0, duplicates)
 
-    known = current.select(["source_record_id", "source_version", "record_sha256"]).rename_columns(
-        ["__id", "__version", "__hash"]
-    )
+    known = current.select(
+        ["source_record_id", "source_version", "record_sha256", "batch_id"]
+    ).rename_columns(["__id", "__version", "__hash", "__batch"])
     joined = newest.join(known, keys=SOURCE_RECORD_ID, right_keys="__id", join_type="left outer")
     version = joined.column(SOURCE_VERSION)
     old_version = joined.column("__version")
@@ -89,6 +101,9 @@ def plan_versions(engine: Engine, table: str, source_system: str, rows: pa.Table
     newer = pc.fill_null(pc.greater(version, old_version), False)
     same_version = pc.fill_null(pc.equal(version, old_version), False)
     same_hash = pc.fill_null(pc.equal(joined.column(RECORD_HASH), joined.column("__hash")), False)
+    if rederive_batch is not None:
+        ours = pc.fill_null(pc.equal(joined.column("__batch"), rederive_batch), False)
+        same_hash = pc.and_(same_hash, pc.invert(ours))
     restated = pc.and_(same_version, pc.invert(same_hash))
     unchanged = pc.and_(same_version, same_hash)
     stale = pc.fill_null(pc.less(version, old_version), False)
@@ -103,7 +118,7 @@ def plan_versions(engine: Engine, table: str, source_system: str, rows: pa.Table
         RESTATE,
     )
     writes = pc.or_(is_new, pc.or_(newer, restated))
-    planned = joined.append_column(ACTION, actions).drop_columns(["__version", "__hash"])
+    planned = joined.append_column(ACTION, actions).drop_columns(["__version", "__hash", "__batch"])
     return VersionPlan(
         rows=planned.filter(writes),
         current=current,

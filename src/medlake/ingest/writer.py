@@ -47,10 +47,10 @@ from medlake.ingest.identities import (
 from medlake.ingest.ids import stable_ids
 from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.omics_registry import upsert_omics_samples
+from medlake.ingest.patient_rows import PII_COLUMNS, conform_patients, death_rows, person_rows
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.quarantine import payload_text, resolve_quarantine, store_quarantine
 from medlake.ingest.staging import (
-    PATIENT_COLUMNS,
     RECORD_HASH,
     SOURCE_PATIENT_ID,
     SOURCE_RECORD_ID,
@@ -71,14 +71,6 @@ from medlake.ingest.versions import (
 from medlake.log import get_logger
 
 logger = get_logger(__name__)
-
-# How sources write sex, to OMOP gender concepts (8551: unknown).
-_GENDER_CONCEPTS = {"男": 8507, "m": 8507, "male": 8507, "女": 8532, "f": 8532, "female": 8532}
-_UNKNOWN_GENDER = 8551
-_PII_COLUMNS = (
-    "name_hanzi", "name_pinyin", "family_name", "given_name", "name_latin", "resident_id",
-    "birth_date", "sex", "phone", "address", "postcode", "email",
-)  # fmt: skip
 
 
 @dataclass
@@ -136,7 +128,9 @@ def write_batch(
     pause_point("running")
     try:
         with atomically(engine):
-            writer = LakeWriter(engine, batch, concepts=concepts)
+            writer = LakeWriter(
+                engine, batch, concepts=concepts, rederive=resolve_quarantine_entries
+            )
             for chunk in chunks:
                 writer.write_chunk(chunk)
                 pause_point("chunk")
@@ -177,6 +171,7 @@ class LakeWriter:
         *,
         now: dt.datetime | None = None,
         concepts: ConceptMapper | None = None,
+        rederive: bool = False,
     ):
         self.engine = engine
         self.batch = batch
@@ -187,6 +182,8 @@ class LakeWriter:
         self.concepts = concepts or ConceptMapper(engine)
         self.concepts.unmapped = Counter()
         self.summary = WriteSummary()
+        # Reading a batch again after a fix: its own records are derived afresh.
+        self.rederive_batch = batch.batch_id if rederive else None
         self._quarantine: list[QuarantineEntry] = []
         self.quarantine_ids: set[str] = set()  # every entry this batch produced
         self._provenance: list[pa.Table] = []  # source_record rows of the chunk, loaded at its end
@@ -236,7 +233,9 @@ class LakeWriter:
         rows = self._with_provenance(table, rows)
         if rows.num_rows == 0:
             return
-        plan = plan_versions(self.engine, table, self.source_system, rows)
+        plan = plan_versions(
+            self.engine, table, self.source_system, rows, rederive_batch=self.rederive_batch
+        )
         self.summary.unchanged += plan.unchanged
         self.summary.stale += plan.stale
         self.summary.duplicates += plan.duplicates
@@ -330,7 +329,7 @@ class LakeWriter:
 
     def _write_patients(self, tables: list[pa.Table]) -> None:
         patients = pa.concat_tables(
-            [_conform_patients(t) for t in tables if t.num_rows], promote_options="permissive"
+            [conform_patients(t) for t in tables if t.num_rows], promote_options="permissive"
         )
         if patients.num_rows == 0:
             return
@@ -358,21 +357,31 @@ class LakeWriter:
             patients.column(SOURCE_PATIENT_ID), identity_records=True
         )
         self._write_identifiers(patients, person_ids)
-        self.write_table("person", _person_rows(patients))
+        self.write_table("person", person_rows(patients))
         dead = patients.filter(pc.is_valid(patients.column("death_date")))
         if dead.num_rows:
-            self.write_table("death", _death_rows(dead))
+            self.write_table("death", death_rows(dead))
 
     def _write_identifiers(self, patients: pa.Table, person_ids: pa.Array) -> None:
-        """Every version of each patient's identifiers not yet in ``pii_person``."""
+        """Every version of each patient's identifiers not yet in ``pii_person``.
+
+        A version another batch recorded first is kept; one this batch recorded (a
+        re-read after a fix) is written again.
+        """
         pii = lake_table(self.engine, PII_TABLE)
         wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
+        ours = (pii.source_system == self.source_system) & pii.source_patient_id.isin(wanted.id)
         present = self.engine.execute(
-            pii.filter(
-                (pii.source_system == self.source_system) & pii.source_patient_id.isin(wanted.id)
-            ).select("source_patient_id", "source_version")
+            pii.filter(ours).select("source_patient_id", "source_version", "batch_id")
         )
-        seen = set(zip(present.column(0).to_pylist(), present.column(1).to_pylist(), strict=True))
+        seen, rewrite = set(), False
+        for patient, version, batch in zip(*(c.to_pylist() for c in present.columns), strict=True):
+            if batch == self.batch.batch_id:
+                rewrite = True
+            else:
+                seen.add((patient, version))
+        if rewrite:
+            self.engine.delete_where(PII_TABLE, ours & (pii.batch_id == self.batch.batch_id))
         keys = list(
             zip(
                 patients.column(SOURCE_PATIENT_ID).to_pylist(),
@@ -389,7 +398,7 @@ class LakeWriter:
         take = pa.array(sorted(keep.values()), pa.int64())
         new = patients.take(take)
         count = new.num_rows
-        columns = {name: new.column(name) for name in _PII_COLUMNS}
+        columns = {name: new.column(name) for name in PII_COLUMNS}
         self.engine.load_arrow(
             PII_TABLE,
             pa.table(
@@ -458,51 +467,3 @@ class LakeWriter:
 def _visits_first(table: str) -> tuple[int, str]:
     # Visits before the rows that refer to them; otherwise a stable order.
     return (0 if table == "visit_occurrence" else 1, table)
-
-
-def _conform_patients(table: pa.Table) -> pa.Table:
-    return pa.table(
-        {
-            name: (
-                table.column(name).cast(dtype)
-                if name in table.column_names
-                else pa.nulls(table.num_rows, dtype)
-            )
-            for name, dtype in PATIENT_COLUMNS.items()
-        }
-    )
-
-
-def _person_rows(patients: pa.Table) -> pa.Table:
-    """Staged ``person`` rows: pseudonymous demographics only, no identifiers."""
-    sex = patients.column("sex").to_pylist()
-    derived = pa.array(
-        [_GENDER_CONCEPTS.get((s or "").strip().lower(), _UNKNOWN_GENDER) for s in sex], pa.int64()
-    )
-    birth = patients.column("birth_date")
-    return pa.table(
-        {
-            SOURCE_RECORD_ID: patients.column(SOURCE_PATIENT_ID),
-            SOURCE_PATIENT_ID: patients.column(SOURCE_PATIENT_ID),
-            SOURCE_VERSION: patients.column(SOURCE_VERSION),
-            RECORD_HASH: patients.column(RECORD_HASH),
-            "gender_concept_id": pc.coalesce(patients.column("gender_concept_id"), derived),
-            "year_of_birth": pc.year(birth),
-            "month_of_birth": pc.month(birth),
-            "day_of_birth": pc.day(birth),
-            "gender_source_value": patients.column("sex"),
-        }
-    )
-
-
-def _death_rows(patients: pa.Table) -> pa.Table:
-    return pa.table(
-        {
-            SOURCE_RECORD_ID: patients.column(SOURCE_PATIENT_ID),
-            SOURCE_PATIENT_ID: patients.column(SOURCE_PATIENT_ID),
-            SOURCE_VERSION: patients.column(SOURCE_VERSION),
-            RECORD_HASH: patients.column(RECORD_HASH),
-            "death_date": patients.column("death_date"),
-            "death_type_concept_id": pa.array([32817] * patients.num_rows, pa.int64()),
-        }
-    )
