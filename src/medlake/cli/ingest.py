@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, error_console, print_json, print_table
@@ -79,28 +87,37 @@ def render_report(report: IngestReport, *, json: bool, title: str) -> None:
 
 @contextmanager
 def input_progress(*, enabled: bool) -> Iterator[Callable[[IngestProgress], None] | None]:
-    """A Rich progress line per input (records read so far), on stderr."""
+    """Progress on stderr: inputs done of all, and a line for the input being read.
+
+    The line shows the records read so far; it goes when its input is done, so an
+    ingest of hundreds of small files stays a two-line display.
+    """
     if not enabled:
         yield None
         return
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TextColumn("{task.fields[records]:>12,} records"),
         TimeElapsedColumn(),
         console=error_console,
         transient=False,
     ) as bar:
-        tasks: dict[int, TaskID] = {}
+        overall = bar.add_task("inputs", total=None, records=0)
+        current: dict[int, TaskID] = {}
+        totals = {"records": 0}
 
         def update(event: IngestProgress) -> None:
-            if event.index not in tasks:
-                label = f"[{event.index + 1}/{event.total}] {event.name}"
-                tasks[event.index] = bar.add_task(label, total=None, records=0)
-            task = tasks[event.index]
+            bar.update(overall, total=event.total)
+            task = current.get(event.index)
+            if task is None:
+                task = current[event.index] = bar.add_task(event.name, total=None, records=0)
+            bar.update(task, records=event.records_read)
             if event.done:
-                bar.update(task, total=1, completed=1, records=event.records_read)
-            else:
-                bar.update(task, records=event.records_read)
+                bar.remove_task(current.pop(event.index))
+                totals["records"] += event.records_read
+                bar.update(overall, advance=1, records=totals["records"])
 
         yield update
