@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -46,21 +47,19 @@ def stable_ids(prefix: tuple[str, ...], keys: pa.Array | pa.ChunkedArray) -> pa.
     if len(keys) == 0:
         return pa.array([], pa.int64())
     distinct = pc.unique(keys).drop_null()
-    head = _SEPARATOR.join(prefix) + _SEPARATOR
-    hashed = pa.array(
+    head = (_SEPARATOR.join(prefix) + _SEPARATOR).encode("utf-8")
+    blake2b = hashlib.blake2b
+    # The digests side by side as big-endian uint64s: one NumPy pass instead of an
+    # int.from_bytes per key; the same numbers as stable_id().
+    digests = b"".join(
         [
-            (
-                int.from_bytes(
-                    hashlib.blake2b((head + key).encode("utf-8"), digest_size=8).digest(), "big"
-                )
-                & _MASK
-            )
-            or 1
+            blake2b(head + key.encode("utf-8"), digest_size=8).digest()
             for key in distinct.to_pylist()
-        ],
-        pa.int64(),
+        ]
     )
-    return pc.take(hashed, pc.index_in(keys, value_set=distinct))
+    values = np.frombuffer(digests, dtype=">u8").astype(np.int64) & np.int64(_MASK)
+    values[values == 0] = 1
+    return pc.take(pa.array(values, pa.int64()), pc.index_in(keys, value_set=distinct))
 
 
 def stable_ids_by_system(

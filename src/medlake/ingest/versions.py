@@ -54,6 +54,8 @@ def newest_per_record(rows: pa.Table) -> pa.Table:
     """One row per ``_source_record_id``: the highest version, else the later row."""
     if rows.num_rows <= 1:
         return rows
+    if pc.count_distinct(rows.column(SOURCE_RECORD_ID)).as_py() == rows.num_rows:
+        return rows  # the usual case: no duplicates, nothing to sort
     indexed = rows.append_column("__position", pa.array(range(rows.num_rows), pa.int64()))
     order = pc.sort_indices(
         indexed,

@@ -28,6 +28,7 @@ from medlake.ingest.formats import reader_for
 from medlake.ingest.inputs import IngestInput, plan_inputs
 from medlake.ingest.landing import LandedFile, land_file
 from medlake.ingest.pause_points import pause_point
+from medlake.ingest.prefetch import prefetch
 from medlake.ingest.quarantine import QUARANTINE_TABLE
 from medlake.ingest.staging import SourceContext
 from medlake.ingest.writer import WriteSummary, write_batch
@@ -290,7 +291,7 @@ def _ingest_one(
                 "companion_names": {role: p.name for role, p in item.companions.items()},
             },
         )
-        chunks = reader_for(item.format).read(context)
+        chunks = prefetch(reader_for(item.format).read(context))
         summary = write_batch(
             engine, batch, chunks, on_chunk=lambda s: report(s.records_read), concepts=concepts
         )
