@@ -229,3 +229,22 @@ def test_omics_samples_upsert_and_link_known_patients(lake: Engine) -> None:
     assert len(rows) == 2
     assert rows["S1"]["person_id"] == initial_person_id("biobank", "P1")
     assert rows["S2"]["person_id"] is None
+
+
+def test_higher_version_with_same_content_changes_nothing(lake: Engine) -> None:
+    """A full export sent again, versioned by receive time: no churn."""
+    rows = measurements(("M1", 1, 5.0))
+    write(lake, "a", measurement_chunk(rows))
+    again = rows.set_column(1, "_source_version", pa.array([2], pa.int64()))
+    summary = write(lake, "b", measurement_chunk(again))
+    assert (summary.loaded, summary.updated, summary.unchanged) == (0, 0, 1)
+    assert lake.count("source_record") == 1
+
+
+def test_patient_sent_again_unchanged_adds_no_identifier_version(lake: Engine) -> None:
+    first = patients(("P1", 1, "138"))
+    again = first.set_column(1, "_source_version", pa.array([9], pa.int64()))
+    write(lake, "a", ParsedChunk(patients=[first]))
+    write(lake, "b", ParsedChunk(patients=[again]))
+    assert lake.count("pii_person") == 1
+    assert lake.count("source_record") == 1

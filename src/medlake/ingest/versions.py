@@ -9,7 +9,9 @@ row:
 - the same version with another ``_record_hash`` → **restate**: the source corrected a
   record without bumping its version; the CDM row is replaced and the provenance row
   rewritten (its natural key includes the version, so there cannot be two);
-- the same version and hash → **unchanged**; a lower version → **stale**, ignored.
+- the same version and hash → **unchanged**, and so is a higher version with the same
+  hash (a daily full export whose records are versioned by receive time); a lower
+  version → **stale**, ignored.
 
 Duplicates inside one chunk are settled first: the highest version wins, and between
 equal versions the later row. Chunks of a batch run in order against the lake as the
@@ -107,7 +109,10 @@ def plan_versions(
         ours = pc.fill_null(pc.equal(joined.column("__batch"), rederive_batch), False)
         same_hash = pc.and_(same_hash, pc.invert(ours))
     restated = pc.and_(same_version, pc.invert(same_hash))
-    unchanged = pc.and_(same_version, same_hash)
+    # A higher version with the same content (a full export sent again, its records
+    # versioned by receive time) changes nothing either.
+    unchanged = pc.and_(pc.or_(same_version, newer), same_hash)
+    newer = pc.and_(newer, pc.invert(same_hash))
     stale = pc.fill_null(pc.less(version, old_version), False)
 
     actions = pc.case_when(

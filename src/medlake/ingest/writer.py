@@ -65,6 +65,7 @@ from medlake.ingest.versions import (
     INSERT,
     ROW_ID,
     SOURCE_RECORD_TABLE,
+    current_records,
     plan_versions,
     record_versions,
 )
@@ -356,18 +357,42 @@ class LakeWriter:
         person_ids = self.persons.person_ids(
             patients.column(SOURCE_PATIENT_ID), identity_records=True
         )
-        self._write_identifiers(patients, person_ids)
+        current = current_records(
+            self.engine, "person", self.source_system, patients.column(SOURCE_PATIENT_ID)
+        )
+        self._write_identifiers(patients, person_ids, current)
         self.write_table("person", person_rows(patients))
         dead = patients.filter(pc.is_valid(patients.column("death_date")))
         if dead.num_rows:
             self.write_table("death", death_rows(dead))
 
-    def _write_identifiers(self, patients: pa.Table, person_ids: pa.Array) -> None:
+    def _write_identifiers(
+        self, patients: pa.Table, person_ids: pa.Array, current: pa.Table
+    ) -> None:
         """Every version of each patient's identifiers not yet in ``pii_person``.
 
         A version another batch recorded first is kept; one this batch recorded (a
-        re-read after a fix) is written again.
+        re-read after a fix) is written again. A version whose record is the same as
+        the current one (same hash: the same export sent again) adds nothing.
         """
+        known = {
+            (patient, digest)
+            for patient, digest, batch in zip(
+                current.column("source_record_id").to_pylist(),
+                current.column("record_sha256").to_pylist(),
+                current.column("batch_id").to_pylist(),
+                strict=True,
+            )
+            if batch != self.batch.batch_id
+        }
+        if known:
+            pairs = zip(
+                patients.column(SOURCE_PATIENT_ID).to_pylist(),
+                patients.column(RECORD_HASH).to_pylist(),
+                strict=True,
+            )
+            fresh = pa.array([pair not in known for pair in pairs], pa.bool_())
+            patients, person_ids = patients.filter(fresh), pc.filter(person_ids, fresh)
         pii = lake_table(self.engine, PII_TABLE)
         wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
         ours = (pii.source_system == self.source_system) & pii.source_patient_id.isin(wanted.id)
