@@ -2,7 +2,8 @@
 
 Readers register each sample with the source patient id it came with; the person id is
 filled from ``source_patient`` when that patient is known (the EMPI links the rest
-later). Registering a sample again replaces its row but keeps when it was first
+later). Source system names are lower-cased (a manifest's ``HIS`` is the lake's
+``his``). Registering a sample again replaces its row but keeps when it was first
 registered.
 """
 
@@ -65,6 +66,7 @@ def upsert_omics_samples(
 
 
 def _conformed(table: pa.Table) -> pa.Table:
+    """The registry's columns; source systems in lower case, as the lake names them."""
     columns = {
         name: (
             table.column(name).cast(dtype)
@@ -73,6 +75,7 @@ def _conformed(table: pa.Table) -> pa.Table:
         )
         for name, dtype in OMICS_SAMPLE_COLUMNS.items()
     }
+    columns["source_system"] = pc.utf8_lower(columns["source_system"])
     return pa.table(columns)
 
 

@@ -94,7 +94,8 @@ class WriteSummary:
 
     def message(self) -> str:
         return (
-            f"{self.records_read} read, {self.loaded} loaded, {self.updated} updated, "
+            f"{self.records_read} read, {self.loaded + self.omics_samples} loaded, "
+            f"{self.updated} updated, "
             f"{self.unchanged + self.stale} unchanged, {self.quarantined} quarantined"
         )
 
@@ -149,7 +150,7 @@ def write_batch(
                 engine,
                 batch.batch_id,
                 LOADED,
-                rows_loaded=summary.loaded + summary.updated,
+                rows_loaded=summary.loaded + summary.updated + summary.omics_samples,
                 rows_quarantined=summary.quarantined,
                 message=summary.message(),
             )

@@ -127,7 +127,7 @@ class IngestReport:
             if summary is None:
                 continue
             total.read += summary.records_read
-            total.loaded += summary.loaded
+            total.loaded += summary.loaded + summary.omics_samples
             total.updated += summary.updated
             total.unchanged += summary.unchanged + summary.stale
             total.quarantined += summary.quarantined
