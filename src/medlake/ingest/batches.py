@@ -20,10 +20,10 @@ import os
 from dataclasses import dataclass
 
 import pyarrow as pa
-import sqlglot.expressions as sge
 
 from medlake.engine import Engine
-from medlake.ingest.lake_tables import lake_table
+from medlake.errors import EngineError
+from medlake.ingest.lake_tables import atomically, lake_table
 
 BATCH_TABLE = "ingest_batch"
 
@@ -162,13 +162,15 @@ def set_batch_status(
     rows_quarantined: int | None = None,
     message: str | None = None,
 ) -> None:
-    """Move a batch to ``status``, stamping started_at (running) or finished_at (others)."""
+    """Move a batch to ``status``, stamping started_at (running) or finished_at (others).
+
+    The row is rewritten (delete, insert) rather than updated, which every engine can do
+    (Spark's Parquet tables have no UPDATE); atomically where the engine allows.
+    """
     now = utc_now()
     values: dict[str, object] = {"status": status}
     if status == RUNNING:
-        values["started_at"] = now
-        values["finished_at"] = None
-        values["message"] = None
+        values.update(started_at=now, finished_at=None, message=None)
     else:
         values["finished_at"] = now
     if rows_loaded is not None:
@@ -177,15 +179,16 @@ def set_batch_status(
         values["rows_quarantined"] = rows_quarantined
     if message is not None:
         values["message"] = message[:_MESSAGE_CHARS]
-    update = sge.update(
-        sge.to_identifier(BATCH_TABLE, quoted=True),
-        {key: _literal(value) for key, value in values.items()},
-        where=sge.column("batch_id").eq(sge.convert(batch_id)),
-    )
-    engine.run_sql(update)
-
-
-def _literal(value: object) -> sge.Expression:
-    if isinstance(value, dt.datetime):
-        return sge.cast(sge.convert(value.isoformat(sep=" ")), sge.DataType.build("timestamp"))
-    return sge.convert(value)
+    table = lake_table(engine, BATCH_TABLE)
+    predicate = table.batch_id == batch_id
+    with atomically(engine):
+        row = engine.execute(table.filter(predicate))
+        if row.num_rows != 1:
+            raise EngineError(f"ingest batch {batch_id} not found", engine=engine.name)
+        for name, value in values.items():
+            column = row.schema.field(name)
+            row = row.set_column(
+                row.column_names.index(name), column, pa.array([value], column.type)
+            )
+        engine.delete_where(BATCH_TABLE, predicate)
+        engine.load_arrow(BATCH_TABLE, row)

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlglot
-import sqlglot.expressions as sge
 
 from medlake.engine import Engine
 from medlake.ingest.ids import initial_person_id, stable_ids
@@ -161,26 +159,31 @@ class PersonResolver:
 def repoint_persons(engine: Engine, moves: dict[int, int]) -> None:
     """Re-point every reference to a merged person id to its surviving one.
 
-    One ``UPDATE ... SET person_id = CASE ...`` per table for all of a chunk's merges,
-    and the merged persons' ``person`` rows are deleted.
+    For each table that refers to persons, the rows of the merged persons are read,
+    deleted and written back with the surviving ids (every engine can do that; Spark's
+    Parquet tables have no UPDATE); the merged persons' ``person`` rows are deleted.
+    Merges are rare, so this is a handful of small statements per chunk that has any.
     """
     if not moves:
         return
-    merged = sorted(moves)
-    case = sge.Case(
-        this=sge.column("person_id"),
-        ifs=[sge.If(this=sge.convert(old), true=sge.convert(moves[old])) for old in merged],
-        default=sge.column("person_id"),
-    )
-    where = sge.column("person_id").isin(*[sge.convert(old) for old in merged])
-    for table in (SOURCE_PATIENT_TABLE, *PERSON_REFERENCING_TABLES):
-        if not engine.has_table(table):
+    merged = pa.array(sorted(moves), pa.int64())
+    surviving = pa.array([moves[old] for old in merged.to_pylist()], pa.int64())
+    gone = ibis.memtable(pa.table({"id": merged}))
+    for table_name in (SOURCE_PATIENT_TABLE, *PERSON_REFERENCING_TABLES):
+        if not engine.has_table(table_name):
             continue
-        engine.run_sql(
-            sge.update(sqlglot.to_identifier(table, quoted=True), {"person_id": case}, where=where)
+        table = lake_table(engine, table_name)
+        predicate = table.person_id.isin(gone.id)
+        rows = engine.execute(table.filter(predicate))
+        if rows.num_rows == 0:
+            continue
+        engine.delete_where(table_name, predicate)
+        old = rows.column("person_id")
+        new = pc.take(surviving, pc.index_in(old, value_set=merged))
+        engine.load_arrow(
+            table_name, rows.set_column(rows.column_names.index("person_id"), "person_id", new)
         )
     person = lake_table(engine, "person")
-    gone = ibis.memtable(pa.table({"id": pa.array(merged, pa.int64())}))
     engine.delete_where("person", person.person_id.isin(gone.id))
 
 

@@ -16,17 +16,16 @@ without the atomicity; re-running a batch still converges because every write is
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medlake.engine import Engine, SupportsTransactions
+from medlake.engine import Engine
 from medlake.ingest.batches import FAILED, LOADED, RUNNING, IngestBatch, set_batch_status, utc_now
 from medlake.ingest.cdm_rows import (
     cdm_columns,
@@ -45,7 +44,7 @@ from medlake.ingest.identities import (
     resolve_moves,
 )
 from medlake.ingest.ids import stable_ids
-from medlake.ingest.lake_tables import lake_table
+from medlake.ingest.lake_tables import atomically, lake_table
 from medlake.ingest.omics_registry import upsert_omics_samples
 from medlake.ingest.patient_rows import PII_COLUMNS, conform_patients, death_rows, person_rows
 from medlake.ingest.pause_points import pause_point
@@ -98,16 +97,6 @@ class WriteSummary:
             f"{self.updated} updated, "
             f"{self.unchanged + self.stale} unchanged, {self.quarantined} quarantined"
         )
-
-
-@contextlib.contextmanager
-def atomically(engine: Engine) -> Iterator[None]:
-    """One transaction where the engine has them; plain keyed writes elsewhere."""
-    if isinstance(engine, SupportsTransactions):
-        with engine.transaction():
-            yield
-    else:
-        yield
 
 
 def write_batch(
