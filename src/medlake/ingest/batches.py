@@ -102,6 +102,26 @@ def find_batch(engine: Engine, batch_id: str) -> IngestBatch | None:
     )
 
 
+def loaded_batches(engine: Engine, source_systems: list[str]) -> dict[str, int]:
+    """Loaded batches of these sources: batch id -> rows loaded (one query for a whole run).
+
+    Lets a re-ingest skip content it has loaded before with no per-file lookup.
+    """
+    table = lake_table(engine, BATCH_TABLE)
+    rows = engine.execute(
+        table.filter((table.status == LOADED) & table.source_system.isin(source_systems)).select(
+            "batch_id", "rows_loaded"
+        )
+    )
+    return dict(
+        zip(
+            rows.column("batch_id").to_pylist(),
+            [n or 0 for n in rows.column("rows_loaded").to_pylist()],
+            strict=True,
+        )
+    )
+
+
 def register_batch(
     engine: Engine,
     *,

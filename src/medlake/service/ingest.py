@@ -22,7 +22,14 @@ from pathlib import Path
 from medlake.config import Workspace, open_workspace
 from medlake.engine import Engine
 from medlake.errors import MedlakeError, UsageError
-from medlake.ingest.batches import LOADED, IngestBatch, batch_id_for, find_batch, register_batch
+from medlake.ingest.batches import (
+    LOADED,
+    IngestBatch,
+    batch_id_for,
+    find_batch,
+    loaded_batches,
+    register_batch,
+)
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.formats import reader_for
 from medlake.ingest.inputs import IngestInput, plan_inputs
@@ -217,6 +224,7 @@ def ingest_paths(
     report = IngestReport(ignored=plan.ignored)
     with open_lake(workspace) as engine:
         concepts = ConceptMapper(engine)
+        already = loaded_batches(engine, sorted({item.source_system for item in plan.inputs}))
         for index, item in enumerate(plan.inputs):
             report.files.append(
                 _ingest_one(
@@ -228,6 +236,7 @@ def ingest_paths(
                     progress,
                     after_batch,
                     concepts,
+                    already,
                 )
             )
     return report
@@ -242,6 +251,7 @@ def _ingest_one(
     progress: Callable[[IngestProgress], None] | None,
     after_batch: Sequence[BatchHook],
     concepts: ConceptMapper,
+    already: dict[str, int],
 ) -> FileResult:
     started = time.perf_counter()
     index, total = position
@@ -260,6 +270,13 @@ def _ingest_one(
         }
         pause_point("landed")
         batch_id = _batch_id(item, landed, companions)
+        if batch_id in already:  # loaded before: nothing to do, no lookup needed
+            report(0, done=True)
+            return FileResult(
+                str(item.path), item.format, item.source_system, batch_id, "unchanged",
+                time.perf_counter() - started, WriteSummary(unchanged=already[batch_id]),
+                "already loaded",
+            )  # fmt: skip
         batch = register_batch(
             engine,
             source_system=item.source_system,
