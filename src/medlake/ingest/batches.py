@@ -14,6 +14,7 @@ message).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from medlake.engine import Engine
-from medlake.errors import EngineError
 from medlake.ingest.lake_tables import atomically, lake_table
 
 BATCH_TABLE = "ingest_batch"
@@ -77,6 +77,12 @@ class IngestBatch:
     rows_loaded: int | None = None
     rows_quarantined: int | None = None
     message: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    def as_row(self) -> pa.Table:
+        """The batch as a one-row ``ingest_batch`` table."""
+        return pa.table({name: [value] for name, value in dataclasses.asdict(self).items()})
 
 
 def find_batch(engine: Engine, batch_id: str) -> IngestBatch | None:
@@ -99,6 +105,8 @@ def find_batch(engine: Engine, batch_id: str) -> IngestBatch | None:
         rows_loaded=row["rows_loaded"],
         rows_quarantined=row["rows_quarantined"],
         message=row["message"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
     )
 
 
@@ -154,61 +162,40 @@ def register_batch(
         received_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
         status=RECEIVED,
     )
-    engine.load_arrow(
-        BATCH_TABLE,
-        pa.table(
-            {
-                "batch_id": [batch.batch_id],
-                "source_system": [batch.source_system],
-                "format": [batch.format],
-                "landed_sha256": [batch.landed_sha256],
-                "landed_path": [batch.landed_path],
-                "original_name": [batch.original_name],
-                "size_bytes": [batch.size_bytes],
-                "received_at": [batch.received_at],
-                "status": [batch.status],
-            }
-        ),
-    )
+    engine.load_arrow(BATCH_TABLE, batch.as_row())
     return batch
 
 
 def set_batch_status(
     engine: Engine,
-    batch_id: str,
+    batch: IngestBatch,
     status: str,
     *,
     rows_loaded: int | None = None,
     rows_quarantined: int | None = None,
     message: str | None = None,
-) -> None:
-    """Move a batch to ``status``, stamping started_at (running) or finished_at (others).
+) -> IngestBatch:
+    """Move ``batch`` to ``status``, stamping started_at (running) or finished_at (others).
 
     The row is rewritten (delete, insert) rather than updated, which every engine can do
-    (Spark's Parquet tables have no UPDATE); atomically where the engine allows.
+    (Spark's Parquet tables have no UPDATE), atomically where the engine allows; the
+    batch as it is now is returned.
     """
     now = utc_now()
-    values: dict[str, object] = {"status": status}
+    changes: dict[str, object] = {"status": status}
     if status == RUNNING:
-        values.update(started_at=now, finished_at=None, message=None)
+        changes.update(started_at=now, finished_at=None, message=None)
     else:
-        values["finished_at"] = now
+        changes["finished_at"] = now
     if rows_loaded is not None:
-        values["rows_loaded"] = rows_loaded
+        changes["rows_loaded"] = rows_loaded
     if rows_quarantined is not None:
-        values["rows_quarantined"] = rows_quarantined
+        changes["rows_quarantined"] = rows_quarantined
     if message is not None:
-        values["message"] = message[:_MESSAGE_CHARS]
+        changes["message"] = message[:_MESSAGE_CHARS]
+    updated = dataclasses.replace(batch, **changes)  # type: ignore[arg-type]
     table = lake_table(engine, BATCH_TABLE)
-    predicate = table.batch_id == batch_id
     with atomically(engine):
-        row = engine.execute(table.filter(predicate))
-        if row.num_rows != 1:
-            raise EngineError(f"ingest batch {batch_id} not found", engine=engine.name)
-        for name, value in values.items():
-            column = row.schema.field(name)
-            row = row.set_column(
-                row.column_names.index(name), column, pa.array([value], column.type)
-            )
-        engine.delete_where(BATCH_TABLE, predicate)
-        engine.load_arrow(BATCH_TABLE, row)
+        engine.delete_where(BATCH_TABLE, table.batch_id == batch.batch_id)
+        engine.load_arrow(BATCH_TABLE, updated.as_row())
+    return updated

@@ -81,16 +81,20 @@ def plan_versions(
     rows: pa.Table,
     *,
     rederive_batch: str | None = None,
+    current: pa.Table | None = None,
 ) -> VersionPlan:
     """Classify staged ``rows`` of ``table`` (one source system) against the lake.
 
     ``rederive_batch``: a batch being read again (``quarantine retry``, after a mapping
     fix); its own records are restated even when unchanged, since what the writer
-    derives from them (concepts, mapped columns) may differ now.
+    derives from them (concepts, mapped columns) may differ now. ``current``: the
+    current ``source_record`` rows of these records if already fetched (a superset is
+    fine), else they are looked up.
     """
     newest = newest_per_record(rows)
     duplicates = rows.num_rows - newest.num_rows
-    current = current_records(engine, table, source_system, newest.column(SOURCE_RECORD_ID))
+    if current is None:
+        current = current_records(engine, table, source_system, newest.column(SOURCE_RECORD_ID))
     if current.num_rows == 0:
         actions = pa.array([INSERT] * newest.num_rows, pa.string())
         return VersionPlan(newest.append_column(ACTION, actions), current, 0, 0, duplicates)
@@ -133,6 +137,28 @@ def plan_versions(
         stale=pc.sum(pc.cast(stale, pa.int64())).as_py() or 0,
         duplicates=duplicates,
     )
+
+
+def current_records_by_table(
+    engine: Engine, source_system: str, record_ids: dict[str, pa.Array | pa.ChunkedArray]
+) -> dict[str, pa.Table]:
+    """:func:`current_records` of several tables in one query (a chunk's tables together)."""
+    record_ids = {table: ids for table, ids in record_ids.items() if len(ids)}
+    if not record_ids:
+        return {}
+    every_id = pc.unique(
+        pa.chunked_array([pc.cast(ids, pa.string()) for ids in record_ids.values()])
+    )
+    wanted = ibis.memtable(pa.table({"id": every_id}))
+    records = lake_table(engine, SOURCE_RECORD_TABLE)
+    query = records.filter(
+        records.cdm_table.isin(sorted(record_ids))
+        & (records.source_system == source_system)
+        & records.is_current
+        & records.source_record_id.isin(wanted.id)
+    )
+    found = engine.execute(query)
+    return {table: found.filter(pc.equal(found.column("cdm_table"), table)) for table in record_ids}
 
 
 def current_records(

@@ -65,6 +65,7 @@ from medlake.ingest.versions import (
     ROW_ID,
     SOURCE_RECORD_TABLE,
     current_records,
+    current_records_by_table,
     plan_versions,
     record_versions,
 )
@@ -115,7 +116,7 @@ def write_batch(
     retry), the batch's open quarantine entries this reading did not produce again are
     marked resolved, in the same transaction.
     """
-    set_batch_status(engine, batch.batch_id, RUNNING)
+    batch = set_batch_status(engine, batch, RUNNING)
     pause_point("running")
     try:
         with atomically(engine):
@@ -137,7 +138,7 @@ def write_batch(
                 )
             set_batch_status(
                 engine,
-                batch.batch_id,
+                batch,
                 LOADED,
                 rows_loaded=summary.loaded + summary.updated + summary.omics_samples,
                 rows_quarantined=summary.quarantined,
@@ -146,7 +147,7 @@ def write_batch(
             pause_point("before_commit")
     except Exception as exc:
         logger.warning("batch %s failed: %s", batch.batch_id, exc)
-        set_batch_status(engine, batch.batch_id, FAILED, message=str(exc))
+        set_batch_status(engine, batch, FAILED, message=str(exc))
         raise
     pause_point("committed")
     return summary
@@ -177,6 +178,7 @@ class LakeWriter:
         self.rederive_batch = batch.batch_id if rederive else None
         self._quarantine: list[QuarantineEntry] = []
         self.quarantine_ids: set[str] = set()  # every entry this batch produced
+        self._current: dict[str, pa.Table] = {}  # prefetched provenance, by table
         self._provenance: list[pa.Table] = []  # source_record rows of the chunk, loaded at its end
         self._default_version = int(batch.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
@@ -188,6 +190,7 @@ class LakeWriter:
         self.summary.records_read += chunk.records_read
         self.summary.skipped.update(chunk.skipped)
         self._quarantine.extend(chunk.quarantine)
+        self._current = self._current_of(chunk)
         if chunk.patients:
             self._write_patients(chunk.patients)
         for table in sorted(chunk.tables, key=_visits_first):
@@ -219,13 +222,36 @@ class LakeWriter:
 
     # ------------------------------------------------------------------ CDM tables
 
+    def _current_of(self, chunk: ParsedChunk) -> dict[str, pa.Table]:
+        """The current provenance of every record in the chunk, in one query."""
+        ids: dict[str, pa.Array | pa.ChunkedArray] = {}
+        patient_ids = [
+            t.column(SOURCE_PATIENT_ID)
+            for t in chunk.patients
+            if SOURCE_PATIENT_ID in t.column_names
+        ]
+        if patient_ids:
+            ids["person"] = ids["death"] = pa.chunked_array(patient_ids, pa.string())
+        for table, tables in chunk.tables.items():
+            columns = [
+                t.column(SOURCE_RECORD_ID) for t in tables if SOURCE_RECORD_ID in t.column_names
+            ]
+            if columns:
+                ids[table] = pa.chunked_array(columns, pa.string())
+        return current_records_by_table(self.engine, self.source_system, ids)
+
     def write_table(self, table: str, rows: pa.Table) -> None:
         """Apply staged rows of one CDM table (one source system: the batch's)."""
         rows = self._with_provenance(table, rows)
         if rows.num_rows == 0:
             return
         plan = plan_versions(
-            self.engine, table, self.source_system, rows, rederive_batch=self.rederive_batch
+            self.engine,
+            table,
+            self.source_system,
+            rows,
+            rederive_batch=self.rederive_batch,
+            current=self._current.pop(table, None),
         )
         self.summary.unchanged += plan.unchanged
         self.summary.stale += plan.stale
@@ -347,9 +373,11 @@ class LakeWriter:
         person_ids = self.persons.person_ids(
             patients.column(SOURCE_PATIENT_ID), identity_records=True
         )
-        current = current_records(
-            self.engine, "person", self.source_system, patients.column(SOURCE_PATIENT_ID)
-        )
+        current = self._current.get("person")
+        if current is None:
+            current = current_records(
+                self.engine, "person", self.source_system, patients.column(SOURCE_PATIENT_ID)
+            )
         self._write_identifiers(patients, person_ids, current)
         self.write_table("person", person_rows(patients))
         dead = patients.filter(pc.is_valid(patients.column("death_date")))
