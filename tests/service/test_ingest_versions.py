@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from medlake.config import open_workspace
+from medlake.ingest.batches import IngestBatch
 from medlake.ingest.ids import initial_person_id
+from medlake.ingest.writer import WriteSummary
 from medlake.service.ingest import ingest_paths
 from medlake.service.workspace import init_workspace, open_lake
 
@@ -117,3 +119,20 @@ def test_ingesting_the_days_again_changes_nothing(
     assert {r.status for r in report.files} == {"unchanged"}
     after = {t: sorted(map(repr, rows(lake_after_two_days, t))) for t in before}
     assert after == before
+
+
+def test_after_batch_hooks_run_once_per_loaded_batch(tmp_path: Path) -> None:
+    root = init_workspace(tmp_path / "ws").root
+    day = tmp_path / "lis" / "20240101.hl7"
+    day.parent.mkdir()
+    day.write_text(day_one(), encoding="utf-8")
+    seen: list[tuple[str, int]] = []
+
+    def hook(engine: object, batch: IngestBatch, summary: WriteSummary) -> None:
+        seen.append((batch.original_name or "", summary.loaded))
+
+    ingest_paths(root, [day], after_batch=[hook])
+    ingest_paths(root, [day], after_batch=[hook])  # unchanged: no hook
+    assert len(seen) == 1
+    assert seen[0][0] == "20240101.hl7"
+    assert seen[0][1] > 0

@@ -312,18 +312,24 @@ def _ingest_one(
         summary = write_batch(
             engine, batch, chunks, on_chunk=lambda s: report(s.records_read), concepts=concepts
         )
-        for hook in after_batch:
-            hook(engine, batch, summary)
     except MedlakeError as error:
         logger.warning("%s: %s", item.path, error.message)
         return FileResult(
             str(item.path), item.format, item.source_system, batch_id, "failed",
             time.perf_counter() - started, None, error.message, error,
         )  # fmt: skip
+    message = summary.message()
+    for hook in after_batch:
+        # The batch is loaded and committed whatever a check after it finds.
+        try:
+            hook(engine, batch, summary)
+        except MedlakeError as error:
+            logger.warning("%s: after-batch hook failed: %s", item.path, error.message)
+            message += f"; after-batch check failed: {error.message}"
     report(summary.records_read, done=True)
     return FileResult(
         str(item.path), item.format, item.source_system, batch_id, "loaded",
-        time.perf_counter() - started, summary, summary.message(),
+        time.perf_counter() - started, summary, message,
     )  # fmt: skip
 
 
