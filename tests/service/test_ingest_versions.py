@@ -136,3 +136,14 @@ def test_after_batch_hooks_run_once_per_loaded_batch(tmp_path: Path) -> None:
     assert len(seen) == 1
     assert seen[0][0] == "20240101.hl7"
     assert seen[0][1] > 0
+
+
+def test_same_content_under_two_names_in_one_run_is_one_batch(tmp_path: Path) -> None:
+    root = init_workspace(tmp_path / "ws").root
+    lis = tmp_path / "lis"
+    lis.mkdir()
+    (lis / "20240101.hl7").write_text(day_one(), encoding="utf-8")
+    (lis / "copy-of-20240101.hl7").write_text(day_one(), encoding="utf-8")
+    report = ingest_paths(root, [lis])
+    assert sorted(r.status for r in report.files) == ["loaded", "unchanged"]
+    assert len(rows(root, "ingest_batch")) == 1

@@ -9,7 +9,8 @@ none: a re-run must give those records the same version.
 Status: ``received`` (registered, committed on its own) → ``running`` (committed before
 the work starts, so an operator sees a batch that died mid-way) → ``loaded`` (written in
 the same transaction as the batch's rows) or ``failed`` (after the rollback, with the
-message).
+message). ``medlake ingest`` reads a new file at once, so it registers the batch as
+``running`` directly; ``received`` is for batches registered to be read later.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def find_batch(engine: Engine, batch_id: str) -> IngestBatch | None:
     rows = engine.execute(table.filter(table.batch_id == batch_id)).to_pylist()
     if not rows:
         return None
-    row = rows[0]
+    return _batch_of(rows[0])
+
+
+def _batch_of(row: dict[str, object]) -> IngestBatch:
     return IngestBatch(
         batch_id=row["batch_id"],
         source_system=row["source_system"],
@@ -110,24 +114,15 @@ def find_batch(engine: Engine, batch_id: str) -> IngestBatch | None:
     )
 
 
-def loaded_batches(engine: Engine, source_systems: list[str]) -> dict[str, int]:
-    """Loaded batches of these sources: batch id -> rows loaded (one query for a whole run).
+def batches_of(engine: Engine, source_systems: list[str]) -> dict[str, IngestBatch]:
+    """Every batch of these sources by id (one query for a whole run).
 
-    Lets a re-ingest skip content it has loaded before with no per-file lookup.
+    Lets a re-ingest skip content it has loaded before, and a first ingest register new
+    batches, with no per-file lookup.
     """
     table = lake_table(engine, BATCH_TABLE)
-    rows = engine.execute(
-        table.filter((table.status == LOADED) & table.source_system.isin(source_systems)).select(
-            "batch_id", "rows_loaded"
-        )
-    )
-    return dict(
-        zip(
-            rows.column("batch_id").to_pylist(),
-            [n or 0 for n in rows.column("rows_loaded").to_pylist()],
-            strict=True,
-        )
-    )
+    rows = engine.execute(table.filter(table.source_system.isin(source_systems)))
+    return {row["batch_id"]: _batch_of(row) for row in rows.to_pylist()}
 
 
 def register_batch(
@@ -140,13 +135,18 @@ def register_batch(
     original_name: str | None,
     size_bytes: int,
     batch_id: str | None = None,
+    known_new: bool = False,
+    start: bool = False,
 ) -> IngestBatch:
-    """The batch for this landed content and source, registered (``received``) if new.
+    """The batch for this landed content and source, registered if new.
 
-    ``batch_id`` defaults to :func:`batch_id_for` of the source and content.
+    ``batch_id`` defaults to :func:`batch_id_for` of the source and content;
+    ``known_new`` skips the lookup (the caller listed the source's batches). A new batch
+    is ``received``, or with ``start`` (it is read right away) ``running`` at once,
+    which saves rewriting its row a moment later.
     """
     batch_id = batch_id or batch_id_for(source_system, landed_sha256)
-    existing = find_batch(engine, batch_id)
+    existing = None if known_new else find_batch(engine, batch_id)
     if existing is not None:
         return existing
     now = utc_now()
@@ -160,7 +160,8 @@ def register_batch(
         size_bytes=size_bytes,
         # Millisecond precision: readers turn it into an epoch-ms version.
         received_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
-        status=RECEIVED,
+        status=RUNNING if start else RECEIVED,
+        started_at=now if start else None,
     )
     engine.load_arrow(BATCH_TABLE, batch.as_row())
     return batch

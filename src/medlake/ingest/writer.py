@@ -116,7 +116,8 @@ def write_batch(
     retry), the batch's open quarantine entries this reading did not produce again are
     marked resolved, in the same transaction.
     """
-    batch = set_batch_status(engine, batch, RUNNING)
+    if batch.status != RUNNING:
+        batch = set_batch_status(engine, batch, RUNNING)
     pause_point("running")
     try:
         with atomically(engine):

@@ -13,6 +13,7 @@ what it did: that is where data-quality checks and incremental EMPI linkage plug
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -26,8 +27,8 @@ from medlake.ingest.batches import (
     LOADED,
     IngestBatch,
     batch_id_for,
+    batches_of,
     find_batch,
-    loaded_batches,
     register_batch,
 )
 from medlake.ingest.concepts import ConceptMapper
@@ -224,7 +225,7 @@ def ingest_paths(
     report = IngestReport(ignored=plan.ignored)
     with open_lake(workspace) as engine:
         concepts = ConceptMapper(engine)
-        already = loaded_batches(engine, sorted({item.source_system for item in plan.inputs}))
+        known = batches_of(engine, sorted({item.source_system for item in plan.inputs}))
         for index, item in enumerate(plan.inputs):
             report.files.append(
                 _ingest_one(
@@ -236,7 +237,7 @@ def ingest_paths(
                     progress,
                     after_batch,
                     concepts,
-                    already,
+                    known,
                 )
             )
     return report
@@ -251,7 +252,7 @@ def _ingest_one(
     progress: Callable[[IngestProgress], None] | None,
     after_batch: Sequence[BatchHook],
     concepts: ConceptMapper,
-    already: dict[str, int],
+    known: dict[str, IngestBatch],
 ) -> FileResult:
     started = time.perf_counter()
     index, total = position
@@ -270,14 +271,7 @@ def _ingest_one(
         }
         pause_point("landed")
         batch_id = _batch_id(item, landed, companions)
-        if batch_id in already:  # loaded before: nothing to do, no lookup needed
-            report(0, done=True)
-            return FileResult(
-                str(item.path), item.format, item.source_system, batch_id, "unchanged",
-                time.perf_counter() - started, WriteSummary(unchanged=already[batch_id]),
-                "already loaded",
-            )  # fmt: skip
-        batch = register_batch(
+        batch = known.get(batch_id) or register_batch(
             engine,
             source_system=item.source_system,
             format=item.format,
@@ -286,7 +280,10 @@ def _ingest_one(
             original_name=item.original_name,
             size_bytes=landed.size,
             batch_id=batch_id,
+            known_new=True,
+            start=True,
         )
+        known[batch_id] = batch  # the same content twice in one run is one batch
         pause_point("registered")
         if batch.status == LOADED:
             summary = WriteSummary(unchanged=batch.rows_loaded or 0)
@@ -311,6 +308,11 @@ def _ingest_one(
         chunks = prefetch(reader_for(item.format).read(context))
         summary = write_batch(
             engine, batch, chunks, on_chunk=lambda s: report(s.records_read), concepts=concepts
+        )
+        known[batch_id] = dataclasses.replace(
+            batch,
+            status=LOADED,
+            rows_loaded=summary.loaded + summary.updated + summary.omics_samples,
         )
     except MedlakeError as error:
         logger.warning("%s: %s", item.path, error.message)
