@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medlake.cli.render import console, print_table, progress_bar
+from medlake.cli.render import console, error_console, print_table
 from medlake.service.demo import run_demo
+from medlake.service.ingest import IngestProgress
 
 
 def register(app: typer.Typer) -> None:
@@ -23,8 +25,34 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """Synthesize a hospital, create a workspace and summarize what was made."""
-    with progress_bar(f"synthesizing {patients:,} patients") as progress:
-        result = run_demo(out, patients=patients, seed=seed, progress=progress)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=error_console,
+    ) as bars:
+        synth_task = bars.add_task(f"synthesize {patients:,} patients", total=None)
+        ingest_task = bars.add_task("ingest source files", total=None, start=False)
+
+        def synthesized(done: int, total: int) -> None:
+            bars.update(synth_task, completed=done, total=total)
+
+        def ingested(step: IngestProgress) -> None:
+            bars.start_task(ingest_task)
+            bars.update(
+                ingest_task,
+                description=f"ingest {step.name}"[:60],
+                completed=step.index + (1 if step.done else 0),
+                total=step.total,
+            )
+
+        result = run_demo(
+            out, patients=patients, seed=seed, progress=synthesized, ingest_progress=ingested
+        )
+    print_table(
+        "Ingested (per source system)", list(result.ingest.COLUMNS), result.ingest.as_rows()
+    )
     print_table(
         "Synthetic hospital (source-system exports)", ["file", "records"], result.synth.as_rows()
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medlake.errors import UsageError
+from medlake.service.ingest import IngestProgress, IngestReport, ingest_paths
 from medlake.service.workspace import LakeSummary, init_workspace, lake_summary
 from medlake.synth import SynthSummary, generate_hospital
 
@@ -25,6 +26,7 @@ class DemoResult:
     hospital_dir: Path
     workspace_dir: Path
     synth: SynthSummary
+    ingest: IngestReport
     lake: LakeSummary
     timings: dict[str, float]
 
@@ -35,6 +37,7 @@ def run_demo(
     patients: int = 5000,
     seed: int = 42,
     progress: Callable[[int, int], None] | None = None,
+    ingest_progress: Callable[[IngestProgress], None] | None = None,
 ) -> DemoResult:
     """Build the demo in ``out_dir`` (replacing an earlier demo there, nothing else)."""
     out_dir = out_dir.expanduser().resolve()
@@ -53,9 +56,33 @@ def run_demo(
     init_workspace(workspace_dir, name="medlake-demo")
     timings["init workspace"] = time.perf_counter() - started
 
+    report = IngestReport()
+    for system, options in _hospital_sources(hospital_dir):
+        started = time.perf_counter()
+        part = ingest_paths(
+            workspace_dir,
+            [hospital_dir / system],
+            source_system="biobank" if system == "omics" else system,
+            options=options,
+            progress=ingest_progress,
+        )
+        report.files.extend(part.files)
+        report.ignored.extend(part.ignored)
+        timings[f"ingest {system}"] = time.perf_counter() - started
+
     return DemoResult(
-        hospital_dir, workspace_dir, synth_summary, lake_summary(workspace_dir), timings
+        hospital_dir, workspace_dir, synth_summary, report, lake_summary(workspace_dir), timings
     )
+
+
+def _hospital_sources(hospital_dir: Path) -> list[tuple[str, dict[str, object]]]:
+    """The synthetic hospital's systems in ingest order, identities first."""
+    return [
+        ("his", {"mapping": hospital_dir / "his" / "medlake-mapping.toml"}),
+        ("emr", {}),
+        ("lis", {}),
+        ("omics", {}),
+    ]
 
 
 def _clear_previous_demo(out_dir: Path) -> None:
