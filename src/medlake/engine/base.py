@@ -93,6 +93,9 @@ class Engine(abc.ABC):
         self._backend = backend
         self._closed = False
         self._specs: dict[str, TableSpec] = {}
+        # Reading a table's schema from the backend costs milliseconds; loads of many
+        # small batches would spend most of their time on it. Forgotten on any DDL.
+        self._load_targets: dict[str, LoadTarget] = {}
         self._tx_depth = 0
         self._tx_failed = False
 
@@ -128,6 +131,7 @@ class Engine(abc.ABC):
             created: list[str] = []
             for spec in tables:
                 self._specs[spec.name] = spec
+                self._load_targets.pop(spec.name, None)
                 if spec.name in existing:
                     continue
                 statement = create_table_statement(
@@ -169,6 +173,7 @@ class Engine(abc.ABC):
             with self._step(f"drop table {name}", statement=statement):
                 self._drop_table(name, statement)
             self._specs.pop(name, None)
+            self._load_targets.pop(name, None)
 
     # ------------------------------------------------------------------ writing
 
@@ -231,6 +236,8 @@ class Engine(abc.ABC):
             else:
                 expressions = [statement]
             result: pa.Table | None = None
+            if not all(isinstance(e, sge.Query) for e in expressions):
+                self._load_targets.clear()  # DDL may have changed a table's columns
             for expression in expressions:
                 sql = expression.sql(dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE)
                 with self._step("run statement", statement=sql):
@@ -342,6 +349,7 @@ class Engine(abc.ABC):
 
     def _rollback_quietly(self, engine: SupportsTransactions) -> None:
         # A failed rollback must not hide the exception that caused it.
+        self._load_targets.clear()  # a rolled-back DDL statement leaves the old schema
         started = time.perf_counter()
         try:
             engine._rollback()
@@ -422,17 +430,22 @@ class Engine(abc.ABC):
             step.detail = f"{rows} rows"
 
     def _load_target(self, table: str) -> LoadTarget:
+        cached = self._load_targets.get(table)
+        if cached is not None:
+            return cached
         schema = self._backend.get_schema(table)
         spec = self._specs.get(table)
         required = {name for name, dtype in schema.items() if not dtype.nullable}
         if spec is not None:
             required |= {c.name for c in spec.columns if c.required and c.name in schema}
-        return LoadTarget(
+        target = LoadTarget(
             table=table,
             schema=_nullable(schema.to_pyarrow()),
             required=frozenset(required),
             engine=self.name,
         )
+        self._load_targets[table] = target
+        return target
 
     # ------------------------------------------------------------------ backend hooks
 
