@@ -5,8 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from medlake.engine import ColumnSpec, EngineError, TableSpec
+from medlake.engine import ColumnSpec, TableSpec
 from medlake.engine.backends.duckdb import DuckDBEngine
+from medlake.errors import EngineError
 
 NOTES = TableSpec(
     name="notes",
