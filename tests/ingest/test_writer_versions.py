@@ -248,3 +248,28 @@ def test_patient_sent_again_unchanged_adds_no_identifier_version(lake: Engine) -
     write(lake, "b", ParsedChunk(patients=[again]))
     assert lake.count("pii_person") == 1
     assert lake.count("source_record") == 1
+
+
+def test_secondary_codes_without_vocabulary_are_not_unmapped_codes(lake: Engine) -> None:
+    buffer = TableBuffer(
+        "measurement",
+        [*MEASUREMENT_COLUMNS, "value_source_value", "unit_source_value", "_unit_vocabulary"],
+    )
+    buffer.append(
+        _source_record_id="M1",
+        _source_version=1,
+        _record_hash="h",
+        _source_patient_id="P1",
+        measurement_date=dt.date(2021, 6, 1),
+        measurement_source_value="LOCAL-1",
+        value_as_number=120.0,
+        value_source_value="120",
+        unit_source_value="mg/dL",
+        _unit_vocabulary="UCUM",
+    )
+    summary = write(lake, "a", measurement_chunk(buffer.to_arrow()))
+    (row,) = lake.execute(lake.table("measurement")).to_pylist()
+    assert row["measurement_concept_id"] == 0  # the table's own code: 0 and counted
+    assert row["value_as_concept_id"] is None  # a number, not a code
+    assert row["unit_concept_id"] not in (None, 0)  # UCUM mg/dL is in the vocabulary
+    assert summary.unmapped == {("measurement", "(none)"): 1}

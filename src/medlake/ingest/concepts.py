@@ -6,7 +6,10 @@ code and a vocabulary id, the code's own concept is the concept with that
 (``*_concept_id``) is its ``Maps to`` target, else the concept itself when it is standard
 (``standard_concept = 'S'``), else 0, OMOP's "no matching concept". A concept id the
 reader already set is kept. Rows whose code could not be mapped are counted per
-(table, vocabulary) for the ingest summary.
+(table, vocabulary) for the ingest summary. The table's own code (the first slot) is
+mapped even without a vocabulary (to 0, counted under "(none)"); the other slots (unit,
+route, value, status) only when the reader names a vocabulary, so a numeric result in
+``value_source_value`` does not pass for an unmapped code.
 
 Lookups are one engine query per slot for the distinct (vocabulary, code) pairs not seen
 before in this run; the answers are spread over the rows with Arrow's ``index_in``/``take``.
@@ -39,12 +42,14 @@ class ConceptMapper:
 
     def map_table(self, table: str, rows: pa.Table) -> pa.Table:
         """``rows`` with the concept columns of every slot filled (0 where unmapped)."""
-        for slot in CONCEPT_SLOTS.get(table, ()):
+        for index, slot in enumerate(CONCEPT_SLOTS.get(table, ())):
             if slot.code_column in rows.column_names:
-                rows = self._map_slot(table, slot, rows)
+                rows = self._map_slot(table, slot, rows, primary=index == 0)
         return rows
 
-    def _map_slot(self, table: str, slot: ConceptSlot, rows: pa.Table) -> pa.Table:
+    def _map_slot(
+        self, table: str, slot: ConceptSlot, rows: pa.Table, *, primary: bool
+    ) -> pa.Table:
         codes = rows.column(slot.code_column).combine_chunks()
         if slot.vocabulary_column in rows.column_names:
             vocabularies = rows.column(slot.vocabulary_column).combine_chunks()
@@ -57,8 +62,11 @@ class ConceptMapper:
         positions = pc.index_in(keys, value_set=value_set)
         source_ids = pc.take(pa.array([self._cache[k][0] for k in known], pa.int64()), positions)
         standard_ids = pc.take(pa.array([self._cache[k][1] for k in known], pa.int64()), positions)
-        has_code = pc.invert(pc.is_null(codes))
-        # A code with no vocabulary, or one the vocabulary lacks, maps to 0.
+        # The table's own code (condition, drug, measurement...) maps to 0 when it has no
+        # vocabulary or the vocabulary lacks it. Secondary slots (unit, route, value,
+        # status) are codes only when the reader names their vocabulary: a numeric result
+        # in value_source_value or a route as written stays without a concept.
+        has_code = pc.is_valid(codes) if primary else pc.is_valid(keys)
         source_ids = pc.if_else(has_code, pc.fill_null(source_ids, 0), pa.scalar(None, pa.int64()))
         standard_ids = pc.if_else(
             has_code, pc.fill_null(standard_ids, 0), pa.scalar(None, pa.int64())
