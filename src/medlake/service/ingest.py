@@ -47,6 +47,8 @@ logger = get_logger(__name__)
 
 BatchHook = Callable[[Engine, IngestBatch, WriteSummary], None]
 
+_LIST_BATCHES_FROM = 8  # inputs in a run from which batches are listed, not looked up
+
 
 @dataclass(frozen=True)
 class IngestProgress:
@@ -225,7 +227,10 @@ def ingest_paths(
     report = IngestReport(ignored=plan.ignored)
     with open_lake(workspace) as engine:
         concepts = ConceptMapper(engine)
-        known = batches_of(engine, sorted({item.source_system for item in plan.inputs}))
+        # Many inputs: list the sources' batches once. Few (the listener's bundles): look
+        # each up, rather than read a long batch history every time.
+        systems = sorted({item.source_system for item in plan.inputs})
+        known = batches_of(engine, systems) if len(plan.inputs) > _LIST_BATCHES_FROM else None
         for index, item in enumerate(plan.inputs):
             report.files.append(
                 _ingest_one(
@@ -252,7 +257,7 @@ def _ingest_one(
     progress: Callable[[IngestProgress], None] | None,
     after_batch: Sequence[BatchHook],
     concepts: ConceptMapper,
-    known: dict[str, IngestBatch],
+    known: dict[str, IngestBatch] | None,
 ) -> FileResult:
     started = time.perf_counter()
     index, total = position
@@ -271,7 +276,7 @@ def _ingest_one(
         }
         pause_point("landed")
         batch_id = _batch_id(item, landed, companions)
-        batch = known.get(batch_id) or register_batch(
+        batch = (known or {}).get(batch_id) or register_batch(
             engine,
             source_system=item.source_system,
             format=item.format,
@@ -280,10 +285,11 @@ def _ingest_one(
             original_name=item.original_name,
             size_bytes=landed.size,
             batch_id=batch_id,
-            known_new=True,
+            known_new=known is not None,
             start=True,
         )
-        known[batch_id] = batch  # the same content twice in one run is one batch
+        if known is not None:
+            known[batch_id] = batch  # the same content twice in one run is one batch
         pause_point("registered")
         if batch.status == LOADED:
             summary = WriteSummary(unchanged=batch.rows_loaded or 0)
@@ -309,11 +315,12 @@ def _ingest_one(
         summary = write_batch(
             engine, batch, chunks, on_chunk=lambda s: report(s.records_read), concepts=concepts
         )
-        known[batch_id] = dataclasses.replace(
-            batch,
-            status=LOADED,
-            rows_loaded=summary.loaded + summary.updated + summary.omics_samples,
-        )
+        if known is not None:
+            known[batch_id] = dataclasses.replace(
+                batch,
+                status=LOADED,
+                rows_loaded=summary.loaded + summary.updated + summary.omics_samples,
+            )
     except MedlakeError as error:
         logger.warning("%s: %s", item.path, error.message)
         return FileResult(
