@@ -8,9 +8,15 @@ only to ``pii_person`` (:data:`PII_COLUMNS`).
 
 from __future__ import annotations
 
+import datetime as dt
+
+import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medlake.engine import Engine
+from medlake.ingest.identities import PII_TABLE
+from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.staging import (
     PATIENT_COLUMNS,
     RECORD_HASH,
@@ -73,4 +79,85 @@ def death_rows(patients: pa.Table) -> pa.Table:
             "death_date": patients.column("death_date"),
             "death_type_concept_id": pa.array([32817] * patients.num_rows, pa.int64()),
         }
+    )
+
+
+def write_identifiers(
+    engine: Engine,
+    patients: pa.Table,
+    person_ids: pa.Array,
+    current: pa.Table,
+    *,
+    source_system: str,
+    batch_id: str,
+    now: dt.datetime,
+) -> None:
+    """Every version of each patient's identifiers not yet in ``pii_person``.
+
+    A version another batch recorded first is kept; one this batch recorded (a
+    re-read after a fix) is written again. A version whose record is the same as
+    the current one (same hash: the same export sent again) adds nothing.
+    """
+    known = {
+        (patient, digest)
+        for patient, digest, batch in zip(
+            current.column("source_record_id").to_pylist(),
+            current.column("record_sha256").to_pylist(),
+            current.column("batch_id").to_pylist(),
+            strict=True,
+        )
+        if batch != batch_id
+    }
+    if known:
+        pairs = zip(
+            patients.column(SOURCE_PATIENT_ID).to_pylist(),
+            patients.column(RECORD_HASH).to_pylist(),
+            strict=True,
+        )
+        fresh = pa.array([pair not in known for pair in pairs], pa.bool_())
+        patients, person_ids = patients.filter(fresh), pc.filter(person_ids, fresh)
+    pii = lake_table(engine, PII_TABLE)
+    wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
+    ours = (pii.source_system == source_system) & pii.source_patient_id.isin(wanted.id)
+    present = engine.execute(
+        pii.filter(ours).select("source_patient_id", "source_version", "batch_id")
+    )
+    seen, rewrite = set(), False
+    for patient, version, batch in zip(*(c.to_pylist() for c in present.columns), strict=True):
+        if batch == batch_id:
+            rewrite = True
+        else:
+            seen.add((patient, version))
+    if rewrite:
+        engine.delete_where(PII_TABLE, ours & (pii.batch_id == batch_id))
+    keys = list(
+        zip(
+            patients.column(SOURCE_PATIENT_ID).to_pylist(),
+            patients.column(SOURCE_VERSION).to_pylist(),
+            strict=True,
+        )
+    )
+    keep: dict[tuple[str, int], int] = {}
+    for index, key in enumerate(keys):
+        if key not in seen:
+            keep[key] = index  # a repeated (patient, version) in the batch: the later row
+    if not keep:
+        return
+    take = pa.array(sorted(keep.values()), pa.int64())
+    new = patients.take(take)
+    count = new.num_rows
+    columns = {name: new.column(name) for name in PII_COLUMNS}
+    engine.load_arrow(
+        PII_TABLE,
+        pa.table(
+            {
+                "source_system": pa.array([source_system] * count, pa.string()),
+                "source_patient_id": new.column(SOURCE_PATIENT_ID),
+                "person_id": pc.take(person_ids, take),
+                **columns,
+                "batch_id": pa.array([batch_id] * count, pa.string()),
+                "source_version": new.column(SOURCE_VERSION),
+                "recorded_at": pa.array([now] * count, pa.timestamp("us")),
+            }
+        ),
     )

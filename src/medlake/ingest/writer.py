@@ -37,7 +37,6 @@ from medlake.ingest.cdm_rows import (
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.identities import (
     MERGE_RECORD_TABLE,
-    PII_TABLE,
     MergeEvent,
     PersonResolver,
     repoint_persons,
@@ -46,7 +45,12 @@ from medlake.ingest.identities import (
 from medlake.ingest.ids import stable_ids
 from medlake.ingest.lake_tables import atomically, lake_table
 from medlake.ingest.omics_registry import upsert_omics_samples
-from medlake.ingest.patient_rows import PII_COLUMNS, conform_patients, death_rows, person_rows
+from medlake.ingest.patient_rows import (
+    conform_patients,
+    death_rows,
+    person_rows,
+    write_identifiers,
+)
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.quarantine import payload_text, resolve_quarantine, store_quarantine
 from medlake.ingest.staging import (
@@ -379,84 +383,19 @@ class LakeWriter:
             current = current_records(
                 self.engine, "person", self.source_system, patients.column(SOURCE_PATIENT_ID)
             )
-        self._write_identifiers(patients, person_ids, current)
+        write_identifiers(
+            self.engine,
+            patients,
+            person_ids,
+            current,
+            source_system=self.source_system,
+            batch_id=self.batch.batch_id,
+            now=self.now,
+        )
         self.write_table("person", person_rows(patients))
         dead = patients.filter(pc.is_valid(patients.column("death_date")))
         if dead.num_rows:
             self.write_table("death", death_rows(dead))
-
-    def _write_identifiers(
-        self, patients: pa.Table, person_ids: pa.Array, current: pa.Table
-    ) -> None:
-        """Every version of each patient's identifiers not yet in ``pii_person``.
-
-        A version another batch recorded first is kept; one this batch recorded (a
-        re-read after a fix) is written again. A version whose record is the same as
-        the current one (same hash: the same export sent again) adds nothing.
-        """
-        known = {
-            (patient, digest)
-            for patient, digest, batch in zip(
-                current.column("source_record_id").to_pylist(),
-                current.column("record_sha256").to_pylist(),
-                current.column("batch_id").to_pylist(),
-                strict=True,
-            )
-            if batch != self.batch.batch_id
-        }
-        if known:
-            pairs = zip(
-                patients.column(SOURCE_PATIENT_ID).to_pylist(),
-                patients.column(RECORD_HASH).to_pylist(),
-                strict=True,
-            )
-            fresh = pa.array([pair not in known for pair in pairs], pa.bool_())
-            patients, person_ids = patients.filter(fresh), pc.filter(person_ids, fresh)
-        pii = lake_table(self.engine, PII_TABLE)
-        wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
-        ours = (pii.source_system == self.source_system) & pii.source_patient_id.isin(wanted.id)
-        present = self.engine.execute(
-            pii.filter(ours).select("source_patient_id", "source_version", "batch_id")
-        )
-        seen, rewrite = set(), False
-        for patient, version, batch in zip(*(c.to_pylist() for c in present.columns), strict=True):
-            if batch == self.batch.batch_id:
-                rewrite = True
-            else:
-                seen.add((patient, version))
-        if rewrite:
-            self.engine.delete_where(PII_TABLE, ours & (pii.batch_id == self.batch.batch_id))
-        keys = list(
-            zip(
-                patients.column(SOURCE_PATIENT_ID).to_pylist(),
-                patients.column(SOURCE_VERSION).to_pylist(),
-                strict=True,
-            )
-        )
-        keep: dict[tuple[str, int], int] = {}
-        for index, key in enumerate(keys):
-            if key not in seen:
-                keep[key] = index  # a repeated (patient, version) in the batch: the later row
-        if not keep:
-            return
-        take = pa.array(sorted(keep.values()), pa.int64())
-        new = patients.take(take)
-        count = new.num_rows
-        columns = {name: new.column(name) for name in PII_COLUMNS}
-        self.engine.load_arrow(
-            PII_TABLE,
-            pa.table(
-                {
-                    "source_system": pa.array([self.source_system] * count, pa.string()),
-                    "source_patient_id": new.column(SOURCE_PATIENT_ID),
-                    "person_id": pc.take(person_ids, take),
-                    **columns,
-                    "batch_id": pa.array([self.batch.batch_id] * count, pa.string()),
-                    "source_version": new.column(SOURCE_VERSION),
-                    "recorded_at": pa.array([self.now] * count, pa.timestamp("us")),
-                }
-            ),
-        )
 
     def _apply_merges(self, merges: list[PatientMerge]) -> None:
         """Merge source patients into surviving ones (see :mod:`medlake.ingest.identities`)."""
