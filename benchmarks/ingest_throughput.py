@@ -1,0 +1,84 @@
+"""Ingest throughput on a synthetic hospital: records/s per source, and re-ingest cost.
+
+Synthesizes a hospital (``--patients``, default 5,000), creates a fresh workspace and
+ingests each source system in turn through the same service function the CLI calls,
+then ingests everything again. Prints records/s per source, the reader-only rate for
+FHIR (the reference for what the writer costs), and the re-ingest time as a share of
+the first ingest (target: <= 10 %).
+
+    .venv/bin/python benchmarks/ingest_throughput.py --patients 5000 [--skip lis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from medlake.ingest.fhir import FhirReader
+from medlake.ingest.staging import SourceContext
+from medlake.service.ingest import ingest_paths
+from medlake.service.workspace import init_workspace
+from medlake.synth import generate_hospital
+
+SOURCES = ("his", "emr", "lis", "omics")
+
+
+def fhir_reader_rate(emr_dir: Path) -> float:
+    """Resources/s of the FHIR reader alone over the EMR export (no lake writes)."""
+    reader = FhirReader()
+    started = time.perf_counter()
+    resources = 0
+    for path in sorted(emr_dir.glob("*.ndjson")):
+        context = SourceContext("emr", "bench", path, path.name, dt.datetime(2026, 1, 1))
+        for chunk in reader.read(context):
+            resources += chunk.records_read
+    return resources / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip", action="append", default=[], choices=SOURCES)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="medlake-ingest-bench-"))
+    hospital = scratch / "hospital"
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
+        f"{platform.python_version()}; {args.patients:,} patients, seed {args.seed}"
+    )
+    generate_hospital(hospital, args.patients, args.seed)
+    workspace = scratch / "workspace"
+    init_workspace(workspace)
+    options = {"mapping": hospital / "his" / "medlake-mapping.toml"}
+    sources = [s for s in SOURCES if s not in args.skip]
+    first_total = 0.0
+    for source in sources:
+        started = time.perf_counter()
+        report = ingest_paths(workspace, [hospital / source], options=options)
+        seconds = time.perf_counter() - started
+        first_total += seconds
+        for row in report.sources:
+            print(
+                f"{row.source_system:>8}: {row.files:>6,} files, {row.read:>9,} records read, "
+                f"{row.loaded:>9,} loaded, {row.quarantined:>6,} quarantined in {seconds:7.1f} s "
+                f"= {row.read / seconds:>9,.0f} records/s"
+            )
+    if "emr" in sources:
+        print(f"FHIR reader alone: {fhir_reader_rate(hospital / 'emr'):,.0f} resources/s")
+    started = time.perf_counter()
+    ingest_paths(workspace, [hospital / s for s in sources], options=options)
+    again = time.perf_counter() - started
+    print(
+        f"re-ingest of everything unchanged: {again:.1f} s = {100 * again / first_total:.1f} % "
+        f"of the first ingest ({first_total:.1f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
