@@ -91,6 +91,7 @@ class _FakeWorkspace:
 
     def __init__(self, landing: Path) -> None:
         self.landing_dir = landing
+        self.root = landing.parent
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Each message is landed unchanged with :func:`medlake.ingest.landing.land_bytes` (which
 returns only once the file is fsync'd) before the listener answers ``AA``; a landing
 failure answers ``AR`` so the sender keeps the message and retries. Landed messages are
-listed in a per-source journal (``landing/listen-<source>.pending``, one landed path a
+listed in a per-source journal (``spool/listen-<source>.pending``, one landed path a
 line) and every ``ingest_every`` seconds the listener bundles the pending messages into
 one landed batch file (messages joined as an HL7 file) and hands it to the ingest
 service, so the lake gets batch-sized ingests instead of one per message.
@@ -44,7 +44,11 @@ class ListenerService:
         self.workspace = workspace
         self.source_system = source_system
         self.landing_dir = workspace.landing_dir
-        self.journal = self.landing_dir / f"listen-{source_system}.pending"
+        # The journal is the listener's own state, not landed data: landing/ is written
+        # only by the landing function, so the journal lives in the workspace's spool/.
+        spool = workspace.root / "spool"
+        spool.mkdir(exist_ok=True)
+        self.journal = spool / f"listen-{source_system}.pending"
         self._lock = threading.Lock()
         self._ingest = ingest if ingest is not None else self._default_ingest()
         self.landed = 0
