@@ -200,3 +200,34 @@ def set_batch_status(
         engine.delete_where(BATCH_TABLE, table.batch_id == batch.batch_id)
         engine.load_arrow(BATCH_TABLE, updated.as_row())
     return updated
+
+
+def set_batches_loaded(
+    engine: Engine, loaded: list[tuple[IngestBatch, int, int, str]]
+) -> list[IngestBatch]:
+    """:func:`set_batch_status` ``loaded`` for many batches in two statements.
+
+    ``loaded``: (batch, rows loaded, rows quarantined, message) each. For a group of
+    batches written in one transaction (the caller's).
+    """
+    now = utc_now()
+    updated = [
+        dataclasses.replace(
+            batch,
+            status=LOADED,
+            finished_at=now,
+            rows_loaded=rows,
+            rows_quarantined=quarantined,
+            message=message[:_MESSAGE_CHARS],
+        )
+        for batch, rows, quarantined, message in loaded
+    ]
+    if not updated:
+        return []
+    table = lake_table(engine, BATCH_TABLE)
+    ids = sorted(batch.batch_id for batch in updated)
+    engine.delete_where(BATCH_TABLE, table.batch_id.isin(ids))
+    engine.load_arrow(
+        BATCH_TABLE, pa.Table.from_pylist([dataclasses.asdict(batch) for batch in updated])
+    )
+    return updated

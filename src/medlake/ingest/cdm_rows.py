@@ -18,7 +18,8 @@ named; the other rows load (``load_arrow`` would otherwise refuse the whole chun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +29,7 @@ from medlake.ingest.identities import PersonResolver
 from medlake.ingest.ids import stable_ids, stable_ids_by_system
 from medlake.ingest.quarantine import payload_text
 from medlake.ingest.staging import (
+    BATCH_ID,
     SOURCE_LOCATION,
     SOURCE_PATIENT_ID,
     SOURCE_RECORD_ID,
@@ -55,6 +57,7 @@ class PreparedRows:
 
     rows: pa.Table  # CDM columns + staging columns (ROW_ID among them)
     quarantine: list[QuarantineEntry]
+    batches: list[str | None] = field(default_factory=list)  # each entry's BATCH_ID, if any
 
 
 def derive_columns(
@@ -120,8 +123,13 @@ def _filled(rows: pa.Table, name: str, value: int) -> pa.Array:
     return pa.array([value] * rows.num_rows, pa.int64())
 
 
-def split_incomplete(table: str, rows: pa.Table, *, original_name: str) -> PreparedRows:
-    """Separate rows missing a required CDM field; those become quarantine entries."""
+def split_incomplete(
+    table: str, rows: pa.Table, *, original_name: str | Mapping[str, str]
+) -> PreparedRows:
+    """Separate rows missing a required CDM field; those become quarantine entries.
+
+    ``original_name``: the file's, or (rows of a group of batches) each batch id's.
+    """
     missing_masks: list[tuple[str, pa.Array]] = []
     for column in table_spec(table).columns:
         if not column.required:
@@ -139,13 +147,18 @@ def split_incomplete(table: str, rows: pa.Table, *, original_name: str) -> Prepa
         any_missing = pc.or_(any_missing, mask)
     bad_rows = rows.filter(any_missing)
     bad_masks = [(name, mask.filter(any_missing).to_pylist()) for name, mask in missing_masks]
-    entries = []
+    entries, batches = [], []
     for index, row in enumerate(bad_rows.to_pylist()):
         fields = [name for name, mask in bad_masks if mask[index]]
-        location = row.get(SOURCE_LOCATION) or (
-            f"{original_name}:{table}/{row.get(SOURCE_RECORD_ID)}"
-        )
-        shown = {key: value for key, value in row.items() if value is not None and key != ROW_ID}
+        batch = row.get(BATCH_ID)
+        name = original_name if isinstance(original_name, str) else original_name[batch]
+        location = row.get(SOURCE_LOCATION) or (f"{name}:{table}/{row.get(SOURCE_RECORD_ID)}")
+        batches.append(batch)
+        shown = {
+            key: value
+            for key, value in row.items()
+            if value is not None and key not in (ROW_ID, BATCH_ID)
+        }
         entries.append(
             QuarantineEntry(
                 location=str(location),
@@ -154,7 +167,7 @@ def split_incomplete(table: str, rows: pa.Table, *, original_name: str) -> Prepa
                 field=fields[0],
             )
         )
-    return PreparedRows(rows.filter(pc.invert(any_missing)), entries)
+    return PreparedRows(rows.filter(pc.invert(any_missing)), entries, batches)
 
 
 def cdm_columns(table: str, rows: pa.Table) -> pa.Table:

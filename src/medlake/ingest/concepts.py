@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from medlake.engine import Engine
 from medlake.ingest.lake_tables import lake_table
-from medlake.ingest.staging import CONCEPT_SLOTS, ConceptSlot
+from medlake.ingest.staging import BATCH_ID, CONCEPT_SLOTS, ConceptSlot
 
 _SEPARATOR = "\x1f"
 NO_VOCABULARY = "(none)"  # how codes without a vocabulary id are counted
@@ -39,6 +39,8 @@ class ConceptMapper:
         # "vocabulary\x1fcode" -> (source concept id, standard concept id)
         self._cache: dict[str, tuple[int, int]] = {}
         self.unmapped: Counter[tuple[str, str]] = Counter()
+        # Set by the group writer: unmapped counts also per BATCH_ID of the rows.
+        self.unmapped_by_batch: dict[str, Counter[tuple[str, str]]] | None = None
 
     def map_table(self, table: str, rows: pa.Table) -> pa.Table:
         """``rows`` with the concept columns of every slot filled (0 where unmapped)."""
@@ -76,6 +78,16 @@ class ConceptMapper:
         filled = pc.coalesce(preset, standard_ids)
         unmapped = pc.and_(pc.is_null(preset), pc.equal(pc.fill_null(standard_ids, -1), 0))
         self._count_unmapped(table, vocabularies, unmapped)
+        if self.unmapped_by_batch is not None and BATCH_ID in rows.column_names:
+            batches = rows.column(BATCH_ID).combine_chunks()
+            for batch in pc.unique(pc.filter(batches, unmapped)).to_pylist():
+                mine = pc.and_(unmapped, pc.equal(batches, batch))
+                saved, self.unmapped = (
+                    self.unmapped,
+                    self.unmapped_by_batch.setdefault(batch, Counter()),
+                )
+                self._count_unmapped(table, vocabularies, mine)
+                self.unmapped = saved
         rows = _set_column(rows, slot.concept_column, filled)
         if slot.source_concept_column is not None:
             preset_source = _column_or_nulls(rows, slot.source_concept_column)

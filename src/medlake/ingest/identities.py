@@ -92,6 +92,19 @@ class PersonResolver:
         values = pa.array([self._cache[key] for key in keys], pa.int64())
         return pc.take(values, pc.index_in(ids, value_set=distinct))
 
+    def prepare(self, identities: dict[str, str], references: dict[str, str]) -> None:
+        """Resolve a group of batches' patients up front, each written with its own batch.
+
+        ``identities``: patients whose own records the group has, with the batch that has
+        them (touched, as :meth:`person_ids` with ``identity_records`` does);
+        ``references``: other patients referred to, with the first batch referring to
+        them (the one that would have created the row, had the batches run one by one).
+        """
+        self._ensure(sorted(identities), touch=True, batch_of=identities)
+        self._ensure(
+            sorted(k for k in references if k not in self._cache), touch=False, batch_of=references
+        )
+
     def person_id(self, source_patient_id: str) -> int:
         return int(self.person_ids(pa.array([source_patient_id], pa.string()))[0].as_py())
 
@@ -99,7 +112,9 @@ class PersonResolver:
         wanted = ibis.memtable(pa.table({"id": pa.array(list(source_patient_ids), pa.string())}))
         return (table.source_system == self.source_system) & table.source_patient_id.isin(wanted.id)
 
-    def _ensure(self, keys: list[str], *, touch: bool) -> None:
+    def _ensure(
+        self, keys: list[str], *, touch: bool, batch_of: dict[str, str] | None = None
+    ) -> None:
         """Cache the person ids of ``keys``, creating (and, with ``touch``, updating) rows."""
         if not keys:
             return
@@ -116,17 +131,22 @@ class PersonResolver:
         known = set(found.column("source_patient_id").to_pylist())
         new = sorted(key for key in keys if key not in known)
         writes = []
+
+        def batches(patients: list[str]) -> pa.Array:
+            return pa.array(
+                [(batch_of or {}).get(key, self._batch_id) for key in patients], pa.string()
+            )
+
         if touch and found.num_rows:
-            stale = found.filter(pc.not_equal(found.column("batch_id"), self._batch_id))
+            target = batches(found.column("source_patient_id").to_pylist())
+            stale = found.filter(pc.not_equal(found.column("batch_id"), target))
             if stale.num_rows:
                 wanted = stale.column("source_patient_id").to_pylist()
                 self._engine.delete_where(SOURCE_PATIENT_TABLE, self._own(table, wanted))
                 count = stale.num_rows
                 writes.append(
                     stale.set_column(
-                        stale.column_names.index("batch_id"),
-                        "batch_id",
-                        pa.array([self._batch_id] * count, pa.string()),
+                        stale.column_names.index("batch_id"), "batch_id", batches(wanted)
                     ).set_column(
                         stale.column_names.index("last_seen"),
                         "last_seen",
@@ -143,7 +163,7 @@ class PersonResolver:
                         "source_system": pa.array([self.source_system] * count, pa.string()),
                         "source_patient_id": new_keys,
                         "person_id": person_ids,
-                        "batch_id": pa.array([self._batch_id] * count, pa.string()),
+                        "batch_id": batches(new),
                         "first_seen": pa.array([self._now] * count, pa.timestamp("us")),
                         "last_seen": pa.array([self._now] * count, pa.timestamp("us")),
                     }

@@ -91,13 +91,19 @@ def write_identifiers(
     source_system: str,
     batch_id: str,
     now: dt.datetime,
+    batch_ids: pa.Array | pa.ChunkedArray | None = None,
 ) -> None:
     """Every version of each patient's identifiers not yet in ``pii_person``.
 
     A version another batch recorded first is kept; one this batch recorded (a
     re-read after a fix) is written again. A version whose record is the same as
     the current one (same hash: the same export sent again) adds nothing.
+
+    ``batch_ids``: each row's batch, for a group of batches whose patients are distinct
+    (each patient's rows in one batch); ``batch_id`` is then not used.
     """
+    row_batches = batch_ids.to_pylist() if batch_ids is not None else [batch_id] * patients.num_rows
+    batch_of = dict(zip(patients.column(SOURCE_PATIENT_ID).to_pylist(), row_batches, strict=True))
     known = {
         (patient, digest)
         for patient, digest, batch in zip(
@@ -106,7 +112,7 @@ def write_identifiers(
             current.column("batch_id").to_pylist(),
             strict=True,
         )
-        if batch != batch_id
+        if batch != batch_of.get(patient, batch_id)
     }
     if known:
         pairs = zip(
@@ -116,20 +122,21 @@ def write_identifiers(
         )
         fresh = pa.array([pair not in known for pair in pairs], pa.bool_())
         patients, person_ids = patients.filter(fresh), pc.filter(person_ids, fresh)
+        row_batches = [b for b, keep in zip(row_batches, fresh.to_pylist(), strict=True) if keep]
     pii = lake_table(engine, PII_TABLE)
     wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
     ours = (pii.source_system == source_system) & pii.source_patient_id.isin(wanted.id)
     present = engine.execute(
         pii.filter(ours).select("source_patient_id", "source_version", "batch_id")
     )
-    seen, rewrite = set(), False
+    seen, rewrite = set(), set()
     for patient, version, batch in zip(*(c.to_pylist() for c in present.columns), strict=True):
-        if batch == batch_id:
-            rewrite = True
+        if batch == batch_of.get(patient, batch_id):
+            rewrite.add(batch)
         else:
             seen.add((patient, version))
     if rewrite:
-        engine.delete_where(PII_TABLE, ours & (pii.batch_id == batch_id))
+        engine.delete_where(PII_TABLE, ours & pii.batch_id.isin(sorted(rewrite)))
     keys = list(
         zip(
             patients.column(SOURCE_PATIENT_ID).to_pylist(),
@@ -155,7 +162,7 @@ def write_identifiers(
                 "source_patient_id": new.column(SOURCE_PATIENT_ID),
                 "person_id": pc.take(person_ids, take),
                 **columns,
-                "batch_id": pa.array([batch_id] * count, pa.string()),
+                "batch_id": pc.take(pa.array(row_batches, pa.string()), take),
                 "source_version": new.column(SOURCE_VERSION),
                 "recorded_at": pa.array([now] * count, pa.timestamp("us")),
             }

@@ -59,6 +59,9 @@ SOURCE_VISIT_SYSTEM = "_source_visit_system"  # str, optional
 # Where the record sits ("Observation.ndjson:108"), for quarantine entries the writer makes
 # (a row missing a required field); without it they say "file:table/source record id".
 SOURCE_LOCATION = "_source_location"  # str, optional
+# Set by the writer, never by readers: which batch a row of a group of batches came from
+# (see medlake.ingest.group_writer); without it every row is the one batch's.
+BATCH_ID = "_batch_id"  # str, optional
 
 PROVENANCE_TYPES: dict[str, pa.DataType] = {
     SOURCE_RECORD_ID: pa.string(),

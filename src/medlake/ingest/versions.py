@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from medlake.engine import Engine
 from medlake.ingest.lake_tables import lake_table
-from medlake.ingest.staging import RECORD_HASH, SOURCE_RECORD_ID, SOURCE_VERSION
+from medlake.ingest.staging import BATCH_ID, RECORD_HASH, SOURCE_RECORD_ID, SOURCE_VERSION
 
 SOURCE_RECORD_TABLE = "source_record"
 
@@ -50,6 +50,8 @@ class VersionPlan:
     unchanged: int
     stale: int
     duplicates: int  # rows dropped because the same chunk had a newer version
+    # With a BATCH_ID column (a group of batches): the same counts per batch id.
+    by_batch: dict[str, dict[str, int]] | None = None
 
 
 def newest_per_record(rows: pa.Table) -> pa.Table:
@@ -97,7 +99,10 @@ def plan_versions(
         current = current_records(engine, table, source_system, newest.column(SOURCE_RECORD_ID))
     if current.num_rows == 0:
         actions = pa.array([INSERT] * newest.num_rows, pa.string())
-        return VersionPlan(newest.append_column(ACTION, actions), current, 0, 0, duplicates)
+        return VersionPlan(
+            newest.append_column(ACTION, actions), current, 0, 0, duplicates,
+            _by_batch(rows, newest, None, None),
+        )  # fmt: skip
 
     known = current.select(
         ["source_record_id", "source_version", "record_sha256", "batch_id"]
@@ -136,7 +141,32 @@ def plan_versions(
         unchanged=pc.sum(pc.cast(unchanged, pa.int64())).as_py() or 0,
         stale=pc.sum(pc.cast(stale, pa.int64())).as_py() or 0,
         duplicates=duplicates,
+        by_batch=_by_batch(rows, joined, unchanged, stale),
     )
+
+
+def count_by_batch(batches: pa.Array | pa.ChunkedArray, mask: object = None) -> dict[str, int]:
+    """How many of ``batches`` (a BATCH_ID column) each batch id has, where ``mask`` is true."""
+    if mask is not None:
+        batches = pc.filter(batches, mask)
+    return {entry["values"]: entry["counts"] for entry in pc.value_counts(batches).to_pylist()}
+
+
+def _by_batch(
+    rows: pa.Table, planned: pa.Table, unchanged: object, stale: object
+) -> dict[str, dict[str, int]] | None:
+    if BATCH_ID not in rows.column_names:
+        return None
+    counts: dict[str, dict[str, int]] = {}
+    staged = count_by_batch(rows.column(BATCH_ID))
+    kept = count_by_batch(planned.column(BATCH_ID))
+    for batch, count in staged.items():
+        counts.setdefault(batch, {})["duplicates"] = count - kept.get(batch, 0)
+    for name, mask in (("unchanged", unchanged), ("stale", stale)):
+        if mask is not None:
+            for batch, count in count_by_batch(planned.column(BATCH_ID), mask).items():
+                counts.setdefault(batch, {})[name] = count
+    return counts
 
 
 def current_records_by_table(
@@ -226,7 +256,11 @@ def record_versions(
             "cdm_row_id": written.column(ROW_ID),
             "source_system": pa.array([source_system] * count, pa.string()),
             "source_record_id": written.column(SOURCE_RECORD_ID),
-            "batch_id": pa.array([batch_id] * count, pa.string()),
+            "batch_id": (
+                written.column(BATCH_ID)
+                if BATCH_ID in written.column_names
+                else pa.array([batch_id] * count, pa.string())
+            ),
             "source_version": written.column(SOURCE_VERSION),
             "is_current": pa.array([True] * count, pa.bool_()),
             "loaded_at": pa.array([now] * count, pa.timestamp("us")),
