@@ -19,6 +19,10 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console()
+if not console.is_terminal:
+    # Piped or logged output (make demo, CI) would be cut to 80 columns and truncate
+    # the wider tables; nothing reflows there, so allow lines as long as a table needs.
+    console = Console(width=160)
 error_console = Console(stderr=True)
 
 
