@@ -273,3 +273,14 @@ def test_secondary_codes_without_vocabulary_are_not_unmapped_codes(lake: Engine)
     assert row["value_as_concept_id"] is None  # a number, not a code
     assert row["unit_concept_id"] not in (None, 0)  # UCUM mg/dL is in the vocabulary
     assert summary.unmapped == {("measurement", "(none)"): 1}
+
+
+def test_patient_versions_in_several_chunks_of_one_batch_are_all_kept(lake: Engine) -> None:
+    first, second = ParsedChunk(), ParsedChunk()
+    first.patients.append(patients(("P1", 1, "138-1")))
+    second.patients.append(patients(("P1", 2, "138-2")))
+    write(lake, "a", first, second)
+    pii = lake.execute(lake.table("pii_person")).to_pylist()
+    assert sorted(r["phone"] for r in pii) == ["138-1", "138-2"]
+    write(lake, "a", first, second)  # the same batch read again changes nothing
+    assert lake.count("pii_person") == 2

@@ -123,20 +123,6 @@ def write_identifiers(
         fresh = pa.array([pair not in known for pair in pairs], pa.bool_())
         patients, person_ids = patients.filter(fresh), pc.filter(person_ids, fresh)
         row_batches = [b for b, keep in zip(row_batches, fresh.to_pylist(), strict=True) if keep]
-    pii = lake_table(engine, PII_TABLE)
-    wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
-    ours = (pii.source_system == source_system) & pii.source_patient_id.isin(wanted.id)
-    present = engine.execute(
-        pii.filter(ours).select("source_patient_id", "source_version", "batch_id")
-    )
-    seen, rewrite = set(), set()
-    for patient, version, batch in zip(*(c.to_pylist() for c in present.columns), strict=True):
-        if batch == batch_of.get(patient, batch_id):
-            rewrite.add(batch)
-        else:
-            seen.add((patient, version))
-    if rewrite:
-        engine.delete_where(PII_TABLE, ours & pii.batch_id.isin(sorted(rewrite)))
     keys = list(
         zip(
             patients.column(SOURCE_PATIENT_ID).to_pylist(),
@@ -144,6 +130,26 @@ def write_identifiers(
             strict=True,
         )
     )
+    incoming = set(keys)
+    pii = lake_table(engine, PII_TABLE)
+    wanted = ibis.memtable(pa.table({"id": pc.unique(patients.column(SOURCE_PATIENT_ID))}))
+    ours = (pii.source_system == source_system) & pii.source_patient_id.isin(wanted.id)
+    present = engine.execute(
+        pii.filter(ours).select("source_patient_id", "source_version", "batch_id")
+    )
+    # A version this batch recorded is written again only when it comes again (a
+    # re-read after a fix); versions an earlier chunk of this batch recorded stay.
+    seen: set[tuple[str, int]] = set()
+    rewrite: list[str] = []
+    for patient, version, batch in zip(*(c.to_pylist() for c in present.columns), strict=True):
+        if batch == batch_of.get(patient, batch_id) and (patient, version) in incoming:
+            rewrite.append(f"{patient}\x1f{version}")
+        else:
+            seen.add((patient, version))
+    if rewrite:
+        again = ibis.memtable(pa.table({"key": pa.array(rewrite, pa.string())}))
+        version_key = pii.source_patient_id.concat("\x1f", pii.source_version.cast("string"))
+        engine.delete_where(PII_TABLE, ours & version_key.isin(again.key))
     keep: dict[tuple[str, int], int] = {}
     for index, key in enumerate(keys):
         if key not in seen:
