@@ -26,13 +26,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from medlake.engine import Engine
 from medlake.ingest.batches import IngestBatch, set_batches_loaded
-from medlake.ingest.cdm_rows import cdm_columns, derive_columns, primary_key, split_incomplete
+from medlake.ingest.cdm_rows import derive_columns, split_incomplete
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.identities import PERSON_REFERENCING_TABLES
 from medlake.ingest.lake_tables import atomically, lake_table
@@ -52,12 +51,10 @@ from medlake.ingest.staging import (
 from medlake.ingest.versions import (
     ACTION,
     INSERT,
-    ROW_ID,
     SOURCE_RECORD_TABLE,
     VersionPlan,
     count_by_batch,
     plan_versions,
-    record_versions,
 )
 from medlake.ingest.writer import LakeWriter, WriteSummary, _visits_first
 
@@ -319,27 +316,7 @@ class GroupWriter(LakeWriter):
         good = prepared.rows
         if good.num_rows == 0:
             return
-        loadable = self._owned_persons(good) if table == "person" else good
-        replacing = pc.filter(
-            loadable.column(ROW_ID), pc.not_equal(loadable.column(ACTION), INSERT)
-        )
-        if len(replacing):
-            cdm = lake_table(self.engine, table)
-            gone = ibis.memtable(pa.table({"id": replacing}))
-            self.engine.delete_where(table, cdm[primary_key(table)].isin(gone.id))
-        if loadable.num_rows:
-            self.engine.load_arrow(table, cdm_columns(table, loadable))
-        self._provenance.append(
-            record_versions(
-                self.engine,
-                table=table,
-                source_system=self.source_system,
-                batch_id=self.batch.batch_id,
-                written=good,
-                current=plan.current,
-                now=self.now,
-            )
-        )
+        self._store_rows(table, good, plan.current)
         batches = good.column(BATCH_ID)
         inserted = count_by_batch(batches, pc.equal(good.column(ACTION), INSERT))
         for batch_id, count in count_by_batch(batches).items():

@@ -275,6 +275,19 @@ class LakeWriter:
         good = prepared.rows
         if good.num_rows == 0:
             return
+        self._store_rows(table, good, plan.current)
+        inserted = pc.sum(pc.cast(pc.equal(good.column(ACTION), INSERT), pa.int64())).as_py() or 0
+        self.summary.loaded += inserted
+        self.summary.updated += good.num_rows - inserted
+        self.summary.rows_by_table[table] += good.num_rows
+
+    def _store_rows(self, table: str, good: pa.Table, current: pa.Table) -> None:
+        """Replace the rows being updated, load the new ones, and note their provenance.
+
+        Shared by single-batch and grouped writes: ``good`` carries each row's
+        ``ACTION`` (insert or replace) and derived row id; ``current`` is what the lake
+        held for those records before.
+        """
         loadable = self._owned_persons(good) if table == "person" else good
         replacing = pc.filter(
             loadable.column(ROW_ID), pc.not_equal(loadable.column(ACTION), INSERT)
@@ -292,14 +305,10 @@ class LakeWriter:
                 source_system=self.source_system,
                 batch_id=self.batch.batch_id,
                 written=good,
-                current=plan.current,
+                current=current,
                 now=self.now,
             )
         )
-        inserted = pc.sum(pc.cast(pc.equal(good.column(ACTION), INSERT), pa.int64())).as_py() or 0
-        self.summary.loaded += inserted
-        self.summary.updated += good.num_rows - inserted
-        self.summary.rows_by_table[table] += good.num_rows
 
     def _with_provenance(self, table: str, rows: pa.Table) -> pa.Table:
         """Rows with a source record id; a missing version is the receive time, a hash made."""
