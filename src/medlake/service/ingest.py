@@ -323,20 +323,7 @@ class _Group:
             batch_id = _batch_id(item, landed, {})
             if any(p.batch.batch_id == batch_id for p in self.pending):
                 self.flush()  # the same content twice: the second finds it loaded
-            batch = (self.known or {}).get(batch_id) or register_batch(
-                self.engine,
-                source_system=item.source_system,
-                format=item.format,
-                landed_sha256=landed.sha256,
-                landed_path=landed.relative_path,
-                original_name=item.original_name,
-                size_bytes=landed.size,
-                batch_id=batch_id,
-                known_new=self.known is not None,
-                start=True,
-            )
-            if self.known is not None:
-                self.known[batch_id] = batch
+            batch = _batch_for(self.engine, item, landed, batch_id, self.known)
             pause_point("registered")
             if batch.status == LOADED:
                 self._report(item, index, 0, done=True)
@@ -457,20 +444,7 @@ def _ingest_one(
         }
         pause_point("landed")
         batch_id = _batch_id(item, landed, companions)
-        batch = (known or {}).get(batch_id) or register_batch(
-            engine,
-            source_system=item.source_system,
-            format=item.format,
-            landed_sha256=landed.sha256,
-            landed_path=landed.relative_path,
-            original_name=item.original_name,
-            size_bytes=landed.size,
-            batch_id=batch_id,
-            known_new=known is not None,
-            start=True,
-        )
-        if known is not None:
-            known[batch_id] = batch  # the same content twice in one run is one batch
+        batch = _batch_for(engine, item, landed, batch_id, known)
         pause_point("registered")
         if batch.status == LOADED:
             summary = WriteSummary(unchanged=batch.rows_loaded or 0)
@@ -521,6 +495,31 @@ def _ingest_one(
         str(item.path), item.format, item.source_system, batch_id, "loaded",
         time.perf_counter() - started, summary, message,
     )  # fmt: skip
+
+
+def _batch_for(
+    engine: Engine,
+    item: IngestInput,
+    landed: LandedFile,
+    batch_id: str,
+    known: dict[str, IngestBatch] | None,
+) -> IngestBatch:
+    """The batch of a landed input: the one this run already knows, else registered now."""
+    batch = (known or {}).get(batch_id) or register_batch(
+        engine,
+        source_system=item.source_system,
+        format=item.format,
+        landed_sha256=landed.sha256,
+        landed_path=landed.relative_path,
+        original_name=item.original_name,
+        size_bytes=landed.size,
+        batch_id=batch_id,
+        known_new=known is not None,
+        start=True,
+    )
+    if known is not None:
+        known[batch_id] = batch  # the same content twice in one run is one batch
+    return batch
 
 
 def _batch_id(item: IngestInput, landed: LandedFile, companions: dict[str, LandedFile]) -> str:
