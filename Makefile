@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_PATIENTS ?= 5000
 
-.PHONY: demo test lint java clean
+.PHONY: demo test lint debs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +18,16 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet -e '.[omics]'
 	@touch $@
 
+# torch: the CPU build that lies on this disk, for the GPU kernels' device-agnostic path;
+# an unpinned torch would pull a CUDA build of several GB.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[dev,spark,omics]'
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev,spark,omics,gpu]'
 	@touch $@ $(VENV)/.installed-base
 
-# Spark (the second engine the tests run on) needs a Java runtime, 17 or newer.
-java:
-	@if ! command -v java >/dev/null 2>&1; then \
-		echo "installing a Java runtime for Spark (Debian openjdk-17-jre-headless)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
-	fi
+# Debian packages the tests use (Java for Spark, plink2, borg...): scripts/ says which.
+debs:
+	@bash scripts/install_debian_packages.sh
 
 demo: $(VENV)/.installed-base
 	$(BIN)/medlake demo demo --patients $(DEMO_PATIENTS)
@@ -36,7 +36,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 
-test: $(VENV)/.installed-test java lint
+test: $(VENV)/.installed-test debs lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 clean:

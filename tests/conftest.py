@@ -1,4 +1,7 @@
-"""Fixtures every test package may use: ``backend``, one lake engine per installed backend.
+"""Fixtures every test package may use.
+
+``backend``: one lake engine per installed backend. ``hospital_lake``: a small synthetic
+hospital ingested into a workspace, shared read-only (copy it to change it).
 
 A test taking ``backend`` runs once on DuckDB (in memory) and once on Spark (marked
 ``spark``; deselect with ``-m 'not spark'``). Spark takes ~10 s to start, so one
@@ -10,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +54,44 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Engine]:
     yield engine
     for name in set(engine.list_tables()) - before:
         engine.drop_table(name)
+
+
+@dataclass(frozen=True)
+class HospitalLake:
+    """A small synthetic hospital (with its ``truth/``) ingested as the demo does.
+
+    Shared by every test in a worker: treat ``workspace`` as read-only and call
+    :meth:`copy` for a workspace of your own to change.
+    """
+
+    hospital: Path
+    workspace: Path
+
+    @property
+    def truth(self) -> Path:
+        return self.hospital / "truth"
+
+    def copy(self, to: Path) -> Path:
+        """A private copy of the ingested workspace at ``to`` (which must not exist)."""
+        shutil.copytree(self.workspace, to, symlinks=True)
+        return to
+
+
+HOSPITAL_PATIENTS = 400
+HOSPITAL_SEED = 11
+
+
+@pytest.fixture(scope="session")
+def hospital_lake(tmp_path_factory: pytest.TempPathFactory) -> HospitalLake:
+    """A 400-patient synthetic hospital, synthesized and ingested once per test worker."""
+    from medlake.service.demo import ingest_hospital
+    from medlake.service.workspace import init_workspace
+    from medlake.synth import generate_hospital
+
+    root = tmp_path_factory.mktemp("hospital-lake")
+    hospital = root / "hospital"
+    generate_hospital(hospital, HOSPITAL_PATIENTS, HOSPITAL_SEED)
+    workspace = root / "workspace"
+    init_workspace(workspace, name="test-hospital")
+    ingest_hospital(workspace, hospital)
+    return HospitalLake(hospital, workspace)

@@ -12,6 +12,8 @@ system, derived, metadata), ``vocabulary``, ``results`` (cohorts), ``medlake``
 from __future__ import annotations
 
 from medlake.engine import TableSpec
+from medlake.schema.empi_tables import EMPI_TABLES
+from medlake.schema.governance_tables import GOVERNANCE_TABLES
 from medlake.schema.medlake_tables import MEDLAKE_TABLES
 from medlake.schema.omop import OMOP_TABLES
 
@@ -19,7 +21,9 @@ from medlake.schema.omop import OMOP_TABLES
 SCHEMA_VERSION: int = 1
 
 #: Every table, OMOP first (in the field list's order), then medlake's.
-ALL_TABLES: tuple[TableSpec, ...] = OMOP_TABLES + MEDLAKE_TABLES
+ALL_TABLES: tuple[TableSpec, ...] = (
+    OMOP_TABLES + MEDLAKE_TABLES + EMPI_TABLES + GOVERNANCE_TABLES
+)
 
 #: The groups tables belong to.
 GROUPS: tuple[str, ...] = ("cdm", "vocabulary", "results", "medlake", "restricted")

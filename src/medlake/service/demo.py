@@ -56,7 +56,23 @@ def run_demo(
     init_workspace(workspace_dir, name="medlake-demo")
     timings["init workspace"] = time.perf_counter() - started
 
+    report, ingest_timings = ingest_hospital(workspace_dir, hospital_dir, progress=ingest_progress)
+    timings.update(ingest_timings)
+
+    return DemoResult(
+        hospital_dir, workspace_dir, synth_summary, report, lake_summary(workspace_dir), timings
+    )
+
+
+def ingest_hospital(
+    workspace_dir: Path,
+    hospital_dir: Path,
+    *,
+    progress: Callable[[IngestProgress], None] | None = None,
+) -> tuple[IngestReport, dict[str, float]]:
+    """Ingest a synthetic hospital's four systems as the demo does; the report and timings."""
     report = IngestReport()
+    timings: dict[str, float] = {}
     for system, options in _hospital_sources(hospital_dir):
         started = time.perf_counter()
         part = ingest_paths(
@@ -64,15 +80,12 @@ def run_demo(
             [hospital_dir / system],
             source_system="biobank" if system == "omics" else system,
             options=options,
-            progress=ingest_progress,
+            progress=progress,
         )
         report.files.extend(part.files)
         report.ignored.extend(part.ignored)
         timings[f"ingest {system}"] = time.perf_counter() - started
-
-    return DemoResult(
-        hospital_dir, workspace_dir, synth_summary, report, lake_summary(workspace_dir), timings
-    )
+    return report, timings
 
 
 def _hospital_sources(hospital_dir: Path) -> list[tuple[str, dict[str, object]]]:
