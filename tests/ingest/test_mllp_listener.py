@@ -218,6 +218,14 @@ def test_listener_service_bundles_landed_messages_for_ingest(landing: Path) -> N
     assert svc.flush() is None  # journal emptied
 
 
+def test_message_is_refused_when_it_cannot_be_journaled(landing: Path) -> None:
+    svc = ListenerService(_FakeWorkspace(landing), "lis", ingest=lambda path: None)  # type: ignore[arg-type]
+    svc.journal.mkdir()  # the journal cannot be opened for appending
+    result = svc.on_message(message("J1"))
+    assert result.code == "AR"
+    assert svc.landed == 0
+
+
 def test_serve_stops_cleanly_and_flushes(landing: Path) -> None:
     bundles: list[Path] = []
     svc = ListenerService(_FakeWorkspace(landing), "lis", ingest=bundles.append)  # type: ignore[arg-type]

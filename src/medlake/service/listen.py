@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -70,13 +71,19 @@ class ListenerService:
         return hook
 
     def on_message(self, data: bytes) -> AckResult:
-        """Land ``data`` durably and journal it; ``AR`` when landing failed."""
+        """Land ``data`` durably and journal it durably; ``AR`` when either failed.
+
+        The journal line is fsync'd before the ``AA`` too: a crash after the answer must
+        not leave a landed message that no journal lists (it would never be ingested).
+        """
         try:
             landed = land_bytes(data, self.landing_dir)
+            with self._lock, self.journal.open("a", encoding="utf-8") as journal:
+                journal.write(f"{landed.path}\n")
+                journal.flush()
+                os.fsync(journal.fileno())
         except OSError as error:
             return AckResult.reject(f"landing failed: {error}")
-        with self._lock, self.journal.open("a", encoding="utf-8") as journal:
-            journal.write(f"{landed.path}\n")
         self.landed += 1
         return AckResult.accept()
 
