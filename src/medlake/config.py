@@ -53,12 +53,74 @@ class PathsSection(_Section):
     landing_mirror: str | None = None
 
 
+class MirrorSection(_Section):
+    """Mirrored landing (the mirror root itself is ``paths.landing_mirror``)."""
+
+    on_failure: Literal["degrade", "refuse"] = "degrade"
+
+
+class BackupSection(_Section):
+    """Backups with BorgBackup and how long they are kept (``medlake backup``)."""
+
+    repository: str = "backups/borg"
+    passphrase_file: str = "secrets/backup-passphrase"
+    encryption: str = "repokey-blake2"
+    compression: str = "zstd,3"
+    keep_hourly: str = Field(default="7d", description="keep one backup per hour for this long")
+    keep_daily: str = Field(default="2y", description="keep one backup per day for this long")
+    keep_monthly: str = Field(default="10y", description="one backup per month for this long")
+    keep_yearly: str = Field(default="29y", description="keep one backup per year for this long")
+
+
+class WatchSection(_Section):
+    """The ransomware watch (``medlake watch``): when it freezes the workspace."""
+
+    interval_seconds: float = Field(default=2.0, gt=0)
+    window_seconds: float = Field(default=60.0, gt=0)
+    rename_burst: int = Field(default=3, ge=1)
+    rewrite_limit: int = Field(default=1, ge=1)
+    entropy_burst: int = Field(default=5, ge=1)
+    entropy_bits: float = Field(default=7.5, gt=0, le=8)
+    extensions: list[str] = Field(
+        default_factory=lambda: [
+            ".locked", ".crypto", ".crypt", ".cry", ".kraken", ".exx", ".encrypted",
+            ".enc", ".locky", ".wncry", ".wcry", ".cerber", ".zepto", ".ryk", ".lockbit",
+        ]
+    )
+
+
+class AuditSection(_Section):
+    """Anchoring the audit chain's head outside the lake (``medlake.audit``)."""
+
+    anchor_every: int = Field(
+        default=100, ge=1, description="anchor the head after this many new events"
+    )
+    anchor_copies: list[str] = Field(
+        default_factory=list, description="more anchor files, e.g. on the mirror root"
+    )
+
+
+class QualitySection(_Section):
+    """Data-quality checks (``medlake.quality``)."""
+
+    run_after_ingest: bool = True
+    thresholds: str = Field(
+        default="quality/thresholds.toml",
+        description="workspace overrides of the shipped thresholds, if the file exists",
+    )
+
+
 class Settings(_Section):
     """Everything ``medlake.toml`` can say; every field has a working default."""
 
     workspace: WorkspaceSection = WorkspaceSection()
     engine: EngineSettings = EngineSettings()
     paths: PathsSection = PathsSection()
+    audit: AuditSection = AuditSection()
+    quality: QualitySection = QualitySection()
+    mirror: MirrorSection = MirrorSection()
+    backup: BackupSection = BackupSection()
+    watch: WatchSection = WatchSection()
 
 
 def read_settings(path: Path) -> Settings:
@@ -110,6 +172,16 @@ class Workspace:
     @property
     def backups_dir(self) -> Path:
         return self._path(self.settings.paths.backups)
+
+    @property
+    def landing_mirror_dir(self) -> Path | None:
+        mirror = self.settings.paths.landing_mirror
+        return None if mirror is None else self._path(mirror)
+
+    @property
+    def protect_dir(self) -> Path:
+        """Protection state: mirror health, the freeze file, the watch's baseline."""
+        return self.root / "protect"
 
     @property
     def lake_path(self) -> Path:

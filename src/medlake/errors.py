@@ -75,3 +75,9 @@ class MissingDependencyError(MedlakeError):
     """An optional extra (spark, mysql, gpu) is needed but not installed."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+class WorkspaceFrozenError(MedlakeError):
+    """The ransomware watch froze the workspace read-only; writes wait for ``watch clear``."""
+
+    exit_code = 77  # EX_NOPERM

@@ -12,8 +12,14 @@ existing name, so two concurrent landers of the same content cannot clobber each
 and the directory is fsync'd, so a landed file survives a power cut once this returns.
 The MLLP listener acknowledges a message only after :func:`land_bytes` returns.
 
-The data-protection issue extends this module with a mirror root; callers need not
-change, since nothing else writes to ``landing/``.
+Mirrored ("dual-write") landing: given a :class:`LandingStore` with a mirror root
+instead of a plain folder, each block is written to a temporary file on both roots in
+the same pass, both are fsync'd and linked, and only then does the call return — so an
+acknowledged message is on two disks (RPO 0). A side that fails (read-only, gone, full)
+is marked degraded in the store's state file (:mod:`medlake.ingest.landing_mirror`) and
+the write goes on to the other side; a degraded side is not written again until
+``medlake mirror resync`` has brought it back. Only when no side takes the content does
+landing fail. A frozen workspace (the ransomware watch's read-only mode) lands nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +32,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medlake.errors import InputError
+from medlake.errors import InputError, WorkspaceFrozenError
+from medlake.ingest.landing_mirror import LandingStore, Side, frozen_message
 
 _READ_SIZE = 1 << 20  # 1 MiB: large enough for disk throughput, small enough for RSS
 _TEMP_PREFIX = ".landing-"
 _READ_ONLY = 0o444
+
+__all__ = [
+    "LandedFile",
+    "LandingStore",
+    "land_bytes",
+    "land_file",
+    "landed_path",
+    "leftover_temporaries",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class LandedFile:
     path: Path
     size: int
     already_present: bool  # True when this content had been landed before
+    degraded: tuple[str, ...] = ()  # sides that failed while landing this file
 
     @property
     def relative_path(self) -> str:
@@ -53,35 +70,55 @@ def landed_path(landing_dir: Path, sha256: str) -> Path:
     return landing_dir / sha256[:2] / sha256
 
 
-def land_file(path: Path, landing_dir: Path) -> LandedFile:
-    """Store the file at ``path`` unchanged in ``landing_dir``; return where it landed.
+def land_file(path: Path, landing: Path | LandingStore) -> LandedFile:
+    """Store the file at ``path`` unchanged in ``landing``; return where it landed.
 
     The file is hashed first (one read) so content landed before costs no write; only
     new content is copied, and hashed again while copying, so what lands is what was
     hashed even if the source file changed in between.
     """
+    store = LandingStore.of(landing)
+    _refuse_if_frozen(store)
     try:
         size = path.stat().st_size
         digest = _hash_file(path)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    target = landed_path(landing_dir, digest)
-    if target.exists():
-        return LandedFile(digest, target, size, already_present=True)
+    missing = _sides_missing(store, digest)
+    if not missing:
+        return _present(store, digest, size)
     try:
         with path.open("rb") as source:
-            return _store(iter(lambda: source.read(_READ_SIZE), b""), landing_dir)
+            return _store(iter(lambda: source.read(_READ_SIZE), b""), store, missing, digest)
     except OSError as exc:
         raise InputError(f"cannot land {path}: {exc.strerror or exc}") from exc
 
 
-def land_bytes(data: bytes, landing_dir: Path) -> LandedFile:
-    """Store ``data`` (a received message) in ``landing_dir``; durable when this returns."""
+def land_bytes(data: bytes, landing: Path | LandingStore) -> LandedFile:
+    """Store ``data`` (a received message) in ``landing``; durable when this returns."""
+    store = LandingStore.of(landing)
+    _refuse_if_frozen(store)
     digest = hashlib.sha256(data).hexdigest()
-    target = landed_path(landing_dir, digest)
-    if target.exists():
-        return LandedFile(digest, target, len(data), already_present=True)
-    return _store([data], landing_dir)
+    missing = _sides_missing(store, digest)
+    if not missing:
+        return _present(store, digest, len(data))
+    return _store([data], store, missing, digest)
+
+
+def _refuse_if_frozen(store: LandingStore) -> None:
+    message = frozen_message(store.freeze_file)
+    if message is not None:
+        raise WorkspaceFrozenError(message)
+
+
+def _sides_missing(store: LandingStore, digest: str) -> list[Side]:
+    """The healthy sides that do not hold this content yet."""
+    return [s for s in store.healthy_sides() if not landed_path(s.root, digest).exists()]
+
+
+def _present(store: LandingStore, digest: str, size: int) -> LandedFile:
+    side = store.healthy_sides()[0]
+    return LandedFile(digest, landed_path(side.root, digest), size, already_present=True)
 
 
 def _hash_file(path: Path) -> str:
@@ -92,36 +129,112 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _store(blocks: Iterable[bytes], landing_dir: Path) -> LandedFile:
-    """Write ``blocks`` to a temporary file, fsync it, link it to its content name."""
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    temp = landing_dir / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+class _SideWriter:
+    """One side's temporary file; any OSError marks the side failed instead of raising."""
+
+    def __init__(self, store: LandingStore, side: Side) -> None:
+        self.store, self.side = store, side
+        self.temp = side.root / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+        self.error: OSError | None = None
+        self.out = None
+        self.linked_new = False
+        self._try("open", self._open)
+
+    def _open(self) -> None:
+        if not self.side.root.is_dir():
+            # A root that vanished (unmounted disk) is not silently recreated.
+            raise FileNotFoundError(2, "landing root is missing", str(self.side.root))
+        self.out = self.temp.open("xb")
+
+    def _try(self, step: str, action: object) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.store.fault_point(self.side.name, step)
+            action()  # type: ignore[operator]
+        except OSError as exc:
+            self.error = exc
+            self.abort()
+
+    def write(self, block: bytes) -> None:
+        self._try("write", lambda: self.out.write(block))  # type: ignore[union-attr]
+
+    def finish(self, sha256: str) -> None:
+        """fsync the temporary file, link it to its content name, fsync the folders."""
+
+        def sync() -> None:
+            self.out.flush()  # type: ignore[union-attr]
+            os.fsync(self.out.fileno())  # type: ignore[union-attr]
+            self.out.close()  # type: ignore[union-attr]
+            os.chmod(self.temp, _READ_ONLY)
+
+        def link() -> None:
+            target = landed_path(self.side.root, sha256)
+            target.parent.mkdir(exist_ok=True)
+            try:
+                # link, not rename: it refuses to replace an existing name (append-only).
+                os.link(self.temp, target)
+                self.linked_new = True
+            except FileExistsError:
+                pass
+            _fsync_dir(target.parent)
+            _fsync_dir(self.side.root)
+
+        self._try("fsync", sync)
+        self._try("link", link)
+        self.abort()  # the temporary name goes either way
+
+    def abort(self) -> None:
+        if self.out is not None:
+            with contextlib.suppress(OSError):
+                self.out.close()
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+
+
+def _store(
+    blocks: Iterable[bytes], store: LandingStore, sides: list[Side], expected: str
+) -> LandedFile:
+    """Write ``blocks`` to every side in one pass, fsync, link; mark failed sides degraded."""
+    if store.mirror is None:
+        store.primary.mkdir(parents=True, exist_ok=True)  # a plain landing folder is created
+    writers = [_SideWriter(store, side) for side in sides]
     digest = hashlib.sha256()
     size = 0
-    try:
-        with temp.open("xb") as out:
-            for block in blocks:
-                digest.update(block)
-                out.write(block)
-                size += len(block)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, _READ_ONLY)
-        sha256 = digest.hexdigest()
-        target = landed_path(landing_dir, sha256)
-        target.parent.mkdir(exist_ok=True)
-        try:
-            # link, not rename: it refuses to replace an existing name (append-only).
-            os.link(temp, target)
-            already_present = False
-        except FileExistsError:
-            already_present = True
-        _fsync_dir(target.parent)
-        _fsync_dir(landing_dir)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-    return LandedFile(sha256, target, size, already_present=already_present)
+    for block in blocks:
+        digest.update(block)
+        size += len(block)
+        for writer in writers:
+            writer.write(block)
+    sha256 = digest.hexdigest()
+    if sha256 != expected:
+        for writer in writers:
+            writer.abort()
+        raise InputError(f"content changed while it was being landed (expected {expected})")
+    for writer in writers:
+        writer.finish(sha256)
+    failed = [w for w in writers if w.error is not None]
+    landed = [w for w in writers if w.error is None]
+    written = {w.side.name for w in writers}
+    held_before = [s for s in store.healthy_sides() if s.name not in written]
+    # Sides that already held it, and sides written now; primary first.
+    landed_names = {w.side.name for w in landed} | {s.name for s in held_before}
+    holding = [side for side in store.sides() if side.name in landed_names]
+    if not holding:
+        # No side holds it: the landing fails and no side is marked (nothing to fall back on).
+        first = failed[0].error
+        raise OSError(first.errno or 5, f"{failed[0].side.root}: {first.strerror or first}")
+    if failed and store.on_failure == "refuse":
+        first = failed[0].error
+        raise OSError(first.errno or 5, f"{failed[0].side.root}: {first.strerror or first}")
+    for writer in failed:
+        store.mark_degraded(writer.side.name, writer.error)  # type: ignore[arg-type]
+    path = landed_path(holding[0].root, sha256)
+    already = bool(held_before) or not any(w.linked_new for w in landed)
+    return LandedFile(
+        sha256, path, size, already_present=already,
+        degraded=tuple(w.side.name for w in failed),
+    )  # fmt: skip
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -45,6 +45,7 @@ from medlake.ingest.quarantine import QUARANTINE_TABLE
 from medlake.ingest.staging import ParsedChunk, SourceContext
 from medlake.ingest.writer import WriteSummary, write_batch
 from medlake.log import get_logger
+from medlake.service.mirror import audit_mirror_events, landing_store, refuse_if_frozen
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -230,6 +231,7 @@ def ingest_paths(
     in the report (``report.failed``); nothing loaded by the other files is undone.
     """
     workspace = _workspace(workspace_dir)
+    refuse_if_frozen(workspace)
     options = dict(options or {})
     plan = plan_inputs(paths, format=format, source_system=source_system, options=options)
     report = IngestReport(ignored=plan.ignored)
@@ -260,6 +262,7 @@ def ingest_paths(
             )
         group.flush()
         report.files.extend(r for r in group.results if r is not None)
+        audit_mirror_events(engine, workspace)  # a landing root that failed during the run
     return report
 
 
@@ -318,7 +321,7 @@ class _Group:
         self._report(item, index, 0)
         batch_id = None
         try:
-            landed = land_file(item.path, workspace.landing_dir)
+            landed = land_file(item.path, landing_store(workspace))
             pause_point("landed")
             batch_id = _batch_id(item, landed, {})
             if any(p.batch.batch_id == batch_id for p in self.pending):
@@ -438,10 +441,9 @@ def _ingest_one(
     report(0)
     batch_id = None
     try:
-        landed = land_file(item.path, workspace.landing_dir)
-        companions = {
-            role: land_file(p, workspace.landing_dir) for role, p in item.companions.items()
-        }
+        store = landing_store(workspace)
+        landed = land_file(item.path, store)
+        companions = {role: land_file(p, store) for role, p in item.companions.items()}
         pause_point("landed")
         batch_id = _batch_id(item, landed, companions)
         batch = _batch_for(engine, item, landed, batch_id, known)

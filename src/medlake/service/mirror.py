@@ -1,0 +1,134 @@
+"""Mirrored landing for a workspace: its landing store, status, resync, audit of changes.
+
+:func:`landing_store` is what every lander of a workspace uses (``medlake ingest``, the
+MLLP listener): the primary landing root, the mirror root from ``paths.landing_mirror``,
+the mirror's state file and the freeze file, in ``protect/``. Landing itself lives in
+:mod:`medlake.ingest.landing`; this module adds what needs the workspace: the audit
+events (a side degraded, a resync) once a lake connection is at hand, and a copy of the
+audit trail's anchor on the mirror root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from medlake.config import Workspace, open_workspace
+from medlake.engine import Engine
+from medlake.errors import WorkspaceFrozenError
+from medlake.ingest.landing_mirror import (
+    FaultHook,
+    LandingStore,
+    ResyncReport,
+    SideStatus,
+    frozen_message,
+    mirror_status,
+    resync,
+    write_json_atomically,
+)
+from medlake.log import get_logger
+
+logger = get_logger(__name__)
+
+MIRROR_STATE = "mirror-state.json"
+FREEZE_FILE = "frozen.json"
+ANCHOR_DIR = "_anchors"
+
+
+def landing_store(workspace: Workspace, *, fault: FaultHook | None = None) -> LandingStore:
+    """The workspace's landing: primary root, mirror root (if set), state and freeze files."""
+    return LandingStore(
+        primary=workspace.landing_dir,
+        mirror=workspace.landing_mirror_dir,
+        state_file=workspace.protect_dir / MIRROR_STATE,
+        freeze_file=workspace.protect_dir / FREEZE_FILE,
+        on_failure=workspace.settings.mirror.on_failure,
+        fault=fault,
+    )
+
+
+def refuse_if_frozen(workspace: Workspace) -> None:
+    """Raise :class:`WorkspaceFrozenError` while the ransomware watch has the workspace frozen."""
+    message = frozen_message(workspace.protect_dir / FREEZE_FILE)
+    if message is not None:
+        raise WorkspaceFrozenError(f"{workspace.root}: {message}")
+
+
+def audit_mirror_events(engine: Engine, workspace: Workspace) -> int:
+    """Write the mirror's pending events (degraded, resynced) to the audit trail."""
+    store = landing_store(workspace)
+    if store.mirror is None or not store.state_file.exists():  # type: ignore[union-attr]
+        return 0
+    events = store.take_events()
+    for event in events:
+        logger.warning("landing %s: %s (%s)", event["side"], event["action"], event["reason"])
+        protection_event(
+            engine,
+            action=str(event["action"]),
+            object_type="landing_root",
+            object_id=str(event["side"]),
+            detail={"at": event["at"], "reason": event["reason"]},
+        )
+    return len(events)
+
+
+def protection_event(
+    engine: Engine,
+    *,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: dict[str, object],
+    outcome: str = "ok",
+) -> None:
+    """One audit event of data protection (``mirror.degraded``, ``backup.run``, ``watch.alert``)."""
+    from medlake.audit import append_event, default_actor
+
+    append_event(
+        engine,
+        actor=default_actor(),
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        detail=detail,
+        outcome=outcome,
+    )
+
+
+def status(workspace_dir: Path | Workspace | None) -> list[SideStatus]:
+    """``medlake mirror status``: each landing root's health and what it lacks."""
+    workspace = _workspace(workspace_dir)
+    return mirror_status(landing_store(workspace))
+
+
+def resync_mirror(
+    workspace_dir: Path | Workspace | None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ResyncReport:
+    """``medlake mirror resync``: verify both roots, copy and repair, mark both healthy."""
+    from medlake.service.workspace import open_lake
+
+    workspace = _workspace(workspace_dir)
+    report = resync(landing_store(workspace), progress)
+    with open_lake(workspace) as engine:
+        audit_mirror_events(engine, workspace)
+    return report
+
+
+def mirror_anchor(workspace: Workspace, name: str, value: object) -> Path | None:
+    """Write ``value`` (JSON) as ``<mirror root>/_anchors/<name>``, durably; None without mirror.
+
+    For the audit trail: its anchor (the latest chain hash) is kept on the mirror's disk
+    too, so losing the primary disk does not lose the proof that the trail is whole.
+    """
+    mirror = workspace.landing_mirror_dir
+    if mirror is None:
+        return None
+    target = mirror / ANCHOR_DIR / name
+    write_json_atomically(target, value)
+    return target
+
+
+def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
+    return workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)
