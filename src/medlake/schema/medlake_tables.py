@@ -260,6 +260,12 @@ AUDIT_EVENT = TableSpec(
         ColumnSpec("project_id", "varchar(64)"),
         ColumnSpec("detail", "json"),
         ColumnSpec(
+            "outcome", "varchar(20)", description="ok, denied, failed (null on older events)"
+        ),
+        ColumnSpec(
+            "origin", "varchar(255)", description="where from: host and program, or an address"
+        ),
+        ColumnSpec(
             "prev_hash", SHA256_HEX, required=True, description="64 zeros for the first event"
         ),
         ColumnSpec("event_hash", SHA256_HEX, required=True),

@@ -1,0 +1,289 @@
+"""Appending to the audit trail: one hash-chained event per read, export or change.
+
+Each event's ``event_hash`` is the SHA-256 of a canonical text of its fields
+(``occurred_at``, ``actor``, ``role``, ``action``, ``object_type``, ``object_id``,
+``project_id``, ``detail``, ``outcome``, ``origin``) and of ``prev_hash``, the previous
+event's hash (64 zeros for the first). Changing, removing, inserting or reordering an
+event therefore breaks the chain at that event (:mod:`medlake.audit.verify` says where).
+``event_id`` is the event's position (1, 2, 3, ...); it is not hashed because the
+position is already fixed by the links, and verification checks that ids follow them.
+
+Appends are serialized: on engines with transactions the new event and the one-row
+``audit_head`` table are written in one transaction, so two writers that read the same
+head conflict on ``audit_head`` and the loser retries on the new head instead of forking
+the chain. Engines without transactions (Spark) rely on a single writer process.
+
+Written here rather than taken from a library: the chain is a few lines of
+:mod:`hashlib` over a canonical JSON text, and a library (e.g. an append-only log
+service) would add a server the hospital must run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import sqlglot.expressions as sge
+
+from medlake.engine import Engine, SupportsTransactions
+from medlake.errors import EngineError, UsageError
+from medlake.log import get_logger
+
+logger = get_logger(__name__)
+
+EVENT_TABLE = "audit_event"
+HEAD_TABLE = "audit_head"
+ZERO_HASH = "0" * 64
+#: Outcomes an event may record.
+OUTCOMES = ("ok", "denied", "failed")
+_HASH_DOMAIN = "medlake-audit-v1\n"
+_HEAD_KEY = "main"
+_RETRIES = 20
+# Writers in this process take turns; other connections are kept out by audit_head.
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One event as stored in ``audit_event``."""
+
+    event_id: int
+    occurred_at: dt.datetime
+    actor: str
+    role: str | None
+    action: str
+    object_type: str | None
+    object_id: str | None
+    project_id: str | None
+    detail: str | None  # canonical JSON text, as hashed
+    outcome: str | None
+    origin: str | None
+    prev_hash: str
+    event_hash: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AuditEvent:
+        return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+    def detail_object(self) -> Any:
+        """``detail`` parsed back from JSON (None when there is none)."""
+        return None if self.detail is None else json.loads(self.detail)
+
+    def computed_hash(self) -> str:
+        """The hash this event's stored fields and ``prev_hash`` call for."""
+        return event_hash(self)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys, no spaces and UTF-8 kept: one text per value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _timestamp(value: dt.datetime) -> str:
+    # Naive UTC, microseconds always written, so the text survives a round trip.
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def event_hash(event: AuditEvent) -> str:
+    """SHA-256 hex of the event's canonical fields and its ``prev_hash``."""
+    fields = {
+        "occurred_at": _timestamp(event.occurred_at),
+        "actor": event.actor,
+        "role": event.role,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "project_id": event.project_id,
+        "detail": event.detail,
+        "outcome": event.outcome,
+        "origin": event.origin,
+        "prev_hash": event.prev_hash,
+    }
+    return hashlib.sha256((_HASH_DOMAIN + canonical_json(fields)).encode()).hexdigest()
+
+
+def default_actor() -> str:
+    """Who acts when there are no medlake users yet: ``os:<login name>``.
+
+    Once users exist (the access layer), services pass the signed-in user instead.
+    """
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no login name (containers without a passwd entry)
+        name = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"os:{name}"
+
+
+def default_origin() -> str:
+    """Where this process runs: ``<host>/<program>``, e.g. ``ward-pc/medlake``."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    return f"{socket.gethostname()}/{program}"
+
+
+def append_event(
+    engine: Engine,
+    *,
+    actor: str,
+    action: str,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    role: str | None = None,
+    project_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    outcome: str = "ok",
+    origin: str | None = None,
+    occurred_at: dt.datetime | None = None,
+) -> int:
+    """Append one event to the trail and return its ``event_id``.
+
+    ``actor`` is the user (or ``system:<job>``; :func:`default_actor` while there are no
+    users); ``action`` a short verb (``read``, ``export``, ``merge``, ``unmerge``,
+    ``user.add``, ``settings.change``...); ``object_type``/``object_id`` what it acted
+    on (``person``/``"123"``, ``cohort``/``"c7"``); persons touched in bulk go in
+    ``detail`` as ``{"person_ids": [...]}`` so ``medlake audit show --person`` finds
+    them. ``outcome`` is ``ok``, ``denied`` or ``failed``; ``origin`` defaults to
+    :func:`default_origin`. Called inside an open ``engine.transaction()`` the event
+    commits (or rolls back) with that work; otherwise it commits on its own.
+
+    Raises:
+        UsageError: empty actor or action, or an unknown outcome.
+        EngineError: the lake could not be written.
+    """
+    if not actor or not actor.strip():
+        raise UsageError("audit event needs an actor (a user, or system:<job>)")
+    if not action or not action.strip():
+        raise UsageError("audit event needs an action")
+    if outcome not in OUTCOMES:
+        raise UsageError(f"audit outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    when = (occurred_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
+    draft = AuditEvent(
+        event_id=0,
+        occurred_at=when,
+        actor=actor,
+        role=role,
+        action=action,
+        object_type=object_type,
+        object_id=None if object_id is None else str(object_id),
+        project_id=project_id,
+        detail=None if detail is None else canonical_json(dict(detail)),
+        outcome=outcome,
+        origin=origin if origin is not None else default_origin(),
+        prev_hash=ZERO_HASH,
+        event_hash="",
+    )
+    with _LOCK:
+        if not isinstance(engine, SupportsTransactions):
+            return _append(engine, draft, guarded=False)
+        for attempt in range(_RETRIES):
+            try:
+                with engine.transaction():
+                    return _append(engine, draft, guarded=True)
+            except EngineError as error:
+                if not _is_conflict(error) or attempt == _RETRIES - 1:
+                    raise
+                logger.debug("audit append met another writer; retrying (%s)", attempt + 1)
+                time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_conflict(error: EngineError) -> bool:
+    text = error.message.lower()
+    return "conflict" in text
+
+
+def chain_head(engine: Engine) -> tuple[int, str]:
+    """``(event_id, event_hash)`` of the last event, or ``(0, ZERO_HASH)`` when empty."""
+    events = engine.table(EVENT_TABLE)
+    last = engine.execute(
+        events.select("event_id", "event_hash").order_by(events.event_id.desc()).limit(1)
+    ).to_pylist()
+    if not last:
+        return 0, ZERO_HASH
+    return int(last[0]["event_id"]), str(last[0]["event_hash"])
+
+
+def _append(engine: Engine, draft: AuditEvent, *, guarded: bool) -> int:
+    if guarded:
+        # Claim the head first: a second writer holding an older head conflicts here.
+        _claim_head(engine)
+    last_id, last_hash = chain_head(engine)
+    event = AuditEvent(
+        **{**draft.__dict__, "event_id": last_id + 1, "prev_hash": last_hash, "event_hash": ""}
+    )
+    event = AuditEvent(**{**event.__dict__, "event_hash": event_hash(event)})
+    engine.load_arrow(EVENT_TABLE, pa.Table.from_pylist([event.__dict__]))
+    if guarded:
+        _set_head(engine, event)
+    return event.event_id
+
+
+def _claim_head(engine: Engine) -> None:
+    if not engine.has_table(HEAD_TABLE):
+        return  # a lake from before audit_head: single writer, as on Spark
+    heads = engine.table(HEAD_TABLE)
+    if engine.count(heads.filter(heads.chain == _HEAD_KEY)) == 0:
+        engine.load_arrow(
+            HEAD_TABLE,
+            pa.table(
+                {
+                    "chain": [_HEAD_KEY],
+                    "event_id": [0],
+                    "event_hash": [ZERO_HASH],
+                    "updated_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+                }
+            ),
+        )
+    # Touch the row now, so a concurrent writer conflicts before it reads the head.
+    engine.run_sql(
+        sge.update(HEAD_TABLE, {"chain": sge.convert(_HEAD_KEY)}, where=_head_predicate())
+    )
+
+
+def _set_head(engine: Engine, event: AuditEvent) -> None:
+    if not engine.has_table(HEAD_TABLE):
+        return
+    engine.run_sql(
+        sge.update(
+            HEAD_TABLE,
+            {
+                "event_id": sge.convert(event.event_id),
+                "event_hash": sge.convert(event.event_hash),
+                "updated_at": sge.cast(
+                    sge.convert(_timestamp(dt.datetime.now(dt.UTC))), "timestamp"
+                ),
+            },
+            where=_head_predicate(),
+        )
+    )
+
+
+def _head_predicate() -> sge.Expression:
+    return sge.column("chain").eq(sge.convert(_HEAD_KEY))
+
+
+__all__ = [
+    "EVENT_TABLE",
+    "HEAD_TABLE",
+    "OUTCOMES",
+    "ZERO_HASH",
+    "AuditEvent",
+    "append_event",
+    "canonical_json",
+    "chain_head",
+    "default_actor",
+    "default_origin",
+    "event_hash",
+]
