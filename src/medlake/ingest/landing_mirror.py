@@ -158,14 +158,15 @@ def file_sha256(path: Path) -> str:
 
 
 def verified_path(landing: Path | LandingStore, relative_or_sha: str) -> Path:
-    """A copy of the landed content whose bytes match its SHA-256, primary first.
+    """A copy of the landed content whose bytes match its SHA-256, healthy sides first.
 
     A missing, truncated or altered copy on one side is passed over for the other's; if
     no side holds good bytes the content is lost from landing, said in one line.
     """
     store = LandingStore.of(landing)
     sha256 = relative_or_sha.rsplit("/", 1)[-1]
-    for side in store.sides():
+    healthy = store.healthy_sides()
+    for side in healthy + [s for s in store.sides() if s not in healthy]:
         path = side.root / sha256[:2] / sha256
         with contextlib.suppress(OSError):
             if file_sha256(path) == sha256:

@@ -24,7 +24,6 @@ from medlake.ingest.landing_mirror import (
     frozen_message,
     mirror_status,
     resync,
-    write_json_atomically,
 )
 from medlake.log import get_logger
 
@@ -116,18 +115,14 @@ def resync_mirror(
     return report
 
 
-def mirror_anchor(workspace: Workspace, name: str, value: object) -> Path | None:
-    """Write ``value`` (JSON) as ``<mirror root>/_anchors/<name>``, durably; None without mirror.
+def anchor_copies(workspace: Workspace) -> list[Path]:
+    """Where copies of the audit trail's anchors go: ``<mirror root>/_anchors/anchors.jsonl``.
 
-    For the audit trail: its anchor (the latest chain hash) is kept on the mirror's disk
-    too, so losing the primary disk does not lose the proof that the trail is whole.
+    For :class:`medlake.audit.AnchorLog`'s extra paths: losing the primary disk then does
+    not lose the proof that the trail is whole. Empty without a mirror.
     """
     mirror = workspace.landing_mirror_dir
-    if mirror is None:
-        return None
-    target = mirror / ANCHOR_DIR / name
-    write_json_atomically(target, value)
-    return target
+    return [] if mirror is None else [mirror / ANCHOR_DIR / "anchors.jsonl"]
 
 
 def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
