@@ -58,7 +58,7 @@ def test_landing_returns_only_after_both_roots_are_fsynced(
     monkeypatch.setattr(
         landing.os,
         "fsync",
-        lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)),  # fmt: skip
+        lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)),
     )
     landed = land_bytes(b"MSH|^~\\&|LIS", store)
     digest = hashlib.sha256(b"MSH|^~\\&|LIS").hexdigest()
@@ -66,7 +66,8 @@ def test_landing_returns_only_after_both_roots_are_fsynced(
         assert landed_path(root, digest).read_bytes() == b"MSH|^~\\&|LIS"
         # The file (by its temporary name), its <ab> folder and the root, on each side.
         assert sum(p.startswith(str(root)) for p in synced) == 3
-        assert str(landed_path(root, digest).parent) in synced and str(root) in synced
+        assert str(landed_path(root, digest).parent) in synced
+        assert str(root) in synced
     assert landed.path == landed_path(tmp_path / "a", digest)
 
 
@@ -98,12 +99,18 @@ def _disappear(root_of: Callable[[], Path], at: int) -> Callable[[str, str], Non
 
 
 SCENARIOS = {
-    "mirror read-only from the 3rd file": ("mirror", lambda r: _fault("mirror", "open", 3, errno.EROFS)),
-    "primary disk full mid-write of the 5th": ("primary", lambda r: _fault("primary", "write", 5, errno.ENOSPC)),
+    "mirror read-only from the 3rd file": (
+        "mirror",
+        lambda r: _fault("mirror", "open", 3, errno.EROFS),
+    ),
+    "primary disk full mid-write of the 5th": (
+        "primary",
+        lambda r: _fault("primary", "write", 5, errno.ENOSPC),
+    ),
     "mirror fsync fails on the 8th": ("mirror", lambda r: _fault("mirror", "fsync", 8, errno.EIO)),
     "primary cannot link the 1st": ("primary", lambda r: _fault("primary", "link", 1, errno.EROFS)),
     "mirror disappears before the 4th": ("mirror", lambda r: _disappear(r, 4)),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -129,7 +136,8 @@ def test_a_failing_side_degrades_and_resync_makes_both_sides_whole(
 
     sides = {s.name: s for s in mirror.status(root)}
     healthy = "mirror" if failing == "primary" else "primary"
-    assert sides[failing].status == "degraded" and sides[failing].reason
+    assert sides[failing].status == "degraded"
+    assert sides[failing].reason
     assert sides[healthy].status == "ok"
     assert _events(root, "mirror.degraded") == [failing]
     store = mirror.landing_store(workspace)
@@ -139,7 +147,8 @@ def test_a_failing_side_degrades_and_resync_makes_both_sides_whole(
         assert verified_path(store, sha256) == landed_path(healthy_root, sha256)
 
     resynced = mirror.resync_mirror(root)
-    assert not resynced.lost and resynced.copied.get(failing, 0) > 0
+    assert not resynced.lost
+    assert resynced.copied.get(failing, 0) > 0
     primary, mirrored = store.side("primary").root, store.side("mirror").root
     assert landed_names(primary) == landed_names(mirrored) >= reference_batches
     for name in landed_names(primary):
@@ -161,7 +170,8 @@ def test_when_both_sides_fail_the_file_fails_and_no_side_is_marked(
         ingest_service, "landing_store", lambda ws: mirror.landing_store(ws, fault=hook)
     )
     report = ingest_paths(root, [small_hospital / "emr"])
-    assert report.failed and all("No space left" in r.message for r in report.failed)
+    assert report.failed
+    assert all("No space left" in r.message for r in report.failed)
     assert {s.status for s in mirror.status(root)} == {"ok"}
 
 
@@ -186,7 +196,8 @@ def test_reads_fall_back_and_resync_repairs_bit_flips_and_truncation(
     assert verified_path(store, flipped) == landed_path(mirrored, flipped)
     assert verified_path(store, truncated) == landed_path(primary, truncated)
     report = mirror.resync_mirror(root)
-    assert report.repaired == {"primary": 1, "mirror": 1} and not report.lost
+    assert report.repaired == {"primary": 1, "mirror": 1}
+    assert not report.lost
     for name in (flipped, truncated):
         assert (
             file_sha256(landed_path(primary, name))
