@@ -1,0 +1,1 @@
+"""Example cohort definitions shipped with medlake (JSON, read with ``medlake cohort count``)."""
