@@ -506,3 +506,21 @@ def _cause(exc: BaseException) -> str:
     if len(head) > _MAX_CAUSE_CHARS:
         head = head[:_MAX_CAUSE_CHARS] + "..."
     return f"{type(exc).__name__}: {head}"
+
+
+class SupportsCheckpoint(abc.ABC):
+    """Capability mixin: the engine can make its files a consistent copy of the lake.
+
+    Once :meth:`checkpoint` returns, and while this connection holds the lake (DuckDB
+    lets no other process write the file meanwhile), copying the engine's files copies
+    the lake as of that moment: what ``medlake backup`` reads.
+    """
+
+    @final
+    def checkpoint(self) -> None:
+        """Write every committed change into the lake's main file (DuckDB: ``CHECKPOINT``)."""
+        with self._step("checkpoint", statement="CHECKPOINT"):  # type: ignore[attr-defined]
+            self._checkpoint()
+
+    @abc.abstractmethod
+    def _checkpoint(self) -> None: ...

@@ -27,14 +27,14 @@ import pyarrow as pa
 import sqlglot
 import sqlglot.expressions as sge
 
-from medlake.engine.base import Engine, SupportsTransactions
+from medlake.engine.base import Engine, SupportsCheckpoint, SupportsTransactions
 from medlake.engine.ddl import table_ref
 from medlake.errors import EngineError
 
 MEMORY = ":memory:"
 
 
-class DuckDBEngine(Engine, SupportsTransactions):
+class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint):
     """The lake in a DuckDB database file (or in memory, for tests).
 
     ``threads`` and ``memory_limit`` (e.g. ``"8GB"``) are passed to DuckDB; unset, it
@@ -156,6 +156,9 @@ class DuckDBEngine(Engine, SupportsTransactions):
 
     def _close(self) -> None:
         self._con.close()
+
+    def _checkpoint(self) -> None:
+        self._con.execute("CHECKPOINT").fetchall()
 
 
 def _reader_then_close(
