@@ -1,0 +1,309 @@
+"""Genome-wide association: one regression per variant, as PLINK 2 ``--glm`` does it.
+
+:func:`run_glm` streams the genotype file in blocks of variants and yields one Arrow
+record batch of results per block, with PLINK 2's columns and conventions:
+
+* samples are those with a phenotype and every covariate; a sample whose call is
+  missing is left out of that variant's regression only (OBS_CT counts the rest);
+* A1 is the non-major allele (ALT unless ALT's frequency among founders with a call
+  exceeds 1/2, then REF), A1_FREQ its frequency among the regression's samples;
+* quantitative phenotypes get linear regression (T statistic, P from Student's t with
+  OBS_CT - covariates - 2 degrees of freedom); case/control phenotypes logistic
+  regression (Wald Z), with Firth regression when a genotype class has no cases or no
+  controls or the ordinary fit does not converge (``firth-fallback``, the default);
+* a variant whose A1 dosage is constant among the samples gets ``CONST_OMITTED_ALLELE``.
+
+The kernels (:mod:`medlake.omics.gwas.kernels`) run on NumPy or on PyTorch
+(:func:`select_backend`): a CUDA GPU is used automatically when one is present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from scipy import special
+
+from medlake.errors import InputError, MissingDependencyError, UsageError
+from medlake.omics.gwas import kernels
+from medlake.omics.gwas.firth import firth_logistic
+from medlake.omics.gwas.plink_io import GenotypeFile
+from medlake.omics.gwas.qc import VariantFilter, variant_keep_mask
+
+Model = Literal["linear", "logistic"]
+FirthMode = Literal["fallback", "always", "never"]
+BackendName = Literal["auto", "numpy", "torch"]
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("chrom", pa.string()),
+        ("pos", pa.int64()),
+        ("id", pa.string()),
+        ("ref", pa.string()),
+        ("alt", pa.string()),
+        ("a1", pa.string()),
+        ("a1_freq", pa.float64()),
+        ("firth", pa.bool_()),
+        ("test", pa.string()),
+        ("obs_ct", pa.int64()),
+        ("beta", pa.float64()),
+        ("se", pa.float64()),
+        ("stat", pa.float64()),
+        ("p", pa.float64()),
+        ("errcode", pa.string()),
+    ]
+)
+
+
+@dataclass
+class Backend:
+    """An array namespace and device the kernels run on."""
+
+    name: str
+    device: str
+    _torch: Any = field(default=None, repr=False)
+
+    def asarray(self, a: np.ndarray) -> Any:
+        """Host float64 array to the backend."""
+        if self._torch is None:
+            return np.ascontiguousarray(a, dtype=np.float64)
+        return self._torch.as_tensor(a, dtype=self._torch.float64, device=self.device)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        """Backend array back to host NumPy."""
+        if self._torch is None:
+            return np.asarray(a)
+        return a.detach().cpu().numpy()
+
+
+def select_backend(name: BackendName = "auto", device: str | None = None) -> Backend:
+    """``numpy``, ``torch`` (``device`` defaults to CUDA when available, else CPU), or
+    ``auto``: torch on a CUDA GPU when one is present, NumPy otherwise."""
+    if name not in ("auto", "numpy", "torch"):
+        raise UsageError(f"backend must be auto, numpy or torch, got {name!r}")
+    if name == "numpy":
+        return Backend("numpy", "cpu")
+    try:
+        import torch
+    except ImportError as error:
+        if name == "torch":
+            raise MissingDependencyError("backend torch needs the gpu extra (PyTorch)") from error
+        return Backend("numpy", "cpu")
+    cuda = torch.cuda.is_available()
+    if name == "auto" and not cuda:
+        return Backend("numpy", "cpu")
+    return Backend("torch", device or ("cuda" if cuda else "cpu"), torch)
+
+
+@dataclass(frozen=True)
+class GlmOptions:
+    """How to run the association (defaults are PLINK 2's)."""
+
+    model: Model = "linear"
+    firth: FirthMode = "fallback"
+    block_variants: int | None = None  # default: about 64 MB of float64 per block
+    filters: VariantFilter = field(default_factory=VariantFilter)
+
+
+def design_basis(covariates: np.ndarray) -> np.ndarray:
+    """Orthonormal basis ``Q`` of ``[1, covariates]`` (same fit, better conditioned)."""
+    n = covariates.shape[0]
+    c = np.column_stack([np.ones(n), covariates])
+    q, r = np.linalg.qr(c)
+    diag = np.abs(np.diag(r))
+    if diag.size and diag.min() < 1e-10 * max(diag.max(), 1.0):
+        raise InputError("covariates are collinear (one is a combination of the others)")
+    return q
+
+
+def run_glm(
+    genotypes: GenotypeFile,
+    phenotype: np.ndarray,
+    covariates: np.ndarray,
+    options: GlmOptions | None = None,
+    backend: Backend | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Associate every variant with one phenotype; yield result batches in file order.
+
+    Parameters
+    ----------
+    genotypes : GenotypeFile
+    phenotype : numpy.ndarray
+        One value per genotype sample (file order), NaN when missing. For logistic
+        regression 0 = control, 1 = case.
+    covariates : numpy.ndarray
+        ``(n_samples, c)`` in file order, NaN when missing (``c`` may be 0).
+    """
+    options = options or GlmOptions()
+    backend = backend or select_backend()
+    covariates = np.asarray(covariates, dtype=np.float64).reshape(len(genotypes.samples), -1)
+    keep = ~np.isnan(phenotype) & ~np.isnan(covariates).any(axis=1)
+    index = np.flatnonzero(keep)
+    n = index.size
+    y = phenotype[index].astype(np.float64)
+    if options.model == "logistic" and not np.isin(y, (0.0, 1.0)).all():
+        raise InputError("logistic regression needs a 0/1 (control/case) phenotype")
+    q = design_basis(covariates[index])
+    k = q.shape[1]
+    if n <= k + 1:
+        raise InputError(f"{n} samples with phenotype and covariates: too few for {k} terms")
+    q_b, y_b = backend.asarray(q), backend.asarray(y)
+    if options.model == "linear":
+        setup: Any = kernels.linear_setup(q_b, y_b)
+    else:
+        setup = kernels.logistic_setup(q_b, y_b)
+    block = options.block_variants or max(64, min(8192, 8_000_000 // max(n, 1)))
+    founders = genotypes.samples.founder
+    variants = genotypes.variants
+    for start, _stop, calls in genotypes.blocks(block):
+        keep_v = variant_keep_mask(calls, founders, options.filters)
+        if not keep_v.any():
+            continue
+        rows = np.flatnonzero(keep_v)
+        block_calls = calls[rows] if rows.size != calls.shape[0] else calls
+        result = _associate_block(block_calls, founders, index, y, q, setup, options, backend)
+        meta = variants.take(start + rows)
+        a1 = np.where(result.pop("a1_is_ref"), meta.ref, meta.alt)
+        yield pa.RecordBatch.from_pydict(
+            {
+                "chrom": meta.chrom,
+                "pos": meta.pos,
+                "id": meta.id,
+                "ref": meta.ref,
+                "alt": meta.alt,
+                "a1": a1,
+                **result,
+            },
+            schema=RESULT_SCHEMA,
+        )
+
+
+def _associate_block(
+    calls: np.ndarray,
+    founders: np.ndarray,
+    index: np.ndarray,
+    y: np.ndarray,
+    q: np.ndarray,
+    setup: Any,
+    options: GlmOptions,
+    backend: Backend,
+) -> dict[str, Any]:
+    """Statistics for one block of calls ``(B, all samples)``."""
+    present_all = calls[:, founders] >= 0
+    alt_count_f = np.where(present_all, calls[:, founders], 0).sum(axis=1, dtype=np.int64)
+    called_f = present_all.sum(axis=1)
+    # Major allele by founder frequency; ties keep REF major (A1 = ALT), as PLINK 2.
+    a1_is_ref = alt_count_f > called_f  # ALT frequency above 1/2
+    sub = calls[:, index]
+    missing = sub < 0
+    g = np.where(a1_is_ref[:, None], 2 - sub, sub).astype(np.float64)
+    g[missing] = 0.0
+    obs = (~missing).sum(axis=1)
+    a1_sum = g.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a1_freq = a1_sum / (2.0 * obs)
+        mean = a1_sum / obs
+    high = np.where(missing, -1, sub).max(axis=1)
+    low = np.where(missing, 3, sub).min(axis=1)
+    constant = (high <= low) | (obs == 0)
+    k = q.shape[1]
+    nb = calls.shape[0]
+    errcode = np.full(nb, ".", dtype=object)
+    errcode[constant] = "CONST_OMITTED_ALLELE"
+    small = (obs <= k + 1) & ~constant
+    errcode[small] = "SAMPLE_CT<=PREDICTOR_CT"
+    firth = np.zeros(nb, dtype=bool)
+    gc = np.where(missing, 0.0, g - np.nan_to_num(mean)[:, None])
+    any_missing = bool(missing.any())
+    if options.model == "linear":
+        out = kernels.linear_block(
+            setup,
+            backend.asarray(gc),
+            backend.asarray(missing.astype(np.float64)) if any_missing else None,
+        )
+        beta, se = backend.to_numpy(out["beta"]), backend.to_numpy(out["se"])
+        stat = beta / se
+        df = obs - (k + 1.0)
+        with np.errstate(invalid="ignore"):
+            p = 2.0 * special.stdtr(df, -np.abs(stat))
+    else:
+        beta, se, firth = _logistic(g, gc, missing, y, q, setup, options, backend, errcode)
+        stat = beta / se
+        p = 2.0 * special.ndtr(-np.abs(stat))
+    bad = errcode != "."
+    for arr in (beta, se, stat, p):
+        arr[bad] = np.nan
+    return {
+        "a1_is_ref": a1_is_ref,
+        "a1_freq": a1_freq,
+        "firth": firth if options.model == "logistic" else np.zeros(nb, dtype=bool),
+        "test": np.full(nb, "ADD", dtype=object),
+        "obs_ct": obs.astype(np.int64),
+        "beta": beta,
+        "se": se,
+        "stat": stat,
+        "p": p,
+        "errcode": errcode,
+    }
+
+
+def _logistic(
+    g: np.ndarray,
+    gc: np.ndarray,
+    missing: np.ndarray,
+    y: np.ndarray,
+    q: np.ndarray,
+    setup: Any,
+    options: GlmOptions,
+    backend: Backend,
+    errcode: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logistic fits for a block, with Firth where PLINK 2 would use it."""
+    nb = gc.shape[0]
+    observed = ~missing
+    runnable = errcode == "."
+    beta = np.full(nb, np.nan)
+    se = np.full(nb, np.nan)
+    firth = np.zeros(nb, dtype=bool)
+    # A1 dosage summed over cases and over controls (g is 0 on missing calls): a zero
+    # sum means no case (or no control) carries A1, a separation Newton cannot fit.
+    case_sum = g @ y
+    control_sum = g @ (1.0 - y)
+    zero_cell = (np.abs(case_sum) < 0.5) | (np.abs(control_sum) < 0.5)
+    if options.firth == "always":
+        use_firth = runnable.copy()
+    else:
+        ordinary = runnable & ~zero_cell
+        if ordinary.any():
+            rows = np.flatnonzero(ordinary)
+            out = kernels.logistic_block(
+                setup, backend.asarray(gc[rows]), backend.asarray(observed[rows].astype(float))
+            )
+            ok = backend.to_numpy(out["converged"]).astype(bool)
+            beta[rows] = backend.to_numpy(out["beta"])
+            se[rows] = backend.to_numpy(out["se"])
+            failed = rows[~ok]
+        else:
+            failed = np.zeros(0, dtype=np.int64)
+        use_firth = np.zeros(nb, dtype=bool)
+        use_firth[failed] = True
+        separated = runnable & zero_cell
+        if options.firth == "never":
+            errcode[separated] = "SEPARATION"
+            errcode[failed] = "LOGISTIC_CONVERGE_FAIL"
+        else:
+            use_firth |= separated
+    if options.firth != "never":
+        for j in np.flatnonzero(use_firth):
+            keep = observed[j]
+            x = np.column_stack([q[keep], gc[j, keep]])
+            coef, coef_se, ok = firth_logistic(x, y[keep])
+            if ok:
+                beta[j], se[j] = coef[-1], coef_se[-1]
+            else:
+                errcode[j] = "FIRTH_CONVERGE_FAIL"
+        firth[use_firth] = True
+    return beta, se, firth

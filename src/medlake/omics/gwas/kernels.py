@@ -1,0 +1,206 @@
+"""Per-variant regression kernels, written once against the Python array API.
+
+The same functions run on NumPy (CPU, BLAS on all cores) and on PyTorch (a CUDA GPU
+when one is present, or its CPU device in tests): every operation goes through the
+namespace ``xp`` that :func:`array_api_compat.array_namespace` returns for the inputs.
+
+Linear model (PLINK 2 ``--glm`` on a quantitative phenotype). With ``Q`` an orthonormal
+basis of the intercept and covariates on the analysed samples and ``y`` already
+residualised on ``Q`` (both done once per phenotype), a variant's regression on its
+called samples ``S`` (missing calls drop the sample, as PLINK 2 does) needs only
+``A = Q_S'Q_S = I - Q_M'Q_M``, ``b = Q_S'g``, ``Q_S'y = -Q_M'y_M`` and three sums of
+squares. The missing-sample terms ``Q_M'Q_M``, ``Q_M'y_M``, ``y_M'y_M`` are one matrix
+product of the missing-call mask with precomputed per-sample products: a low-rank
+correction of the complete-data fit, never a refit. A ``k × k`` solve per variant
+(batched) finishes the Frisch–Waugh–Lovell partial regression.
+
+Logistic model. Newton–Raphson (IRLS) on the full model ``[Q, g]`` for a whole block of
+variants at once, starting from the covariates-only fit; missing calls get weight 0.
+The covariate block of the information matrix is again one product of the weights with
+the per-sample products of ``Q``. Variants that do not converge are handed back for
+Firth regression (:mod:`medlake.omics.gwas.firth`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+Array = Any  # an array of the namespace in use (numpy.ndarray or torch.Tensor)
+
+
+def pair_products(xp: Any, q: Array) -> Array:
+    """Per-sample products ``q_i q_i'`` as ``(n, k(k+1)/2)``, upper triangle row-major."""
+    k = q.shape[1]
+    rows, cols = np.triu_indices(k)
+    return q[:, rows] * q[:, cols]
+
+
+def unpack_symmetric(xp: Any, packed: Array, k: int) -> Array:
+    """``(B, k(k+1)/2)`` upper triangles back to ``(B, k, k)`` symmetric matrices."""
+    rows, cols = np.triu_indices(k)
+    full = xp.zeros((packed.shape[0], k * k), dtype=packed.dtype, device=_device(packed))
+    full[:, rows * k + cols] = packed
+    full[:, cols * k + rows] = packed
+    return xp.reshape(full, (packed.shape[0], k, k))
+
+
+def _device(x: Array) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+@dataclass
+class LinearSetup:
+    """What the linear kernel needs once per phenotype (arrays in one namespace)."""
+
+    q: Array  # (n, k) orthonormal basis of intercept + covariates
+    y: Array  # (n,) phenotype residualised on q
+    yy: float  # y'y
+    z: Array  # (n, k(k+1)/2 + k + 1): q_i q_i', q_i y_i, y_i^2
+
+
+def linear_setup(q: Array, y: Array) -> LinearSetup:
+    """Residualise ``y`` on ``q`` and precompute the per-sample products."""
+    xp = array_namespace(q, y)
+    y_r = y - q @ (q.T @ y)
+    z = xp.concat([pair_products(xp, q), q * y_r[:, None], (y_r * y_r)[:, None]], axis=1)
+    return LinearSetup(q=q, y=y_r, yy=float(xp.sum(y_r * y_r)), z=z)
+
+
+def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[str, Array]:
+    """Linear regression of the phenotype on each variant of a block, covariates adjusted.
+
+    Parameters
+    ----------
+    setup : LinearSetup
+    g : array, (B, n)
+        A1 dosages, centred on the called samples' mean, 0 where the call is missing.
+    missing : array (B, n) of 0/1 in g's dtype, or None when no call is missing.
+
+    Returns
+    -------
+    dict
+        ``beta``, ``se``, ``obs`` (called samples) and ``ss`` (the genotype's residual sum
+        of squares after the covariates), each ``(B,)``.
+    """
+    xp = array_namespace(g)
+    q, k = setup.q, setup.q.shape[1]
+    b = g @ q  # (B, k) = Q_S'g because g is 0 on missing calls
+    gy = g @ setup.y
+    gg = xp.sum(g * g, axis=1)
+    n = q.shape[0]
+    if missing is None:
+        # A = I, Q'y = 0: the complete-data partial regression
+        gg_c = gg - xp.sum(b * b, axis=1)
+        gy_c = gy
+        yy_c = xp.full_like(gg, setup.yy)
+        obs = xp.full_like(gg, float(n))
+    else:
+        w = missing @ setup.z  # (B, ncols): sums over each variant's missing samples
+        tri = k * (k + 1) // 2
+        eye = xp.eye(k, dtype=g.dtype, device=_device(g))
+        a = eye[None, :, :] - unpack_symmetric(xp, w[:, :tri], k)
+        qy = -w[:, tri : tri + k]
+        rhs = xp.stack([b, qy], axis=2)  # (B, k, 2)
+        sol = xp.linalg.solve(a, rhs)
+        u, v = sol[:, :, 0], sol[:, :, 1]
+        gg_c = gg - xp.sum(b * u, axis=1)
+        gy_c = gy - xp.sum(b * v, axis=1)
+        yy_c = (setup.yy - w[:, -1]) - xp.sum(qy * v, axis=1)
+        obs = float(n) - xp.sum(missing, axis=1)
+    beta = gy_c / gg_c
+    rss = yy_c - beta * gy_c
+    df = obs - float(k + 1)
+    se = xp.sqrt(rss / df / gg_c)
+    return {"beta": beta, "se": se, "obs": obs, "ss": gg_c}
+
+
+@dataclass
+class LogisticSetup:
+    """What the logistic kernel needs once per phenotype."""
+
+    q: Array  # (n, k)
+    y: Array  # (n,) 0/1
+    qq: Array  # (n, k(k+1)/2) per-sample products of q
+    gamma0: Array  # (k,) covariates-only fit on all analysed samples
+
+
+def logistic_setup(q: Array, y: Array, max_iter: int = 50) -> LogisticSetup:
+    """Fit the covariates-only model once (its coefficients start every variant's fit)."""
+    xp = array_namespace(q, y)
+    k = q.shape[1]
+    gamma = xp.zeros((k,), dtype=q.dtype, device=_device(q))
+    for _ in range(max_iter):
+        mu = 1.0 / (1.0 + xp.exp(-(q @ gamma)))
+        info = q.T @ (q * (mu * (1.0 - mu))[:, None])
+        step = xp.linalg.solve(info, (q.T @ (y - mu))[:, None])[:, 0]
+        gamma = gamma + step
+        if float(xp.max(xp.abs(step))) < 1e-12:
+            break
+    return LogisticSetup(q=q, y=y, qq=pair_products(xp, q), gamma0=gamma)
+
+
+def logistic_block(
+    setup: LogisticSetup,
+    g: Array,
+    observed: Array,
+    *,
+    max_iter: int = 30,
+    tol: float = 1e-10,
+) -> dict[str, Array]:
+    """Logistic regression per variant of a block by batched Newton–Raphson.
+
+    ``g`` is ``(B, n)`` A1 dosage (0 where missing), ``observed`` ``(B, n)`` 1.0 where the
+    call is present. Returns ``beta``, ``se``, ``obs`` and ``converged`` (bool) per
+    variant; non-converged or non-finite fits are for the caller's Firth fallback.
+    """
+    xp = array_namespace(g)
+    q, y, k = setup.q, setup.y, setup.q.shape[1]
+    nb = g.shape[0]
+    gamma = xp.broadcast_to(setup.gamma0[None, :], (nb, k))
+    gamma = xp.asarray(gamma, copy=True)
+    beta = xp.zeros((nb,), dtype=g.dtype, device=_device(g))
+    converged = xp.zeros((nb,), dtype=xp.bool, device=_device(g))
+    info = None
+    for _ in range(max_iter):
+        eta = gamma @ q.T + beta[:, None] * g
+        mu = 1.0 / (1.0 + xp.exp(-eta))
+        w = mu * (1.0 - mu) * observed
+        r = (y[None, :] - mu) * observed
+        info = _information(xp, setup, g, w, k)
+        score = xp.concat([r @ q, xp.sum(r * g, axis=1)[:, None]], axis=1)
+        step = xp.linalg.solve(info, score[:, :, None])[:, :, 0]
+        step = xp.where(converged[:, None], 0.0, step)
+        gamma = gamma + step[:, :k]
+        beta = beta + step[:, k]
+        small = xp.max(xp.abs(step), axis=1) < tol * (1.0 + xp.abs(beta))
+        converged = converged | small
+        if bool(xp.all(converged | ~xp.isfinite(beta))):
+            break
+    eta = gamma @ q.T + beta[:, None] * g
+    mu = 1.0 / (1.0 + xp.exp(-eta))
+    info = _information(xp, setup, g, mu * (1.0 - mu) * observed, k)
+    # The genotype's variance is the last diagonal element of the inverse information.
+    e_last = xp.zeros((nb, k + 1, 1), dtype=g.dtype, device=_device(g))
+    e_last[:, k, 0] = 1.0
+    var = xp.linalg.solve(info, e_last)[:, k, 0]
+    se = xp.sqrt(var)
+    ok = converged & xp.isfinite(beta) & xp.isfinite(se)
+    return {"beta": beta, "se": se, "obs": xp.sum(observed, axis=1), "converged": ok}
+
+
+def _information(xp: Any, setup: LogisticSetup, g: Array, w: Array, k: int) -> Array:
+    """Fisher information ``X'WX`` of ``[Q, g]`` for every variant, ``(B, k+1, k+1)``."""
+    nb = g.shape[0]
+    cc = unpack_symmetric(xp, w @ setup.qq, k)
+    cg = (w * g) @ setup.q  # (B, k)
+    gg = xp.sum(w * g * g, axis=1)
+    top = xp.concat([cc, cg[:, :, None]], axis=2)
+    bottom = xp.concat([cg, gg[:, None]], axis=1)[:, None, :]
+    out = xp.concat([top, bottom], axis=1)
+    return xp.reshape(out, (nb, k + 1, k + 1))
