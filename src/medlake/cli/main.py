@@ -15,7 +15,7 @@ import typer
 
 from medlake import __version__
 from medlake import log as medlake_log
-from medlake.cli import audit, demo, ingest, listen, quarantine, synth, vocab, workspace
+from medlake.cli import audit, cohort, demo, ingest, listen, quarantine, synth, vocab, workspace
 from medlake.cli.render import error_console
 from medlake.errors import MedlakeError
 
@@ -57,6 +57,7 @@ app.add_typer(workspace.schema_app, name="schema")
 app.add_typer(vocab.app, name="vocab")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(audit.app, name="audit")
+app.add_typer(cohort.app, name="cohort")
 
 
 def run() -> None:
