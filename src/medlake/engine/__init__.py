@@ -7,13 +7,14 @@ runs transactions and owns logging, timing and error wrapping. Backend drivers
 lazily, so ``import medlake.engine`` stays cheap.
 """
 
-from medlake.engine.base import Engine, SupportsTransactions
+from medlake.engine.base import Engine, SupportsScratchSession, SupportsTransactions
 from medlake.engine.factory import open_engine, open_workspace_engine
 from medlake.engine.spec import ColumnSpec, TableSpec, ibis_type
 
 __all__ = [
     "ColumnSpec",
     "Engine",
+    "SupportsScratchSession",
     "SupportsTransactions",
     "TableSpec",
     "ibis_type",

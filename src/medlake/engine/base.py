@@ -75,6 +75,20 @@ class SupportsTransactions(abc.ABC):
     def _rollback(self) -> None: ...
 
 
+class SupportsScratchSession(abc.ABC):
+    """Capability mixin: a scratch SQL session for a library that runs its own SQL.
+
+    Splink (the EMPI's record linkage) generates and runs SQL itself and needs a
+    connection of the engine's own kind (a DuckDB connection, a Spark session). A
+    scratch session reads the lake's tables but creates its own (Splink's intermediate
+    tables) where the lake cannot see them, and they are gone when the block ends.
+    """
+
+    @abc.abstractmethod
+    def scratch_session(self) -> contextlib.AbstractContextManager[Any]:
+        """``with engine.scratch_session() as con:`` the backend's raw connection/session."""
+
+
 class Engine(abc.ABC):
     """The one door to the lake's storage: a thin layer over an Ibis backend.
 

@@ -32,7 +32,13 @@ import pyarrow.compute as pc
 
 from medlake.engine import Engine
 from medlake.ingest.lake_tables import lake_table
-from medlake.ingest.staging import BATCH_ID, RECORD_HASH, SOURCE_RECORD_ID, SOURCE_VERSION
+from medlake.ingest.staging import (
+    BATCH_ID,
+    RECORD_HASH,
+    SOURCE_PATIENT_ID,
+    SOURCE_RECORD_ID,
+    SOURCE_VERSION,
+)
 
 SOURCE_RECORD_TABLE = "source_record"
 
@@ -266,5 +272,11 @@ def record_versions(
             "loaded_at": pa.array([now] * count, pa.timestamp("us")),
             "record_sha256": written.column(RECORD_HASH),
             "superseded_at": pa.nulls(count, pa.timestamp("us")),
+            # The patient the row is about: the EMPI moves exactly these rows on a split.
+            "source_patient_id": (
+                written.column(SOURCE_PATIENT_ID)
+                if SOURCE_PATIENT_ID in written.column_names
+                else pa.nulls(count, pa.string())
+            ),
         }
     )

@@ -116,6 +116,14 @@ SOURCE_RECORD = TableSpec(
             description="normalised record content: same version, same hash, nothing to do",
         ),
         ColumnSpec("superseded_at", "datetime", description="when a newer version replaced it"),
+        ColumnSpec(
+            "source_patient_id",
+            SOURCE_ID,
+            description=(
+                "the source patient the row is about (same source system), so the EMPI "
+                "can move exactly that patient's rows when it splits a person"
+            ),
+        ),
     ),
 )
 

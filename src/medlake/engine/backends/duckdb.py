@@ -14,6 +14,7 @@ here on the DuckDB connection, with SQL that Ibis compiles.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,14 +28,14 @@ import pyarrow as pa
 import sqlglot
 import sqlglot.expressions as sge
 
-from medlake.engine.base import Engine, SupportsCheckpoint, SupportsTransactions
+from medlake.engine.base import Engine, SupportsCheckpoint, SupportsScratchSession, SupportsTransactions
 from medlake.engine.ddl import table_ref
 from medlake.errors import EngineError
 
 MEMORY = ":memory:"
 
 
-class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint):
+class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint, SupportsScratchSession):
     """The lake in a DuckDB database file (or in memory, for tests).
 
     ``threads`` and ``memory_limit`` (e.g. ``"8GB"``) are passed to DuckDB; unset, it
@@ -142,6 +143,34 @@ class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint):
             cursor.close()
             raise
         return _reader_then_close(reader, cursor)
+
+    # ------------------------------------------------------------------ scratch
+
+    @contextlib.contextmanager
+    def scratch_session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor whose default catalog is a fresh in-memory database.
+
+        Tables it creates (Splink's) live in memory and vanish with it; the lake's
+        tables stay readable under the lake's catalog name (``lake_catalog``).
+        """
+        scratch = f"scratch_{uuid.uuid4().hex[:12]}"
+        cursor = self._con.cursor()
+        try:
+            cursor.execute(f"ATTACH ':memory:' AS {scratch}")
+            cursor.execute(f"USE {scratch}")
+            yield cursor
+        finally:
+            try:
+                cursor.execute(f"USE {self.lake_catalog}")
+                cursor.execute(f"DETACH {scratch}")
+            finally:
+                cursor.close()
+
+    @property
+    def lake_catalog(self) -> str:
+        """The DuckDB catalog (database) name the lake's tables live in."""
+        ((name,),) = self._con.execute("SELECT current_database()").fetchall()
+        return str(name)
 
     # ------------------------------------------------------------------ transactions
 
