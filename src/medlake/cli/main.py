@@ -15,7 +15,18 @@ import typer
 
 from medlake import __version__
 from medlake import log as medlake_log
-from medlake.cli import audit, cohort, demo, ingest, listen, quarantine, synth, vocab, workspace
+from medlake.cli import (
+    audit,
+    cohort,
+    demo,
+    gwas,
+    ingest,
+    listen,
+    quarantine,
+    synth,
+    vocab,
+    workspace,
+)
 from medlake.cli.render import error_console
 from medlake.errors import MedlakeError
 
@@ -53,6 +64,7 @@ synth.register(app)
 demo.register(app)
 listen.register(app)
 ingest.register(app)
+gwas.register(app)
 app.add_typer(workspace.schema_app, name="schema")
 app.add_typer(vocab.app, name="vocab")
 app.add_typer(quarantine.app, name="quarantine")

@@ -164,7 +164,8 @@ def run_glm(
             continue
         rows = np.flatnonzero(keep_v)
         block_calls = calls[rows] if rows.size != calls.shape[0] else calls
-        result = _associate_block(block_calls, founders, index, y, q, setup, options, backend)
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant genotypes: NaN
+            result = _associate_block(block_calls, founders, index, y, q, setup, options, backend)
         meta = variants.take(start + rows)
         a1 = np.where(result.pop("a1_is_ref"), meta.ref, meta.alt)
         yield pa.RecordBatch.from_pydict(
