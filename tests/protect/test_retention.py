@@ -108,5 +108,5 @@ def test_the_newest_backup_and_clock_errors_are_always_kept() -> None:
 
 @pytest.mark.parametrize("bad", ["7", "d7", "7 days", "-1y", ""])
 def test_spans_that_are_not_spans_are_refused_by_name(bad: str) -> None:
-    with pytest.raises(ConfigError, match="backup.keep_daily"):
+    with pytest.raises(ConfigError, match=r"backup\.keep_daily"):
         parse_span(bad, setting="backup.keep_daily")
