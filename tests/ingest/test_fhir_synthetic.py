@@ -76,7 +76,7 @@ def staged_ids(read: Read, resource_type: str) -> list[str]:
         return read.patients().column("_source_patient_id").to_pylist()
     ids = []
     for table in ("visit_occurrence", "condition_occurrence", "drug_exposure", "measurement",
-                  "observation", "procedure_occurrence", "specimen"):  # fmt: skip
+                  "observation", "procedure_occurrence", "specimen", "note"):  # fmt: skip
         rows = read.table(table)
         if rows is not None:
             ids += [i.split("#")[0].removeprefix(f"{resource_type}/")

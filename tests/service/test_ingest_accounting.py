@@ -48,6 +48,7 @@ FHIR_TABLES = {
     "Observation": ("measurement", True),
     "Procedure": ("procedure_occurrence", True),
     "Specimen": ("specimen", True),
+    "DocumentReference": ("note", True),
 }
 CHECKED_DEFECTS = ("bad_date", "missing_required_field")
 

@@ -134,7 +134,8 @@ def test_fhir_resources_have_required_fields_and_references_resolve(hospital: Pa
     manifest = json.loads((hospital / "emr" / "manifest.json").read_text())
     types = {entry["type"]: entry["count"] for entry in manifest["output"]}
     assert set(types) == {"Patient", "Encounter", "Condition", "MedicationRequest",
-                          "Observation", "Procedure", "Specimen"}  # fmt: skip
+                          "Observation", "Procedure", "Specimen",
+                          "DocumentReference"}  # fmt: skip
     resources = {t: ndjson(hospital, t) for t in types}
     assert {t: len(rows) for t, rows in resources.items()} == types
     ids = {t: {r["id"] for r in rows} for t, rows in resources.items()}
@@ -142,7 +143,8 @@ def test_fhir_resources_have_required_fields_and_references_resolve(hospital: Pa
                 "MedicationRequest": ("status", "intent", "medicationCodeableConcept", "subject"),
                 "Observation": ("status", "code", "subject"),
                 "Procedure": ("status", "subject", "code"), "Specimen": ("subject", "type"),
-                "Patient": ("identifier", "name")}  # fmt: skip
+                "Patient": ("identifier", "name"),
+                "DocumentReference": ("status", "subject", "content")}  # fmt: skip
     for resource_type, rows in resources.items():
         for resource in rows:
             assert resource["resourceType"] == resource_type

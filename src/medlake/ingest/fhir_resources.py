@@ -27,6 +27,8 @@ DiagnosticReport          observation           the report as an event; its numb
                                                 are in the Observations it references
 AllergyIntolerance        observation           the substance code; criticality as
                                                 qualifier
+DocumentReference         note                  inline attachment text; type code ->
+                                                note class; context.encounter -> visit
 ========================  ====================  ======================================
 
 Record ids: a visit's ``_source_record_id`` is the Encounter id (what other resources'
@@ -36,6 +38,8 @@ types that share a table never collide, with ``#component[i]`` for component row
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +60,8 @@ LAB = 32856
 GENDERS: dict[str, int] = {"male": 8507, "female": 8532, "other": 8551, "unknown": 8551}
 VISIT_CLASSES: dict[str, int] = {"AMB": 9202, "IMP": 9201, "ACUTE": 9201, "NONAC": 9201,
                                  "EMER": 9203}  # fmt: skip
+#: OMOP's "UTF-8" encoding concept: note text is stored as Unicode whatever it arrived in.
+UTF8_ENCODING = 32678
 MEASUREMENT_CATEGORIES = frozenset({"laboratory", "vital-signs"})
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 _HEAD = (SOURCE_RECORD_ID, SOURCE_VERSION, RECORD_HASH, SOURCE_PATIENT_ID)
@@ -92,6 +98,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                     "observation_source_value", "_observation_vocabulary",
                     "unit_source_value", "_unit_vocabulary", "value_source_value",
                     "_value_vocabulary", "qualifier_source_value"),
+    "note": (*_EVENT, "note_date", "note_datetime", "note_title", "note_text",
+             "note_source_value", "_note_vocabulary", "encoding_concept_id",
+             "language_concept_id"),
     "specimen": (*_HEAD, "specimen_type_concept_id", "specimen_date", "specimen_datetime",
                  "quantity", "specimen_source_id", "specimen_source_value",
                  "_specimen_vocabulary", "unit_source_value", "_unit_vocabulary",
@@ -449,6 +458,50 @@ def allergy_intolerance(r: dict[str, Any], rec: Record, out: StagedRows) -> None
         None, None, None, v.text(r.get("criticality"))))  # fmt: skip
 
 
+def document_reference(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
+    """A clinical document (discharge summary, progress note) as a ``note`` row.
+
+    The text is the first ``text/plain`` (else the first) attachment's ``data``
+    (base64, decoded as UTF-8 or the attachment's ``charset``); a document whose text is
+    only behind a ``url`` is refused, since medlake fetches nothing at ingest.
+    ``entered-in-error`` documents are refused with that reason.
+    """
+    if r.get("status") == "entered-in-error":
+        raise v.Reject("document is entered-in-error", "DocumentReference.status")
+    person = _patient_of(r, "DocumentReference", rec)
+    context = r.get("context") if type(r.get("context")) is dict else {}
+    encounters = context.get("encounter") or ()
+    visit = (v.local_id(encounters[0], "Encounter", "DocumentReference.context.encounter[0]",
+                        rec.urls) if encounters else None)  # fmt: skip
+    when, when_at = v.first_when(r, "DocumentReference", (("date", None),),
+                                 "DocumentReference.date")  # fmt: skip
+    code, vocabulary = v.optional_code(r.get("type"))
+    text = _attachment_text(r.get("content"))
+    title = v.text(r.get("description")) or v.text((r.get("type") or {}).get("text"))
+    out.rows["note"].append((*_head("DocumentReference", rec, person, visit), when, when_at,
+                             title, text, code, vocabulary, UTF8_ENCODING, 0))  # fmt: skip
+
+
+def _attachment_text(content: object) -> str:
+    attachments = [part.get("attachment") for part in content or ()
+                   if type(part) is dict and type(part.get("attachment")) is dict]  # fmt: skip
+    if not attachments:
+        raise v.Reject("no attachment with the document's text", "DocumentReference.content")
+    plain = [a for a in attachments if str(a.get("contentType", "")).startswith("text/plain")]
+    attachment = (plain or attachments)[0]
+    data = attachment.get("data")
+    if type(data) is not str or not data:
+        raise v.Reject("attachment has no inline data (only data is read, never a url)",
+                       "DocumentReference.content[0].attachment.data")  # fmt: skip
+    content_type = str(attachment.get("contentType", ""))
+    charset = content_type.partition("charset=")[2].strip() or "utf-8"
+    try:
+        return base64.b64decode(data, validate=True).decode(charset)
+    except (binascii.Error, ValueError, LookupError) as error:
+        raise v.Reject(f"attachment data cannot be decoded: {error}",
+                       "DocumentReference.content[0].attachment.data") from None  # fmt: skip
+
+
 Mapper = Callable[[dict[str, Any], Record, StagedRows], None]
 #: Resource types medlake maps; every other type is counted as skipped.
 MAPPERS: dict[str, Mapper] = {
@@ -463,4 +516,5 @@ MAPPERS: dict[str, Mapper] = {
     "Specimen": specimen,
     "DiagnosticReport": diagnostic_report,
     "AllergyIntolerance": allergy_intolerance,
+    "DocumentReference": document_reference,
 }

@@ -121,6 +121,8 @@ CONCEPT_SLOTS: dict[str, tuple[ConceptSlot, ...]] = {
         _slot("anatomic_site", source_concept=False),
     ),
     "death": (_slot("cause"),),
+    # A document's type code (LOINC document ontology) is its note class.
+    "note": (ConceptSlot("note_source_value", "_note_vocabulary", "note_class_concept_id"),),
 }
 
 # Tables a reader may stage rows for, with the column the writer derives as row id.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medlake.synth import genetics, his, truth
+from medlake.synth import genetics, his, notes, truth
 from medlake.synth.care import CarePlanner, Visit
 from medlake.synth.clinical import apply_clinical_draws, draw_diseases, draw_physiology
 from medlake.synth.dates import year_of
@@ -124,8 +124,12 @@ class _PersonExporter:
             recorded: dict[str, set[str]] = {rec.patient_id: set() for rec in records}
             for visit, record in zip(visits, assigned, strict=True):
                 reference = f"Patient/{fhir_ids[record.patient_id]}"
-                self.emr.encounter(reference, record.patient_id, visit,
-                                   recorded[record.patient_id], person.conditions)  # fmt: skip
+                encounter_id = self.emr.encounter(
+                    reference, record.patient_id, visit, recorded[record.patient_id],
+                    person.conditions)  # fmt: skip
+                note = notes.note_for(record, visit, encounter_id, reference)
+                if note is not None:
+                    notes.write_note(self.out, *note)
             written += records
         return written
 

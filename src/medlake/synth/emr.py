@@ -34,7 +34,7 @@ from medlake.synth.labs import LabValue
 from medlake.synth.lis import flag_for, reference_range
 
 RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "MedicationRequest", "Observation",
-                  "Procedure", "Specimen")  # fmt: skip
+                  "Procedure", "Specimen", "DocumentReference")  # fmt: skip
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD9CM = "http://hl7.org/fhir/sid/icd-9-cm"
 LOINC = "http://loinc.org"
@@ -133,8 +133,11 @@ class EmrWriter:
         self._write(resource, defects)
 
     def encounter(self, patient_ref: str, mrn: str, visit: Visit, recorded: set[str],
-                  onsets: dict[str, int]) -> None:  # fmt: skip
-        """The Encounter and everything recorded at it; ``recorded``: codes already listed."""
+                  onsets: dict[str, int]) -> str:  # fmt: skip
+        """The Encounter and everything recorded at it; ``recorded``: codes already listed.
+
+        Returns the Encounter's id (notes written at the visit refer to it).
+        """
         r = self.r
         encounter_id = self._new_id()
         _, _, act_code, act_display = VISIT_KINDS[visit.kind]
@@ -181,6 +184,7 @@ class EmrWriter:
         for order in visit.orders:
             if order.panel in EMR_KEY_PANELS:
                 self._lab_order(subject, encounter_ref, order)
+        return encounter_id
 
     def _condition(self, subject: dict[str, str], encounter_ref: dict[str, str], code: str,
                    visit: Visit, onset: int | None) -> None:  # fmt: skip

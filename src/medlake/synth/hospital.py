@@ -33,6 +33,7 @@ from medlake.synth.defects import DEFECT_RATES
 from medlake.synth.emr import RESOURCE_TYPES, path_of
 from medlake.synth.exports import ChunkResult, file_encoding
 from medlake.synth.identity import DUPLICATE_RATE, NOISE, PRESENCE
+from medlake.synth.notes import NOTE_PHI
 from medlake.synth.readme import README_TEXT
 
 GENERATOR_VERSION = "1.0"
@@ -91,6 +92,8 @@ class _OutputTree:
         for resource_type in RESOURCE_TYPES:
             self._handle(path_of(resource_type))
             self.records[path_of(resource_type)] = 0
+        self._handle(NOTE_PHI)
+        self.records[NOTE_PHI] = 0
         self._header_lines = dict.fromkeys(headers, 1)
 
     def _handle(self, path: str) -> IO[bytes]:

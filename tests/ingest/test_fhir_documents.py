@@ -1,0 +1,71 @@
+"""FHIR DocumentReference -> OMOP ``note``: inline text, charsets, refusals with reasons."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+
+import orjson
+
+from medlake.ingest.fhir import FhirReader
+from medlake.ingest.staging import SourceContext
+
+TEXT = "出院小结\n患者王先生，2024年3月5日入院。"
+
+
+def document(doc_id: str, **overrides: object) -> dict:
+    resource = {
+        "resourceType": "DocumentReference", "id": doc_id, "status": "current",
+        "subject": {"reference": "Patient/p1"}, "date": "2024-03-09T10:00:00+08:00",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}],
+                 "text": "出院小结"},
+        "context": {"encounter": [{"reference": "Encounter/e1"}]},
+        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+                                    "data": base64.b64encode(TEXT.encode()).decode()}}],
+    }  # fmt: skip
+    resource.update(overrides)
+    return resource
+
+
+def read(tmp_path: Path, resources: list[dict]) -> tuple[list[dict], list]:
+    path = tmp_path / "DocumentReference.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    context = SourceContext("emr", "batch-1", path, path.name, dt.datetime(2026, 1, 1))
+    chunks = list(FhirReader(1000).read(context))
+    rows = [row for c in chunks for t in c.tables.get("note", []) for row in t.to_pylist()]
+    return rows, [q for c in chunks for q in c.quarantine]
+
+
+def test_document_text_title_type_visit_and_date_are_staged(tmp_path: Path) -> None:
+    rows, quarantined = read(tmp_path, [document("d1")])
+    assert quarantined == []
+    [row] = rows
+    assert row["note_text"] == TEXT
+    assert row["note_title"] == "出院小结"
+    assert row["note_source_value"] == "18842-5"
+    assert row["_source_visit_id"] == "e1"
+    assert row["_source_patient_id"] == "p1"
+    assert row["note_date"] == dt.date(2024, 3, 9)
+    assert row["_source_record_id"] == "DocumentReference/d1"
+
+
+def test_text_in_another_charset_is_decoded(tmp_path: Path) -> None:
+    gb = {"contentType": "text/plain; charset=gb18030",
+          "data": base64.b64encode(TEXT.encode("gb18030")).decode()}  # fmt: skip
+    rows, _ = read(tmp_path, [document("d2", content=[{"attachment": gb}])])
+    assert rows[0]["note_text"] == TEXT
+
+
+def test_refusals_name_the_field_and_keep_the_good_documents(tmp_path: Path) -> None:
+    url_only = document("d3", content=[{"attachment": {"url": "https://example.org/x"}}])
+    bad_base64 = document("d4", content=[{"attachment": {"data": "%%%"}}])
+    in_error = document("d5", status="entered-in-error")
+    rows, quarantined = read(tmp_path, [url_only, document("ok"), bad_base64, in_error])
+    assert [r["_source_record_id"] for r in rows] == ["DocumentReference/ok"]
+    reasons = {q.location: (q.field, q.reason) for q in quarantined}
+    assert reasons["DocumentReference.ndjson:1"][0].endswith("attachment.data")
+    assert "never a url" in reasons["DocumentReference.ndjson:1"][1]
+    assert "cannot be decoded" in reasons["DocumentReference.ndjson:3"][1]
+    assert reasons["DocumentReference.ndjson:4"] == (
+        "DocumentReference.status", "document is entered-in-error")
