@@ -81,3 +81,9 @@ class WorkspaceFrozenError(MedlakeError):
     """The ransomware watch froze the workspace read-only; writes wait for ``watch clear``."""
 
     exit_code = 77  # EX_NOPERM
+
+
+class BackupError(MedlakeError):
+    """A backup, restore or repository check could not be done; says why in one line."""
+
+    exit_code = 74  # EX_IOERR

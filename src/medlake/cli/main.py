@@ -17,11 +17,13 @@ from medlake import __version__
 from medlake import log as medlake_log
 from medlake.cli import (
     audit,
+    backup,
     cohort,
     demo,
     gwas,
     ingest,
     listen,
+    mirror,
     quarantine,
     synth,
     vocab,
@@ -68,6 +70,8 @@ gwas.register(app)
 app.add_typer(workspace.schema_app, name="schema")
 app.add_typer(vocab.app, name="vocab")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(mirror.app, name="mirror")
+app.add_typer(backup.app, name="backup")
 app.add_typer(audit.app, name="audit")
 app.add_typer(cohort.app, name="cohort")
 
