@@ -19,7 +19,10 @@ from medlake.cli import (
     audit,
     backup,
     cohort,
+    de,
+    deid,
     demo,
+    empi,
     gwas,
     ingest,
     listen,
@@ -67,6 +70,7 @@ demo.register(app)
 listen.register(app)
 ingest.register(app)
 gwas.register(app)
+de.register(app)
 app.add_typer(workspace.schema_app, name="schema")
 app.add_typer(vocab.app, name="vocab")
 app.add_typer(quarantine.app, name="quarantine")
@@ -74,6 +78,8 @@ app.add_typer(mirror.app, name="mirror")
 app.add_typer(backup.app, name="backup")
 app.add_typer(audit.app, name="audit")
 app.add_typer(cohort.app, name="cohort")
+app.add_typer(deid.app, name="deid")
+app.add_typer(empi.app, name="empi")
 
 
 def run() -> None:
