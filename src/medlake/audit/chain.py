@@ -25,10 +25,12 @@ import getpass
 import hashlib
 import json
 import os
+import random
 import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +51,7 @@ ZERO_HASH = "0" * 64
 OUTCOMES = ("ok", "denied", "failed")
 _HASH_DOMAIN = "medlake-audit-v1\n"
 _HEAD_KEY = "main"
-_RETRIES = 20
+_RETRIES = 200
 # Writers in this process take turns; other connections are kept out by audit_head.
 _LOCK = threading.Lock()
 
@@ -195,7 +197,8 @@ def append_event(
                 if not _is_conflict(error) or attempt == _RETRIES - 1:
                     raise
                 logger.debug("audit append met another writer; retrying (%s)", attempt + 1)
-                time.sleep(0.005 * (attempt + 1))
+                # Random back-off, so racing writers do not meet again in step.
+                time.sleep(random.uniform(0.001, 0.004) * min(attempt + 1, 10))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -216,10 +219,15 @@ def chain_head(engine: Engine) -> tuple[int, str]:
 
 
 def _append(engine: Engine, draft: AuditEvent, *, guarded: bool) -> int:
-    if guarded:
-        # Claim the head first: a second writer holding an older head conflicts here.
-        _claim_head(engine)
-    last_id, last_hash = chain_head(engine)
+    if guarded and _has_head_table(engine):
+        # Claim the head row first: a second writer holding it conflicts right here.
+        engine.run_sql(
+            sge.update(HEAD_TABLE, {"chain": sge.convert(_HEAD_KEY)}, where=_head_predicate())
+        )
+        last_id, last_hash = _read_head_row(engine)
+    else:
+        guarded = False
+        last_id, last_hash = chain_head(engine)
     event = AuditEvent(
         **{**draft.__dict__, "event_id": last_id + 1, "prev_hash": last_hash, "event_hash": ""}
     )
@@ -230,26 +238,42 @@ def _append(engine: Engine, draft: AuditEvent, *, guarded: bool) -> int:
     return event.event_id
 
 
-def _claim_head(engine: Engine) -> None:
+# Engines whose lake is known to have the head row (it is made once, then only updated).
+_HEAD_READY: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _has_head_table(engine: Engine) -> bool:
+    if engine in _HEAD_READY:
+        return True
     if not engine.has_table(HEAD_TABLE):
-        return  # a lake from before audit_head: single writer, as on Spark
+        return False  # a lake from before audit_head: single writer, as on Spark
     heads = engine.table(HEAD_TABLE)
     if engine.count(heads.filter(heads.chain == _HEAD_KEY)) == 0:
+        # First append, or a lake that had events before the table: start from the trail.
+        event_id, event_hash_ = chain_head(engine)
         engine.load_arrow(
             HEAD_TABLE,
             pa.table(
                 {
                     "chain": [_HEAD_KEY],
-                    "event_id": [0],
-                    "event_hash": [ZERO_HASH],
+                    "event_id": [event_id],
+                    "event_hash": [event_hash_],
                     "updated_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
                 }
             ),
         )
-    # Touch the row now, so a concurrent writer conflicts before it reads the head.
-    engine.run_sql(
-        sge.update(HEAD_TABLE, {"chain": sge.convert(_HEAD_KEY)}, where=_head_predicate())
-    )
+    _HEAD_READY.add(engine)
+    return True
+
+
+def _read_head_row(engine: Engine) -> tuple[int, str]:
+    query = sge.select("event_id", "event_hash").from_(HEAD_TABLE).where(_head_predicate())
+    rows = engine.run_sql(query)
+    assert rows is not None
+    if rows.num_rows != 1:
+        raise EngineError(f"{HEAD_TABLE} must hold one row for the chain, not {rows.num_rows}")
+    row = rows.to_pylist()[0]
+    return int(row["event_id"]), str(row["event_hash"])
 
 
 def _set_head(engine: Engine, event: AuditEvent) -> None:

@@ -101,7 +101,7 @@ def verify_events(
         if times > 1:
             found(INSERTED, event_id, f"event id {event_id} is stored {times} times")
     _check_links(events, found)
-    anchor_count = _check_anchors(events, anchors, head, found)
+    anchor_count = _check_anchors(events, anchors, head, found, bool(findings))
     last = events[-1] if events else None
     return VerifyResult(
         events=len(events),
@@ -127,28 +127,21 @@ def _check_links(events: Sequence[AuditEvent], found) -> None:  # type: ignore[n
         if before is not None and event.prev_hash == ZERO_HASH:
             found(INSERTED, eid, f"event {eid} starts a chain of its own: inserted")
         elif target is not None and target > index:
-            found(
-                REORDERED,
-                eid,
-                f"event {eid} follows event {events[target].event_id} in the chain "
-                "but is stored before it: reordered",
-            )
+            later = events[target].event_id
+            message = f"event {eid} follows event {later} in the chain but is stored before it"
+            found(REORDERED, eid, f"{message}: reordered")
+            found(REORDERED, later, f"{message}: reordered")
         elif target is not None:
-            skipped = events[target + 1 : index]
-            for other in skipped:
+            # Events stored between this one and its predecessor: those no event links
+            # to were inserted; the others are out of place, named where their own
+            # successor points forward to them.
+            for other in events[target + 1 : index]:
                 if other.event_hash not in referenced:
                     found(
                         INSERTED,
                         other.event_id,
                         f"event {other.event_id} is not linked into the chain: inserted",
                     )
-            if all(other.event_hash in referenced for other in skipped):
-                found(
-                    REORDERED,
-                    eid,
-                    f"event {eid} follows event {events[target].event_id} in the chain "
-                    "but other events are stored between them: reordered",
-                )
         elif before is None:
             found(DELETED, eid, f"events before {eid} are missing: deleted")
         elif eid - before.event_id > 1:
@@ -167,7 +160,7 @@ def _check_links(events: Sequence[AuditEvent], found) -> None:  # type: ignore[n
 
 
 def _check_anchors(  # type: ignore[no-untyped-def]
-    events: Sequence[AuditEvent], anchors: Iterable[Anchor], head, found
+    events: Sequence[AuditEvent], anchors: Iterable[Anchor], head, found, explained: bool
 ) -> int:
     by_id: dict[int, str] = {}
     for event in events:
@@ -178,7 +171,14 @@ def _check_anchors(  # type: ignore[no-untyped-def]
     count = len(marks)
     if head is not None and head[0] > 0:
         marks.append((head[0], head[1], HEAD_TABLE))
+    hashes = {event.event_hash: event.event_id for event in events}
     for event_id, hash_, where in marks:
+        if hash_ in hashes:
+            # The anchored event is still there; a shifted id is the work of an insertion
+            # or deletion before it, which the links have named.
+            if hashes[hash_] != event_id and not explained:
+                found(REORDERED, hashes[hash_], f"{where} has this event as {event_id}")
+            continue
         if event_id not in by_id:
             if event_id > last_id:
                 found(
