@@ -89,6 +89,25 @@ class WatchSection(_Section):
     )
 
 
+class PrivacySection(_Section):
+    """De-identification (``medlake.privacy``): small cells, k, date shifts, generalization."""
+
+    small_cell_threshold: int = Field(
+        default=5, ge=1, description="counts from 1 to this minus 1 show as '<N'"
+    )
+    k: int = Field(default=5, ge=1, description="k-anonymity of extracts over quasi-identifiers")
+    date_shift_max_days: int = Field(
+        default=365, ge=1, description="each person's dates move by 1 to this many days"
+    )
+    age_band_width: int = Field(default=5, ge=1)
+    top_age: int = Field(default=90, ge=1, description="ages from here up pool into one band")
+    birth_year_band: int = Field(default=5, ge=1, description="1 keeps the year")
+    region_digits: int = Field(default=2, ge=0, description="leading characters of region codes")
+    secret_file: str = Field(
+        default="secrets/pseudonym.key", description="the workspace's pseudonym secret"
+    )
+
+
 class AuditSection(_Section):
     """Anchoring the audit chain's head outside the lake (``medlake.audit``)."""
 
@@ -121,6 +140,7 @@ class Settings(_Section):
     mirror: MirrorSection = MirrorSection()
     backup: BackupSection = BackupSection()
     watch: WatchSection = WatchSection()
+    privacy: PrivacySection = PrivacySection()
 
 
 def read_settings(path: Path) -> Settings:
