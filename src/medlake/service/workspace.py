@@ -29,6 +29,7 @@ from medlake.config import (
 from medlake.engine import Engine, TableSpec, open_workspace_engine
 from medlake.errors import SchemaVersionError, UsageError, WorkspaceExistsError
 from medlake.log import get_logger
+from medlake.privacy import read_or_create_key
 from medlake.schema import ALL_TABLES, SCHEMA_VERSION, table_spec
 from medlake.schema.migrations import Migration, pending_migrations
 from medlake.vocab import load_demo_vocabulary
@@ -66,12 +67,20 @@ def init_workspace(
     for folder in workspace.data_dirs():
         folder.mkdir(parents=True, exist_ok=True)
     write_settings(workspace.settings_file, settings)
+    pseudonym_secret(workspace)
     with open_workspace_engine(workspace) as engine:
         upgrade_schema_on(engine)
         if demo_vocabulary:
             load_demo_vocabulary(engine)
     logger.info("initialized workspace %s", directory)
     return workspace
+
+
+def pseudonym_secret(workspace: Workspace) -> bytes:
+    """The workspace's pseudonym secret (``privacy.secret_file``), created with mode 0600
+    on first use, so workspaces made before it existed get one too."""
+    path = Path(workspace.settings.privacy.secret_file)
+    return read_or_create_key(path if path.is_absolute() else workspace.root / path)
 
 
 def current_schema_version(engine: Engine) -> int | None:
