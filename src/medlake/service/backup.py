@@ -84,7 +84,8 @@ def fingerprint_differences(
 # ---------------------------------------------------------------------- repository
 
 
-def _repository(workspace: Workspace, passphrase_file: Path | None = None) -> BorgRepository:
+def repository_of(workspace: Workspace, passphrase_file: Path | None = None) -> BorgRepository:
+    """The workspace's Borg repository, with its passphrase read from its file."""
     settings = workspace.settings.backup
     file = passphrase_file or _resolve(workspace, settings.passphrase_file)
     try:
@@ -118,7 +119,7 @@ def init_backups(workspace_dir: Path | Workspace | None) -> BackupInit:
         file.parent.mkdir(parents=True, exist_ok=True)
         with os.fdopen(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
-    repo = _repository(workspace)
+    repo = repository_of(workspace)
     if repo.exists():
         return BackupInit(repo.location, file, created=False)
     if "://" not in repo.location:
@@ -163,7 +164,7 @@ def run_backup(
 ) -> BackupRun:
     """Take one backup of the whole workspace; ``at`` (naive UTC) names it (default now)."""
     workspace = _workspace(workspace_dir)
-    repo = _repository(workspace)
+    repo = repository_of(workspace)
     when = (at or dt.datetime.now(dt.UTC).replace(tzinfo=None)).replace(microsecond=0)
     name = archive_name(ARCHIVE_PREFIX, when)
     started = time.perf_counter()
@@ -201,7 +202,7 @@ def run_backup(
 
 def list_backups(workspace_dir: Path | Workspace | None) -> list[Archive]:
     """The archives in the repository, oldest first."""
-    return _repository(_workspace(workspace_dir)).archives()
+    return repository_of(_workspace(workspace_dir)).archives()
 
 
 # ---------------------------------------------------------------------- prune, check
@@ -230,7 +231,7 @@ def prune_backups(
     """Delete the archives the retention policy does not keep (all of them, or none: dry run)."""
     workspace = _workspace(workspace_dir)
     refuse_if_frozen(workspace)
-    repo = _repository(workspace)
+    repo = repository_of(workspace)
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     archives = repo.archives()
     keep = snapshots_to_keep([a.time for a in archives], now, retention_policy(workspace))
@@ -262,7 +263,7 @@ def check_backups(
 ) -> CheckResult:
     """``borg check`` of the repository and its archives (``verify_data`` reads every chunk)."""
     workspace = _workspace(workspace_dir)
-    repo = _repository(workspace)
+    repo = repository_of(workspace)
     healthy, messages = repo.check(verify_data=verify_data)
     archives = len(repo.archives()) if healthy else 0
     with open_lake(workspace) as engine:
@@ -309,7 +310,7 @@ def restore_backup(
         base = Path(tempfile.mkdtemp(prefix="medlake-borg-"))
         repo = BorgRepository(repository, passphrase_file.read_text("utf-8").strip(), base)
     else:
-        repo = _repository(_workspace(workspace_dir), passphrase_file)
+        repo = repository_of(_workspace(workspace_dir), passphrase_file)
     archives = repo.archives()
     if not archives:
         raise BackupError(f"the repository {repo.location} holds no backup")
