@@ -84,8 +84,8 @@ def select_backend(name: BackendName = "auto", device: str | None = None) -> Bac
     ``auto``: torch on a CUDA GPU when one is present, NumPy otherwise."""
     if name not in ("auto", "numpy", "torch"):
         raise UsageError(f"backend must be auto, numpy or torch, got {name!r}")
-    if name == "numpy":
-        return Backend("numpy", "cpu")
+    if name == "numpy" or (name == "auto" and not _nvidia_device_present()):
+        return Backend("numpy", "cpu")  # no GPU: skip importing torch (seconds)
     try:
         import torch
     except ImportError as error:
@@ -96,6 +96,13 @@ def select_backend(name: BackendName = "auto", device: str | None = None) -> Bac
     if name == "auto" and not cuda:
         return Backend("numpy", "cpu")
     return Backend("torch", device or ("cuda" if cuda else "cpu"), torch)
+
+
+def _nvidia_device_present() -> bool:
+    """A cheap look for an NVIDIA GPU (driver files) before importing PyTorch."""
+    from pathlib import Path
+
+    return Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidia0").exists()
 
 
 @dataclass(frozen=True)
