@@ -235,3 +235,11 @@ def open_workspace(directory: str | Path | None = None) -> Workspace:
             f"create one with 'medlake init {root}' or pass --workspace"
         )
     return Workspace(root=root, settings=read_settings(settings_file))
+
+
+def as_workspace(value: str | Path | Workspace | None) -> Workspace:
+    """``value`` when it is an open :class:`Workspace`, else :func:`open_workspace` of it.
+
+    Service functions take either, so the CLI passes a folder and the server its open one.
+    """
+    return value if isinstance(value, Workspace) else open_workspace(value)

@@ -83,6 +83,18 @@ class WorkspaceFrozenError(MedlakeError):
     exit_code = 77  # EX_NOPERM
 
 
+class AccessDeniedError(MedlakeError):
+    """The user's role or project membership does not allow the action; says which."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class AuthenticationError(MedlakeError):
+    """No known, enabled user (or a bad token) for the call."""
+
+    exit_code = 77  # EX_NOPERM
+
+
 class BackupError(MedlakeError):
     """A backup, restore or repository check could not be done; says why in one line."""
 

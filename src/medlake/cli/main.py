@@ -16,6 +16,7 @@ import typer
 from medlake import __version__
 from medlake import log as medlake_log
 from medlake.cli import (
+    access,
     audit,
     backup,
     cohort,
@@ -79,6 +80,8 @@ app.add_typer(backup.app, name="backup")
 app.add_typer(audit.app, name="audit")
 app.add_typer(cohort.app, name="cohort")
 app.add_typer(deid.app, name="deid")
+app.add_typer(access.user_app, name="user")
+app.add_typer(access.project_app, name="project")
 app.add_typer(empi.app, name="empi")
 
 

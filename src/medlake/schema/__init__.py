@@ -12,6 +12,7 @@ system, derived, metadata), ``vocabulary``, ``results`` (cohorts), ``medlake``
 from __future__ import annotations
 
 from medlake.engine import TableSpec
+from medlake.schema.access_tables import ACCESS_TABLES
 from medlake.schema.empi_tables import EMPI_TABLES
 from medlake.schema.governance_tables import GOVERNANCE_TABLES
 from medlake.schema.medlake_tables import MEDLAKE_TABLES
@@ -22,7 +23,7 @@ SCHEMA_VERSION: int = 1
 
 #: Every table, OMOP first (in the field list's order), then medlake's.
 ALL_TABLES: tuple[TableSpec, ...] = (
-    OMOP_TABLES + MEDLAKE_TABLES + EMPI_TABLES + GOVERNANCE_TABLES
+    OMOP_TABLES + MEDLAKE_TABLES + EMPI_TABLES + GOVERNANCE_TABLES + ACCESS_TABLES
 )
 
 #: The groups tables belong to.

@@ -9,6 +9,8 @@ migrations of :mod:`medlake.schema.migrations`.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,9 @@ import pyarrow as pa
 import sqlglot.expressions as sge
 
 from medlake import __version__
+from medlake.access import Role
+from medlake.access import store as access_store
+from medlake.audit import append_event
 from medlake.config import (
     SETTINGS_FILE,
     EngineSettings,
@@ -72,8 +77,20 @@ def init_workspace(
         upgrade_schema_on(engine)
         if demo_vocabulary:
             load_demo_vocabulary(engine)
+        _first_admin(engine)
     logger.info("initialized workspace %s", directory)
     return workspace
+
+
+def _first_admin(engine: Engine) -> None:
+    """The login that creates a workspace becomes its first admin (medlake user add for more)."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no passwd entry (some containers)
+        name = f"uid{os.getuid()}"
+    access_store.add_user(engine, name, Role.ADMIN, created_by="system:init")
+    append_event(engine, actor="system:init", action="user.add", object_type="user",
+                 object_id=name, detail={"role": Role.ADMIN.value})  # fmt: skip
 
 
 def pseudonym_secret(workspace: Workspace) -> bytes:
