@@ -31,6 +31,7 @@ from medlake.cli import (
     quarantine,
     synth,
     vocab,
+    watch,
     workspace,
 )
 from medlake.cli.render import error_console
@@ -75,6 +76,7 @@ de.register(app)
 app.add_typer(workspace.schema_app, name="schema")
 app.add_typer(vocab.app, name="vocab")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(watch.app, name="watch")
 app.add_typer(mirror.app, name="mirror")
 app.add_typer(backup.app, name="backup")
 app.add_typer(audit.app, name="audit")
