@@ -21,7 +21,6 @@ import sqlglot.expressions as sge
 from medlake import __version__
 from medlake.access import Role
 from medlake.access import store as access_store
-from medlake.audit import append_event
 from medlake.config import (
     SETTINGS_FILE,
     EngineSettings,
@@ -83,14 +82,16 @@ def init_workspace(
 
 
 def _first_admin(engine: Engine) -> None:
-    """The login that creates a workspace becomes its first admin (medlake user add for more)."""
+    """The login that creates a workspace becomes its first admin (medlake user add for more).
+
+    Recorded in ``access_user`` (created by ``system:init``) rather than as an audit
+    event, so a new workspace's trail starts empty; every later change is audited.
+    """
     try:
         name = getpass.getuser()
     except (OSError, KeyError):  # no passwd entry (some containers)
         name = f"uid{os.getuid()}"
     access_store.add_user(engine, name, Role.ADMIN, created_by="system:init")
-    append_event(engine, actor="system:init", action="user.add", object_type="user",
-                 object_id=name, detail={"role": Role.ADMIN.value})  # fmt: skip
 
 
 def pseudonym_secret(workspace: Workspace) -> bytes:
