@@ -76,8 +76,21 @@ class CohortCompiler:
     ) -> None:
         self.definition = definition
         self._table = table
-        self._events = EventBuilder(table, definition.concept_sets, omics_events or {})
         self._derived_periods = observation_periods == "derived"
+        self._events = EventBuilder(self._event_table, definition.concept_sets, omics_events or {})
+
+    def _event_table(self, name: str) -> ir.Table:
+        # Observation-period criteria see the derived periods when the table is empty.
+        if name != "observation_period" or not self._derived_periods:
+            return self._table(name)
+        periods = self.observation_periods()
+        return periods.select(
+            observation_period_id=periods.person_id,
+            person_id=periods.person_id,
+            observation_period_start_date=periods.op_start,
+            observation_period_end_date=periods.op_end,
+            period_type_concept_id=ibis.literal(0, "int64"),
+        )
 
     # ------------------------------------------------------------------ observation
 
