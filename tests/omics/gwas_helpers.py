@@ -26,9 +26,7 @@ def fixture_inputs(kind: str = "bed") -> tuple[GenotypeFile, dict[str, np.ndarra
     return geno, {"QT": qt, "CC": cc}, covariates
 
 
-def run(
-    kind: str, pheno: str, options: GlmOptions, backend: Backend | None = None
-) -> pd.DataFrame:
+def run(kind: str, pheno: str, options: GlmOptions, backend: Backend | None = None) -> pd.DataFrame:
     """Our results on the fixture as a DataFrame in file order."""
     geno, phenos, covariates = fixture_inputs(kind)
     with geno:

@@ -72,6 +72,12 @@ class Backend:
             return np.ascontiguousarray(a, dtype=np.float64)
         return self._torch.as_tensor(a, dtype=self._torch.float64, device=self.device)
 
+    def asindex(self, a: np.ndarray) -> Any:
+        """Host integer index array to the backend."""
+        if self._torch is None:
+            return a
+        return self._torch.as_tensor(a, device=self.device)
+
     def to_numpy(self, a: Any) -> np.ndarray:
         """Backend array back to host NumPy."""
         if self._torch is None:
@@ -165,14 +171,17 @@ def run_glm(
     block = options.block_variants or max(64, min(8192, 8_000_000 // max(n, 1)))
     founders = genotypes.samples.founder
     variants = genotypes.variants
+    subset = None if n == len(genotypes.samples) else index
+    buffer = np.empty((block, n), dtype=np.float64)
     for start, _stop, calls in genotypes.blocks(block):
         keep_v = variant_keep_mask(calls, founders, options.filters)
         if not keep_v.any():
             continue
         rows = np.flatnonzero(keep_v)
         block_calls = calls[rows] if rows.size != calls.shape[0] else calls
+        prepared = _prepare(block_calls, founders, subset, buffer)
         with np.errstate(invalid="ignore", divide="ignore"):  # constant genotypes: NaN
-            result = _associate_block(block_calls, founders, index, y, q, setup, options, backend)
+            result = _associate_block(prepared, y, q, setup, options, backend)
         meta = variants.take(start + rows)
         a1 = np.where(result.pop("a1_is_ref"), meta.ref, meta.alt)
         yield pa.RecordBatch.from_pydict(
@@ -189,65 +198,88 @@ def run_glm(
         )
 
 
-def _associate_block(
-    calls: np.ndarray,
-    founders: np.ndarray,
-    index: np.ndarray,
-    y: np.ndarray,
-    q: np.ndarray,
-    setup: Any,
-    options: GlmOptions,
-    backend: Backend,
-) -> dict[str, Any]:
-    """Statistics for one block of calls ``(B, all samples)``."""
-    present_all = calls[:, founders] >= 0
-    alt_count_f = np.where(present_all, calls[:, founders], 0).sum(axis=1, dtype=np.int64)
-    called_f = present_all.sum(axis=1)
+@dataclass
+class _Block:
+    """One block's calls prepared for the kernels (buffers reused between blocks)."""
+
+    g: np.ndarray  # (B, n) float64 A1 dosage, 0 where missing
+    missing: np.ndarray  # (B, n) bool
+    padded: np.ndarray | None  # (B, m) missing sample indices padded with n, or None
+    counts: np.ndarray  # (B, 3) A1 dosage 0/1/2 counts among the analysed samples
+    a1_is_ref: np.ndarray  # (B,)
+
+
+def _genotype_counts(codes: np.ndarray) -> np.ndarray:
+    """``(B, 3)`` counts of codes 0, 1, 2 (3 is missing) per row."""
+    return np.stack([np.count_nonzero(codes == v, axis=1) for v in (0, 1, 2)], axis=1)
+
+
+def _prepare(
+    calls: np.ndarray, founders: np.ndarray, index: np.ndarray | None, buffer: np.ndarray
+) -> _Block:
+    """Codes, counts, A1 choice and the float dosage matrix, with few passes over memory.
+
+    ``calls & 3`` maps 0/1/2 to themselves and -9 (missing) to 3, all in int8; only
+    the final dosage matrix is float64, written into ``buffer`` (allocation and page
+    faults cost more than the arithmetic).
+    """
+    codes = (calls if index is None else calls[:, index]) & 3
+    counts = _genotype_counts(codes)
+    if index is None and founders.all():
+        founder_counts = counts
+    else:
+        founder_counts = _genotype_counts(calls[:, founders] & 3)
+    alt = founder_counts[:, 1] + 2 * founder_counts[:, 2]
     # Major allele by founder frequency; ties keep REF major (A1 = ALT), as PLINK 2.
-    a1_is_ref = alt_count_f > called_f  # ALT frequency above 1/2
-    sub = calls[:, index]
-    missing = sub < 0
-    g = np.where(a1_is_ref[:, None], 2 - sub, sub).astype(np.float64)
-    g[missing] = 0.0
-    obs = (~missing).sum(axis=1)
-    a1_sum = g.sum(axis=1)
+    a1_is_ref = alt > founder_counts.sum(axis=1)
+    missing = codes == 3
+    if a1_is_ref.any():
+        codes[a1_is_ref] = 2 - codes[a1_is_ref]  # missing (3) becomes -1, zeroed below
+        counts[a1_is_ref] = counts[a1_is_ref][:, ::-1]
+    np.putmask(codes, missing, 0)
+    g = buffer[: codes.shape[0]]
+    np.copyto(g, codes, casting="unsafe")
+    padded = kernels.missing_index(missing, codes.shape[1] - counts.sum(axis=1))
+    return _Block(g=g, missing=missing, padded=padded, counts=counts, a1_is_ref=a1_is_ref)
+
+
+def _associate_block(
+    block: _Block, y: np.ndarray, q: np.ndarray, setup: Any, options: GlmOptions,
+    backend: Backend,
+) -> dict[str, Any]:  # fmt: skip
+    """Statistics for one prepared block."""
+    counts = block.counts
+    obs = counts.sum(axis=1)
+    a1_sum = counts[:, 1] + 2 * counts[:, 2]
     with np.errstate(invalid="ignore", divide="ignore"):
         a1_freq = a1_sum / (2.0 * obs)
-        mean = a1_sum / obs
-    high = np.where(missing, -1, sub).max(axis=1)
-    low = np.where(missing, 3, sub).min(axis=1)
-    constant = (high <= low) | (obs == 0)
+    constant = (counts > 0).sum(axis=1) <= 1
     k = q.shape[1]
-    nb = calls.shape[0]
+    nb = counts.shape[0]
     errcode = np.full(nb, ".", dtype=object)
     errcode[constant] = "CONST_OMITTED_ALLELE"
     small = (obs <= k + 1) & ~constant
     errcode[small] = "SAMPLE_CT<=PREDICTOR_CT"
     firth = np.zeros(nb, dtype=bool)
-    gc = np.where(missing, 0.0, g - np.nan_to_num(mean)[:, None])
-    any_missing = bool(missing.any())
     if options.model == "linear":
-        out = kernels.linear_block(
-            setup,
-            backend.asarray(gc),
-            backend.asarray(missing.astype(np.float64)) if any_missing else None,
-        )
+        padded = None if block.padded is None else backend.asindex(block.padded)
+        out = kernels.linear_block(setup, backend.asarray(block.g), padded)
         beta, se = backend.to_numpy(out["beta"]), backend.to_numpy(out["se"])
         stat = beta / se
         df = obs - (k + 1.0)
         with np.errstate(invalid="ignore"):
             p = 2.0 * special.stdtr(df, -np.abs(stat))
     else:
-        beta, se, firth = _logistic(g, gc, missing, y, q, setup, options, backend, errcode)
+        beta, se, firth = _logistic(block, y, q, setup, options, backend, errcode)
         stat = beta / se
         p = 2.0 * special.ndtr(-np.abs(stat))
     bad = errcode != "."
     for arr in (beta, se, stat, p):
         arr[bad] = np.nan
     return {
-        "a1_is_ref": a1_is_ref,
+        "a1_is_ref": block.a1_is_ref,
         "a1_freq": a1_freq,
-        "firth": firth if options.model == "logistic" else np.zeros(nb, dtype=bool),
+        "firth": firth,
         "test": np.full(nb, "ADD", dtype=object),
         "obs_ct": obs.astype(np.int64),
         "beta": beta,
@@ -259,9 +291,7 @@ def _associate_block(
 
 
 def _logistic(
-    g: np.ndarray,
-    gc: np.ndarray,
-    missing: np.ndarray,
+    block: _Block,
     y: np.ndarray,
     q: np.ndarray,
     setup: Any,
@@ -270,8 +300,9 @@ def _logistic(
     errcode: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Logistic fits for a block, with Firth where PLINK 2 would use it."""
-    nb = gc.shape[0]
-    observed = ~missing
+    g = block.g
+    nb = g.shape[0]
+    observed = ~block.missing
     runnable = errcode == "."
     beta = np.full(nb, np.nan)
     se = np.full(nb, np.nan)
@@ -288,7 +319,7 @@ def _logistic(
         if ordinary.any():
             rows = np.flatnonzero(ordinary)
             out = kernels.logistic_block(
-                setup, backend.asarray(gc[rows]), backend.asarray(observed[rows].astype(float))
+                setup, backend.asarray(g[rows]), backend.asarray(observed[rows].astype(float))
             )
             ok = backend.to_numpy(out["converged"]).astype(bool)
             beta[rows] = backend.to_numpy(out["beta"])
@@ -307,7 +338,7 @@ def _logistic(
     if options.firth != "never":
         for j in np.flatnonzero(use_firth):
             keep = observed[j]
-            x = np.column_stack([q[keep], gc[j, keep]])
+            x = np.column_stack([q[keep], g[j, keep]])
             coef, coef_se, ok = firth_logistic(x, y[keep])
             if ok:
                 beta[j], se[j] = coef[-1], coef_se[-1]

@@ -9,9 +9,10 @@ basis of the intercept and covariates on the analysed samples and ``y`` already
 residualised on ``Q`` (both done once per phenotype), a variant's regression on its
 called samples ``S`` (missing calls drop the sample, as PLINK 2 does) needs only
 ``A = Q_S'Q_S = I - Q_M'Q_M``, ``b = Q_S'g``, ``Q_S'y = -Q_M'y_M`` and three sums of
-squares. The missing-sample terms ``Q_M'Q_M``, ``Q_M'y_M``, ``y_M'y_M`` are one matrix
-product of the missing-call mask with precomputed per-sample products: a low-rank
-correction of the complete-data fit, never a refit. A ``k × k`` solve per variant
+squares. The missing-sample terms ``Q_M'Q_M``, ``Q_M'y_M``, ``y_M'y_M`` are gathered from the
+few missing samples' rows of ``Q`` (a batched product over each variant's padded list
+of missing samples): a low-rank correction of the complete-data fit, never a refit,
+costing ``O(missing × k²)`` per variant instead of ``O(n × k)``. A ``k × k`` solve per variant
 (batched) finishes the Frisch–Waugh–Lovell partial regression.
 
 Logistic model. Newton–Raphson (IRLS) on the full model ``[Q, g]`` for a whole block of
@@ -54,22 +55,40 @@ def _device(x: Array) -> Any:
     return device(x)
 
 
+def missing_index(missing: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray | None:
+    """Each row's missing columns of a ``(B, n)`` mask, padded with ``n`` to ``(B, m)``.
+
+    ``m`` is the largest count in the block; None when nothing is missing. Built on the
+    host with NumPy (a ``nonzero`` pass), then handed to the kernel's namespace.
+    """
+    if counts is None:
+        counts = np.count_nonzero(missing, axis=1)
+    if not counts.any():
+        return None
+    rows, cols = np.nonzero(missing)
+    starts = np.cumsum(counts) - counts
+    padded = np.full((missing.shape[0], int(counts.max())), missing.shape[1], np.int64)
+    padded[rows, np.arange(rows.size) - starts[rows]] = cols
+    return padded
+
+
 @dataclass
 class LinearSetup:
     """What the linear kernel needs once per phenotype (arrays in one namespace)."""
 
-    q: Array  # (n, k) orthonormal basis of intercept + covariates
-    y: Array  # (n,) phenotype residualised on q
+    q: Array  # (n + 1, k) orthonormal basis of intercept + covariates; last row 0 (padding)
+    y: Array  # (n + 1,) phenotype residualised on q; last entry 0 (padding)
     yy: float  # y'y
-    z: Array  # (n, k(k+1)/2 + k + 1): q_i q_i', q_i y_i, y_i^2
 
 
 def linear_setup(q: Array, y: Array) -> LinearSetup:
-    """Residualise ``y`` on ``q`` and precompute the per-sample products."""
+    """Residualise ``y`` on ``q`` once; append the zero row that padded indices point at."""
     xp = array_namespace(q, y)
     y_r = y - q @ (q.T @ y)
-    z = xp.concat([pair_products(xp, q), q * y_r[:, None], (y_r * y_r)[:, None]], axis=1)
-    return LinearSetup(q=q, y=y_r, yy=float(xp.sum(y_r * y_r)), z=z)
+    zero_row = xp.zeros((1, q.shape[1]), dtype=q.dtype, device=_device(q))
+    q_pad = xp.concat([q, zero_row], axis=0)
+    y_pad = xp.concat([y_r, xp.zeros((1,), dtype=y.dtype, device=_device(y))])
+    return LinearSetup(q=q_pad, y=y_pad, yy=float(xp.sum(y_r * y_r)))
 
 
 def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[str, Array]:
@@ -79,8 +98,10 @@ def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[st
     ----------
     setup : LinearSetup
     g : array, (B, n)
-        A1 dosages, centred on the called samples' mean, 0 where the call is missing.
-    missing : array (B, n) of 0/1 in g's dtype, or None when no call is missing.
+        A1 dosages, 0 where the call is missing.
+    missing : integer array (B, m) or None
+        Each variant's missing samples (indices into the n samples), padded with ``n``
+        to the block's largest count; None when no call in the block is missing.
 
     Returns
     -------
@@ -89,11 +110,12 @@ def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[st
         of squares after the covariates), each ``(B,)``.
     """
     xp = array_namespace(g)
-    q, k = setup.q, setup.q.shape[1]
+    k = setup.q.shape[1]
+    n = setup.q.shape[0] - 1
+    q, y = setup.q[:n, :], setup.y[:n]
     b = g @ q  # (B, k) = Q_S'g because g is 0 on missing calls
-    gy = g @ setup.y
+    gy = g @ y
     gg = xp.sum(g * g, axis=1)
-    n = q.shape[0]
     if missing is None:
         # A = I, Q'y = 0: the complete-data partial regression
         gg_c = gg - xp.sum(b * b, axis=1)
@@ -101,18 +123,20 @@ def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[st
         yy_c = xp.full_like(gg, setup.yy)
         obs = xp.full_like(gg, float(n))
     else:
-        w = missing @ setup.z  # (B, ncols): sums over each variant's missing samples
-        tri = k * (k + 1) // 2
+        nb, m = missing.shape
+        flat = xp.reshape(missing, (nb * m,))
+        q_m = xp.reshape(xp.take(setup.q, flat, axis=0), (nb, m, k))  # padding rows are 0
+        y_m = xp.reshape(xp.take(setup.y, flat, axis=0), (nb, m))
         eye = xp.eye(k, dtype=g.dtype, device=_device(g))
-        a = eye[None, :, :] - unpack_symmetric(xp, w[:, :tri], k)
-        qy = -w[:, tri : tri + k]
+        a = eye[None, :, :] - xp.matrix_transpose(q_m) @ q_m  # Q_S'Q_S = I - Q_M'Q_M
+        qy = -xp.sum(q_m * y_m[:, :, None], axis=1)  # Q_S'y = -Q_M'y_M (y is residualised)
         rhs = xp.stack([b, qy], axis=2)  # (B, k, 2)
         sol = xp.linalg.solve(a, rhs)
         u, v = sol[:, :, 0], sol[:, :, 1]
         gg_c = gg - xp.sum(b * u, axis=1)
         gy_c = gy - xp.sum(b * v, axis=1)
-        yy_c = (setup.yy - w[:, -1]) - xp.sum(qy * v, axis=1)
-        obs = float(n) - xp.sum(missing, axis=1)
+        yy_c = (setup.yy - xp.sum(y_m * y_m, axis=1)) - xp.sum(qy * v, axis=1)
+        obs = float(n) - xp.sum(xp.astype(missing < n, g.dtype), axis=1)
     beta = gy_c / gg_c
     rss = yy_c - beta * gy_c
     df = obs - float(k + 1)
