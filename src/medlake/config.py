@@ -129,6 +129,28 @@ class QualitySection(_Section):
     )
 
 
+class EmpiSection(_Section):
+    """Patient linkage (``medlake.empi``): thresholds, survivorship, when it runs."""
+
+    link_threshold: float = Field(
+        default=0.99, gt=0, le=1, description="match probability at or above which records link"
+    )
+    review_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="pairs from here up to link_threshold are reviewed"
+    )
+    link_after_ingest: bool = Field(
+        default=False, description="link each ingest run's new source patients right after it"
+    )
+    survivorship: Literal["most_recent", "most_frequent", "most_trusted"] = "most_trusted"
+    trusted_sources: list[str] = Field(
+        default_factory=lambda: ["his", "emr", "lis"],
+        description="most trusted first, for survivorship = most_trusted",
+    )
+    train_max_pairs: float = Field(
+        default=2e6, gt=0, description="random pairs for estimating u-probabilities"
+    )
+
+
 class Settings(_Section):
     """Everything ``medlake.toml`` can say; every field has a working default."""
 
@@ -137,6 +159,7 @@ class Settings(_Section):
     paths: PathsSection = PathsSection()
     audit: AuditSection = AuditSection()
     quality: QualitySection = QualitySection()
+    empi: EmpiSection = EmpiSection()
     mirror: MirrorSection = MirrorSection()
     backup: BackupSection = BackupSection()
     watch: WatchSection = WatchSection()

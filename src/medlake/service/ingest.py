@@ -127,6 +127,7 @@ class IngestReport:
 
     files: list[FileResult] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    empi: object | None = None  # the EMPI link run after ingest ([empi] link_after_ingest)
 
     COLUMNS = (
         "source", "files", "read", "loaded", "updated", "unchanged", "quarantined",
@@ -263,6 +264,17 @@ def ingest_paths(
         group.flush()
         report.files.extend(r for r in group.results if r is not None)
         audit_mirror_events(engine, workspace)  # a landing root that failed during the run
+        if workspace.settings.empi.link_after_ingest and any(
+            r.summary is not None and (r.summary.loaded or r.summary.updated)
+            for r in report.files
+        ):
+            # Once per run, not per batch: an incremental link reads every record.
+            from medlake.service.empi import link_engine
+
+            try:
+                report.empi = link_engine(engine, workspace)
+            except MedlakeError as error:  # the batches are loaded whatever linking finds
+                logger.warning("EMPI link after ingest failed: %s", error)
     return report
 
 

@@ -1,0 +1,230 @@
+"""The linkage model: Fellegi–Sunter comparisons, blocking, unsupervised training.
+
+Splink does the statistics: it estimates u-probabilities from random pairs and
+m-probabilities by expectation maximisation (no labels), and scores candidate pairs.
+What this module owns is the *model definition* — which fields are compared, at which
+levels, and which blocking rules generate candidates — written as a Splink settings
+dictionary so a trained model is plain JSON that the workspace stores
+(``empi_model``) and any Splink backend can run.
+
+Comparison levels (strongest first; each comparison has a null level):
+
+- name: same hanzi; same pinyin in the order written; same parts in another order
+  (given name first); pinyin within one edit (a typo) or Jaro–Winkler ≥ 0.92; ≥ 0.80.
+- birth date: same; day and month swapped; one character apart; same year.
+- resident ID: same; one character apart where one side fails the GB 11643 check
+  (a mistyped digit: the check catches every single-digit error, so two valid
+  numbers are never one character apart); one character apart (other ID numbers,
+  plain-file mode); else.
+- sex, postcode, email: same or not. Phone: same; one digit apart. Address: same;
+  Jaro–Winkler ≥ 0.9.
+
+Blocking rules (candidate pairs) are equality joins that stay small on millions of
+records: resident ID; phone; pinyin name with birth year; sorted name with birth date;
+birth date with sex and postcode; swapped birth date with sorted name; hanzi name with
+birth year.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from splink import Linker, SettingsCreator, block_on
+
+MODEL_VERSION = 1
+
+
+def _null(column: str) -> dict[str, Any]:
+    return {
+        "sql_condition": f'"{column}_l" IS NULL OR "{column}_r" IS NULL',
+        "label_for_charts": f"{column} missing",
+        "is_null_level": True,
+    }
+
+
+def _level(sql: str, label: str, tf: str | None = None) -> dict[str, Any]:
+    level: dict[str, Any] = {"sql_condition": sql, "label_for_charts": label}
+    if tf:
+        level["tf_adjustment_column"] = tf
+        level["tf_adjustment_weight"] = 1.0
+    return level
+
+
+_ELSE = {"sql_condition": "ELSE", "label_for_charts": "different"}
+
+
+def _comparison(name: str, description: str, levels: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "output_column_name": name,
+        "comparison_description": description,
+        "comparison_levels": [*levels, _ELSE],
+    }
+
+
+def _exact(column: str, label: str) -> dict[str, Any]:
+    return _comparison(
+        column,
+        label,
+        [_null(column), _level(f'"{column}_l" = "{column}_r"', f"same {label}")],
+    )
+
+
+COMPARISONS: list[dict[str, Any]] = [
+    _comparison(
+        "name",
+        "name (hanzi, pinyin, either order)",
+        [
+            _null("name_py"),
+            _level('"name_hanzi_l" = "name_hanzi_r"', "same hanzi"),
+            _level('"name_py_l" = "name_py_r"', "same pinyin"),
+            _level('"name_sorted_l" = "name_sorted_r"', "same parts, other order"),
+            _level(
+                'damerau_levenshtein("name_py_l", "name_py_r") <= 1 OR '
+                'jaro_winkler_similarity("name_sorted_l", "name_sorted_r") >= 0.92',
+                "pinyin one edit apart or Jaro-Winkler >= 0.92",
+            ),
+            _level(
+                'jaro_winkler_similarity("name_sorted_l", "name_sorted_r") >= 0.80',
+                "Jaro-Winkler >= 0.80",
+            ),
+        ],
+    ),
+    _comparison(
+        "birth_date",
+        "birth date",
+        [
+            _null("birth_date"),
+            _level('"birth_date_l" = "birth_date_r"', "same date"),
+            _level('"birth_date_l" = "birth_date_swapped_r"', "day and month swapped"),
+            _level(
+                'damerau_levenshtein("birth_date_l", "birth_date_r") <= 1',
+                "one character apart",
+            ),
+            _level('"birth_year_l" = "birth_year_r"', "same year"),
+        ],
+    ),
+    _comparison(
+        "resident_id",
+        "resident ID number (GB 11643)",
+        [
+            _null("resident_id"),
+            _level('"resident_id_l" = "resident_id_r"', "same number"),
+            _level(
+                'damerau_levenshtein("resident_id_l", "resident_id_r") <= 1 AND '
+                '(NOT "resident_id_valid_l" OR NOT "resident_id_valid_r")',
+                "one character apart, one fails the check digit (typo)",
+            ),
+            _level(
+                'damerau_levenshtein("resident_id_l", "resident_id_r") <= 1',
+                "one character apart (not an 18-character number)",
+            ),
+        ],
+    ),
+    _exact("sex", "sex"),
+    _comparison(
+        "phone",
+        "phone",
+        [
+            _null("phone"),
+            _level('"phone_l" = "phone_r"', "same number"),
+            _level('levenshtein("phone_l", "phone_r") <= 1', "one digit apart"),
+        ],
+    ),
+    _comparison(
+        "address",
+        "address",
+        [
+            _null("address"),
+            _level('"address_l" = "address_r"', "same address"),
+            _level(
+                'jaro_winkler_similarity("address_l", "address_r") >= 0.9',
+                "Jaro-Winkler >= 0.9",
+            ),
+        ],
+    ),
+    _exact("postcode", "postcode"),
+    _exact("email", "email"),
+]
+
+BLOCKING_RULES = [
+    block_on("resident_id"),
+    block_on("phone"),
+    block_on("name_py", "birth_year"),
+    block_on("name_sorted", "birth_date"),
+    block_on("birth_date", "sex", "postcode"),
+    "l.birth_date_swapped = r.birth_date AND l.name_sorted = r.name_sorted",
+    block_on("name_hanzi", "birth_year"),
+]
+
+# EM sessions: each fixes some fields by blocking and trains the others.
+_TRAINING_BLOCKS = [
+    block_on("resident_id"),
+    block_on("name_py", "birth_date"),
+    block_on("phone"),
+]
+_DETERMINISTIC = [
+    "l.resident_id = r.resident_id AND l.birth_date = r.birth_date",
+    "l.name_py = r.name_py AND l.birth_date = r.birth_date AND l.sex = r.sex",
+]
+
+
+def base_settings(link_type: str = "dedupe_only") -> dict[str, Any]:
+    """The untrained model as a Splink settings dictionary."""
+    creator = SettingsCreator(
+        link_type=link_type,
+        unique_id_column_name="unique_id",
+        comparisons=copy.deepcopy(COMPARISONS),
+        blocking_rules_to_generate_predictions=BLOCKING_RULES,
+        retain_matching_columns=True,
+        retain_intermediate_calculation_columns=True,
+        additional_columns_to_retain=[],
+    )
+    return creator.create_settings_dict(sql_dialect_str="duckdb")
+
+
+def train(
+    linker_factory: Any,
+    *,
+    max_pairs: float = 2e6,
+    recall: float = 0.8,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Train the model on the records of ``linker_factory(settings)``; return the settings.
+
+    Unsupervised: the prior from deterministic rules, u from random pairs (seeded, so
+    retraining on the same records gives the same model), m by EM.
+    """
+    linker: Linker = linker_factory(base_settings())
+    linker.training.estimate_probability_two_random_records_match(_DETERMINISTIC, recall=recall)
+    linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
+    for rule in _TRAINING_BLOCKS:
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            rule, fix_probability_two_random_records_match=True
+        )
+    return linker.misc.save_model_to_json(overwrite=True)
+
+
+def comparison_labels(settings: dict[str, Any]) -> dict[str, dict[int, str]]:
+    """For every comparison, its gamma value → level label (for the review screen)."""
+    labels: dict[str, dict[int, str]] = {}
+    for comparison in settings["comparisons"]:
+        levels = comparison["comparison_levels"]
+        named: dict[int, str] = {}
+        gamma = len([lv for lv in levels if not lv.get("is_null_level")]) - 1
+        for level in levels:
+            if level.get("is_null_level"):
+                named[-1] = level.get("label_for_charts", "missing")
+            else:
+                named[gamma] = level.get("label_for_charts", str(gamma))
+                gamma -= 1
+        labels[comparison["output_column_name"]] = named
+    return labels
+
+
+def settings_json(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, sort_keys=True, ensure_ascii=False)
+
+
+__all__ = ["BLOCKING_RULES", "COMPARISONS", "base_settings", "comparison_labels", "train"]

@@ -1,0 +1,363 @@
+"""A link run: score, cluster, give stable ids, move rows, queue the uncertain pairs.
+
+A *full* run scores every candidate pair (the first run, or ``--full``); an
+*incremental* run scores only records that are new or whose identifiers changed since
+they were last linked, against every record and among themselves (Splink's
+``predict_between`` / ``predict_within``), and keeps the existing persons as they are
+except where a new record joins or bridges them. Steward decisions are applied in
+both: *match* pairs are joined first, *not a match* pairs are never joined.
+
+Everything the run changes in the lake happens in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medlake.empi import model as linkage_model
+from medlake.empi import store
+from medlake.empi.cluster import assign_person_ids, cluster
+from medlake.empi.features import feature_table
+from medlake.empi.golden import GOLDEN_FIELDS, golden_records
+from medlake.empi.linkage import linker_factory, predict_all, predict_new, splink_api
+from medlake.empi.moves import CHANGE_SCHEMA, MoveResult, apply_changes
+from medlake.engine import Engine
+
+HomeIds = Callable[[Sequence[str], Sequence[str]], list[int]]
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    link_threshold: float = 0.99
+    review_threshold: float = 0.5
+    survivorship: str = "most_trusted"
+    trusted_sources: tuple[str, ...] = ("his", "emr", "lis")
+    train_max_pairs: float = 2e6
+
+
+@dataclass
+class LinkOutcome:
+    """What a link run did."""
+
+    mode: str  # full, incremental, nothing
+    operation_id: str | None = None
+    model_id: str | None = None
+    trained: bool = False
+    records: int = 0
+    new_records: int = 0
+    pairs_scored: int = 0
+    links: int = 0
+    persons_before: int = 0
+    persons_after: int = 0
+    changes: int = 0
+    review_queue: int = 0
+    rows_moved: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    person_ids: list[int] = field(default_factory=list)
+
+
+def train_model(engine: Engine, options: LinkOptions, actor: str) -> tuple[str, int]:
+    """Train a model on the lake's records and make it the active one."""
+    records = store.load_records(engine)
+    features = feature_table(records)
+    with splink_api(engine) as api:
+        settings = linkage_model.train(
+            linker_factory(api, features), max_pairs=options.train_max_pairs
+        )
+    return store.save_model(
+        engine, settings, records=records.num_rows, actor=actor
+    ), records.num_rows
+
+
+def link(
+    engine: Engine,
+    options: LinkOptions,
+    *,
+    home_ids: HomeIds,
+    actor: str,
+    full: bool = False,
+    kind: str = "link",
+) -> LinkOutcome:
+    """Link the lake's source patients into persons (see the module docstring)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    records = store.load_records(engine)
+    features = feature_table(records)
+    hashes = store.features_hashes(features)
+    timings["features"] = time.perf_counter() - started
+    keys = features.column("unique_id").to_pylist()
+    previous = store.linked_hashes(engine)
+    new_mask = [previous.get(k) != h for k, h in zip(keys, hashes, strict=True)]
+    incremental = bool(previous) and not full
+    outcome = LinkOutcome(mode="incremental" if incremental else "full", records=len(keys))
+    outcome.new_records = sum(new_mask) if incremental else len(keys)
+    if incremental and not any(new_mask):
+        outcome.mode = "nothing"
+        return outcome
+
+    stored = store.active_model(engine)
+    if stored is None:
+        t = time.perf_counter()
+        model_id, _ = train_model(engine, options, actor)
+        outcome.trained = True
+        timings["train"] = time.perf_counter() - t
+        stored = store.active_model(engine)
+        assert stored is not None
+        assert stored.model_id == model_id
+    outcome.model_id = stored.model_id
+
+    t = time.perf_counter()
+    with splink_api(engine) as api:
+        if incremental:
+            mask = pa.array(new_mask)
+            pairs = predict_new(
+                api,
+                features.filter(pc.invert(mask)),
+                features.filter(mask),
+                stored.settings,
+                options.review_threshold,
+            )
+        else:
+            pairs = predict_all(api, features, stored.settings, options.review_threshold)
+    timings["predict"] = time.perf_counter() - t
+    outcome.pairs_scored = pairs.num_rows
+
+    t = time.perf_counter()
+    index = {k: i for i, k in enumerate(keys)}
+    current = records.column("person_id").to_pylist()
+    decided = store.decisions(engine)
+    must, cannot = _decision_edges(decided, index)
+    edges: list[tuple[int, int, float]] = []
+    band: list[int] = []
+    if pairs.num_rows:
+        lefts = pairs.column("unique_id_l").to_pylist()
+        rights = pairs.column("unique_id_r").to_pylist()
+        probabilities = pairs.column("match_probability").to_pylist()
+        for row, (a, b, p) in enumerate(zip(lefts, rights, probabilities, strict=True)):
+            if p >= options.link_threshold:
+                edges.append((index[a], index[b], p))
+            else:
+                band.append(row)
+    seeds: list[list[int]] = []
+    if incremental:
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, (pid, is_new) in enumerate(zip(current, new_mask, strict=True)):
+            if not is_new:
+                groups[pid].append(i)
+        seeds = list(groups.values())
+    labels = cluster(len(keys), edges, must=must, cannot=cannot, seed_groups=seeds)
+    outcome.links = len(edges)
+    outcome.persons_before = len(set(current))
+
+    systems = records.column("source_system").to_pylist()
+    patients = records.column("source_patient_id").to_pylist()
+    home = home_ids(systems, patients)
+    if incremental:
+        touched = {int(labels[i]) for i, is_new in enumerate(new_mask) if is_new}
+        chosen = [i for i in range(len(keys)) if int(labels[i]) in touched]
+    else:
+        chosen = list(range(len(keys)))
+    chosen_set = set(chosen)
+    reserved = {current[i] for i in range(len(keys)) if i not in chosen_set}
+    if incremental:
+        # Records of a person partly outside the chosen clusters keep it reserved only
+        # if some of that person stays outside.
+        reserved -= {current[i] for i in chosen}
+    seq = store.next_seq(engine)
+    assigned = assign_person_ids(
+        [labels[i] for i in chosen],
+        [current[i] for i in chosen],
+        [home[i] for i in chosen],
+        store.established(engine),
+        reserved=reserved,
+    )
+    new_person = list(current)
+    for i, pid in zip(chosen, assigned, strict=True):
+        new_person[i] = pid
+    outcome.persons_after = len(set(new_person))
+    timings["cluster"] = time.perf_counter() - t
+
+    changed = [i for i in range(len(keys)) if new_person[i] != current[i]]
+    changes = pa.table(
+        {
+            "source_system": [systems[i] for i in changed],
+            "source_patient_id": [patients[i] for i in changed],
+            "old_person_id": pa.array([current[i] for i in changed], pa.int64()),
+            "new_person_id": pa.array([new_person[i] for i in changed], pa.int64()),
+        },
+        schema=CHANGE_SCHEMA,
+    )
+    outcome.changes = changes.num_rows
+    operation_id = store.new_id()
+    outcome.operation_id = operation_id
+    t = time.perf_counter()
+    linked_keys = [k for k, n in zip(keys, new_mask, strict=True) if n or not incremental]
+    linked_hashes = [h for h, n in zip(hashes, new_mask, strict=True) if n or not incremental]
+    affected = sorted({new_person[i] for i in chosen})
+    with engine.transaction():
+        moves = apply_changes(engine, changes, operation_id=operation_id)
+        store.write_operation(
+            engine, operation_id=operation_id, seq=seq, kind=kind, actor=actor,
+            changes=changes, moves=moves,
+            detail={"mode": outcome.mode, "model_id": stored.model_id, "links": len(edges),
+                    "pairs_scored": outcome.pairs_scored},
+        )  # fmt: skip
+        store.establish(engine, affected, seq)
+        store.mark_linked(engine, linked_keys, linked_hashes, operation_id)
+        outcome.review_queue = _queue(
+            engine, pairs, band, index, labels, decided, stored, incremental, keys, new_mask
+        )
+        update_golden(engine, affected, options)
+    timings["apply"] = time.perf_counter() - t
+    outcome.rows_moved = dict(moves.rows_moved)
+    outcome.seconds = timings
+    outcome.person_ids = affected
+    return outcome
+
+
+def _decision_edges(
+    decided: dict[str, dict[str, Any]], index: dict[str, int]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    must, cannot = [], []
+    for row in decided.values():
+        a = index.get(store.record_key(row["left_system"], row["left_id"]))
+        b = index.get(store.record_key(row["right_system"], row["right_id"]))
+        if a is None or b is None:
+            continue
+        (must if row["decision"] == "match" else cannot).append((a, b))
+    return must, cannot
+
+
+def evidence(pair: dict[str, Any], labels: dict[str, dict[int, str]]) -> dict[str, Any]:
+    """Per field: the level reached, its label and its Bayes factor."""
+    out = {}
+    for name, named in labels.items():
+        gamma = pair.get(f"gamma_{name}")
+        out[name] = {
+            "level": gamma,
+            "label": named.get(gamma, str(gamma)) if gamma is not None else None,
+            "bayes_factor": pair.get(f"bf_{name}"),
+        }
+    return out
+
+
+def _queue(
+    engine: Engine,
+    pairs: pa.Table,
+    band: list[int],
+    index: dict[str, int],
+    labels: Any,
+    decided: dict[str, dict[str, Any]],
+    stored: store.StoredModel,
+    incremental: bool,
+    keys: list[str],
+    new_mask: list[bool],
+) -> int:
+    """Replace the pending queue entries this run re-scored; return the queue's size."""
+    pending = engine.table("empi_pair")
+    if incremental:
+        fresh = []
+        new_keys = {k for k, n in zip(keys, new_mask, strict=True) if n}
+        rows = engine.execute(pending.filter(pending.status == "pending"))
+        for row in rows.to_pylist():
+            a = store.record_key(row["left_system"], row["left_id"])
+            b = store.record_key(row["right_system"], row["right_id"])
+            if a in new_keys or b in new_keys or labels[index.get(a, 0)] == labels[index.get(b, 0)]:
+                fresh.append(row["pair_id"])
+        if fresh:
+            gone = ibis.memtable(pa.table({"id": pa.array(fresh, pa.string())}))
+            engine.delete_where("empi_pair", pending.pair_id.isin(gone.id))
+    else:
+        engine.delete_where("empi_pair", pending.status == "pending")
+    names = linkage_model.comparison_labels(stored.settings)
+    rows = []
+    taken = set(
+        engine.execute(engine.table("empi_pair").select("pair_id")).column("pair_id").to_pylist()
+    )
+    queued_at = store.now()
+    subset = pairs.take(pa.array(band, pa.int64())).to_pylist() if band else []
+    for pair in subset:
+        a, b = pair["unique_id_l"], pair["unique_id_r"]
+        if labels[index[a]] == labels[index[b]]:
+            continue
+        pid = store.pair_id(a, b)
+        if pid in decided or pid in taken:
+            continue
+        taken.add(pid)
+        (ls, li), (rs, ri) = store.split_key(a), store.split_key(b)
+        rows.append(
+            {
+                "pair_id": pid, "left_system": ls, "left_id": li, "right_system": rs,
+                "right_id": ri, "match_probability": float(pair["match_probability"]),
+                "match_weight": float(pair["match_weight"]),
+                "evidence_json": json.dumps(evidence(pair, names), ensure_ascii=False),
+                "model_id": stored.model_id, "status": "pending", "queued_at": queued_at,
+            }
+        )  # fmt: skip
+    if rows:
+        engine.load_arrow("empi_pair", pa.Table.from_pylist(rows))
+    return engine.count(engine.table("empi_pair").filter(lambda t: t.status == "pending"))
+
+
+def update_golden(engine: Engine, person_ids: list[int], options: LinkOptions) -> int:
+    """Recompute the golden records of ``person_ids`` (and drop those of vanished ids)."""
+    if not person_ids:
+        return 0
+    records = store.load_records(engine, person_ids)
+    rows = golden_records(
+        records.select(
+            ["person_id", "source_system", "source_version", *GOLDEN_FIELDS]
+        ).to_pylist(),
+        rule=options.survivorship,
+        trusted=options.trusted_sources,
+    )
+    golden = engine.table("empi_golden")
+    ids = ibis.memtable(pa.table({"id": pa.array(person_ids, pa.int64())}))
+    engine.delete_where("empi_golden", golden.person_id.isin(ids.id))
+    if rows:
+        stamp = store.now()
+        for row in rows:
+            row["updated_at"] = stamp
+        engine.load_arrow("empi_golden", pa.Table.from_pylist(rows))
+    return len(rows)
+
+
+def apply_and_record(
+    engine: Engine,
+    changes: pa.Table,
+    *,
+    kind: str,
+    actor: str,
+    detail: dict[str, Any],
+    options: LinkOptions,
+    undoes: str | None = None,
+    restore: dict[tuple[str, int], pa.Table] | None = None,
+    drop_created: dict[tuple[str, int], bool] | None = None,
+) -> tuple[str, MoveResult]:
+    """Apply a change set as one recorded operation (merge, split, unmerge, decision)."""
+    operation_id = store.new_id()
+    with engine.transaction():
+        seq = store.next_seq(engine)
+        moves = apply_changes(
+            engine, changes, operation_id=operation_id, restore=restore, drop_created=drop_created
+        )
+        store.write_operation(
+            engine, operation_id=operation_id, seq=seq, kind=kind, actor=actor,
+            changes=changes, moves=moves, detail=detail, undoes=undoes,
+        )  # fmt: skip
+        persons = sorted(
+            set(changes.column("old_person_id").to_pylist())
+            | set(changes.column("new_person_id").to_pylist())
+        )
+        store.establish(engine, changes.column("new_person_id").to_pylist(), seq)
+        update_golden(engine, persons, options)
+    return operation_id, moves

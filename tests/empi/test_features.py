@@ -1,0 +1,108 @@
+"""Features and comparison levels: hanzi ↔ pinyin, name order, dates, ID typos."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+from pypinyin import lazy_pinyin
+from splink import DuckDBAPI, Linker
+
+from medlake.empi.features import feature_table, name_parts, normal_sex, split_hanzi
+from medlake.empi.model import base_settings, comparison_labels
+from medlake.resident_id import check_character, has_valid_check_character
+
+
+def _features(**columns: list) -> pa.Table:
+    n = len(next(iter(columns.values())))
+    return feature_table(pa.table({"unique_id": [str(i) for i in range(n)], **columns}))
+
+
+def test_hanzi_name_has_the_pinyin_key_of_its_spellings() -> None:
+    f = _features(
+        name_hanzi=["张三丰", None, None, None],
+        name_pinyin=[None, "ZHANG SANFENG", "Sanfeng Zhang", "zhang san feng"],
+    )
+    keys = f.column("name_py").to_pylist()
+    assert keys[0] == keys[1] == "zhangsanfeng"  # pinyin in the written order
+    assert keys[2] == "sanfengzhang"
+    # Either order and either spacing of the given name: the sorted parts agree.
+    sorted_keys = f.column("name_sorted").to_pylist()
+    assert sorted_keys[0] == sorted_keys[1] == sorted_keys[2]
+    assert keys[3] == keys[0]
+
+
+def test_transliteration_matches_pypinyin_and_knows_surname_readings() -> None:
+    assert name_parts("王小明") == ["".join(lazy_pinyin("王")), "".join(lazy_pinyin("小明"))]
+    assert split_hanzi("欧阳修") == ("欧阳", "修")
+    assert name_parts("欧阳修") == ["ouyang", "xiu"]
+    # 曾 reads zeng as a surname (ceng elsewhere); 单 reads shan.
+    assert name_parts("曾云")[0] == "zeng"
+    assert name_parts("单雄信")[0] == "shan"
+
+
+def test_sex_phone_birth_date_normalised() -> None:
+    assert [normal_sex(v) for v in ("男", "female", "F", "2", "x", None)] == [
+        "M", "F", "F", "F", None, None,
+    ]  # fmt: skip
+    f = _features(
+        phone=["+86 138-0013-8000", "13800138000"],
+        birth_date=pa.array([dt.date(1980, 3, 7), dt.date(1980, 7, 3)], pa.date32()),
+    )
+    assert f.column("phone").to_pylist() == ["13800138000", "13800138000"]
+    assert f.column("birth_date_swapped").to_pylist() == ["1980-07-03", "1980-03-07"]
+
+
+def _valid_id(first17: str) -> str:
+    return first17 + check_character(first17)
+
+
+def _score(left: dict, right: dict) -> dict:
+    """One pair through Splink with the untrained model: the comparison vector."""
+    features = _features(**{k: [left.get(k), right.get(k)] for k in {*left, *right}})
+    api = DuckDBAPI()
+    linker = Linker(api.register(features), base_settings(), log_level=None)
+    rows = features.to_pylist()
+    result = linker.inference.score_pair(rows[0], rows[1])
+    record = result.as_record_list()[0] if hasattr(result, "as_record_list") else result
+    return record
+
+
+def _label(record: dict, comparison: str) -> str:
+    labels = comparison_labels(base_settings())[comparison]
+    return labels[record[f"gamma_{comparison}"]]
+
+
+def test_hanzi_name_meets_its_pinyin_in_the_name_comparison() -> None:
+    record = _score({"name_hanzi": "李小龙"}, {"name_pinyin": "LI XIAOLONG"})
+    assert _label(record, "name") == "same pinyin"
+    record = _score({"name_hanzi": "李小龙"}, {"name_pinyin": "Xiaolong Li"})
+    assert _label(record, "name") == "same parts, other order"
+    record = _score({"name_hanzi": "李小龙"}, {"name_hanzi": "李小龙"})
+    assert _label(record, "name") == "same hanzi"
+
+
+@pytest.mark.parametrize("position", [3, 10, 16])
+def test_one_mistyped_id_digit_is_its_own_strong_level(position: int) -> None:
+    good = _valid_id("11010119800307123")
+    digit = str((int(good[position]) + 1) % 10)
+    typo = good[:position] + digit + good[position + 1 :]
+    assert has_valid_check_character(good)
+    assert not has_valid_check_character(typo)
+    record = _score({"resident_id": good}, {"resident_id": typo})
+    assert _label(record, "resident_id") == "one character apart, one fails the check digit (typo)"
+    # The check digit catches every single-digit error: two valid numbers differ in
+    # at least two characters, so they are different people.
+    other = _valid_id(good[:position] + digit + good[position + 1 : 17])
+    assert has_valid_check_character(other)
+    record = _score({"resident_id": good}, {"resident_id": other})
+    assert _label(record, "resident_id") == "different"
+
+
+def test_day_month_swap_is_recognised() -> None:
+    record = _score(
+        {"birth_date": pa.scalar(dt.date(1975, 4, 9)).as_py()},
+        {"birth_date": pa.scalar(dt.date(1975, 9, 4)).as_py()},
+    )
+    assert _label(record, "birth_date") == "day and month swapped"

@@ -1,0 +1,207 @@
+"""Linking a synthetic hospital's lake: accuracy against truth, stable ids, history.
+
+Every test works on a private copy of the shared ``hospital_lake``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from medlake.config import open_workspace
+from medlake.empi.evaluate import pairwise_score
+from medlake.empi.moves import PATIENT_KEYED, PERSON_KEYED, ROW_TABLES
+from medlake.schema import table_spec
+from medlake.service import empi
+from medlake.service.workspace import open_lake
+
+pytestmark = pytest.mark.slow
+
+MOVED_TABLES = (*PATIENT_KEYED, *PERSON_KEYED, *ROW_TABLES)
+
+
+def _persons(workspace: Path) -> dict[str, int]:
+    with open_lake(open_workspace(workspace)) as engine:
+        rows = engine.execute(engine.table("source_patient")).to_pylist()
+    return {f"{r['source_system']}:{r['source_patient_id']}": r["person_id"] for r in rows}
+
+
+def _clusters(persons: dict[str, int]) -> dict[frozenset[str], int]:
+    groups: dict[int, set[str]] = {}
+    for key, person in persons.items():
+        groups.setdefault(person, set()).add(key)
+    return {frozenset(members): person for person, members in groups.items()}
+
+
+def _lake_rows(workspace: Path) -> dict[str, list[tuple]]:
+    """Every table a merge touches, sorted, for exact comparison."""
+    out = {}
+    with open_lake(open_workspace(workspace)) as engine:
+        for table in MOVED_TABLES:
+            if engine.has_table(table):
+                rows = engine.execute(engine.table(table))
+                out[table] = sorted(
+                    tuple(repr(v) for v in row.values()) for row in rows.to_pylist()
+                )
+    return out
+
+
+@pytest.fixture(scope="module")
+def linked(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the hospital lake, linked once."""
+    workspace = hospital_lake.copy(tmp_path_factory.mktemp("empi") / "ws")
+    empi.link_workspace(workspace)
+    return workspace
+
+
+def test_persons_match_the_truth(linked: Path, hospital_lake) -> None:
+    score = empi.score_against_truth(linked, hospital_lake.hospital)
+    # The issue's target is 0.995 on the 5k hospital (benchmarks/); this 400-patient
+    # hospital has only ~900 true pairs, so one missed pair costs 0.1 %.
+    assert score.precision >= 0.995
+    assert score.recall >= 0.99
+    assert score.true_pairs > 500
+
+
+def test_every_cdm_row_points_to_its_source_patients_person(linked: Path) -> None:
+    persons = _persons(linked)
+    with open_lake(open_workspace(linked)) as engine:
+        records = engine.table("source_record")
+        for table in ("measurement", "visit_occurrence", "condition_occurrence"):
+            cdm = engine.table(table)
+            (pk,) = table_spec(table).primary_key
+            joined = cdm.join(
+                records.filter((records.cdm_table == table) & records.is_current),
+                cdm[pk] == records.cdm_row_id,
+            ).select("person_id", "source_system", "source_patient_id")
+            rows = engine.execute(joined).to_pylist()
+            assert rows
+            wrong = [
+                r for r in rows
+                if persons[f"{r['source_system']}:{r['source_patient_id']}"] != r["person_id"]
+            ]  # fmt: skip
+            assert not wrong, f"{table}: {len(wrong)} rows not on their patient's person"
+        # person has exactly the persons source_patient names.
+        held = set(persons.values())
+        in_person = set(
+            engine.execute(engine.table("person").select("person_id")).column(0).to_pylist()
+        )
+        assert in_person <= held
+        assert engine.count("empi_golden") == len(held & set(_golden_persons(engine)))
+
+
+def _golden_persons(engine) -> list[int]:
+    return engine.execute(engine.table("empi_golden").select("person_id")).column(0).to_pylist()
+
+
+def test_rerun_and_retraining_keep_every_person_id(linked: Path, tmp_path: Path) -> None:
+    workspace = Path(str(linked))
+    before = _persons(workspace)
+    assert empi.link_workspace(workspace).mode == "nothing"
+    again = empi.link_workspace(workspace, full=True)
+    assert again.changes == 0
+    assert _persons(workspace) == before
+    empi.train_workspace(workspace)
+    retrained = empi.link_workspace(workspace, full=True)
+    after = _persons(workspace)
+    # Clusters the new model keeps keep their ids (all of them, when nothing changed).
+    old, new = _clusters(before), _clusters(after)
+    same = set(old) & set(new)
+    assert len(same) >= 0.99 * len(old)
+    assert all(old[c] == new[c] for c in same)
+    assert retrained.changes == sum(1 for k in before if before[k] != after[k])
+
+
+def test_merge_then_unmerge_restores_every_table(hospital_lake, tmp_path: Path) -> None:
+    workspace = hospital_lake.copy(tmp_path / "ws")
+    empi.link_workspace(workspace)
+    before = _lake_rows(workspace)
+    clusters = sorted(_clusters(_persons(workspace)).items(), key=lambda kv: -len(kv[0]))
+    (members_a, keep), (members_b, other) = clusters[0], clusters[1]
+    report = empi.merge_persons(workspace, keep, other, actor="test-steward")
+    merged = _persons(workspace)
+    assert {merged[k] for k in members_a | members_b} == {keep}
+    after_merge = _lake_rows(workspace)
+    assert after_merge != before
+    # Every row that pointed at the merged person now points at the kept one.
+    assert all(str(other) not in row for rows in after_merge.values() for row in rows
+               if rows is not after_merge.get("empi_golden"))  # fmt: skip
+    empi.unmerge_operation(workspace, report.operation_id, actor="test-steward")
+    assert _lake_rows(workspace) == before
+    # The separation is remembered: a full automatic run does not join them again.
+    empi.link_workspace(workspace, full=True)
+    final = _persons(workspace)
+    assert {final[k] for k in members_a}.isdisjoint({final[k] for k in members_b})
+
+
+def test_steward_decisions_survive_retraining(hospital_lake, tmp_path: Path) -> None:
+    workspace = hospital_lake.copy(tmp_path / "ws")
+    empi.link_workspace(workspace)
+    persons = _persons(workspace)
+    clusters = sorted(_clusters(persons), key=len, reverse=True)
+    a, b = sorted(clusters[0])[:2]  # linked by the model
+    c, d = sorted(clusters[1])[0], sorted(clusters[2])[0]  # different persons
+
+    def pair(x: str, y: str) -> tuple[str, str, str, str]:
+        (xs, _, xi), (ys, _, yi) = x.partition(":"), y.partition(":")
+        return (xs, xi, ys, yi)
+
+    empi.decide_pair(workspace, pair(a, b), "no_match", steward="s1")
+    empi.decide_pair(workspace, pair(c, d), "match", steward="s1")
+    decided = _persons(workspace)
+    assert decided[a] != decided[b]
+    assert decided[c] == decided[d]
+    empi.train_workspace(workspace)
+    empi.link_workspace(workspace, full=True)
+    final = _persons(workspace)
+    assert final[a] != final[b]
+    assert final[c] == final[d]
+
+
+def test_incremental_batches_keep_ids_and_equal_a_full_link(hospital_lake, tmp_path: Path) -> None:
+    """Ingest HIS, link; then EMR with linking after ingest: the HIS persons keep
+    their ids, and a full re-link of everything changes nothing."""
+    from medlake.config import write_settings
+    from medlake.service.ingest import ingest_paths
+    from medlake.service.workspace import init_workspace
+
+    workspace = tmp_path / "ws"
+    init_workspace(workspace, name="incremental")
+    settings = open_workspace(workspace).settings
+    settings.empi.link_after_ingest = True
+    write_settings(workspace / "medlake.toml", settings)
+    hospital = hospital_lake.hospital
+    report = ingest_paths(
+        workspace, [hospital / "his"], source_system="his",
+        options={"mapping": hospital / "his" / "medlake-mapping.toml"},
+    )  # fmt: skip
+    assert report.empi is not None
+    assert report.empi.mode == "full"
+    first = _clusters(_persons(workspace))
+    report = ingest_paths(workspace, [hospital / "emr"], source_system="emr")
+    assert report.empi is not None
+    assert report.empi.mode == "incremental"
+    second = _persons(workspace)
+    # Every HIS person still exists under its id, with at least its HIS records.
+    for members, person in first.items():
+        assert {second[k] for k in members} == {person}
+    full = empi.link_workspace(workspace, full=True)
+    assert full.changes == 0
+    truth = _truth_pairs(hospital_lake.hospital, second)
+    assert truth.precision >= 0.995
+    assert truth.recall >= 0.99
+
+
+def _truth_pairs(hospital: Path, persons: dict[str, int]):
+    from medlake.service.empi import _truth_mapping
+
+    truth = _truth_mapping(hospital)
+    keys = [k for k in persons if k.replace(":", "\x1f", 1) in truth]
+    return pairwise_score(
+        [persons[k] for k in keys], [truth[k.replace(":", "\x1f", 1)] for k in keys]
+    )
+
+
+_ = pa
