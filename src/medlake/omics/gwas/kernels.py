@@ -65,7 +65,8 @@ def missing_index(missing: np.ndarray, counts: np.ndarray | None = None) -> np.n
         counts = np.count_nonzero(missing, axis=1)
     if not counts.any():
         return None
-    rows, cols = np.nonzero(missing)
+    flat = np.flatnonzero(missing)  # cheaper than 2-D nonzero on a sparse mask
+    rows, cols = np.divmod(flat, missing.shape[1])
     starts = np.cumsum(counts) - counts
     padded = np.full((missing.shape[0], int(counts.max())), missing.shape[1], np.int64)
     padded[rows, np.arange(rows.size) - starts[rows]] = cols
@@ -79,6 +80,7 @@ class LinearSetup:
     q: Array  # (n + 1, k) orthonormal basis of intercept + covariates; last row 0 (padding)
     y: Array  # (n + 1,) phenotype residualised on q; last entry 0 (padding)
     yy: float  # y'y
+    qy: Array  # (n, k + 1): [q y] without the padding row, for one product per block
 
 
 def linear_setup(q: Array, y: Array) -> LinearSetup:
@@ -88,7 +90,8 @@ def linear_setup(q: Array, y: Array) -> LinearSetup:
     zero_row = xp.zeros((1, q.shape[1]), dtype=q.dtype, device=_device(q))
     q_pad = xp.concat([q, zero_row], axis=0)
     y_pad = xp.concat([y_r, xp.zeros((1,), dtype=y.dtype, device=_device(y))])
-    return LinearSetup(q=q_pad, y=y_pad, yy=float(xp.sum(y_r * y_r)))
+    qy = xp.concat([q, y_r[:, None]], axis=1)
+    return LinearSetup(q=q_pad, y=y_pad, yy=float(xp.sum(y_r * y_r)), qy=qy)
 
 
 def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[str, Array]:
@@ -112,10 +115,9 @@ def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[st
     xp = array_namespace(g)
     k = setup.q.shape[1]
     n = setup.q.shape[0] - 1
-    q, y = setup.q[:n, :], setup.y[:n]
-    b = g @ q  # (B, k) = Q_S'g because g is 0 on missing calls
-    gy = g @ y
-    gg = xp.sum(g * g, axis=1)
+    by = g @ setup.qy  # one pass over g: (B, k) = Q_S'g (g is 0 on missing calls), and g'y
+    b, gy = by[:, :k], by[:, k]
+    gg = xp.vecdot(g, g)
     if missing is None:
         # A = I, Q'y = 0: the complete-data partial regression
         gg_c = gg - xp.sum(b * b, axis=1)
