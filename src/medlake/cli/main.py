@@ -24,11 +24,14 @@ from medlake.cli import (
     deid,
     demo,
     empi,
+    extract,
     gwas,
     ingest,
     listen,
     mirror,
+    qc,
     quarantine,
+    serve,
     synth,
     vocab,
     watch,
@@ -70,7 +73,9 @@ workspace.register(app)
 synth.register(app)
 demo.register(app)
 listen.register(app)
+serve.register(app)
 ingest.register(app)
+extract.register(app)
 gwas.register(app)
 de.register(app)
 app.add_typer(workspace.schema_app, name="schema")

@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import ibis
@@ -314,3 +315,22 @@ def _manifest(
             for name, sha in result.files.items()
         },
     }
+
+
+def example_features_path(name: str = "t2d_hba1c_metformin") -> Path:
+    """Path of a bundled example feature spec (``extract_examples/<name>.features.json``)."""
+    return Path(
+        str(resources.files("medlake.service") / "extract_examples" / f"{name}.features.json")
+    )
+
+
+def extract_demo_cohort(workspace_dir: Path | None, out_dir: Path) -> ExtractResult:
+    """The demo's extraction: the bundled type 2 diabetes / HbA1c / metformin cohort with
+    its example feature spec (concept sets 1 and 3 come from the definition)."""
+    from medlake.cohort import example_path
+    from medlake.service.cohort import load_definition
+    from medlake.service.extract_spec import load_feature_spec
+
+    definition = load_definition(example_path("t2d_hba1c_metformin"))
+    spec = load_feature_spec(example_features_path())
+    return extract_cohort(workspace_dir, definition, spec, out_dir, actor="system:demo")
