@@ -32,6 +32,7 @@ from medlake.cli import (
     qc,
     quarantine,
     serve,
+    serve,
     synth,
     vocab,
     watch,
@@ -73,6 +74,7 @@ workspace.register(app)
 synth.register(app)
 demo.register(app)
 listen.register(app)
+serve.register(app)
 serve.register(app)
 ingest.register(app)
 extract.register(app)
