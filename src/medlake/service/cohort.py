@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ibis
 import pyarrow as pa
 from pydantic import ValidationError
 
@@ -101,6 +102,16 @@ def _compiled(
                 definition, engine.table, omics_events=omics, observation_periods=periods
             ),
         )
+
+
+def _index_events(engine: Engine, compiler: CohortCompiler) -> ibis.Table:
+    """The index events, computed first and handed back as a memtable.
+
+    Ibis compiles a cohort as one graph in time that grows faster than its size (0.85 s
+    for the demo definition, against 0.35 s for its two halves), so the entry events are
+    one query and the rules over them another.
+    """
+    return ibis.memtable(engine.execute(compiler.index_events()))
 
 
 # ---------------------------------------------------------------------- counting
@@ -184,7 +195,8 @@ def count_cohort(
 ) -> CohortCount:
     """Persons with an entry event, then remaining after each inclusion rule (one query)."""
     with _compiled(workspace_dir, definition) as (workspace, engine, compiler):
-        row = engine.execute(compiler.attrition_query()).to_pylist()[0]
+        index = _index_events(engine, compiler)
+        row = engine.execute(compiler.attrition_query(index)).to_pylist()[0]
         threshold = small_cell_threshold(workspace)
     initial = int(row["initial"] or 0)
     rules: list[RuleCount] = []
@@ -205,7 +217,8 @@ def count_cohort(
 def cohort_members(workspace_dir: Path | None, definition: CohortDefinition) -> pa.Table:
     """The cohort: ``person_id, cohort_start_date, cohort_end_date``, one row per era."""
     with _compiled(workspace_dir, definition) as (_, engine, compiler):
-        query = compiler.members_query().order_by(["person_id", "cohort_start_date"])
+        query = compiler.members_query(_index_events(engine, compiler))
+        query = query.order_by(["person_id", "cohort_start_date"])
         return engine.execute(query).cast(MEMBER_SCHEMA)
 
 
@@ -230,7 +243,8 @@ def create_cohort(
     """
     name = name or definition.name
     with _compiled(workspace_dir, definition) as (_, engine, compiler):
-        members = engine.execute(compiler.members_query()).cast(MEMBER_SCHEMA)
+        index = _index_events(engine, compiler)
+        members = engine.execute(compiler.members_query(index)).cast(MEMBER_SCHEMA)
         defs = engine.table("cohort_definition")
         existing = (
             engine.execute(
