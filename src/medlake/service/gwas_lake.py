@@ -1,0 +1,218 @@
+"""GWAS in the lake: genotypes registered in ``omics_sample``, phenotypes from the
+clinical data, covariates age, sex and genotype principal components.
+
+Phenotypes (:class:`LakePhenotype`):
+
+* **case/control** from cohorts: members of the case cohort are cases; members of the
+  control cohort (or, without one, every other genotyped person) controls; a person in
+  both is left out;
+* **quantitative**: a measurement (``measurement_source_value``, e.g. the LOINC code
+  ``22748-8`` of LDL cholesterol, or a ``measurement_concept_id``), each person's
+  latest value in an optional date window, optionally rank-based inverse-normal
+  transformed (Blom offsets).
+
+One genotype sample per linked person (the latest collected); age in years at that
+sample's collection (or today when unknown), sex from ``person.gender_concept_id``
+(8507 male = 1, 8532 female = 2, as PLINK codes it), and ``n_pcs`` principal components
+of common variants (MAF ≥ 5 %, thinned to at most 20,000) over the analysed samples.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import ibis
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from medlake.cohort.model import CohortDefinition
+from medlake.config import open_workspace
+from medlake.errors import InputError, UsageError
+from medlake.omics.gwas.association import BackendName, FirthMode, GlmOptions
+from medlake.omics.gwas.plink_io import GenotypeFile
+from medlake.omics.gwas.qc import VariantFilter, principal_components
+from medlake.service.cohort import cohort_members, load_definition
+from medlake.service.gwas import GwasRun, Progress, run_association
+from medlake.service.workspace import open_lake
+
+GENOTYPE_ASSAY = "genotype"
+MALE, FEMALE = 8507, 8532
+PC_MAX_VARIANTS = 20_000
+
+
+@dataclass(frozen=True)
+class LakePhenotype:
+    """What to associate: a case/control pair of cohorts, or a measurement."""
+
+    name: str
+    case_cohort: Path | CohortDefinition | None = None
+    control_cohort: Path | CohortDefinition | None = None
+    measurement: str | int | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+    inverse_normal: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.case_cohort is None) == (self.measurement is None):
+            raise UsageError("a lake phenotype is a case cohort or a measurement, not both")
+        if self.control_cohort is not None and self.case_cohort is None:
+            raise UsageError("a control cohort needs a case cohort")
+
+
+def genotype_samples(workspace_dir: Path | None) -> tuple[Path, pd.DataFrame]:
+    """(genotype fileset prefix, linked samples: sample_id, person_id, collected_date).
+
+    One sample per person, the latest collected; all must be in one registered fileset.
+    """
+    workspace = open_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        registry = engine.table("omics_sample")
+        rows = engine.execute(
+            registry.filter(
+                (registry.assay == GENOTYPE_ASSAY) & registry.person_id.notnull()
+            ).select("sample_id", "file_uri", "file_format", "person_id", "collected_date")
+        ).to_pandas()
+    if rows.empty:
+        raise InputError(f"{workspace.root}: no genotype sample is registered and linked")
+    files = rows["file_uri"].unique()
+    if len(files) > 1:
+        raise InputError(f"genotypes are registered in {len(files)} filesets; merge them first")
+    rows = rows.sort_values(["person_id", "collected_date", "sample_id"], na_position="first")
+    rows = rows.drop_duplicates("person_id", keep="last")
+    data = workspace.omics_dir / files[0]
+    return data.with_suffix(""), rows[["sample_id", "person_id", "collected_date"]]
+
+
+def _cohort_persons(workspace_dir: Path | None, cohort: Path | CohortDefinition) -> set[int]:
+    definition = load_definition(cohort) if isinstance(cohort, Path) else cohort
+    return set(cohort_members(workspace_dir, definition).column("person_id").to_pylist())
+
+
+def _measurement_values(workspace_dir: Path | None, pheno: LakePhenotype) -> pd.Series:
+    """Each person's latest value of the measurement (in the window), by person_id."""
+    workspace = open_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        m = engine.table("measurement")
+        if isinstance(pheno.measurement, int):
+            where = m.measurement_concept_id == pheno.measurement
+        else:
+            where = m.measurement_source_value == str(pheno.measurement)
+        where &= m.value_as_number.notnull()
+        if pheno.start is not None:
+            where &= m.measurement_date >= ibis.literal(pheno.start)
+        if pheno.end is not None:
+            where &= m.measurement_date <= ibis.literal(pheno.end)
+        rows = engine.execute(
+            m.filter(where).select("person_id", "measurement_date", "measurement_datetime",
+                                   "value_as_number")
+        ).to_pandas()  # fmt: skip
+    if rows.empty:
+        raise InputError(f"no measurement {pheno.measurement!r} with a value in the lake")
+    rows = rows.sort_values(["person_id", "measurement_date", "measurement_datetime"])
+    return (
+        rows.drop_duplicates("person_id", keep="last")
+        .set_index("person_id")["value_as_number"]
+        .astype(np.float64)
+    )
+
+
+def inverse_normal(values: np.ndarray) -> np.ndarray:
+    """Rank-based inverse-normal transform (Blom 1958: ``(r - 3/8) / (n + 1/4)``); NaN kept."""
+    out = np.full(values.shape, np.nan)
+    ok = ~np.isnan(values)
+    ranks = stats.rankdata(values[ok])
+    out[ok] = stats.norm.ppf((ranks - 0.375) / (ok.sum() + 0.25))
+    return out
+
+
+def _demographics(workspace_dir: Path | None, persons: list[int]) -> pd.DataFrame:
+    workspace = open_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        p = engine.table("person")
+        return engine.execute(
+            p.filter(p.person_id.isin(persons)).select(
+                "person_id", "year_of_birth", "month_of_birth", "day_of_birth",
+                "gender_concept_id")
+        ).to_pandas().set_index("person_id")  # fmt: skip
+
+
+def run_gwas_lake(
+    workspace_dir: Path | None,
+    phenotype: LakePhenotype,
+    out: Path,
+    *,
+    n_pcs: int = 4,
+    firth: FirthMode = "fallback",
+    filters: VariantFilter | None = None,
+    backend: BackendName = "auto",
+    plots: bool = True,
+    progress: Progress | None = None,
+) -> GwasRun:
+    """GWAS of ``phenotype`` on the lake's genotypes, adjusted for age, sex and PCs.
+
+    Writes the same files as standalone mode under ``out`` (a prefix) and returns the
+    run's summary.
+    """
+    prefix, samples = genotype_samples(workspace_dir)
+    kind = "pgen" if Path(f"{prefix}.pgen").exists() else "bed"
+    persons = samples["person_id"].astype(np.int64).to_numpy()
+    if phenotype.case_cohort is not None:
+        cases = _cohort_persons(workspace_dir, phenotype.case_cohort)
+        controls = (
+            _cohort_persons(workspace_dir, phenotype.control_cohort)
+            if phenotype.control_cohort is not None
+            else set(persons.tolist()) - cases
+        )
+        value = np.where(np.isin(persons, list(cases)), 1.0, np.nan)
+        value[np.isin(persons, list(controls - cases))] = 0.0
+        model = "logistic"
+    else:
+        latest = _measurement_values(workspace_dir, phenotype)
+        value = latest.reindex(persons).to_numpy(dtype=np.float64)
+        if phenotype.inverse_normal:
+            value = inverse_normal(value)
+        model = "linear"
+    demo = _demographics(workspace_dir, persons.tolist()).reindex(persons)
+    collected = pd.to_datetime(samples["collected_date"]).fillna(pd.Timestamp.today())
+    birth = pd.to_datetime(
+        {"year": demo["year_of_birth"], "month": demo["month_of_birth"].fillna(7),
+         "day": demo["day_of_birth"].fillna(1)}, errors="coerce")  # fmt: skip
+    age = (collected.to_numpy() - birth.to_numpy()) / np.timedelta64(1, "D") / 365.25
+    sex = demo["gender_concept_id"].map({MALE: 1.0, FEMALE: 2.0}).to_numpy(dtype=np.float64)
+    with GenotypeFile(prefix, kind) as geno:
+        position = {s: i for i, s in enumerate(geno.samples.iid)}
+        where = np.array([position.get(s, -1) for s in samples["sample_id"]])
+        if (where < 0).any():
+            raise InputError(f"{prefix}: registered samples missing from the fileset")
+        n_all = len(geno.samples)
+        pheno_all = np.full(n_all, np.nan)
+        pheno_all[where] = value
+        covariates = np.full((n_all, 2 + n_pcs), np.nan)
+        covariates[where, 0] = age
+        covariates[where, 1] = sex
+        analysed = where[~np.isnan(value) & ~np.isnan(age) & ~np.isnan(sex)]
+        if analysed.size < 10 + n_pcs:
+            raise InputError(f"only {analysed.size} genotyped persons have the phenotype")
+        if n_pcs:
+            covariates[analysed, 2:] = _pcs(geno, analysed, n_pcs)
+        options = GlmOptions(model=model, firth=firth, filters=filters or VariantFilter())
+        return run_association(geno, phenotype.name, pheno_all, covariates, options, out,
+                               backend=backend, plots=plots, progress=progress)  # fmt: skip
+
+
+def _pcs(geno: GenotypeFile, samples: np.ndarray, n_pcs: int) -> np.ndarray:
+    """Principal components of the analysed samples from common, thinned variants."""
+    total = len(geno.variants)
+    step = max(1, total // PC_MAX_VARIANTS)
+
+    def blocks():  # common variants only, every step-th one
+        for _, _, calls in geno.blocks(4096):
+            sub = calls[::step, samples] if step > 1 else calls[:, samples]
+            present = sub >= 0
+            p = np.where(present, sub, 0).sum(1) / np.maximum(2 * present.sum(1), 1)
+            yield sub[np.minimum(p, 1 - p) >= 0.05]
+
+    return principal_components(blocks(), samples.size, n_pcs)
