@@ -30,8 +30,10 @@ def _ids(tables: tuple[TableSpec, ...]) -> list[str]:
     return [table.name for table in tables]
 
 
-def test_schema_version_is_one() -> None:
-    assert SCHEMA_VERSION == 1
+def test_schema_version_is_the_last_migrations() -> None:
+    from medlake.schema.migrations import MIGRATIONS
+
+    assert MIGRATIONS[-1].version == SCHEMA_VERSION
 
 
 def test_all_tables_are_omop_then_medlake() -> None:
@@ -123,10 +125,10 @@ def test_person_links_start_empty_until_empi_links_them() -> None:
         assert column.foreign_key == ("person", "person_id")
 
 
-def test_only_pii_tables_are_restricted() -> None:
-    restricted = [table.name for table in ALL_TABLES if table.restricted]
-    assert restricted == ["pii_person"]
-    assert all(name.startswith("pii_") for name in restricted)
+def test_restricted_tables_are_those_with_identifiers_or_secrets() -> None:
+    restricted = {table.name for table in ALL_TABLES if table.restricted}
+    # identifiers: pii_person and the EMPI's golden record; secrets: token hashes
+    assert restricted == {"pii_person", "empi_golden", "access_token"}
     assert tables_in_group("restricted") == tuple(t for t in ALL_TABLES if t.restricted)
 
 

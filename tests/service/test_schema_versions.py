@@ -64,3 +64,49 @@ def test_lake_from_a_newer_medlake_is_refused(workspace_dir: Path) -> None:
         open_lake(workspace)
     with pytest.raises(SchemaVersionError):
         upgrade_schema(workspace_dir)
+
+
+def test_a_version_1_lake_upgrades_to_the_shape_of_a_new_lake(tmp_path: Path) -> None:
+    """Rebuild the v1 shape (tables and columns migration 2 adds removed), upgrade it, and
+    compare every table's columns and types with a lake created at the current version."""
+    from medlake.engine import TableSpec
+    from medlake.schema import ALL_TABLES
+    from medlake.schema.migrations import MIGRATIONS, CreateTables
+
+    later = MIGRATIONS[1]
+    added_tables = {t.name for step in later.steps if isinstance(step, CreateTables)
+                    for t in step.tables}  # fmt: skip
+    added_columns = {(step.this.name, action.this.name) for step in later.steps
+                     if not isinstance(step, CreateTables)
+                     for action in step.args["actions"]}  # fmt: skip
+    assert added_tables
+    assert ("audit_event", "outcome") in added_columns
+    v1 = [
+        TableSpec(name=t.name, group=t.group, description=t.description,
+                  restricted=t.restricted,
+                  columns=tuple(c for c in t.columns if (t.name, c.name) not in added_columns))
+        for t in ALL_TABLES if t.name not in added_tables
+    ]  # fmt: skip
+    old = tmp_path / "old"
+    init_workspace(old, demo_vocabulary=False)
+    workspace = open_workspace(old)
+    with open_workspace_engine(workspace) as engine:
+        for name in engine.list_tables():
+            engine.drop_table(name)
+        engine.create_schema(v1)
+        engine.load_arrow(VERSION_TABLE, pa.table({
+            "version": [1], "applied_at": [dt.datetime(2026, 1, 1)],
+            "description": ["v1"], "medlake_version": ["0.1.0"]}))  # fmt: skip
+    with pytest.raises(SchemaVersionError, match="medlake schema upgrade"):
+        open_lake(workspace)
+    before, after, applied = upgrade_schema(old)
+    assert (before, after, [m.version for m in applied]) == (1, SCHEMA_VERSION, [2])
+    new = tmp_path / "new"
+    init_workspace(new, demo_vocabulary=False)
+
+    def shape(root: Path) -> dict[str, dict[str, str]]:
+        with open_lake(open_workspace(root)) as engine:
+            return {name: {c: str(t) for c, t in engine.table(name).schema().items()}
+                    for name in sorted(engine.list_tables())}  # fmt: skip
+
+    assert shape(old) == shape(new)

@@ -32,6 +32,9 @@ import sqlglot.expressions as sge
 from medlake.engine import TableSpec
 from medlake.errors import SchemaVersionError
 from medlake.schema import ALL_TABLES, SCHEMA_VERSION
+from medlake.schema.access_tables import ACCESS_TABLES
+from medlake.schema.empi_tables import EMPI_TABLES
+from medlake.schema.governance_tables import GOVERNANCE_TABLES
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=1,
         description="create the OMOP CDM v5.4 tables and medlake's own tables",
         steps=(CreateTables(ALL_TABLES),),
+    ),
+    Migration(
+        version=2,
+        description=(
+            "EMPI, data-quality, audit-head and access tables; the source patient of each "
+            "source record; outcome and origin of audit events"
+        ),
+        steps=(
+            CreateTables(EMPI_TABLES + GOVERNANCE_TABLES + ACCESS_TABLES),
+            # null on rows loaded before: the EMPI falls back to the row's person there
+            ddl(
+                "ALTER TABLE source_record ADD COLUMN IF NOT EXISTS source_patient_id "
+                "VARCHAR(255)"
+            ),
+            ddl("ALTER TABLE audit_event ADD COLUMN IF NOT EXISTS outcome VARCHAR(20)"),
+            ddl("ALTER TABLE audit_event ADD COLUMN IF NOT EXISTS origin VARCHAR(255)"),
+        ),
     ),
 )
 
