@@ -32,7 +32,6 @@ from medlake.cli import (
     qc,
     quarantine,
     serve,
-    serve,
     synth,
     vocab,
     watch,
@@ -75,7 +74,6 @@ synth.register(app)
 demo.register(app)
 listen.register(app)
 serve.register(app)
-serve.register(app)
 ingest.register(app)
 extract.register(app)
 gwas.register(app)
@@ -87,6 +85,7 @@ app.add_typer(watch.app, name="watch")
 app.add_typer(mirror.app, name="mirror")
 app.add_typer(backup.app, name="backup")
 app.add_typer(audit.app, name="audit")
+app.add_typer(qc.app, name="qc")
 app.add_typer(cohort.app, name="cohort")
 app.add_typer(deid.app, name="deid")
 app.add_typer(access.user_app, name="user")

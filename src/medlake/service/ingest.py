@@ -275,7 +275,21 @@ def ingest_paths(
                 report.empi = link_engine(engine, workspace)
             except MedlakeError as error:  # the batches are loaded whatever linking finds
                 logger.warning("EMPI link after ingest failed: %s", error)
+        _check_quality(engine, workspace, report)
     return report
+
+
+def _check_quality(engine: Engine, workspace: Workspace, report: IngestReport) -> None:
+    # Once per run, after linking ([quality] run_after_ingest): the checks are whole-table
+    # aggregates, so one run after the last batch sees all the batches loaded.
+    from medlake.service.quality import run_after_ingest
+
+    loaded = [r for r in report.files if r.status == "loaded" and r.summary is not None]
+    tables = {table for r in loaded if r.summary for table in r.summary.rows_by_table}
+    try:
+        run_after_ingest(engine, workspace, [r.batch_id for r in loaded if r.batch_id], tables)
+    except MedlakeError as error:  # the batches are loaded whatever the checks find
+        logger.warning("quality checks after ingest failed: %s", error)
 
 
 def _small(item: IngestInput) -> bool:
