@@ -147,7 +147,7 @@ class EmpiSection(_Section):
         description="most trusted first, for survivorship = most_trusted",
     )
     train_max_pairs: float = Field(
-        default=2e6, gt=0, description="random pairs for estimating u-probabilities"
+        default=1e6, gt=0, description="random pairs for estimating u-probabilities"
     )
 
 

@@ -21,7 +21,7 @@ Comparison levels (strongest first; each comparison has a null level):
 
 Blocking rules (candidate pairs) are equality joins that stay small on millions of
 records: resident ID; phone; pinyin name with birth year; sorted name with birth date;
-birth date with sex and postcode; swapped birth date with sorted name; hanzi name with
+birth date with sex (names with a typo where nothing else is known); swapped birth date with sorted name; hanzi name with
 birth year.
 """
 
@@ -153,7 +153,7 @@ BLOCKING_RULES = [
     block_on("phone"),
     block_on("name_py", "birth_year"),
     block_on("name_sorted", "birth_date"),
-    block_on("birth_date", "sex", "postcode"),
+    block_on("birth_date", "sex"),
     "l.birth_date_swapped = r.birth_date AND l.name_sorted = r.name_sorted",
     block_on("name_hanzi", "birth_year"),
 ]
@@ -187,7 +187,7 @@ def base_settings(link_type: str = "dedupe_only") -> dict[str, Any]:
 def train(
     linker_factory: Any,
     *,
-    max_pairs: float = 2e6,
+    max_pairs: float = 1e6,
     recall: float = 0.8,
     seed: int = 1,
 ) -> dict[str, Any]:

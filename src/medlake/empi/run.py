@@ -41,7 +41,7 @@ class LinkOptions:
     review_threshold: float = 0.5
     survivorship: str = "most_trusted"
     trusted_sources: tuple[str, ...] = ("his", "emr", "lis")
-    train_max_pairs: float = 2e6
+    train_max_pairs: float = 1e6
 
 
 @dataclass
