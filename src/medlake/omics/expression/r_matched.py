@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.default_inference import DefaultInference
+from pydeseq2.utils import irls_solver
 from scipy.special import digamma, gammaln
 from scipy.stats import norm
 
@@ -157,6 +158,15 @@ def grid_search(post: _Posterior, genes: np.ndarray, max_disp: float) -> np.ndar
     return fine[np.argmax(values, axis=0), np.arange(genes.size)]
 
 
+def _nb_nll(y: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Negative binomial negative log-likelihood per gene (PyDESeq2's ``nb_nll``)."""
+    inv = 1.0 / alpha[None, :]
+    logbinom = gammaln(y + inv) - gammaln(y + 1.0) - gammaln(inv)
+    return (
+        inv * np.log(alpha[None, :]) - logbinom + (y + inv) * np.log(mu + inv) - y * np.log(mu)
+    ).sum(axis=0)
+
+
 class RMatchedInference(DefaultInference):
     """DefaultInference with R's dispersion search and Wald standard errors.
 
@@ -212,11 +222,62 @@ class RMatchedInference(DefaultInference):
         optimizer: str = "L-BFGS-B",
         maxiter: int = 250,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """PyDESeq2's IRLS, returning μ bounded below by ``min_mu`` as R's ``fitBeta`` does."""
-        beta, mu, hat, converged = super().irls(
-            counts, size_factors, design_matrix, disp, min_mu, beta_tol,
-            min_beta, max_beta, optimizer, maxiter,  # type: ignore[arg-type]
-        )  # fmt: skip
+        """PyDESeq2's IRLS (``utils.irls_solver``) run on all genes at once.
+
+        The same iteration, start, ridge and stopping rule, vectorised over genes
+        (batched p × p solves) instead of one Python call per gene; genes that diverge
+        (|β| > ``max_beta``) or reach ``maxiter`` are handed to PyDESeq2's own per-gene
+        solver, which takes its optimiser fallback as before. μ is returned bounded
+        below by ``min_mu``, as R's ``fitBeta`` returns it.
+        """
+        y = np.asarray(counts, dtype=np.float64)
+        x = np.asarray(design_matrix, dtype=np.float64)
+        sf = np.asarray(size_factors, dtype=np.float64)
+        disp = np.asarray(disp, dtype=np.float64)
+        n_genes, p = y.shape[1], x.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if np.linalg.matrix_rank(x) == p:
+                q, r = np.linalg.qr(x)
+                beta = np.linalg.solve(r, q.T @ np.log(y / sf[:, None] + 0.1)).T
+            else:
+                beta = np.zeros((n_genes, p))
+                beta[:, 0] = np.log(y / sf[:, None]).mean(axis=0)
+            ridge = np.eye(p) * 1e-6
+            mu = np.maximum(sf[:, None] * np.exp(x @ beta.T), min_mu)
+            dev = np.full(n_genes, 1000.0)
+            active = np.ones(n_genes, dtype=bool)
+            fallback = np.zeros(n_genes, dtype=bool)
+            for step in range(1, maxiter + 1):
+                idx = np.flatnonzero(active)
+                if idx.size == 0:
+                    break
+                m, a = mu[:, idx], disp[idx]
+                w = m / (1.0 + m * a[None, :])
+                z = np.log(m / sf[:, None]) + (y[:, idx] - m) / m
+                h = np.einsum("ni,ng,nj->gij", x, w, x) + ridge
+                beta_hat = np.linalg.solve(h, np.einsum("ni,ng->gi", x, w * z)[..., None])[..., 0]
+                bad = (np.abs(beta_hat) > max_beta).any(axis=1) | (step >= maxiter)
+                bad |= ~np.isfinite(beta_hat).all(axis=1)
+                fallback[idx[bad]] = True
+                active[idx[bad]] = False
+                good = idx[~bad]
+                beta[good] = beta_hat[~bad]
+                mu[:, good] = np.maximum(sf[:, None] * np.exp(x @ beta[good].T), min_mu)
+                new_dev = -2.0 * _nb_nll(y[:, good], mu[:, good], disp[good])
+                ratio = np.abs(new_dev - dev[good]) / (np.abs(new_dev) + 0.1)
+                dev[good] = new_dev
+                active[good[ratio <= beta_tol]] = False
+            w = mu / (1.0 + mu * disp[None, :])
+            inv = np.linalg.inv(np.einsum("ni,ng,nj->gij", x, w, x) + ridge)
+            hat = np.einsum("ni,gij,nj->ng", x, inv, x) * w
+        converged = np.ones(n_genes, dtype=bool)
+        for g in np.flatnonzero(fallback):
+            beta[g], mu_g, hat[:, g], converged[g] = irls_solver(
+                counts=y[:, g], size_factors=sf, design_matrix=x, disp=disp[g],
+                min_mu=min_mu, beta_tol=beta_tol, min_beta=min_beta, max_beta=max_beta,
+                optimizer=optimizer, maxiter=maxiter,  # type: ignore[arg-type]
+            )  # fmt: skip
+            mu[:, g] = mu_g
         return beta, np.maximum(mu, min_mu), hat, converged
 
     def wald_test(  # type: ignore[override]
