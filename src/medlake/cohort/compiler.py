@@ -21,7 +21,7 @@ event (ALL: every item, ANY: one, AT_LEAST/AT_MOST n).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import ibis
 import ibis.expr.types as ir
@@ -177,6 +177,8 @@ class CohortCompiler:
         everything = index.select("event_id")
         if not items:
             return everything
+        if len(items) == 1 and group.type in ("all", "any"):
+            return items[0]  # one item: the group is that item (a smaller graph to compile)
         tagged = [t.select("event_id", item=ibis.literal(i, "int32")) for i, t in enumerate(items)]
         union = union_all(tagged)
         hits = union.group_by("event_id").agg(hits=union.item.nunique())
@@ -267,17 +269,22 @@ class CohortCompiler:
 
     # ------------------------------------------------------------------ rules
 
-    def rule_flags(self, index: ir.Table) -> ir.Table:
-        """``index`` with a boolean ``rule_<i>`` column per inclusion rule."""
+    def rule_query(self, rule: int, index: ir.Table) -> ir.Table:
+        """The ``event_id``s of ``index`` that satisfy inclusion rule number ``rule``."""
+        return self.group_query(self.definition.inclusion_rules[rule].expression, index)
+
+    def rule_flags(self, index: ir.Table, hits: Sequence[ir.Table] | None = None) -> ir.Table:
+        """``index`` with a boolean ``rule_<i>`` column per inclusion rule.
+
+        ``hits`` are the rules' :meth:`rule_query` tables, or their results, when already
+        computed.
+        """
         rules = self.definition.inclusion_rules
         if not rules:
             return index
-        tagged = [
-            self.group_query(rule.expression, index).select(
-                "event_id", rule=ibis.literal(i, "int32")
-            )
-            for i, rule in enumerate(rules)
-        ]
+        if hits is None:
+            hits = [self.rule_query(i, index) for i in range(len(rules))]
+        tagged = [t.select("event_id", rule=ibis.literal(i, "int32")) for i, t in enumerate(hits)]
         union = union_all(tagged)
         mask = union.group_by("event_id").agg(
             **{f"m_{i}": (union.rule == i).any() for i in range(len(rules))}
@@ -288,20 +295,25 @@ class CohortCompiler:
             **{f"rule_{i}": joined[f"m_{i}"].fill_null(False) for i in range(len(rules))},
         )
 
-    def attrition_query(self, index: ir.Table | None = None) -> ir.Table:
+    def attrition_query(
+        self, index: ir.Table | None = None, hits: Sequence[ir.Table] | None = None
+    ) -> ir.Table:
         """One row: ``initial``, then ``remaining_<i>`` and ``satisfied_<i>`` per rule.
 
-        ``index`` is :meth:`index_events` or its result, already computed (a memtable):
-        Ibis compiles two graphs of half the size several times faster than one whole.
+        ``index`` (:meth:`index_events`) and ``hits`` (:meth:`rule_query` per rule) may be
+        given already computed, as memtables: Ibis's SQL compiler takes time that grows
+        faster than the expression, so several small queries compile several times
+        faster than the one that holds them all.
         """
-        flags = self.rule_flags(self.index_events() if index is None else index)
+        flags = self.rule_flags(self.index_events() if index is None else index, hits)
         n_rules = len(self.definition.inclusion_rules)
         per_person: dict[str, ir.BooleanValue] = {}
-        passed: ir.BooleanValue = ibis.literal(True)
+        passed: ir.BooleanValue | None = None
         for i in range(n_rules):
-            passed = passed & flags[f"rule_{i}"]
+            rule = flags[f"rule_{i}"]
+            passed = rule if passed is None else passed & rule
             per_person[f"remaining_{i}"] = passed.any()
-            per_person[f"satisfied_{i}"] = flags[f"rule_{i}"].any()
+            per_person[f"satisfied_{i}"] = rule.any()
         if not per_person:
             return flags.agg(initial=flags.person_id.nunique())
         persons = flags.group_by("person_id").agg(**per_person)
@@ -312,9 +324,11 @@ class CohortCompiler:
 
     # ------------------------------------------------------------------ the cohort
 
-    def members_query(self, index: ir.Table | None = None) -> ir.Table:
+    def members_query(
+        self, index: ir.Table | None = None, hits: Sequence[ir.Table] | None = None
+    ) -> ir.Table:
         """``person_id, cohort_start_date, cohort_end_date``: the cohort's eras."""
-        flags = self.rule_flags(self.index_events() if index is None else index)
+        flags = self.rule_flags(self.index_events() if index is None else index, hits)
         for i in range(len(self.definition.inclusion_rules)):
             flags = flags.filter(flags[f"rule_{i}"])
         final = _limit(flags.select(*INDEX_COLUMNS), self.definition.expression_limit, "event_id")
