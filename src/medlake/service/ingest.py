@@ -38,10 +38,11 @@ from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.formats import reader_for
 from medlake.ingest.group_writer import groupable, write_batch_group
 from medlake.ingest.inputs import IngestInput, plan_inputs
-from medlake.ingest.landing import LandedFile, land_file
+from medlake.ingest.landing import LandedFile, land_bytes, land_file
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.prefetch import prefetch
 from medlake.ingest.quarantine import QUARANTINE_TABLE
+from medlake.ingest.run_record import RecordedInput, RunRecord
 from medlake.ingest.staging import ParsedChunk, SourceContext
 from medlake.ingest.writer import WriteSummary, write_batch
 from medlake.log import get_logger
@@ -264,6 +265,8 @@ def ingest_paths(
         group.flush()
         report.files.extend(r for r in group.results if r is not None)
         audit_mirror_events(engine, workspace)  # a landing root that failed during the run
+        _land_run_record(engine, workspace, plan.inputs, group.results, options,
+                         format, source_system)  # fmt: skip
         if workspace.settings.empi.link_after_ingest and any(
             r.summary is not None and (r.summary.loaded or r.summary.updated)
             for r in report.files
@@ -290,6 +293,58 @@ def _check_quality(engine: Engine, workspace: Workspace, report: IngestReport) -
         run_after_ingest(engine, workspace, [r.batch_id for r in loaded if r.batch_id], tables)
     except MedlakeError as error:  # the batches are loaded whatever the checks find
         logger.warning("quality checks after ingest failed: %s", error)
+
+
+def _land_run_record(
+    engine: Engine,
+    workspace: Workspace,
+    inputs: Sequence[IngestInput],
+    results: Sequence[FileResult | None],
+    options: dict[str, object],
+    format: str | None,
+    source_system: str | None,
+) -> None:
+    """Land what this run read and how (:mod:`medlake.ingest.run_record`), for rebuilds."""
+    store = landing_store(workspace)
+    loaded = [(i, r) for i, r in zip(inputs, results, strict=True)
+              if r is not None and r.status != "failed" and r.batch_id]  # fmt: skip
+    if not loaded:
+        return
+    try:
+        batches = batches_of(engine, sorted({i.source_system for i, _ in loaded}))
+        recorded = []
+        for item, result in loaded:
+            batch = batches.get(result.batch_id)  # type: ignore[arg-type]
+            if batch is None:
+                continue
+            companions = {
+                role: {"name": path.name, "sha256": land_file(path, store).sha256}
+                for role, path in item.companions.items()
+            }
+            recorded.append(
+                RecordedInput(
+                    original_name=item.original_name,
+                    sha256=batch.landed_sha256,
+                    source_system=batch.source_system,
+                    format=batch.format,
+                    batch_id=batch.batch_id,
+                    received_at=batch.received_at.isoformat(),
+                    size_bytes=batch.size_bytes,
+                    companions=companions,
+                )
+            )
+        run_options: dict[str, object] = {}
+        for key, value in options.items():
+            if key == "mapping" and value is not None:
+                run_options[key] = {"landed_sha256": land_file(Path(str(value)), store).sha256}
+            elif isinstance(value, str | int | float | bool) or value is None:
+                run_options[key] = value
+        started = min((r.received_at for r in recorded), default="")
+        record = RunRecord(started, format, source_system, run_options, recorded)
+        land_bytes(record.to_bytes(), store)
+    except (MedlakeError, OSError) as error:
+        # The batches are loaded; only a later rebuild from landing would miss this run.
+        logger.warning("could not land the run record: %s", error)
 
 
 def _small(item: IngestInput) -> bool:
