@@ -133,7 +133,7 @@ def line_search(
             accepts[taken] += 1
             a_new = ag[accept] + kg[accept] * dg[accept]
             a[taken] = a_new
-            lp_new = post.value(a_new, taken)
+            lp_new = -theta[accept]  # R evaluates it again at the same point
             change = lp_new - lp[taken]
             lp[taken] = lp_new
             done = (change < DISP_TOL) | (a_new < min_log_alpha)
