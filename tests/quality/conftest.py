@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from medlake.config import open_workspace
@@ -33,7 +34,9 @@ def frame(lake_engine: Engine) -> Callable[[str], pd.DataFrame]:
 
     def read(table: str) -> pd.DataFrame:
         if table not in cache:
-            cache[table] = lake_engine.execute(lake_engine.table(table)).to_pandas()
+            # Nullable integers: 64-bit ids must not pass through float64 on the way.
+            arrow = lake_engine.execute(lake_engine.table(table))
+            cache[table] = arrow.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
         return cache[table]
 
     return read
