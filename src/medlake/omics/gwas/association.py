@@ -180,7 +180,7 @@ def run_glm(
         rows = np.flatnonzero(keep_v)
         block_calls = calls[rows] if rows.size != calls.shape[0] else calls
         prepared = _prepare(block_calls, founders, subset, buffer)
-        with np.errstate(invalid="ignore", divide="ignore"):  # constant genotypes: NaN
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN, not noise
             result = _associate_block(prepared, y, q, setup, options, backend)
         meta = variants.take(start + rows)
         a1 = np.where(result.pop("a1_is_ref"), meta.ref, meta.alt)

@@ -49,6 +49,20 @@ def unpack_symmetric(xp: Any, packed: Array, k: int) -> Array:
     return xp.reshape(full, (packed.shape[0], k, k))
 
 
+def solve(xp: Any, a: Array, b: Array) -> Array:
+    """Batched ``a x = b``; a singular system gives NaN for its variant, not an error."""
+    try:
+        return xp.linalg.solve(a, b)
+    except Exception:  # numpy LinAlgError / torch _LinAlgError: redo one by one
+        out = xp.full(b.shape, float("nan"), dtype=b.dtype, device=_device(b))
+        for i in range(a.shape[0]):
+            try:
+                out[i, ...] = xp.linalg.solve(a[i, ...], b[i, ...])
+            except Exception:  # this variant's system is singular: NaN
+                continue
+        return out
+
+
 def _device(x: Array) -> Any:
     from array_api_compat import device
 
@@ -133,7 +147,7 @@ def linear_block(setup: LinearSetup, g: Array, missing: Array | None) -> dict[st
         a = eye[None, :, :] - xp.matrix_transpose(q_m) @ q_m  # Q_S'Q_S = I - Q_M'Q_M
         qy = -xp.sum(q_m * y_m[:, :, None], axis=1)  # Q_S'y = -Q_M'y_M (y is residualised)
         rhs = xp.stack([b, qy], axis=2)  # (B, k, 2)
-        sol = xp.linalg.solve(a, rhs)
+        sol = solve(xp, a, rhs)
         u, v = sol[:, :, 0], sol[:, :, 1]
         gg_c = gg - xp.sum(b * u, axis=1)
         gy_c = gy - xp.sum(b * v, axis=1)
@@ -200,7 +214,7 @@ def logistic_block(
         r = (y[None, :] - mu) * observed
         info = _information(xp, setup, g, w, k)
         score = xp.concat([r @ q, xp.sum(r * g, axis=1)[:, None]], axis=1)
-        step = xp.linalg.solve(info, score[:, :, None])[:, :, 0]
+        step = solve(xp, info, score[:, :, None])[:, :, 0]
         step = xp.where(converged[:, None], 0.0, step)
         gamma = gamma + step[:, :k]
         beta = beta + step[:, k]
@@ -214,7 +228,7 @@ def logistic_block(
     # The genotype's variance is the last diagonal element of the inverse information.
     e_last = xp.zeros((nb, k + 1, 1), dtype=g.dtype, device=_device(g))
     e_last[:, k, 0] = 1.0
-    var = xp.linalg.solve(info, e_last)[:, k, 0]
+    var = solve(xp, info, e_last)[:, k, 0]
     se = xp.sqrt(var)
     ok = converged & xp.isfinite(beta) & xp.isfinite(se)
     return {"beta": beta, "se": se, "obs": xp.sum(observed, axis=1), "converged": ok}
