@@ -168,8 +168,13 @@ class Lake:
         return out.reset_index(drop=True)
 
     def periods(self) -> pd.DataFrame:
-        """Each person's span from first to last record (the lake has no observation_period)."""
-        spans = [self.events(d)[["person_id", "start", "end"]] for d in DOMAINS]
+        """Each person's span from first to last recorded date (the lake has no
+        observation_period): start dates, and end dates where the table has them."""
+        spans = []
+        for table, _, _, _, start, end in DOMAINS.values():
+            t = self.frames[table]
+            last = t[end].fillna(t[start]) if end else t[start]
+            spans.append(pd.DataFrame({"person_id": t.person_id, "start": t[start], "end": last}))
         both = pd.concat(spans)
         return (
             both.groupby("person_id")
