@@ -25,6 +25,7 @@ import ibis
 import pyarrow as pa
 from pydantic import ValidationError
 
+from medlake.cohort import example_names, example_path
 from medlake.cohort.circe import circe_to_definition
 from medlake.cohort.compiler import CohortCompiler
 from medlake.cohort.events import omics_key
@@ -54,15 +55,21 @@ MEMBER_SCHEMA = pa.schema(
 
 
 def load_definition(path: Path, circe: bool = False) -> CohortDefinition:
-    """Read a definition file: medlake's JSON, or with ``circe`` an ATLAS/Circe export."""
+    """Read a definition file: medlake's JSON, or with ``circe`` an ATLAS/Circe export.
+
+    ``path`` may also name a bundled example (``t2d_hba1c_metformin``: the demo cohort).
+    """
+    path = Path(path)
+    if not path.exists() and path.suffix == "" and str(path) in example_names():
+        path = example_path(str(path))
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not a JSON file ({error})") from None
     if circe:
-        return circe_to_definition(data, name=Path(path).stem, source=str(path))
+        return circe_to_definition(data, name=path.stem, source=str(path))
     return parse_definition(data, source=str(path))
 
 
