@@ -31,6 +31,7 @@ from medlake.cli import (
     mirror,
     qc,
     quarantine,
+    rebuild,
     serve,
     synth,
     vocab,
@@ -75,6 +76,7 @@ demo.register(app)
 listen.register(app)
 serve.register(app)
 ingest.register(app)
+rebuild.register(app)
 extract.register(app)
 gwas.register(app)
 de.register(app)
