@@ -154,7 +154,7 @@ class CohortCount:
     name: str
     initial: int
     rules: list[RuleCount]
-    threshold: int = DEFAULT_THRESHOLD
+    threshold: int = DEFAULT_THRESHOLD  # privacy.small_cell_threshold
     exact: bool = False
     suppressed: SuppressedAttrition = field(init=False)
 
@@ -195,13 +195,8 @@ class CohortCount:
 
 
 def small_cell_threshold(workspace: Workspace) -> int:
-    """The workspace's small-cell threshold (``[privacy]`` settings), else the default."""
-    privacy = getattr(workspace.settings, "privacy", None)
-    for name in ("small_cell_threshold", "min_cell_count", "threshold"):
-        value = getattr(privacy, name, None)
-        if isinstance(value, int):
-            return value
-    return DEFAULT_THRESHOLD
+    """The workspace's small-cell threshold (``privacy.small_cell_threshold``, default 5)."""
+    return workspace.settings.privacy.small_cell_threshold
 
 
 def count_cohort(
