@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 
-MAGIC = b'{"medlake_ingest_run": 1'
+MAGIC = b'{"medlake_ingest_run":1,'
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class RunRecord:
     source_system: str | None
     options: dict[str, object]  # JSON values; landed files as {"landed_sha256": ...}
     inputs: list[RecordedInput]
+    # Rows of ingest_batch once the run was done: orders runs even when clocks tie.
+    batches_after: int = 0
 
     def to_bytes(self) -> bytes:
         body = {"medlake_ingest_run": 1, **asdict(self)}

@@ -24,6 +24,7 @@ from medlake.config import Workspace, open_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import MedlakeError, UsageError
 from medlake.ingest.batches import (
+    BATCH_TABLE,
     FAILED,
     LOADED,
     RUNNING,
@@ -340,7 +341,8 @@ def _land_run_record(
             elif isinstance(value, str | int | float | bool) or value is None:
                 run_options[key] = value
         started = min((r.received_at for r in recorded), default="")
-        record = RunRecord(started, format, source_system, run_options, recorded)
+        record = RunRecord(started, format, source_system, run_options, recorded,
+                           batches_after=engine.count(BATCH_TABLE))  # fmt: skip
         land_bytes(record.to_bytes(), store)
     except (MedlakeError, OSError) as error:
         # The batches are loaded; only a later rebuild from landing would miss this run.
