@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -16,10 +17,11 @@ from medlake.cohort import example_path
 from medlake.config import open_workspace
 from medlake.privacy import pseudonym
 from medlake.service.cohort import cohort_members, load_definition
-from medlake.service.extract import example_features_path
+from medlake.service.extract import example_features_path, extract_demo_cohort
 from medlake.service.workspace import pseudonym_secret
 
 
+@pytest.mark.slow
 def test_extract_writes_the_demo_cohort_with_its_manifest(hospital_lake, tmp_path: Path) -> None:
     workspace = hospital_lake.copy(tmp_path / "workspace")
     app = typer.Typer()
@@ -49,3 +51,7 @@ def test_extract_writes_the_demo_cohort_with_its_manifest(hospital_lake, tmp_pat
     assert manifest["definition"]["name"] == load_definition(definition_file).name
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+
+    # The demo's service call writes the same dataset again, byte for byte.
+    again = extract_demo_cohort(workspace, tmp_path / "again")
+    assert again.files == {name: entry["sha256"] for name, entry in manifest["files"].items()}

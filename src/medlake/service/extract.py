@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from medlake import __version__
 from medlake.audit import append_event, default_actor
+from medlake.cohort import example_path
 from medlake.cohort.model import CohortDefinition, ConceptSet
 from medlake.config import PrivacySection, open_workspace
 from medlake.engine import Engine
@@ -45,10 +46,10 @@ from medlake.privacy import (
     shift_date_column,
     truncate_code,
 )
-from medlake.service.cohort import cohort_members
+from medlake.service.cohort import cohort_members, load_definition
 from medlake.service.extract_features import PERSON, clinical_features, first_eras
 from medlake.service.extract_omics import gene_expression, genotype_dosages
-from medlake.service.extract_spec import FeatureSpec
+from medlake.service.extract_spec import FeatureSpec, load_feature_spec
 from medlake.service.workspace import open_lake, pseudonym_secret
 
 DATASET = "dataset"
@@ -327,10 +328,6 @@ def example_features_path(name: str = "t2d_hba1c_metformin") -> Path:
 def extract_demo_cohort(workspace_dir: Path | None, out_dir: Path) -> ExtractResult:
     """The demo's extraction: the bundled type 2 diabetes / HbA1c / metformin cohort with
     its example feature spec (concept sets 1 and 3 come from the definition)."""
-    from medlake.cohort import example_path
-    from medlake.service.cohort import load_definition
-    from medlake.service.extract_spec import load_feature_spec
-
     definition = load_definition(example_path("t2d_hba1c_metformin"))
     spec = load_feature_spec(example_features_path())
     return extract_cohort(workspace_dir, definition, spec, out_dir, actor="system:demo")
