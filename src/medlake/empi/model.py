@@ -21,19 +21,27 @@ Comparison levels (strongest first; each comparison has a null level):
 
 Blocking rules (candidate pairs) are equality joins that stay small on millions of
 records: resident ID; phone; pinyin name with birth year; sorted name with birth date;
-birth date with sex (names with a typo where nothing else is known); swapped birth date with sorted name; hanzi name with
-birth year.
+birth date with sex (names with a typo where nothing else is known); swapped birth date
+with sorted name; hanzi name with birth year.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from typing import Any
 
 from splink import Linker, SettingsCreator, block_on
+from splink.internals.exceptions import SplinkException  # not re-exported publicly
+
+from medlake.errors import MedlakeError
 
 MODEL_VERSION = 1
+
+
+class TrainingError(MedlakeError):
+    """The records give EM nothing to learn from."""
 
 
 def _null(column: str) -> dict[str, Any]:
@@ -197,11 +205,25 @@ def train(
     retraining on the same records gives the same model), m by EM.
     """
     linker: Linker = linker_factory(base_settings())
-    linker.training.estimate_probability_two_random_records_match(_DETERMINISTIC, recall=recall)
+    # No record pairs agreeing on the rules: keep the default prior.
+    with contextlib.suppress(SplinkException, ValueError, ZeroDivisionError):
+        linker.training.estimate_probability_two_random_records_match(_DETERMINISTIC, recall=recall)
     linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
+    trained = 0
     for rule in _TRAINING_BLOCKS:
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            rule, fix_probability_two_random_records_match=True
+        # A session whose blocking field the records lack (a file without phones)
+        # has no pairs to learn from; the others train its comparisons.
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                rule, fix_probability_two_random_records_match=True
+            )
+        except SplinkException:
+            continue
+        trained += 1
+    if not trained:
+        raise TrainingError(
+            "cannot train the linkage model: no two records share a resident ID, a phone "
+            "number, or a name and birth date"
         )
     return linker.misc.save_model_to_json(overwrite=True)
 
