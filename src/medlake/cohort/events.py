@@ -24,6 +24,7 @@ import ibis.expr.types as ir
 from medlake.cohort.model import (
     ConceptSet,
     DateRange,
+    DomainCriterion,
     DrugExposure,
     Expression,
     Genotype,
@@ -31,9 +32,8 @@ from medlake.cohort.model import (
     NumericRange,
     ObservationPeriod,
     OmicsCriterion,
+    ValuedCriterion,
     VisitOccurrence,
-    _Criterion,
-    _Valued,
 )
 from medlake.errors import UsageError
 
@@ -250,7 +250,7 @@ class EventBuilder:
 
     # ------------------------------------------------------------------ events
 
-    def events(self, criterion: _Criterion | OmicsCriterion) -> ir.Table:
+    def events(self, criterion: DomainCriterion | OmicsCriterion) -> ir.Table:
         """The events matching ``criterion``, in the common event columns."""
         if isinstance(criterion, Genotype | Expression):
             return self._omics_events(criterion)
@@ -270,7 +270,7 @@ class EventBuilder:
             concept_id=ibis.null("int64"),
         )
 
-    def _domain_events(self, criterion: _Criterion) -> ir.Table:
+    def _domain_events(self, criterion: DomainCriterion) -> ir.Table:
         domain = DOMAINS[criterion.domain]  # type: ignore[attr-defined]
         t = self._table(domain.table)
         start = t[domain.start]
@@ -315,7 +315,7 @@ class EventBuilder:
             events = events.filter(events.visit_id.isin(visits.visit_occurrence_id))
         return events.select(*EVENT_COLUMNS)
 
-    def _filters(self, events: ir.Table, criterion: _Criterion) -> list[ir.BooleanValue]:
+    def _filters(self, events: ir.Table, criterion: DomainCriterion) -> list[ir.BooleanValue]:
         found: list[ir.BooleanValue] = [ibis.literal(True)]
         if criterion.start_date is not None:
             found.append(range_predicate(events.start_date, criterion.start_date))
@@ -330,7 +330,7 @@ class EventBuilder:
             found.append(range_predicate(length, criterion.length_days))
         if isinstance(criterion, DrugExposure) and criterion.days_supply is not None:
             found.append(range_predicate(events.days_supply, criterion.days_supply))
-        if isinstance(criterion, _Valued):
+        if isinstance(criterion, ValuedCriterion):
             if criterion.value_as_number is not None:
                 found.append(range_predicate(events.value_as_number, criterion.value_as_number))
             if criterion.value_as_concept:
@@ -350,7 +350,7 @@ class EventBuilder:
         return found
 
 
-def _end_date(t: ir.Table, domain: DomainColumns, criterion: _Criterion) -> ir.DateValue:
+def _end_date(t: ir.Table, domain: DomainColumns, criterion: DomainCriterion) -> ir.DateValue:
     start = t[domain.start]
     next_day = start + days(1)
     if domain.end is None:
@@ -362,7 +362,7 @@ def _end_date(t: ir.Table, domain: DomainColumns, criterion: _Criterion) -> ir.D
 
 
 def _extra_columns(
-    t: ir.Table, domain: DomainColumns, criterion: _Criterion
+    t: ir.Table, domain: DomainColumns, criterion: DomainCriterion
 ) -> dict[str, ir.Value]:
     """The domain's own columns a criterion filters on, carried until filtered."""
     extra: dict[str, ir.Value] = {}
@@ -372,7 +372,7 @@ def _extra_columns(
         extra["type_concept"] = t[domain.type_concept].cast("int64")
     if isinstance(criterion, DrugExposure):
         extra["days_supply"] = t.days_supply
-    if isinstance(criterion, _Valued):
+    if isinstance(criterion, ValuedCriterion):
         extra["value_as_number"] = t.value_as_number
         extra["value_as_concept_id"] = t.value_as_concept_id
         extra["unit_concept_id"] = t.unit_concept_id

@@ -94,7 +94,7 @@ class DateRange(_Model):
 # ---------------------------------------------------------------------- criteria
 
 
-class _Criterion(_Model):
+class DomainCriterion(_Model):
     """Filters every domain criterion has."""
 
     codeset_id: int | None = None
@@ -108,54 +108,54 @@ class _Criterion(_Model):
     type_concept: list[int] = []  # the domain's *_type_concept_id
 
 
-class ConditionOccurrence(_Criterion):
+class ConditionOccurrence(DomainCriterion):
     domain: Literal["condition_occurrence"] = "condition_occurrence"
 
 
-class DrugExposure(_Criterion):
+class DrugExposure(DomainCriterion):
     domain: Literal["drug_exposure"] = "drug_exposure"
     days_supply: NumericRange | None = None
 
 
-class ProcedureOccurrence(_Criterion):
+class ProcedureOccurrence(DomainCriterion):
     domain: Literal["procedure_occurrence"] = "procedure_occurrence"
 
 
-class _Valued(_Criterion):
+class ValuedCriterion(DomainCriterion):
     value_as_number: NumericRange | None = None
     value_as_concept: list[int] = []
     unit: list[int] = []
 
 
-class Measurement(_Valued):
+class Measurement(ValuedCriterion):
     domain: Literal["measurement"] = "measurement"
     range_low: NumericRange | None = None
     range_high: NumericRange | None = None
     abnormal: bool = False  # value below range_low or above range_high
 
 
-class Observation(_Valued):
+class Observation(ValuedCriterion):
     domain: Literal["observation"] = "observation"
 
 
-class VisitOccurrence(_Criterion):
+class VisitOccurrence(DomainCriterion):
     domain: Literal["visit_occurrence"] = "visit_occurrence"
     length_days: NumericRange | None = None
 
 
-class DeviceExposure(_Criterion):
+class DeviceExposure(DomainCriterion):
     domain: Literal["device_exposure"] = "device_exposure"
 
 
-class Specimen(_Criterion):
+class Specimen(DomainCriterion):
     domain: Literal["specimen"] = "specimen"
 
 
-class Death(_Criterion):
+class Death(DomainCriterion):
     domain: Literal["death"] = "death"
 
 
-class ObservationPeriod(_Criterion):
+class ObservationPeriod(DomainCriterion):
     domain: Literal["observation_period"] = "observation_period"
     length_days: NumericRange | None = None
 
