@@ -24,7 +24,8 @@ def demo(
     patients: Annotated[int, typer.Option(min=1, help="Synthetic patients.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
-    """Synthesize a hospital, create a workspace and summarize what was made."""
+    """The whole platform on a synthetic hospital: ingest, link, check, count, extract,
+    analyse, de-identify, audit, back up; prints what each step did."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -34,6 +35,8 @@ def demo(
     ) as bars:
         synth_task = bars.add_task(f"synthesize {patients:,} patients", total=None)
         ingest_task = bars.add_task("ingest source files", total=None, start=False)
+        steps_task = bars.add_task("link, check, count, analyse, protect", total=None,
+                                   start=False)  # fmt: skip
 
         def synthesized(done: int, total: int) -> None:
             bars.update(synth_task, completed=done, total=total)
@@ -47,9 +50,14 @@ def demo(
                 total=step.total,
             )
 
+        def step_started(name: str) -> None:
+            bars.start_task(steps_task)
+            bars.update(steps_task, description=name)
+
         result = run_demo(
-            out, patients=patients, seed=seed, progress=synthesized, ingest_progress=ingested
-        )
+            out, patients=patients, seed=seed, progress=synthesized, ingest_progress=ingested,
+            step_started=step_started,
+        )  # fmt: skip
     print_table(
         "Ingested (per source system)", list(result.ingest.COLUMNS), result.ingest.as_rows()
     )
@@ -62,7 +70,12 @@ def demo(
         ["table", "group", "rows"],
         lake_rows,
     )
-    print_table("Timings", ["step", "seconds"], list(result.timings.items()))
+    for section in result.sections:
+        print_table(section.title, section.columns, section.rows)
+        for note in section.notes:
+            console.print(f"  {note}", highlight=False)
+    timings = [(step, f"{seconds:.1f}") for step, seconds in result.timings.items()]
+    print_table("Timings", ["step", "seconds"], timings)
     console.print(f"Hospital exports: [bold]{result.hospital_dir}[/]")
     console.print(f"Workspace:        [bold]{result.workspace_dir}[/]")
     console.print(f"Next: medlake status --workspace {result.workspace_dir}")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medlake.errors import UsageError
+from medlake.service.demo_steps import STEPS, DemoContext, DemoSection
 from medlake.service.ingest import IngestProgress, IngestReport, ingest_paths
 from medlake.service.workspace import LakeSummary, init_workspace, lake_summary
 from medlake.synth import SynthSummary, generate_hospital
@@ -29,6 +30,7 @@ class DemoResult:
     ingest: IngestReport
     lake: LakeSummary
     timings: dict[str, float]
+    sections: list[DemoSection] = field(default_factory=list)
 
 
 def run_demo(
@@ -38,6 +40,7 @@ def run_demo(
     seed: int = 42,
     progress: Callable[[int, int], None] | None = None,
     ingest_progress: Callable[[IngestProgress], None] | None = None,
+    step_started: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Build the demo in ``out_dir`` (replacing an earlier demo there, nothing else)."""
     out_dir = out_dir.expanduser().resolve()
@@ -59,9 +62,16 @@ def run_demo(
     report, ingest_timings = ingest_hospital(workspace_dir, hospital_dir, progress=ingest_progress)
     timings.update(ingest_timings)
 
-    return DemoResult(
-        hospital_dir, workspace_dir, synth_summary, report, lake_summary(workspace_dir), timings
-    )
+    context = DemoContext(hospital_dir, workspace_dir, out_dir)
+    sections: list[DemoSection] = []
+    for name, step in STEPS:
+        if step_started is not None:
+            step_started(name)
+        started = time.perf_counter()
+        sections.append(step(context))
+        timings[name] = time.perf_counter() - started
+    return DemoResult(hospital_dir, workspace_dir, synth_summary, report,
+                      lake_summary(workspace_dir), timings, sections)  # fmt: skip
 
 
 def ingest_hospital(
