@@ -6,7 +6,8 @@ record batch of results per block, with PLINK 2's columns and conventions:
 * samples are those with a phenotype and every covariate; a sample whose call is
   missing is left out of that variant's regression only (OBS_CT counts the rest);
 * A1 is the non-major allele (ALT unless ALT's frequency among founders with a call
-  exceeds 1/2, then REF), A1_FREQ its frequency among the regression's samples;
+  exceeds REF's, then REF; ties as PLINK 2's rounding decides them), A1_FREQ its
+  frequency among the regression's samples;
 * quantitative phenotypes get linear regression (T statistic, P from Student's t with
   OBS_CT - covariates - 2 degrees of freedom); case/control phenotypes logistic
   regression (Wald Z), with Firth regression when a genotype class has no cases or no
@@ -238,8 +239,14 @@ def _prepare(
     else:
         founder_counts = _genotype_counts(calls[:, founders] & 3)
     alt = founder_counts[:, 1] + 2 * founder_counts[:, 2]
-    # Major allele by founder frequency; ties keep REF major (A1 = ALT), as PLINK 2.
-    a1_is_ref = alt > founder_counts.sum(axis=1)
+    # Major allele by founder frequency, computed as PLINK 2 does: REF frequency as
+    # count × (1 / total), ALT as 1 minus that, ALT major only when strictly larger.
+    # On an exact tie the rounding decides (392 calls: ALT major; 400: REF major), as
+    # the fixture's snp231/snp232 show.
+    total = 2.0 * founder_counts.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref_freq = (total - alt) * (1.0 / total)
+    a1_is_ref = (1.0 - ref_freq) > ref_freq
     if a1_is_ref.any():
         codes[a1_is_ref] = 2 - codes[a1_is_ref]  # missing (3) becomes -1, zeroed below
         counts[a1_is_ref] = counts[a1_is_ref][:, ::-1]
