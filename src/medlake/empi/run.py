@@ -361,3 +361,66 @@ def apply_and_record(
         store.establish(engine, changes.column("new_person_id").to_pylist(), seq)
         update_golden(engine, persons, options)
     return operation_id, moves
+
+
+def relink_persons(
+    engine: Engine,
+    options: LinkOptions,
+    person_ids: list[int],
+    *,
+    home_ids: HomeIds,
+    actor: str,
+    kind: str = "decision",
+) -> tuple[str | None, int]:
+    """Re-cluster only the records of ``person_ids`` (after a steward's *not a match*).
+
+    Their pairs are scored with the active model and clustered with every decision;
+    the rest of the lake is not read beyond the ids it holds (which stay reserved).
+    Returns the operation id (None when nothing changed) and the source patients moved.
+    """
+    stored = store.active_model(engine)
+    records = store.load_records(engine, person_ids)
+    if stored is None or records.num_rows < 2:
+        return None, 0
+    features = feature_table(records)
+    keys = features.column("unique_id").to_pylist()
+    with splink_api(engine) as api:
+        pairs = predict_all(api, features, stored.settings, options.link_threshold)
+    index = {k: i for i, k in enumerate(keys)}
+    edges = []
+    if pairs.num_rows:
+        edges = [
+            (index[a], index[b], p)
+            for a, b, p in zip(
+                pairs.column("unique_id_l").to_pylist(),
+                pairs.column("unique_id_r").to_pylist(),
+                pairs.column("match_probability").to_pylist(),
+                strict=True,
+            )
+        ]
+    must, cannot = _decision_edges(store.decisions(engine), index)
+    labels = cluster(len(keys), edges, must=must, cannot=cannot)
+    current = records.column("person_id").to_pylist()
+    systems = records.column("source_system").to_pylist()
+    patients = records.column("source_patient_id").to_pylist()
+    held = engine.execute(engine.table("source_patient").select("person_id").distinct())
+    reserved = set(held.column(0).to_pylist()) - set(person_ids)
+    assigned = assign_person_ids(
+        labels, current, home_ids(systems, patients), store.established(engine), reserved
+    )
+    changed = [i for i in range(len(keys)) if assigned[i] != current[i]]
+    if not changed:
+        return None, 0
+    changes = pa.table(
+        {
+            "source_system": [systems[i] for i in changed],
+            "source_patient_id": [patients[i] for i in changed],
+            "old_person_id": pa.array([current[i] for i in changed], pa.int64()),
+            "new_person_id": pa.array([assigned[i] for i in changed], pa.int64()),
+        },
+        schema=CHANGE_SCHEMA,
+    )
+    operation_id, _ = apply_and_record(
+        engine, changes, kind=kind, actor=actor, detail={"relinked": person_ids}, options=options
+    )
+    return operation_id, len(changed)

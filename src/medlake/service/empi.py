@@ -25,6 +25,7 @@ from medlake.empi.run import (
     LinkOutcome,
     apply_and_record,
     link,
+    relink_persons,
     train_model,
 )
 from medlake.engine import Engine
@@ -227,10 +228,9 @@ def decide_pair(
             operation_id, changes = _merge(engine, persons[0], persons[1], steward, options,
                                            kind="decision", detail={"pair_id": pid})  # fmt: skip
         elif decision == "no_match" and persons[0] == persons[1]:
-            outcome = link(
-                engine, options, home_ids=home_ids, actor=steward, full=True, kind="decision"
+            operation_id, changes = relink_persons(
+                engine, options, [persons[0]], home_ids=home_ids, actor=steward
             )
-            operation_id, changes = outcome.operation_id, outcome.changes
         append_event(
             engine, actor=steward, action="empi.decide", object_type="empi_pair", object_id=pid,
             detail={"decision": decision, "operation_id": operation_id,
