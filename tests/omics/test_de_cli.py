@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
-from medlake.service.de import CASE, CONTROL, cohort_groups, run_de
+from medlake.errors import UsageError
+from medlake.service.de import CASE, CONTROL, T2D_DIAGNOSED, cohort_groups, run_de
 
 FIXTURE = Path(__file__).parent / "fixtures" / "deseq2"
 
@@ -89,22 +91,15 @@ def test_bad_count_is_one_line_naming_the_column(tmp_path: Path) -> None:
 
 
 def test_unknown_column_and_ambiguous_levels_are_usage_errors(tmp_path: Path) -> None:
-    result = medlake(
-        "de", "--counts", str(FIXTURE / "counts.tsv"), "--samples", str(FIXTURE / "samples.tsv"),
-        "--condition", "treatment", "--out", str(tmp_path / "x"), cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 64
-    assert "'treatment'" in result.stderr
+    common = {"out": None, "counts": FIXTURE / "counts.tsv"}
+    with pytest.raises(UsageError, match="'treatment'"):
+        run_de(samples=FIXTURE / "samples.tsv", condition="treatment", **common)
     three = pd.read_csv(FIXTURE / "samples.tsv", sep="\t")
     three.loc[:3, "condition"] = "other"
     path = tmp_path / "three.tsv"
     three.to_csv(path, sep="\t", index=False)
-    result = medlake(
-        "de", "--counts", str(FIXTURE / "counts.tsv"), "--samples", str(path),
-        "--condition", "condition", "--out", str(tmp_path / "x"), cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 64
-    assert "--case" in result.stderr
+    with pytest.raises(UsageError, match="--case"):
+        run_de(samples=path, condition="condition", **common)
 
 
 def test_cohort_groups_take_one_sample_per_person() -> None:
@@ -127,3 +122,20 @@ def test_cohort_groups_take_one_sample_per_person() -> None:
     }
     rest, _ = cohort_groups(registry, cases={1}, controls=None)
     assert rest["cohort"].to_dict() == {"s2": CASE, "s3": CONTROL, "s4": CONTROL, "s6": CONTROL}
+
+
+def test_cohort_mode_from_the_command_line(hospital_lake, tmp_path: Path) -> None:
+    definition = tmp_path / "t2d.json"
+    definition.write_text(json.dumps(T2D_DIAGNOSED), encoding="utf-8")
+    result = medlake(
+        "de", "-w", str(hospital_lake.workspace), "--case-cohort", str(definition),
+        "--out", str(tmp_path / "t2d"), "--no-plots", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    truth = pd.read_csv(hospital_lake.truth / "omics_samples.csv", dtype=str)
+    persons = truth.loc[truth["assay"] == "rnaseq", "person_key"].nunique()
+    assert summary["samples"]["case"] >= 1
+    assert summary["samples"]["case"] + summary["samples"]["control"] == persons
+    assert summary["contrast"] == ["cohort", CASE, CONTROL]
+    assert not Path(f"{tmp_path / 't2d'}.volcano.png").exists()

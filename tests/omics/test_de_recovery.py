@@ -13,37 +13,19 @@ calls that are not planted at most twice the FDR asked for.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from medlake.service.de import DEReport, run_de
+from medlake.service.de import DEReport, run_de, run_demo_de
 from medlake.service.ingest import ingest_paths
 from medlake.service.workspace import init_workspace
 from medlake.synth import generate_hospital
 
 PATIENTS, SEED = 5000, 7
 T2D_CODES = {"E11.9", "E11.65", "E11.22"}  # what the generator diagnoses (synth.chunk)
-T2D_COHORT = {
-    "name": "type 2 diabetes",
-    "concept_sets": [
-        {
-            "id": 1,
-            "name": "type 2 diabetes",
-            "items": [
-                {"vocabulary_id": "ICD10CM", "concept_code": "E11", "include_descendants": True}
-            ],
-        }
-    ],
-    "primary_criteria": {
-        "criteria": [{"domain": "condition_occurrence", "codeset_id": 1, "first": True}],
-        "limit": "first",
-    },
-}
-
 pytestmark = pytest.mark.slow
 
 
@@ -86,9 +68,8 @@ def _score(report: DEReport, planted: set[str]) -> tuple[float, float]:
 
 
 def test_planted_genes_found_with_cohort_groups(biobank: Biobank, tmp_path: Path) -> None:
-    definition = tmp_path / "t2d.json"
-    definition.write_text(json.dumps(T2D_COHORT), encoding="utf-8")
-    report = run_de(out=tmp_path / "t2d", workspace_dir=biobank.workspace, case_cohort=definition)
+    """The demo's run: T2D diagnosed (a cohort) vs every other RNA-seq sample."""
+    report = run_demo_de(biobank.workspace, tmp_path / "t2d")
     assert report.result.n_case >= 20
     assert report.result.n_control >= 100
     recall, false_share = _score(report, biobank.planted)

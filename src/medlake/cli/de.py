@@ -9,7 +9,6 @@ import typer
 
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
-from medlake.service.de import run_de
 
 
 def register(app: typer.Typer) -> None:
@@ -69,6 +68,9 @@ def de(
     Standalone: --counts FILE --samples FILE --condition COL. On the lake (registered
     RNA-seq): --samples FILE --condition COL, or --case-cohort [--control-cohort].
     """
+    # imported here: PyDESeq2 (and AnnData under it) would slow every medlake command
+    from medlake.service.de import run_de
+
     with console.status("fitting DESeq2 ...", spinner="dots") if not json else _Null():
         report = run_de(
             out=out,

@@ -41,10 +41,28 @@ from medlake.omics.expression import (
     run_deseq,
     write_plots,
 )
-from medlake.service.cohort import cohort_members, load_definition
+from medlake.service.cohort import cohort_members, load_definition, parse_definition
 from medlake.service.workspace import open_lake
 
 RNASEQ_ASSAY = "rnaseq"
+# The demo's comparison: persons with type 2 diabetes diagnosed (ICD-10-CM E11 and below)
+# against every other RNA-sequenced person, the contrast the synthetic hospital plants.
+T2D_DIAGNOSED: dict[str, object] = {
+    "name": "type 2 diabetes diagnosed",
+    "concept_sets": [
+        {
+            "id": 1,
+            "name": "type 2 diabetes",
+            "items": [
+                {"vocabulary_id": "ICD10CM", "concept_code": "E11", "include_descendants": True}
+            ],
+        }
+    ],
+    "primary_criteria": {
+        "criteria": [{"domain": "condition_occurrence", "codeset_id": 1, "first": True}],
+        "limit": "first",
+    },
+}
 COHORT_CONDITION = "cohort"  # the condition column made from case/control cohorts
 CASE, CONTROL = "case", "control"
 
@@ -133,6 +151,15 @@ def run_de(
         timings["write"] = time.perf_counter() - started
     log.info("DE: %d genes, %d significant", len(result.table), result.n_significant)
     return report
+
+
+def run_demo_de(workspace_dir: Path, out: Path, *, n_cpus: int = 1) -> DEReport:
+    """The demo's DE: type 2 diabetes diagnosed vs every other RNA-seq sample, on the lake.
+
+    Writes ``out`` + ``.de.tsv``/``.de.parquet``/``.volcano.*``/``.ma.*``.
+    """
+    definition = parse_definition(T2D_DIAGNOSED, source="T2D_DIAGNOSED")
+    return run_de(out=out, workspace_dir=workspace_dir, case_cohort=definition, n_cpus=n_cpus)
 
 
 def write_outputs(result: DEResult, out: Path, *, plots: bool = True) -> dict[str, Path]:
@@ -261,4 +288,12 @@ def _cohort_data(
     return data
 
 
-__all__ = ["RESULT_COLUMNS", "DEReport", "cohort_groups", "run_de", "write_outputs"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "T2D_DIAGNOSED",
+    "DEReport",
+    "cohort_groups",
+    "run_de",
+    "run_demo_de",
+    "write_outputs",
+]
