@@ -193,7 +193,7 @@ def run_backup(
         )
         seconds = time.perf_counter() - started
         protection_event(
-            engine, action="backup.run", object_type="backup", object_id=name,
+            engine, workspace=workspace, action="backup.run", object_type="backup", object_id=name,
             detail={"seconds": round(seconds, 3), "added_bytes": stats.deduplicated_size,
                     "files": stats.files},
         )  # fmt: skip
@@ -245,7 +245,7 @@ def prune_backups(
         repo.delete([a.name for a in result.deleted])
         with open_lake(workspace) as engine:
             protection_event(
-                engine, action="backup.prune", object_type="backup_repository",
+                engine, workspace=workspace, action="backup.prune", object_type="backup_repository",
                 object_id=repo.location, detail={"deleted": [a.name for a in result.deleted]},
             )  # fmt: skip
     return result
@@ -268,7 +268,7 @@ def check_backups(
     archives = len(repo.archives()) if healthy else 0
     with open_lake(workspace) as engine:
         protection_event(
-            engine, action="backup.check", object_type="backup_repository",
+            engine, workspace=workspace, action="backup.check", object_type="backup_repository",
             object_id=repo.location, detail={"verify_data": verify_data, "messages": messages[-5:]},
             outcome="ok" if healthy else "failed",
         )  # fmt: skip
@@ -413,7 +413,8 @@ def drill(
                 missing_from_live=sorted(backed_up - live_landed),
             )
             protection_event(
-                engine, action="backup.drill", object_type="backup", object_id=result.archive,
+                engine, workspace=workspace,
+                action="backup.drill", object_type="backup", object_id=result.archive,
                 detail={"rto_seconds": round(result.rto_seconds, 3),
                         "rpo_seconds": round(result.rpo_seconds), "ok": result.ok},
                 outcome="ok" if result.ok else "failed",

@@ -63,6 +63,7 @@ def audit_mirror_events(engine: Engine, workspace: Workspace) -> int:
         logger.warning("landing %s: %s (%s)", event["side"], event["action"], event["reason"])
         protection_event(
             engine,
+            workspace=workspace,
             action=str(event["action"]),
             object_type="landing_root",
             object_id=str(event["side"]),
@@ -79,8 +80,10 @@ def protection_event(
     object_id: str,
     detail: dict[str, object],
     outcome: str = "ok",
+    workspace: Workspace | None = None,
 ) -> None:
-    """One audit event of data protection (``mirror.degraded``, ``backup.run``, ``watch.alert``)."""
+    """One audit event of data protection (``mirror.degraded``, ``backup.run``, ``watch.alert``);
+    with ``workspace``, the chain head is anchored when an anchor is due."""
     from medlake.audit import append_event, default_actor
 
     append_event(
@@ -92,6 +95,10 @@ def protection_event(
         detail=detail,
         outcome=outcome,
     )
+    if workspace is not None:
+        from medlake.service.audit import anchor_if_due
+
+        anchor_if_due(workspace, engine)
 
 
 def status(workspace_dir: Path | Workspace | None) -> list[SideStatus]:

@@ -87,7 +87,7 @@ def freeze(workspace: Workspace, alert: Alert) -> dict[str, object]:
     try:
         with open_lake(workspace) as engine:
             protection_event(
-                engine, action="watch.alert", object_type="workspace",
+                engine, workspace=workspace, action="watch.alert", object_type="workspace",
                 object_id=str(workspace.root),
                 detail={"reason": record["reason"], "since": record["since"],
                         "file_count": len(files), "files": files[:_FILES_LISTED]},
@@ -118,7 +118,8 @@ def clear(workspace_dir: Path | Workspace | None, *, note: str) -> dict[str, obj
     (workspace.protect_dir / FREEZE_FILE).unlink()
     with open_lake(workspace) as engine:
         protection_event(
-            engine, action="watch.clear", object_type="workspace", object_id=str(workspace.root),
+            engine, workspace=workspace,
+            action="watch.clear", object_type="workspace", object_id=str(workspace.root),
             detail={"note": note, "frozen_since": record.get("since"),
                     "reason": record.get("reason")},
         )  # fmt: skip
