@@ -13,10 +13,10 @@ frameworks for one ``group_by().count()``, so it is written here.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -43,14 +43,23 @@ class KAnonymityResult:
 def class_sizes(table: pa.Table, quasi_identifiers: Sequence[str]) -> pa.Array:
     """For each row, how many rows share its quasi-identifier values (null equals null).
 
-    Python tuples rather than an Arrow join: Arrow's joins never match null keys, and a
-    suppressed quasi-identifier is exactly a null that must match its peers.
+    Each column is dictionary-encoded (null as its own code), the codes combined column
+    by column into one class number (renumbered densely after each step, so it never
+    overflows), and classes counted with ``numpy.unique``. Not an Arrow join: Arrow never
+    matches null keys, and a suppressed quasi-identifier is exactly a null that must
+    match its peers.
     """
-    keys = list(zip(*(table.column(q).to_pylist() for q in quasi_identifiers), strict=True))
-    if not quasi_identifiers:
-        keys = [()] * table.num_rows
-    sizes = Counter(keys)
-    return pa.array([sizes[key] for key in keys], type=pa.int64())
+    n = table.num_rows
+    key = np.zeros(n, dtype=np.int64)
+    for name in quasi_identifiers:
+        encoded = pc.dictionary_encode(table.column(name).combine_chunks())
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        key = key * (len(encoded.dictionary) + 1) + codes + 1
+        key = np.unique(key, return_inverse=True)[1].astype(np.int64).ravel()
+    if n == 0:
+        return pa.array([], type=pa.int64())
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return pa.array(counts[inverse.ravel()], type=pa.int64())
 
 
 def k_anonymity(table: pa.Table, quasi_identifiers: Sequence[str]) -> int | None:

@@ -71,8 +71,13 @@ def pseudonym(key: bytes, value: object, context: str = "") -> str:
 
 def pseudonymize(key: bytes, values: pa.Array | pa.ChunkedArray, context: str = "") -> pa.Array:
     """:func:`pseudonym` of every value (nulls stay null), as a string array."""
+    prefix = _PSEUDONYM_TAG + context.encode() + b"\x00"
+    digest = hmac.digest  # one-shot C implementation: ~3x faster than hmac.new per value
     return pa.array(
-        [None if v is None else pseudonym(key, v, context) for v in values.to_pylist()],
+        [
+            None if v is None else digest(key, prefix + str(v).encode(), "sha256")[:16].hex()
+            for v in values.to_pylist()
+        ],
         type=pa.string(),
     )
 
@@ -81,7 +86,7 @@ def date_shift_days(key: bytes, person_id: object, max_days: int) -> int:
     """The person's shift in days: never 0, at most ``max_days`` either way."""
     if max_days < 1:
         raise ValueError(f"max_days must be at least 1, got {max_days}")
-    digest = hmac.new(key, _SHIFT_TAG + str(person_id).encode(), hashlib.sha256).digest()
+    digest = hmac.digest(key, _SHIFT_TAG + str(person_id).encode(), "sha256")
     draw = int.from_bytes(digest[:8], "big") % (2 * max_days)  # bias < 2**-40
     return draw - max_days if draw < max_days else draw - max_days + 1
 
