@@ -5,9 +5,9 @@ Every test works on a private copy of the shared ``hospital_lake``.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from medlake.config import open_workspace
@@ -50,10 +50,15 @@ def _lake_rows(workspace: Path) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def linked(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the hospital lake, linked once."""
+    """A copy of the hospital lake, linked once (read-only: copy it to change it)."""
     workspace = hospital_lake.copy(tmp_path_factory.mktemp("empi") / "ws")
     empi.link_workspace(workspace)
     return workspace
+
+
+def _copy(workspace: Path, to: Path) -> Path:
+    shutil.copytree(workspace, to)
+    return to
 
 
 def test_persons_match_the_truth(linked: Path, hospital_lake) -> None:
@@ -97,7 +102,7 @@ def _golden_persons(engine) -> list[int]:
 
 
 def test_rerun_and_retraining_keep_every_person_id(linked: Path, tmp_path: Path) -> None:
-    workspace = Path(str(linked))
+    workspace = _copy(linked, tmp_path / "ws")
     before = _persons(workspace)
     assert empi.link_workspace(workspace).mode == "nothing"
     again = empi.link_workspace(workspace, full=True)
@@ -114,9 +119,8 @@ def test_rerun_and_retraining_keep_every_person_id(linked: Path, tmp_path: Path)
     assert retrained.changes == sum(1 for k in before if before[k] != after[k])
 
 
-def test_merge_then_unmerge_restores_every_table(hospital_lake, tmp_path: Path) -> None:
-    workspace = hospital_lake.copy(tmp_path / "ws")
-    empi.link_workspace(workspace)
+def test_merge_then_unmerge_restores_every_table(linked: Path, tmp_path: Path) -> None:
+    workspace = _copy(linked, tmp_path / "ws")
     before = _lake_rows(workspace)
     clusters = sorted(_clusters(_persons(workspace)).items(), key=lambda kv: -len(kv[0]))
     (members_a, keep), (members_b, other) = clusters[0], clusters[1]
@@ -136,9 +140,8 @@ def test_merge_then_unmerge_restores_every_table(hospital_lake, tmp_path: Path) 
     assert {final[k] for k in members_a}.isdisjoint({final[k] for k in members_b})
 
 
-def test_steward_decisions_survive_retraining(hospital_lake, tmp_path: Path) -> None:
-    workspace = hospital_lake.copy(tmp_path / "ws")
-    empi.link_workspace(workspace)
+def test_steward_decisions_survive_retraining(linked: Path, tmp_path: Path) -> None:
+    workspace = _copy(linked, tmp_path / "ws")
     persons = _persons(workspace)
     clusters = sorted(_clusters(persons), key=len, reverse=True)
     a, b = sorted(clusters[0])[:2]  # linked by the model
@@ -204,4 +207,41 @@ def _truth_pairs(hospital: Path, persons: dict[str, int]):
     )
 
 
-_ = pa
+def test_review_queue_shows_both_records_and_takes_a_decision(linked: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from medlake.cli.main import app
+    from medlake.config import write_settings
+    from medlake.empi.model import COMPARISONS
+
+    workspace = _copy(linked, tmp_path / "ws")
+    settings = open_workspace(workspace).settings
+    settings.empi.review_threshold = 0.001  # queue far more pairs than a real site would
+    write_settings(workspace / "medlake.toml", settings)
+    outcome = empi.link_workspace(workspace, full=True)
+    assert outcome.changes == 0
+    total, items = empi.review_queue(workspace, limit=5)
+    assert total == outcome.review_queue > 0
+    persons = _persons(workspace)
+    for item in items:
+        assert 0.001 <= item.match_probability < 0.99
+        assert set(item.evidence) == {c["output_column_name"] for c in COMPARISONS}
+        left = f"{item.left['source_system']}:{item.left['source_patient_id']}"
+        right = f"{item.right['source_system']}:{item.right['source_patient_id']}"
+        assert persons[left] != persons[right]
+    runner = CliRunner()
+    shown = runner.invoke(app, ["empi", "review", "--json", "-w", str(workspace)])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["queue"] == total
+    first = items[0]
+    decided = runner.invoke(
+        app, ["empi", "decide", first.pair_id, "match", "--steward", "s2", "-w", str(workspace)]
+    )
+    assert decided.exit_code == 0, decided.output
+    after = _persons(workspace)
+    left = f"{first.left['source_system']}:{first.left['source_patient_id']}"
+    right = f"{first.right['source_system']}:{first.right['source_patient_id']}"
+    assert after[left] == after[right]
+    assert empi.review_queue(workspace)[0] == total - 1
