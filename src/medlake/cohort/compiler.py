@@ -73,12 +73,21 @@ class CohortCompiler:
         *,
         omics_events: Mapping[str, ir.Table] | None = None,
         observation_periods: str = "table",
+        codesets: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
+        """``codesets``: each concept set's concept ids, resolved ahead from
+        :meth:`codeset_query`; without them concept sets are subqueries."""
         self.definition = definition
         self._tables: dict[str, ir.Table] = {}
         self._get_table = table
         self._derived_periods = observation_periods == "derived"
-        self._events = EventBuilder(self._event_table, definition.concept_sets, omics_events or {})
+        self._events = EventBuilder(
+            self._event_table, definition.concept_sets, omics_events or {}, codesets
+        )
+
+    def codeset_query(self) -> ir.Table:
+        """``codeset_id, concept_id``: every concept set expanded on the vocabulary."""
+        return self._events.codeset_query()
 
     def _table(self, name: str) -> ir.Table:
         # Opening a table reads its schema from the backend: once per table is enough.

@@ -15,7 +15,7 @@ between the event and the year of birth.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ibis
@@ -200,11 +200,33 @@ class EventBuilder:
         table: TableGetter,
         concept_sets: list[ConceptSet],
         omics_events: Mapping[str, ir.Table],
+        resolved: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         self._table = table
         self._concept_sets = {c.id: c for c in concept_sets}
         self._omics = omics_events
         self._codesets: dict[int, ir.Table] = {}
+        self._resolved = resolved
+
+    def codeset_query(self) -> ir.Table:
+        """``codeset_id, concept_id`` of every concept set, to resolve them ahead."""
+        parts = [
+            self.codeset(c).mutate(codeset_id=ibis.literal(c, "int64")) for c in self._concept_sets
+        ]
+        if not parts:
+            return ibis.memtable(
+                {"codeset_id": [], "concept_id": []},
+                schema={"codeset_id": "int64", "concept_id": "int64"},
+            )
+        return union_all(parts)
+
+    def in_codeset(self, column: ir.IntegerColumn, codeset_id: int) -> ir.BooleanValue:
+        """``column`` holds a concept of the set: a literal list when resolved ahead (the
+        engine can then filter while scanning), else a subquery on the vocabulary."""
+        if self._resolved is not None:
+            ids = list(self._resolved.get(codeset_id, ()))
+            return column.isin(ids) if ids else ibis.literal(False)
+        return column.isin(self.codeset(codeset_id).concept_id)
 
     # ------------------------------------------------------------------ concept sets
 
@@ -285,14 +307,13 @@ class EventBuilder:
             **_extra_columns(t, domain, criterion),
         )
         if criterion.codeset_id is not None:
-            events = events.filter(
-                events.concept_id.isin(self.codeset(criterion.codeset_id).concept_id)
-            )
+            events = events.filter(self.in_codeset(events.concept_id, criterion.codeset_id))
         if criterion.source_codeset_id is not None:
             if "source_concept" not in events.columns:
                 raise UsageError(f"{criterion.domain} has no source concept column")  # type: ignore[attr-defined]
-            codes = self.codeset(criterion.source_codeset_id).concept_id
-            events = events.filter(events.source_concept.isin(codes))
+            events = events.filter(
+                self.in_codeset(events.source_concept, criterion.source_codeset_id)
+            )
         if criterion.first:
             order = ibis.window(group_by="person_id", order_by=["start_date", "source_id"])
             events = events.filter(ibis.row_number().over(order) == 0)

@@ -102,13 +102,20 @@ def _compiled(
                 continue
             omics[omics_key(criterion)] = omics_memtable(events)
         periods = "table" if engine.count("observation_period") else "derived"
-        yield (
-            workspace,
-            engine,
-            CohortCompiler(
-                definition, engine.table, omics_events=omics, observation_periods=periods
-            ),
+        # Concept sets resolved ahead become literal lists the engine filters on while
+        # scanning, instead of a join per criterion.
+        resolved: dict[int, list[int]] = {c.id: [] for c in definition.concept_sets}
+        expand = CohortCompiler(definition, engine.table).codeset_query()
+        for row in engine.execute(expand.distinct()).to_pylist():
+            resolved[row["codeset_id"]].append(row["concept_id"])
+        compiler = CohortCompiler(
+            definition,
+            engine.table,
+            omics_events=omics,
+            observation_periods=periods,
+            codesets={k: sorted(v) for k, v in resolved.items()},
         )
+        yield workspace, engine, compiler
 
 
 def _computed_steps(
