@@ -35,6 +35,7 @@ from medlake.quality import (
     trend_query,
 )
 from medlake.schema import tables_in_group
+from medlake.service.audit import anchor_head
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -104,6 +105,8 @@ def run_qc_on(
                       thresholds_sha256=thresholds.sha256)  # fmt: skip
     logger.info("quality run %s: %d checks, %d failed", run_id, len(results),
                 sum(r.status == FAIL for r in results))  # fmt: skip
+    # A natural moment to anchor the audit trail's head (nothing is written if unchanged).
+    anchor_head(workspace, engine)
     return QcRun(run_id, results)
 
 
