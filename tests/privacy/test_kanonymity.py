@@ -37,7 +37,7 @@ def tables(draw: st.DrawFn) -> pa.Table:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(tables(), st.integers(1, 8))
 def test_enforced_table_is_k_anonymous_and_loses_only_small_classes(
     table: pa.Table, k: int
