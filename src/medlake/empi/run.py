@@ -91,13 +91,10 @@ def link(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     records = store.load_records(engine)
-    features = feature_table(records)
-    hashes = store.features_hashes(features)
+    features, new_mask = store.features_with_cache(engine, records)
     timings["features"] = time.perf_counter() - started
     keys = features.column("unique_id").to_pylist()
-    previous = store.linked_hashes(engine)
-    new_mask = [previous.get(k) != h for k, h in zip(keys, hashes, strict=True)]
-    incremental = bool(previous) and not full
+    incremental = engine.count("empi_record") > 0 and not full
     outcome = LinkOutcome(mode="incremental" if incremental else "full", records=len(keys))
     outcome.new_records = sum(new_mask) if incremental else len(keys)
     if incremental and not any(new_mask):
@@ -147,36 +144,57 @@ def link(
                 edges.append((index[a], index[b], p))
             else:
                 band.append(row)
+    outcome.links = len(edges)
+    outcome.persons_before = len(set(current))
+    # Which records are clustered now: all of them in a full run; in an incremental
+    # one the new records and every record of a person they may join, with the
+    # existing persons as seeds (the rest of the lake stays as it is).
+    if incremental:
+        involved = {current[i] for i, is_new in enumerate(new_mask) if is_new}
+        for a, b, _ in edges:
+            involved.update((current[a], current[b]))
+        for a, b in must:
+            involved.update((current[a], current[b]))
+        subset = [i for i, pid in enumerate(current) if new_mask[i] or pid in involved]
+    else:
+        subset = list(range(len(keys)))
+    local = {i: j for j, i in enumerate(subset)}
+
+    def local_pairs(pairs_: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [(local[a], local[b]) for a, b in pairs_ if a in local and b in local]
+
     seeds: list[list[int]] = []
     if incremental:
         groups: dict[int, list[int]] = defaultdict(list)
-        for i, (pid, is_new) in enumerate(zip(current, new_mask, strict=True)):
-            if not is_new:
-                groups[pid].append(i)
+        for i in subset:
+            if not new_mask[i]:
+                groups[current[i]].append(local[i])
         seeds = list(groups.values())
-    labels = cluster(len(keys), edges, must=must, cannot=cannot, seed_groups=seeds)
-    outcome.links = len(edges)
-    outcome.persons_before = len(set(current))
-
+    labels = cluster(
+        len(subset),
+        [(local[a], local[b], p) for a, b, p in edges],
+        must=local_pairs(must),
+        cannot=local_pairs(cannot),
+        seed_groups=seeds,
+    )
+    if incremental:
+        touched = {int(labels[local[i]]) for i in subset if new_mask[i]}
+        chosen = [i for i in subset if int(labels[local[i]]) in touched]
+    else:
+        chosen = subset
+    chosen_current = {current[i] for i in chosen}
+    reserved = set(current) - chosen_current
+    if incremental:
+        # A person partly outside the chosen clusters keeps its id outside.
+        outside = {current[i] for i in subset if int(labels[local[i]]) not in touched}
+        reserved |= outside
     systems = records.column("source_system").to_pylist()
     patients = records.column("source_patient_id").to_pylist()
-    home = home_ids(systems, patients)
-    if incremental:
-        touched = {int(labels[i]) for i, is_new in enumerate(new_mask) if is_new}
-        chosen = [i for i in range(len(keys)) if int(labels[i]) in touched]
-    else:
-        chosen = list(range(len(keys)))
-    chosen_set = set(chosen)
-    reserved = {current[i] for i in range(len(keys)) if i not in chosen_set}
-    if incremental:
-        # Records of a person partly outside the chosen clusters keep it reserved only
-        # if some of that person stays outside.
-        reserved -= {current[i] for i in chosen}
     seq = store.next_seq(engine)
     assigned = assign_person_ids(
-        [labels[i] for i in chosen],
+        [labels[local[i]] for i in chosen],
         [current[i] for i in chosen],
-        [home[i] for i in chosen],
+        home_ids([systems[i] for i in chosen], [patients[i] for i in chosen]),
         store.established(engine),
         reserved=reserved,
     )
@@ -186,7 +204,7 @@ def link(
     outcome.persons_after = len(set(new_person))
     timings["cluster"] = time.perf_counter() - t
 
-    changed = [i for i in range(len(keys)) if new_person[i] != current[i]]
+    changed = [i for i in chosen if new_person[i] != current[i]]
     changes = pa.table(
         {
             "source_system": [systems[i] for i in changed],
@@ -200,8 +218,9 @@ def link(
     operation_id = store.new_id()
     outcome.operation_id = operation_id
     t = time.perf_counter()
-    linked_keys = [k for k, n in zip(keys, new_mask, strict=True) if n or not incremental]
-    linked_hashes = [h for h, n in zip(hashes, new_mask, strict=True) if n or not incremental]
+    fresh = pa.array(new_mask)
+    linked_keys = features.filter(fresh).column("unique_id").to_pylist()
+    linked_hashes = store.features_hashes(features.filter(fresh))
     affected = sorted({new_person[i] for i in chosen})
     with engine.transaction():
         moves = apply_changes(engine, changes, operation_id=operation_id)
@@ -212,9 +231,10 @@ def link(
                     "pairs_scored": outcome.pairs_scored},
         )  # fmt: skip
         store.establish(engine, affected, seq)
+        store.save_features(engine, records, features, new_mask)
         store.mark_linked(engine, linked_keys, linked_hashes, operation_id)
         outcome.review_queue = _queue(
-            engine, pairs, band, index, labels, decided, stored, incremental, keys, new_mask
+            engine, pairs, band, index, new_person, decided, stored, incremental, keys, new_mask
         )
         update_golden(engine, affected, options)
     timings["apply"] = time.perf_counter() - t
@@ -271,7 +291,8 @@ def _queue(
         for row in rows.to_pylist():
             a = store.record_key(row["left_system"], row["left_id"])
             b = store.record_key(row["right_system"], row["right_id"])
-            if a in new_keys or b in new_keys or labels[index.get(a, 0)] == labels[index.get(b, 0)]:
+            same = a in index and b in index and labels[index[a]] == labels[index[b]]
+            if a in new_keys or b in new_keys or same:
                 fresh.append(row["pair_id"])
         if fresh:
             gone = ibis.memtable(pa.table({"id": pa.array(fresh, pa.string())}))

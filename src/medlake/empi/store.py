@@ -13,6 +13,7 @@ import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medlake.empi.features import FEATURE_SCHEMA, feature_table
 from medlake.empi.moves import CHANGE_SCHEMA, MoveResult
 
 SEPARATOR = "\x1f"  # between source system and source patient id in a record's key
@@ -78,6 +79,70 @@ def load_records(engine: Any, person_ids: list[int] | None = None) -> pa.Table:
         rows.column("source_system"), rows.column("source_patient_id"), SEPARATOR
     )
     return rows.add_column(0, "unique_id", keys)
+
+
+def features_with_cache(engine: Any, records: pa.Table) -> tuple[pa.Table, list[bool]]:
+    """Features of ``records`` (in order) and which were computed now, not cached.
+
+    A record's cached features are reused when its identifiers' ``source_version`` is
+    the one they were computed from (``empi_feature``).
+    """
+    n = records.num_rows
+    cache = engine.execute(engine.table("empi_feature"))
+    rows = pa.table(
+        {
+            "unique_id": records.column("unique_id"),
+            "source_version": records.column("source_version"),
+            "_row": pa.array(range(n), pa.int64()),
+        }
+    )
+    fresh = [True] * n
+    parts: list[pa.Table] = []
+    if cache.num_rows:
+        keyed = cache.append_column(
+            "unique_id",
+            pc.binary_join_element_wise(
+                cache.column("source_system"), cache.column("source_patient_id"), SEPARATOR
+            ),
+        ).drop_columns(["source_system", "source_patient_id"])
+        hits = rows.join(keyed, ["unique_id", "source_version"], join_type="inner")
+        for row in hits.column("_row").to_pylist():
+            fresh[row] = False
+        parts.append(hits.select(["_row", *FEATURE_SCHEMA.names]))
+    missing = [i for i in range(n) if fresh[i]]
+    if missing:
+        computed = feature_table(records.take(pa.array(missing, pa.int64())))
+        parts.append(computed.append_column("_row", pa.array(missing, pa.int64())))
+    combined = pa.concat_tables(
+        [p.select(["_row", *FEATURE_SCHEMA.names]).cast(
+            pa.schema([("_row", pa.int64()), *FEATURE_SCHEMA])
+        ) for p in parts]
+    )  # fmt: skip
+    combined = combined.sort_by("_row").drop_columns(["_row"])
+    return combined, fresh
+
+
+def save_features(engine: Any, records: pa.Table, features: pa.Table, fresh: list[bool]) -> None:
+    """Store the features computed now (replacing older versions)."""
+    mask = pa.array(fresh)
+    if not any(fresh):
+        return
+    new = features.filter(mask)
+    source = records.filter(mask)
+    keys = new.column("unique_id")
+    table = engine.table("empi_feature")
+    wanted = ibis.memtable(pa.table({"k": keys}))
+    engine.delete_where(
+        "empi_feature",
+        (table.source_system.concat(SEPARATOR, table.source_patient_id)).isin(wanted.k),
+    )
+    engine.load_arrow(
+        "empi_feature",
+        new.drop_columns(["unique_id"])
+        .append_column("source_system", source.column("source_system"))
+        .append_column("source_patient_id", source.column("source_patient_id"))
+        .append_column("source_version", source.column("source_version")),
+    )
 
 
 def features_hashes(features: pa.Table) -> list[str]:

@@ -12,6 +12,8 @@
 - ``empi_operation``, ``empi_change``, ``empi_snapshot``: every link, merge, split and
   unmerge, the person id each source patient had before and after, and the ``person``
   and ``death`` rows removed or created, so an unmerge restores exactly.
+- ``empi_feature`` (restricted): each source patient's comparison features, so an
+  incremental run transliterates and normalises only new or changed records.
 - ``empi_golden`` (restricted): each person's golden record by survivorship rules.
 """
 
@@ -141,6 +143,34 @@ EMPI_SNAPSHOT = TableSpec(
     ),
 )
 
+EMPI_FEATURE = TableSpec(
+    name="empi_feature",
+    group="restricted",
+    restricted=True,
+    description=(
+        "Each source patient's comparison features (normalised identifiers) as of its "
+        "identifiers' version: an incremental link computes only new ones."
+    ),
+    columns=(
+        ColumnSpec("source_system", _SYSTEM, required=True, primary_key=True),
+        ColumnSpec("source_patient_id", _SOURCE_ID, required=True, primary_key=True),
+        ColumnSpec("source_version", "bigint", required=True, description="of pii_person"),
+        ColumnSpec("name_hanzi", "varchar(100)"),
+        ColumnSpec("name_py", "varchar(255)"),
+        ColumnSpec("name_sorted", "varchar(255)"),
+        ColumnSpec("birth_date", "varchar(10)"),
+        ColumnSpec("birth_date_swapped", "varchar(10)"),
+        ColumnSpec("birth_year", "varchar(4)"),
+        ColumnSpec("sex", "varchar(1)"),
+        ColumnSpec("resident_id", "varchar(50)"),
+        ColumnSpec("resident_id_valid", "boolean"),
+        ColumnSpec("phone", "varchar(50)"),
+        ColumnSpec("address", "varchar(1000)"),
+        ColumnSpec("postcode", "varchar(20)"),
+        ColumnSpec("email", "varchar(255)"),
+    ),
+)
+
 EMPI_GOLDEN = TableSpec(
     name="empi_golden",
     group="restricted",
@@ -175,6 +205,7 @@ EMPI_TABLES: tuple[TableSpec, ...] = (
     EMPI_DECISION,
     EMPI_CHANGE,
     EMPI_SNAPSHOT,
+    EMPI_FEATURE,
     EMPI_GOLDEN,
 )
 
