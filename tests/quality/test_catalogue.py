@@ -82,3 +82,22 @@ def test_bad_threshold_files_are_refused_naming_the_file(tmp_path: Path, text: s
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"thresholds\.toml"):
         load_thresholds(path)
+
+
+def test_on_an_empty_lake_every_check_runs_and_the_run_is_kept() -> None:
+    import datetime as dt
+
+    from medlake.engine.backends.duckdb import DuckDBEngine
+    from medlake.quality import run_checks, save_run
+    from medlake.schema import ALL_TABLES
+
+    checks = load_thresholds().apply(build_catalogue(CDM))
+    with DuckDBEngine() as engine:
+        engine.create_schema(ALL_TABLES)
+        results = run_checks(engine, checks)
+        assert {r.status for r in results} == {"pass", "n/a"}
+        # nothing to count in an empty table: no rows checked, so not applicable
+        assert all(r.rows_total == 0 for r in results if r.status == "n/a")
+        run_id = save_run(engine, results, started=dt.datetime(2026, 1, 1), trigger="test")
+        assert engine.count("qc_result") == len(checks)
+        assert engine.execute(engine.table("qc_run")).to_pylist()[0]["run_id"] == run_id

@@ -15,7 +15,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from medlake import __version__
-from medlake.engine import Engine
+from medlake.engine import Engine, SupportsTransactions
 from medlake.quality.checks import ERROR, FAIL, CheckResult
 
 RUN_TABLE = "qc_run"
@@ -55,17 +55,14 @@ def save_run(
         ]
     )
     rows = pa.Table.from_pylist([_row(run_id, r) for r in results])
-    try:
-        transaction = engine.transaction()
-    except Exception:  # engines without transactions write the two tables in turn
-        transaction = None
-    if transaction is None:
+    if not isinstance(engine, SupportsTransactions):
+        # Results first: a run row is only ever written with its results in place.
+        engine.load_arrow(RESULT_TABLE, rows)
+        engine.load_arrow(RUN_TABLE, run)
+        return run_id
+    with engine.transaction():
         engine.load_arrow(RUN_TABLE, run)
         engine.load_arrow(RESULT_TABLE, rows)
-    else:
-        with transaction:
-            engine.load_arrow(RUN_TABLE, run)
-            engine.load_arrow(RESULT_TABLE, rows)
     return run_id
 
 
