@@ -44,3 +44,48 @@ def test_score_refuses_a_folder_that_is_not_a_synthetic_hospital(tmp_path) -> No
 
     with pytest.raises(InputError, match=r"DocumentReference\.ndjson: not found"):
         score_hospital_notes(tmp_path)
+
+
+def test_lake_notes_are_released_without_phi_and_with_the_extract_date_shift(
+    hospital_lake,
+) -> None:
+    import base64
+    import datetime as dt
+
+    from medlake.config import open_workspace
+    from medlake.privacy import date_shifts, pseudonym
+    from medlake.privacy.phi_text import shift_date_text
+    from medlake.service.deid import deidentified_notes
+    from medlake.service.workspace import open_lake, pseudonym_secret
+
+    workspace = open_workspace(hospital_lake.workspace)
+    released = deidentified_notes(workspace).to_pylist()
+    with open_lake(workspace) as engine:
+        lake = engine.execute(engine.table("note").order_by("note_id")).to_pylist()
+    assert len(released) == len(lake) > 50
+    documents = {}
+    for line in (hospital_lake.hospital / "emr" / "DocumentReference.ndjson").open():
+        resource = json.loads(line)
+        text = base64.b64decode(resource["content"][0]["attachment"]["data"]).decode()
+        documents[text] = resource["id"]
+    spans: dict[str, list[dict]] = {}
+    for line in (hospital_lake.truth / "note_phi.ndjson").open():
+        span = json.loads(line)
+        spans.setdefault(span["document_id"], []).append(span)
+    key = pseudonym_secret(workspace)
+    shifts = date_shifts(key, [row["person_id"] for row in lake],
+                         workspace.settings.privacy.date_shift_max_days)  # fmt: skip
+    leaked = checked = 0
+    for original, out in zip(lake, released, strict=True):
+        shift = shifts[original["person_id"]]
+        assert out["person_pseudonym"] == pseudonym(key, original["person_id"])
+        assert out["note_date"] == original["note_date"] + dt.timedelta(days=shift)
+        for span in spans[documents[original["note_text"]]]:
+            checked += 1
+            if span["entity"] == "DATE":
+                assert shift_date_text(span["text"], shift) in out["note_text"]
+                leaked += span["text"] in out["note_text"] and shift != 0
+            else:
+                leaked += span["text"] in out["note_text"]
+    assert checked > 500
+    assert leaked / checked < 0.01

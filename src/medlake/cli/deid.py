@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from medlake.cli.options import JsonOption
+from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
-from medlake.errors import InputError
+from medlake.errors import InputError, UsageError
 from medlake.service import deid as service
 
 app = typer.Typer(
@@ -72,3 +72,23 @@ def score(
     print_table(f"PHI in {result.documents:,} notes", columns, rows)
     console.print("found: every character of the labelled PHI removed; precision: detected "
                   "spans that overlap labelled PHI")  # fmt: skip
+
+
+@app.command("notes")
+def notes(
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write (must not exist).")],
+    person: Annotated[
+        list[int] | None, typer.Option("--person", help="Only this person (repeatable).")
+    ] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Write the lake's notes de-identified: PHI replaced, dates shifted per person."""
+    import pyarrow.parquet as pq
+
+    if out.exists():
+        raise UsageError(f"{out} exists; choose a new file")
+    table = service.deidentified_notes(workspace, person_ids=person or None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+    found = sum(table.column("phi_found").to_pylist()) if table.num_rows else 0
+    console.print(f"{table.num_rows:,} notes, {found:,} pieces of PHI replaced -> {out}")

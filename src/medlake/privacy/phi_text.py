@@ -261,10 +261,11 @@ def scrub_text(text: str, *, shift_days: int | None = None,
     """``text`` with its PHI replaced, and the spans found (offsets into ``text``).
 
     Dates move by ``shift_days`` and keep their format; without a shift they become a
-    tag. Tags are Chinese when the text holds hanzi, else English (``[NAME]``).
+    tag. Tags are Chinese when the text holds more hanzi than Latin letters, else
+    English (``[NAME]``).
     """
     spans = [_retyped(text, span) for span in find_phi(text, known)]
-    chinese = re.search(_HAN, text) is not None
+    chinese = len(re.findall(_HAN, text)) >= len(re.findall("[A-Za-z]", text))
     pieces: list[str] = []
     position = 0
     for span in spans:
