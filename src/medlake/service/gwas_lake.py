@@ -154,7 +154,7 @@ def run_gwas_lake(
     """GWAS of ``phenotype`` on the lake's genotypes, adjusted for age, sex and PCs.
 
     Writes the same files as standalone mode under ``out`` (a prefix) and returns the
-    run's summary.
+    run's summary. ``filters`` default to MAF >= 1 %.
     """
     prefix, samples = genotype_samples(workspace_dir)
     kind = "pgen" if Path(f"{prefix}.pgen").exists() else "bed"
@@ -198,7 +198,8 @@ def run_gwas_lake(
             raise InputError(f"only {analysed.size} genotyped persons have the phenotype")
         if n_pcs:
             covariates[analysed, 2:] = _pcs(geno, analysed, n_pcs)
-        options = GlmOptions(model=model, firth=firth, filters=filters or VariantFilter())
+        # default MAF >= 1 %: rarer variants' P values are outlier-driven, not calibrated
+        options = GlmOptions(model=model, firth=firth, filters=filters or VariantFilter(maf=0.01))
         return run_association(geno, phenotype.name, pheno_all, covariates, options, out,
                                backend=backend, plots=plots, progress=progress)  # fmt: skip
 

@@ -169,7 +169,10 @@ def run_glm(
         setup: Any = kernels.linear_setup(q_b, y_b)
     else:
         setup = kernels.logistic_setup(q_b, y_b)
-    block = options.block_variants or max(64, min(8192, 8_000_000 // max(n, 1)))
+    # ~64 MB per float64 block for the linear kernel; the logistic kernel keeps about
+    # ten block-sized temporaries, so its blocks are a quarter of that
+    calls_per_block = 8_000_000 if options.model == "linear" else 2_000_000
+    block = options.block_variants or max(32, min(8192, calls_per_block // max(n, 1)))
     founders = genotypes.samples.founder
     variants = genotypes.variants
     subset = None if n == len(genotypes.samples) else index
