@@ -141,3 +141,32 @@ def test_a_named_file_no_reader_recognizes_is_rejected(tmp_path: Path) -> None:
 def test_missing_path_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         plan_inputs([tmp_path / "nope"])
+
+
+def test_lis_results_join_the_his_visit_their_pv1_19_names(hospital_lake) -> None:
+    """The demo ingests the LIS with visit_systems: PV1-19 (the HIS 就诊号) -> HIS visits."""
+    from medlake.config import open_workspace
+    from medlake.service.workspace import open_lake
+
+    with open_lake(open_workspace(hospital_lake.workspace)) as engine:
+        records = engine.table("source_record")
+        lis = records.filter((records.cdm_table == "measurement") & records.is_current
+                             & (records.source_system == "lis"))  # fmt: skip
+        measurement = engine.table("measurement")
+        visits = engine.table("visit_occurrence")
+        joined = lis.join(measurement, lis.cdm_row_id == measurement.measurement_id)
+        with_visit = joined.filter(joined.visit_occurrence_id.notnull())
+        found = with_visit.filter(with_visit.visit_occurrence_id.isin(visits.visit_occurrence_id))
+        total, linked = engine.scalar(with_visit.count()), engine.scalar(found.count())
+    assert total > 1000
+    assert linked / total > 0.99
+
+
+def test_visit_system_option_is_checked(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from medlake.cli.main import app
+
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path), "--visit-system", "no-equals"])
+    assert result.exit_code != 0
+    assert "expected REGEX=SYSTEM" in str(result.exception) + result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.progress import (
 
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, error_console, print_json, print_table
-from medlake.errors import MedlakeError
+from medlake.errors import MedlakeError, UsageError
 from medlake.service.ingest import IngestProgress, IngestReport, ingest_paths
 
 
@@ -44,11 +45,21 @@ def ingest(
         Path | None,
         typer.Option("--mapping", "-m", help="Mapping file (TOML/YAML) for CSV exports."),
     ] = None,
+    visit_system: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--visit-system",
+            help="REGEX=SYSTEM: HL7 PV1-19 visit numbers matching REGEX are visits of SYSTEM "
+            "(e.g. '^(MZ|ZY|JZ)\\d+$=his' when the LIS carries HIS visit numbers).",
+        ),
+    ] = None,
     json: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Land files (unchanged, by SHA-256), parse them and load them into the lake."""
     options: dict[str, object] = {"mapping": mapping} if mapping is not None else {}
+    if visit_system:
+        options["visit_systems"] = dict(_pattern_and_system(v) for v in visit_system)
     with input_progress(enabled=not json) as progress:
         report = ingest_paths(
             workspace,
@@ -59,6 +70,17 @@ def ingest(
             progress=progress,
         )
     render_report(report, json=json, title="Ingested")
+
+
+def _pattern_and_system(value: str) -> tuple[str, str]:
+    pattern, sep, system = value.rpartition("=")
+    if not sep or not pattern or not system:
+        raise UsageError(f"--visit-system {value!r}: expected REGEX=SYSTEM")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise UsageError(f"--visit-system {value!r}: bad regular expression ({error})") from None
+    return pattern, system
 
 
 def render_report(report: IngestReport, *, json: bool, title: str) -> None:

@@ -20,6 +20,8 @@ from medlake.service.workspace import LakeSummary, init_workspace, lake_summary
 from medlake.synth import SynthSummary, generate_hospital
 
 DEMO_MARKER = ".medlake-demo"
+#: The synthetic HIS's visit numbers: 门诊/住院/急诊 prefix, patient number, visit count.
+HIS_VISIT_NUMBER = r"^(MZ|ZY|JZ)\d+$"
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ def _hospital_sources(hospital_dir: Path) -> list[tuple[str, dict[str, object]]]
     return [
         ("his", {"mapping": hospital_dir / "his" / "medlake-mapping.toml"}),
         ("emr", {}),
-        ("lis", {}),
+        # the LIS writes the HIS visit number (就诊号) in PV1-19: link results to HIS visits
+        ("lis", {"visit_systems": {HIS_VISIT_NUMBER: "his"}}),
         ("omics", {}),
     ]
 
