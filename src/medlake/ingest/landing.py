@@ -9,7 +9,8 @@ The curated lake can therefore always be rebuilt from ``landing/``.
 Durability: the content goes to a temporary file inside ``landing/`` (same file system),
 is fsync'd, then linked to its final name (``os.link`` fails rather than replacing an
 existing name, so two concurrent landers of the same content cannot clobber each other)
-and the directory is fsync'd, so a landed file survives a power cut once this returns.
+and its folder is fsync'd (and ``landing/`` when the ``<ab>`` folder is new), so a landed
+file survives a power cut once this returns.
 The MLLP listener acknowledges a message only after :func:`land_bytes` returns.
 
 Mirrored ("dual-write") landing: given a :class:`LandingStore` with a mirror root
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -170,7 +172,11 @@ class _SideWriter:
 
         def link() -> None:
             target = landed_path(self.side.root, sha256)
-            target.parent.mkdir(exist_ok=True)
+            try:
+                target.parent.mkdir()
+                new_folder = True
+            except FileExistsError:
+                new_folder = False
             try:
                 # link, not rename: it refuses to replace an existing name (append-only).
                 os.link(self.temp, target)
@@ -178,7 +184,8 @@ class _SideWriter:
             except FileExistsError:
                 pass
             _fsync_dir(target.parent)
-            _fsync_dir(self.side.root)
+            if new_folder:  # the <ab> folder's own name is durable from then on
+                _fsync_dir(self.side.root)
 
         self._try("fsync", sync)
         self._try("link", link)
@@ -211,8 +218,17 @@ def _store(
         for writer in writers:
             writer.abort()
         raise InputError(f"content changed while it was being landed (expected {expected})")
-    for writer in writers:
-        writer.finish(sha256)
+    if len(writers) > 1:
+        # fsync both roots at once: the waits overlap (and on one disk share a journal commit).
+        threads = [threading.Thread(target=w.finish, args=(sha256,)) for w in writers[1:]]
+        for thread in threads:
+            thread.start()
+        writers[0].finish(sha256)
+        for thread in threads:
+            thread.join()
+    else:
+        for writer in writers:
+            writer.finish(sha256)
     failed = [w for w in writers if w.error is not None]
     landed = [w for w in writers if w.error is None]
     written = {w.side.name for w in writers}
