@@ -1,0 +1,117 @@
+"""Lake mode: phenotypes from cohorts, covariates from the person table and genotypes.
+
+The reference is standalone mode (itself checked against PLINK 2) run on phenotype and
+covariate files this test builds with pandas from the lake: cohort members, each
+person's birth date and sex, and the PCs of the same samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from medlake.config import open_workspace
+from medlake.errors import InputError
+from medlake.omics.gwas.plink_io import GenotypeFile
+from medlake.omics.gwas.qc import VariantFilter
+from medlake.service.cohort import cohort_members, parse_definition
+from medlake.service.gwas import run_gwas_files
+from medlake.service.gwas_lake import (
+    LakePhenotype,
+    _pcs,
+    genotype_samples,
+    run_gwas_lake,
+)
+from medlake.service.workspace import open_lake
+
+T2D = {
+    "name": "t2d",
+    "concept_sets": [
+        {
+            "id": 1,
+            "name": "t2d",
+            "items": [
+                {"vocabulary_id": "ICD10CM", "concept_code": "E11", "include_descendants": True}
+            ],
+        }
+    ],
+    "primary_criteria": {
+        "criteria": [{"domain": "condition_occurrence", "codeset_id": 1, "first": True}]
+    },
+}
+
+
+@pytest.mark.slow
+def test_cohort_phenotype_equals_standalone_on_files_built_from_the_lake(
+    hospital_lake, tmp_path: Path
+) -> None:
+    workspace = hospital_lake.workspace
+    definition = parse_definition(T2D)
+    run = run_gwas_lake(
+        workspace,
+        LakePhenotype("T2D", case_cohort=definition),
+        tmp_path / "lake",
+        plots=False,
+        filters=VariantFilter(maf=0.05),
+    )
+    # the reference inputs, from the lake with pandas
+    prefix, samples = genotype_samples(workspace)
+    samples = samples.reset_index(drop=True)
+    cases = set(cohort_members(workspace, definition).column("person_id").to_pylist())
+    with open_lake(open_workspace(workspace)) as engine:
+        person = engine.execute(engine.table("person")).to_pandas().set_index("person_id")
+    samples = samples.assign(
+        T2D=np.where(samples["person_id"].isin(cases), 2, 1),
+        birth=pd.to_datetime(
+            {
+                "year": person.loc[samples["person_id"], "year_of_birth"].values,
+                "month": person.loc[samples["person_id"], "month_of_birth"].values,
+                "day": person.loc[samples["person_id"], "day_of_birth"].values,
+            }
+        ),
+        SEX=person.loc[samples["person_id"], "gender_concept_id"].map({8507: 1, 8532: 2}).values,
+    )
+    collected = pd.to_datetime(samples["collected_date"])
+    samples["AGE"] = (collected - samples["birth"]).dt.days / 365.25
+    with GenotypeFile(prefix, "bed") as geno:
+        order = {s: i for i, s in enumerate(geno.samples.iid)}
+        where = np.array([order[s] for s in samples["sample_id"]])
+        pcs = _pcs(geno, where, 4)
+    pheno = pd.DataFrame({"#IID": samples["sample_id"], "T2D": samples["T2D"]})
+    covar = pd.DataFrame(
+        {"#IID": samples["sample_id"], "AGE": samples["AGE"], "SEX": samples["SEX"]}
+    )
+    for i in range(4):
+        covar[f"PC{i + 1}"] = pcs[:, i]
+    pheno.to_csv(tmp_path / "pheno.tsv", sep="\t", index=False)
+    covar.to_csv(tmp_path / "covar.tsv", sep="\t", index=False)
+    (reference,) = run_gwas_files(
+        prefix,
+        "bed",
+        tmp_path / "pheno.tsv",
+        tmp_path / "ref",
+        covar=tmp_path / "covar.tsv",
+        plots=False,
+        filters=VariantFilter(maf=0.05),
+    )
+    ours = pq.read_table(run.files["parquet"]).to_pandas()
+    ref = pq.read_table(reference.files["parquet"]).to_pandas()
+    assert run.samples == reference.samples == len(samples) > 50
+    assert 0 < len(cases & set(samples["person_id"])) < len(samples)
+    assert list(ours["id"]) == list(ref["id"])
+    assert np.allclose(ours["beta"], ref["beta"], rtol=1e-8, equal_nan=True)
+    assert np.allclose(ours["se"], ref["se"], rtol=1e-8, equal_nan=True)
+
+
+def test_measurement_without_values_is_one_clear_error(hospital_lake, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no measurement 'NO-SUCH-CODE'"):
+        run_gwas_lake(
+            hospital_lake.workspace,
+            LakePhenotype("X", measurement="NO-SUCH-CODE"),
+            tmp_path / "x",
+            plots=False,
+        )
