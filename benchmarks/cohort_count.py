@@ -226,8 +226,10 @@ def run_postgres(workspace: Path, sql: str, repeat: int) -> tuple[float, list[in
     subprocess.run([*as_pg, PG_BIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres"],
                    check=True, capture_output=True)  # fmt: skip
     options = f"-k {socket} -c listen_addresses='' -c max_parallel_workers_per_gather=2"
-    subprocess.run([*as_pg, PG_BIN / "pg_ctl", "-D", data, "-o", options, "-w", "start"],
-                   check=True, capture_output=True)  # fmt: skip
+    # The server keeps its output files open: give it a log file, not our pipes.
+    log = root / "server.log"
+    start = [*as_pg, PG_BIN / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"]
+    subprocess.run(start, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     psql = [*as_pg, "psql", "-h", str(socket), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
     try:
         started = time.perf_counter()
