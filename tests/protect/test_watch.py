@@ -78,11 +78,19 @@ def _attack(root: Path, *, first: str, rename: bool) -> tuple[int, dict[str, obj
     return encrypted, None
 
 
-@pytest.fixture
-def attacked_copy(hospital_lake, tmp_path: Path) -> Path:
-    root = hospital_lake.copy(tmp_path / "ws")
+@pytest.fixture(scope="module")
+def backed_up_template(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = hospital_lake.copy(tmp_path_factory.mktemp("watch-template") / "ws")
     backup.init_backups(root)
     backup.run_backup(root)
+    return root
+
+
+@pytest.fixture
+def attacked_copy(backed_up_template: Path, tmp_path: Path) -> Path:
+    """A copy of the hospital workspace, with its repository and one backup, to attack."""
+    root = tmp_path / "ws"
+    shutil.copytree(backed_up_template, root, symlinks=True)
     return root
 
 
