@@ -115,3 +115,44 @@ def test_measurement_without_values_is_one_clear_error(hospital_lake, tmp_path: 
             tmp_path / "x",
             plots=False,
         )
+
+
+@pytest.mark.slow
+def test_gwas_command_in_lake_mode(hospital_lake, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "t2d.json").write_text(json.dumps(T2D))
+    env = {k: v for k, v in os.environ.items() if k != "MEDLAKE_WORKSPACE"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medlake.cli.main",
+            "gwas",
+            "-w",
+            str(hospital_lake.workspace),
+            "--case-cohort",
+            str(tmp_path / "t2d.json"),
+            "--name",
+            "T2D",
+            "--pcs",
+            "2",
+            "--no-plots",
+            "--out",
+            str(tmp_path / "cli"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)
+    assert run["model"] == "logistic"
+    assert run["samples"] > 50
+    report = pd.read_csv(tmp_path / "cli.T2D.glm.logistic.hybrid", sep="\t")
+    assert len(report) == run["variants"] > 1000
