@@ -29,6 +29,7 @@ def medlake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_standalone_run_writes_table_parquet_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "res" / "fx"
     result = medlake(
@@ -60,6 +61,7 @@ def test_standalone_run_writes_table_parquet_and_plots(tmp_path: Path) -> None:
         assert "G0001" in html
 
 
+@pytest.mark.slow
 def test_lake_mode_matches_file_mode(hospital_lake, tmp_path: Path) -> None:
     """Registered counts (Parquet in omics/) give the results of the delivered TSV."""
     omics = hospital_lake.hospital / "omics"
@@ -124,6 +126,7 @@ def test_cohort_groups_take_one_sample_per_person() -> None:
     assert rest["cohort"].to_dict() == {"s2": CASE, "s3": CONTROL, "s4": CONTROL, "s6": CONTROL}
 
 
+@pytest.mark.slow
 def test_cohort_mode_from_the_command_line(hospital_lake, tmp_path: Path) -> None:
     definition = tmp_path / "t2d.json"
     definition.write_text(json.dumps(T2D_DIAGNOSED), encoding="utf-8")
