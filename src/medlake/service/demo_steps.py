@@ -83,6 +83,28 @@ def extract_demo_dataset(ctx: DemoContext) -> DemoSection:
     )  # fmt: skip
 
 
+def differential_expression(ctx: DemoContext) -> DemoSection:
+    import csv
+
+    from medlake.service.de import run_demo_de
+
+    report = run_demo_de(ctx.workspace_dir, ctx.out_dir / "analyses" / "t2d")
+    table = report.table
+    called = set(table.index[table["padj"] < report.result.design.alpha])
+    with (ctx.hospital_dir / "truth" / "de_genes.csv").open(encoding="ascii") as handle:
+        planted = {row["gene_id"] for row in csv.DictReader(handle)}
+    recall = len(called & planted) / len(planted) if planted else float("nan")
+    false_calls = len(called - planted)
+    summary = report.as_dict()
+    return DemoSection(
+        "Differential expression: type 2 diabetes vs other RNA-seq samples (DESeq2 method)",
+        ["cases", "controls", "genes tested", f"padj < {report.result.design.alpha}",
+         "planted genes recovered", "calls not planted", "volcano plot"],
+        [[report.result.n_case, report.result.n_control, summary["genes_tested"],
+          len(called), f"{recall:.3f}", false_calls, str(report.files.get("volcano.html", ""))]],
+    )  # fmt: skip
+
+
 def score_note_deidentification(ctx: DemoContext) -> DemoSection:
     from medlake.service.deid import score_hospital_notes
 
@@ -127,6 +149,7 @@ STEPS: tuple[tuple[str, DemoStep], ...] = (
     ("quality checks", check_quality),
     ("count cohort", count_demo_cohort),
     ("extract dataset", extract_demo_dataset),
+    ("differential expression", differential_expression),
     ("de-identify notes", score_note_deidentification),
     ("verify audit trail", verify_audit_trail),
     ("backup and drill", backup_and_drill),
