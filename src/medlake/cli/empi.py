@@ -223,6 +223,12 @@ def score(
         f"({result.records:,} records, {result.true_pairs:,} true pairs, "
         f"review queue {result.review_queue:,})"
     )
+    if result.records_without_identifiers:
+        console.print(
+            f"{result.records_without_identifiers:,} source patients have no identifiers "
+            f"(patient record quarantined); recall over the others "
+            f"{result.recall_with_identifiers:.4f}"
+        )
 
 
 @app.command("dedupe")

@@ -19,7 +19,7 @@ import pyarrow as pa
 from medlake.audit import append_event
 from medlake.config import EmpiSection, Workspace, open_workspace
 from medlake.empi import store
-from medlake.empi.evaluate import PairwiseScore, pairwise_score
+from medlake.empi.evaluate import pairwise_score
 from medlake.empi.run import (
     LinkOptions,
     LinkOutcome,
@@ -486,10 +486,11 @@ class TruthScore:
     true_pairs: int
     review_queue: int
 
-    @classmethod
-    def of(cls, score: PairwiseScore, queue: int) -> TruthScore:
-        return cls(score.precision, score.recall, score.f1, score.records,
-                   score.predicted_pairs, score.true_pairs, queue)  # fmt: skip
+    #: Source patients with no identifiers in the lake (their patient record was
+    #: quarantined): nothing to link them on, so they count against recall.
+    records_without_identifiers: int = 0
+    #: Recall over the source patients that have identifiers.
+    recall_with_identifiers: float = 1.0
 
 
 def _truth_mapping(hospital_dir: Path) -> dict[str, str]:
@@ -515,7 +516,14 @@ def score_lake(engine: Engine, hospital_dir: Path) -> TruthScore:
     patients = engine.execute(
         engine.table("source_patient").select("source_system", "source_patient_id", "person_id")
     )
-    predicted, actual = [], []
+    pii = engine.execute(
+        engine.table("pii_person").select("source_system", "source_patient_id").distinct()
+    )
+    identified = {
+        store.record_key(s, p)
+        for s, p in zip(pii.column(0).to_pylist(), pii.column(1).to_pylist(), strict=True)
+    }
+    predicted, actual, has_identifiers = [], [], []
     for s, p, person in zip(
         *[
             patients.column(c).to_pylist()
@@ -527,8 +535,17 @@ def score_lake(engine: Engine, hospital_dir: Path) -> TruthScore:
         if key in truth:
             predicted.append(person)
             actual.append(truth[key])
+            has_identifiers.append(key in identified)
     queue = engine.count(engine.table("empi_pair").filter(lambda t: t.status == "pending"))
-    return TruthScore.of(pairwise_score(predicted, actual), queue)
+    score = pairwise_score(predicted, actual)
+    linkable = pairwise_score(
+        [x for x, ok in zip(predicted, has_identifiers, strict=True) if ok],
+        [x for x, ok in zip(actual, has_identifiers, strict=True) if ok],
+    )
+    return TruthScore(
+        score.precision, score.recall, score.f1, score.records, score.predicted_pairs,
+        score.true_pairs, queue, has_identifiers.count(False), linkable.recall,
+    )  # fmt: skip
 
 
 def score_against_truth(workspace_dir: Path | str | None, hospital_dir: Path | str) -> TruthScore:
