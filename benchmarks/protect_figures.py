@@ -131,7 +131,7 @@ def main() -> None:
     # 1. mirror overhead
     plain_times, mirror_times, records = [], [], 0
     for rep in range(args.repeat):
-        for mirrored in ((False, True) if rep % 2 == 0 else (True, False)):
+        for mirrored in (False, True) if rep % 2 == 0 else (True, False):
             root = new_workspace(scratch, f"rep{rep}-{'m' if mirrored else 'p'}", mirrored)
             seconds, records = ingest_all(root, hospital, first_sources)
             (mirror_times if mirrored else plain_times).append(seconds)
