@@ -76,8 +76,10 @@ def test_batched_logistic_equals_per_variant_refits() -> None:
         keep = ~missing[j]
         x = np.column_stack([np.ones(keep.sum()), cov[keep], calls[j, keep]])
         beta, se = _logistic_refit(x, y[keep])
-        assert out["beta"][j] == pytest.approx(beta, rel=1e-8)
-        assert out["se"][j] == pytest.approx(se, rel=1e-8)
+        # Newton stops once its step is < 1e-6: beta is then exact to ~1e-12, and the SE
+        # (from the last iteration's information) to ~1e-7
+        assert out["beta"][j] == pytest.approx(beta, rel=1e-9)
+        assert out["se"][j] == pytest.approx(se, rel=1e-6)
 
 
 def test_firth_estimate_is_finite_under_separation_and_solves_its_score() -> None:

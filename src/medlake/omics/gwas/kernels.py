@@ -207,7 +207,7 @@ def logistic_block(
     observed: Array,
     *,
     max_iter: int = 30,
-    tol: float = 1e-8,
+    tol: float = 1e-6,
 ) -> dict[str, Array]:
     """Logistic regression per variant of a block by batched Newton–Raphson.
 
