@@ -335,8 +335,12 @@ def _logistic(
         ordinary = runnable & ~zero_cell
         if ordinary.any():
             rows = np.flatnonzero(ordinary)
+            padded = kernels.missing_index(block.missing[rows])
             out = kernels.logistic_block(
-                setup, backend.asarray(g[rows]), backend.asarray(observed[rows].astype(float))
+                setup,
+                backend.asarray(g[rows]),
+                backend.asarray(observed[rows].astype(float)),
+                None if padded is None else backend.asindex(padded),
             )
             ok = backend.to_numpy(out["converged"]).astype(bool)
             beta[rows] = backend.to_numpy(out["beta"])

@@ -168,6 +168,9 @@ class LogisticSetup:
     y: Array  # (n,) 0/1
     qq: Array  # (n, k(k+1)/2) per-sample products of q
     gamma0: Array  # (k,) covariates-only fit on all analysed samples
+    first: Array  # (n, k + 2): [w0 q, y - mu0, w0] of the null fit, for the first step
+    info0: Array  # (k, k): q' W0 q of the null fit
+    null_pad: Array  # (n + 1, k + 2): [q, w0, y - mu0] with a zero padding row
 
 
 def logistic_setup(q: Array, y: Array, max_iter: int = 50) -> LogisticSetup:
@@ -182,7 +185,52 @@ def logistic_setup(q: Array, y: Array, max_iter: int = 50) -> LogisticSetup:
         gamma = gamma + step
         if float(xp.max(xp.abs(step))) < 1e-12:
             break
-    return LogisticSetup(q=q, y=y, qq=pair_products(xp, q), gamma0=gamma)
+    mu = sigmoid(xp, q @ gamma)
+    w0, r0 = mu * (1.0 - mu), y - mu
+    first = xp.concat([q * w0[:, None], r0[:, None], w0[:, None]], axis=1)
+    null = xp.concat([q, w0[:, None], r0[:, None]], axis=1)
+    null_pad = xp.concat([null, xp.zeros((1, k + 2), dtype=q.dtype, device=_device(q))], axis=0)
+    return LogisticSetup(
+        q=q,
+        y=y,
+        qq=pair_products(xp, q),
+        gamma0=gamma,
+        first=first,
+        info0=q.T @ (q * w0[:, None]),
+        null_pad=null_pad,
+    )
+
+
+def _first_step(setup: LogisticSetup, g: Array, missing: Array | None) -> tuple[Array, Array]:
+    """The first Newton step from the null fit ``(gamma0, 0)``, for a whole block.
+
+    There every variant's fitted values are the null model's, so the step needs no
+    per-sample work beyond one product ``g @ [W0 q, y - mu0, W0]`` and ``g²``; samples
+    whose call is missing are taken out by a low-rank correction over their few rows
+    (``missing``: padded indices as for :func:`linear_block`). Returns ``(gamma, beta)``.
+    """
+    xp = array_namespace(g)
+    k = setup.q.shape[1]
+    nb = g.shape[0]
+    prod = g @ setup.first  # (B, k + 2)
+    cg, score_b = prod[:, :k], prod[:, k]
+    gg = (g * g) @ setup.first[:, k + 1]
+    cc = xp.broadcast_to(setup.info0[None, :, :], (nb, k, k))
+    score_c = xp.zeros((nb, k), dtype=g.dtype, device=_device(g))  # Q'(y - mu0) = 0
+    if missing is not None:
+        m = missing.shape[1]
+        rows = xp.reshape(
+            xp.take(setup.null_pad, xp.reshape(missing, (nb * m,)), axis=0), (nb, m, k + 2)
+        )
+        q_m, w_m, r_m = rows[:, :, :k], rows[:, :, k], rows[:, :, k + 1]
+        cc = cc - xp.matrix_transpose(q_m * w_m[:, :, None]) @ q_m
+        score_c = -xp.sum(q_m * r_m[:, :, None], axis=1)
+    top = xp.concat([cc, cg[:, :, None]], axis=2)
+    bottom = xp.concat([cg, gg[:, None]], axis=1)[:, None, :]
+    info = xp.concat([top, bottom], axis=1)
+    score = xp.concat([score_c, score_b[:, None]], axis=1)
+    step = solve(xp, info, score[:, :, None])[:, :, 0]
+    return setup.gamma0[None, :] + step[:, :k], step[:, k]
 
 
 def sigmoid(xp: Any, x: Array) -> Array:
@@ -205,6 +253,7 @@ def logistic_block(
     setup: LogisticSetup,
     g: Array,
     observed: Array,
+    missing: Array | None = None,
     *,
     max_iter: int = 30,
     tol: float = 1e-6,
@@ -212,8 +261,10 @@ def logistic_block(
     """Logistic regression per variant of a block by batched Newton–Raphson.
 
     ``g`` is ``(B, n)`` A1 dosage (0 where missing), ``observed`` ``(B, n)`` 1.0 where the
-    call is present. Returns ``beta``, ``se``, ``obs`` and ``converged`` (bool) per
-    variant; non-converged or non-finite fits are for the caller's Firth fallback.
+    call is present, ``missing`` the padded indices of missing calls (see
+    :func:`missing_index`; None when none). Returns ``beta``, ``se``, ``obs`` and
+    ``converged`` (bool) per variant; non-converged or non-finite fits are for the
+    caller's Firth fallback. The first step is :func:`_first_step`.
 
     Variants leave the batch once their Newton step is below ``tol`` (relative): the
     convergence is quadratic, so the estimate is then exact to ~``tol²``, and the SE
@@ -223,8 +274,8 @@ def logistic_block(
     q, y, k = setup.q, setup.y, setup.q.shape[1]
     nb = g.shape[0]
     dev = _device(g)
-    gamma = xp.asarray(xp.broadcast_to(setup.gamma0[None, :], (nb, k)), copy=True)
-    beta = xp.zeros((nb,), dtype=g.dtype, device=dev)
+    gamma, beta = _first_step(setup, g, missing)
+    gamma = xp.asarray(gamma, copy=True)
     var = xp.full((nb,), float("nan"), dtype=g.dtype, device=dev)
     converged = np.zeros(nb, dtype=bool)
     e_last = xp.zeros((1, k + 1, 1), dtype=g.dtype, device=dev)
@@ -244,8 +295,9 @@ def logistic_block(
         w = mu * (1.0 - mu) * oa
         info = _information(xp, setup, ga, w, k)
         score = xp.concat([r @ q, xp.vecdot(r, ga)[:, None]], axis=1)
-        rhs = xp.concat([score[:, :, None], xp.broadcast_to(e_last, (active.size, k + 1, 1))],
-                        axis=2)  # fmt: skip
+        rhs = xp.concat(
+            [score[:, :, None], xp.broadcast_to(e_last, (active.size, k + 1, 1))], axis=2
+        )
         sol = solve(xp, info, rhs)
         step, v = sol[:, :, 0], sol[:, k, 1]
         gam, bet = gam + step[:, :k], bet + step[:, k]
@@ -258,8 +310,12 @@ def logistic_block(
         converged[active[done]] = True
     finite = _host(xp.isfinite(beta) & xp.isfinite(var) & (var > 0))
     ok = converged & finite
-    return {"beta": beta, "se": xp.sqrt(var), "obs": xp.sum(observed, axis=1),
-            "converged": xp.asarray(ok, device=dev)}  # fmt: skip
+    return {
+        "beta": beta,
+        "se": xp.sqrt(var),
+        "obs": xp.sum(observed, axis=1),
+        "converged": xp.asarray(ok, device=dev),
+    }
 
 
 def _host(a: Array) -> np.ndarray:
