@@ -280,21 +280,43 @@ def logistic_block(
     converged = np.zeros(nb, dtype=bool)
     e_last = xp.zeros((1, k + 1, 1), dtype=g.dtype, device=dev)
     e_last[0, k, 0] = 1.0
+    if missing is not None:
+        # Missing calls by low-rank corrections: weights and residuals are computed for
+        # every sample (g is 0 there) and the few missing samples' terms subtracted.
+        n_samples, m = q.shape[0], missing.shape[1]
+        present = missing < n_samples
+        valid_all = xp.astype(present, g.dtype)
+        clipped_all = xp.where(present, missing, xp.zeros_like(missing))
+        flat = xp.reshape(missing, (nb * m,))
+        qm_all = xp.reshape(xp.take(setup.null_pad, flat, axis=0), (nb, m, k + 2))[:, :, :k]
     for _ in range(max_iter):
         active = np.flatnonzero(~converged)
         if active.size == 0:
             break
         whole = active.size == nb
         idx = None if whole else xp.asarray(active, device=dev)
-        ga = g if whole else xp.take(g, idx, axis=0)
-        oa = observed if whole else xp.take(observed, idx, axis=0)
-        gam = gamma if whole else xp.take(gamma, idx, axis=0)
-        bet = beta if whole else xp.take(beta, idx, axis=0)
+
+        def rows(a: Array, idx: Array | None = idx) -> Array:
+            return a if idx is None else xp.take(a, idx, axis=0)
+
+        ga, gam, bet = rows(g), rows(gamma), rows(beta)
         mu = sigmoid(xp, gam @ q.T + bet[:, None] * ga)
-        r = (y[None, :] - mu) * oa
-        w = mu * (1.0 - mu) * oa
-        info = _information(xp, setup, ga, w, k)
-        score = xp.concat([r @ q, xp.vecdot(r, ga)[:, None]], axis=1)
+        if missing is None:
+            oa = rows(observed)
+            r = (y[None, :] - mu) * oa
+            w = mu * (1.0 - mu) * oa
+            info = _information(xp, setup, ga, w, k)
+            score_c = r @ q
+        else:
+            r = y[None, :] - mu
+            w = mu * (1.0 - mu)
+            clipped, valid, q_m = rows(clipped_all), rows(valid_all), rows(qm_all)
+            w_m = xp.take_along_axis(w, clipped, axis=1) * valid
+            r_m = xp.take_along_axis(r, clipped, axis=1) * valid
+            info = _information(xp, setup, ga, w, k)
+            info[:, :k, :k] -= xp.matrix_transpose(q_m * w_m[:, :, None]) @ q_m
+            score_c = r @ q - xp.sum(q_m * r_m[:, :, None], axis=1)
+        score = xp.concat([score_c, xp.vecdot(r, ga)[:, None]], axis=1)
         rhs = xp.concat(
             [score[:, :, None], xp.broadcast_to(e_last, (active.size, k + 1, 1))], axis=2
         )
