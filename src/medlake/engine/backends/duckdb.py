@@ -28,7 +28,12 @@ import pyarrow as pa
 import sqlglot
 import sqlglot.expressions as sge
 
-from medlake.engine.base import Engine, SupportsCheckpoint, SupportsScratchSession, SupportsTransactions
+from medlake.engine.base import (
+    Engine,
+    SupportsCheckpoint,
+    SupportsScratchSession,
+    SupportsTransactions,
+)
 from medlake.engine.ddl import table_ref
 from medlake.errors import EngineError
 
