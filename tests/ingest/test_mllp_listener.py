@@ -11,8 +11,10 @@ from pathlib import Path
 import hl7
 import pytest
 
+from medlake.config import Workspace, open_workspace
 from medlake.ingest.mllp import AckResult, FrameDecoder, MllpServer, frame, iter_frames
 from medlake.service.listen import ListenerService, serve
+from medlake.service.workspace import init_workspace
 
 MESSAGE = (
     "MSH|^~\\&|LIS|LAB|MEDLAKE|HOSP|20240101080000||ORU^R01^ORU_R01|{control}|P|2.5\r"
@@ -81,17 +83,12 @@ class RunningServer:
 
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
-    path = tmp_path / "landing"
-    path.mkdir()
-    return path
+    """The landing folder of a real workspace (the listener's workspace is its parent)."""
+    return init_workspace(tmp_path / "ws", demo_vocabulary=False).landing_dir
 
 
-class _FakeWorkspace:
-    """Just what the listener service uses of a workspace."""
-
-    def __init__(self, landing: Path) -> None:
-        self.landing_dir = landing
-        self.root = landing.parent
+def _FakeWorkspace(landing: Path) -> Workspace:  # noqa: N802 - kept name: many call sites
+    return open_workspace(landing.parent)
 
 
 @pytest.fixture
@@ -223,6 +220,23 @@ def test_message_is_refused_when_it_cannot_be_journaled(landing: Path) -> None:
     svc.journal.mkdir()  # the journal cannot be opened for appending
     result = svc.on_message(message("J1"))
     assert result.code == "AR"
+    assert svc.landed == 0
+
+
+def test_a_frozen_workspace_answers_ar_with_the_reason(landing: Path) -> None:
+    import time
+
+    from medlake.protect.watch import Alert, Finding
+    from medlake.service.watch import freeze
+
+    workspace = _FakeWorkspace(landing)
+    svc = ListenerService(workspace, "lis", ingest=lambda path: None)
+    now = time.time()
+    renamed = Finding("rename", "landing/x.locked", now)
+    freeze(workspace, Alert(["ransom extension"], [renamed], now))
+    result = svc.on_message(message("F1"))
+    assert result.code == "AR"
+    assert "frozen read-only" in result.text
     assert svc.landed == 0
 
 

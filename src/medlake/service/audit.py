@@ -35,6 +35,7 @@ from medlake.audit import (
 )
 from medlake.config import Workspace, open_workspace
 from medlake.engine import Engine
+from medlake.service.mirror import anchor_copies
 from medlake.service.workspace import open_lake
 
 _SINKS: list[AnchorSink] = []
@@ -52,8 +53,10 @@ def remove_anchor_sink(sink: AnchorSink) -> None:
 
 
 def anchor_log(workspace: Workspace) -> AnchorLog:
-    """The workspace's anchor file, its configured copies and the registered sinks."""
+    """The workspace's anchor file, its configured copies (and the landing mirror's, so
+    losing the primary disk does not lose the proof) and the registered sinks."""
     copies = [_resolve(workspace, path) for path in workspace.settings.audit.anchor_copies]
+    copies += anchor_copies(workspace)
     return AnchorLog(workspace.root / ANCHORS_FILE, copies=copies, sinks=list(_SINKS))
 
 

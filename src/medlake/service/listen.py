@@ -27,9 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medlake.config import Workspace, open_workspace
+from medlake.errors import MedlakeError
 from medlake.ingest.landing import land_bytes
 from medlake.ingest.mllp import AckResult, MllpServer
 from medlake.log import get_logger
+from medlake.service.mirror import landing_store
 
 log = get_logger(__name__)
 
@@ -45,6 +47,8 @@ class ListenerService:
         self.workspace = workspace
         self.source_system = source_system
         self.landing_dir = workspace.landing_dir
+        # mirrored when a mirror root is set; refuses while the workspace is frozen
+        self.store = landing_store(workspace)
         # The journal is the listener's own state, not landed data: landing/ is written
         # only by the landing function, so the journal lives in the workspace's spool/.
         spool = workspace.root / "spool"
@@ -77,13 +81,15 @@ class ListenerService:
         not leave a landed message that no journal lists (it would never be ingested).
         """
         try:
-            landed = land_bytes(data, self.landing_dir)
+            landed = land_bytes(data, self.store)
             with self._lock, self.journal.open("a", encoding="utf-8") as journal:
                 journal.write(f"{landed.path}\n")
                 journal.flush()
                 os.fsync(journal.fileno())
         except OSError as error:
             return AckResult.reject(f"landing failed: {error}")
+        except MedlakeError as error:  # e.g. the ransomware watch froze the workspace
+            return AckResult.reject(error.message)
         self.landed += 1
         return AckResult.accept()
 
@@ -99,7 +105,7 @@ class ListenerService:
                 log.info("%d messages landed, waiting for 'medlake ingest'", len(paths))
                 return None
             bundle = b"".join(_as_file_message(p.read_bytes()) for p in dict.fromkeys(paths))
-            landed = land_bytes(bundle, self.landing_dir)
+            landed = land_bytes(bundle, self.store)
             self._ingest(landed.path)
             self.journal.unlink()
             return landed.path
