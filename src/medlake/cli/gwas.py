@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
 from medlake.errors import UsageError
-from medlake.omics.gwas.qc import VariantFilter
-from medlake.service.gwas import GwasRun, run_gwas_files
-from medlake.service.gwas_lake import LakePhenotype, run_gwas_lake
+
+if TYPE_CHECKING:  # the analysis stack (SciPy, plots) loads only when the command runs
+    from medlake.omics.gwas.qc import VariantFilter
+    from medlake.service.gwas import GwasRun
 
 
 def register(app: typer.Typer) -> None:
@@ -104,6 +105,9 @@ def gwas(
         raise UsageError(f"--firth must be fallback, always or never, got {firth!r}")
     if backend not in ("auto", "numpy", "torch"):
         raise UsageError(f"--backend must be auto, numpy or torch, got {backend!r}")
+    from medlake.omics.gwas.qc import VariantFilter
+    from medlake.service.gwas_lake import LakePhenotype, run_gwas_lake
+
     filters = VariantFilter(maf=maf, geno=geno, hwe=hwe)
     with Progress(
         TextColumn("gwas"),
@@ -196,6 +200,8 @@ def _standalone(
     progress: Callable[[int, int], None],
 ) -> list[GwasRun]:
     prefix, kind = (Path(bfile), "bed") if bfile is not None else (Path(str(pfile)), "pgen")
+    from medlake.service.gwas import run_gwas_files
+
     return run_gwas_files(
         prefix,
         kind,

@@ -39,8 +39,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pypinyin import Style, lazy_pinyin
-
 from medlake.resident_id import has_valid_check_character
 
 ENTITY_TYPES = ("NAME", "ID_NUMBER", "PHONE", "ADDRESS", "DATE", "MRN", "EMAIL")
@@ -149,6 +147,8 @@ _HANZI_TITLE = re.compile(rf"(?:{_SURNAME_RE})(?:{_TITLES})")
 
 @lru_cache(maxsize=1)
 def _pinyin_surnames() -> str:
+    from pypinyin import Style, lazy_pinyin  # its dictionaries take ~0.4 s to load
+
     spelled = {lazy_pinyin(s, style=Style.NORMAL)[0].capitalize() if len(s) == 1
                else "".join(lazy_pinyin(s)).capitalize() for s in SURNAMES}  # fmt: skip
     return "|".join(sorted(spelled, key=len, reverse=True))
