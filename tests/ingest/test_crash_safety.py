@@ -63,11 +63,18 @@ def reference(
     return lake_state(root)
 
 
+QC_HISTORY = {"qc_run", "qc_result"}
+
+
 def lake_state(root: Path) -> dict[str, object]:
-    """Every lake table's rows (sorted) and the landed files."""
+    """Every lake table's rows (sorted) and the landed files.
+
+    Not the data-quality history (``qc_run``, ``qc_result``): it records when checks ran,
+    with run ids and times of its own, and a re-run after a crash checks again.
+    """
     state: dict[str, object] = {}
     with open_lake(open_workspace(root)) as engine:
-        for table in engine.list_tables():
+        for table in sorted(set(engine.list_tables()) - QC_HISTORY):
             rows = engine.execute(engine.table(table)).to_pylist()
             state[table] = sorted((tuple(row.items()) for row in rows), key=repr)
     landing = root / "landing"

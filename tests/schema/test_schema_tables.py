@@ -127,8 +127,9 @@ def test_person_links_start_empty_until_empi_links_them() -> None:
 
 def test_restricted_tables_are_those_with_identifiers_or_secrets() -> None:
     restricted = {table.name for table in ALL_TABLES if table.restricted}
-    # identifiers: pii_person and the EMPI's golden record; secrets: token hashes
-    assert restricted == {"pii_person", "empi_golden", "access_token"}
+    # identifiers: pii_person, the EMPI's golden record and comparison features;
+    # secrets: token hashes
+    assert restricted == {"pii_person", "empi_golden", "empi_feature", "access_token"}
     assert tables_in_group("restricted") == tuple(t for t in ALL_TABLES if t.restricted)
 
 

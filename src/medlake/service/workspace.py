@@ -122,6 +122,10 @@ def upgrade_schema_on(engine: Engine) -> list[Migration]:
 
 
 def _apply_step(engine: Engine, step: object) -> None:
+    if isinstance(step, sge.Alter):
+        step = _columns_still_missing(engine, step)
+        if step is None:
+            return
     if isinstance(step, sge.Expression):
         engine.run_sql(step)
         return
@@ -129,6 +133,27 @@ def _apply_step(engine: Engine, step: object) -> None:
     if isinstance(tables, TableSpec):
         tables = (tables,)
     engine.create_schema(tuple(tables))  # type: ignore[arg-type]
+
+
+def _columns_still_missing(engine: Engine, alter: sge.Alter) -> sge.Alter | None:
+    """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` reduced to the columns the table lacks.
+
+    Not every engine knows ``IF NOT EXISTS`` on columns (Spark does not), and a lake
+    created at this version already has them from its table specs: so look, and add only
+    what is missing, with a plain ``ADD COLUMN``.
+    """
+    actions = alter.args.get("actions") or []
+    if not all(isinstance(action, sge.ColumnDef) for action in actions):
+        return alter
+    existing = set(engine.table(alter.this.name).columns)
+    missing = [action.copy() for action in actions if action.this.name not in existing]
+    if not missing:
+        return None
+    for action in missing:
+        action.set("exists", False)
+    reduced = alter.copy()
+    reduced.set("actions", missing)
+    return reduced
 
 
 def _version_row(migration: Migration) -> pa.Table:
