@@ -33,7 +33,7 @@ from medlake.audit import (
     read_head,
     verify_events,
 )
-from medlake.config import Workspace, open_workspace
+from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.service.mirror import anchor_copies
 from medlake.service.workspace import open_lake
@@ -97,7 +97,7 @@ def verify_trail(workspace_dir: Path | Workspace | None, *, anchor: bool = True)
     When the trail is whole and ``anchor`` is set, its head is anchored afterwards, so
     the next verification covers everything verified now. This is what the demo calls.
     """
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     log = anchor_log(workspace)
     with open_lake(workspace) as engine:
         result = verify_events(read_events(engine), log.read(), read_head(engine))
@@ -108,14 +108,14 @@ def verify_trail(workspace_dir: Path | Workspace | None, *, anchor: bool = True)
 
 def anchor_now(workspace_dir: Path | Workspace | None) -> Anchor | None:
     """Anchor the head of the workspace's trail now (None if already anchored or empty)."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         return anchor_head(workspace, engine)
 
 
 def show_events(workspace_dir: Path | Workspace | None, where: EventFilter) -> list[dict[str, Any]]:
     """Events ``where`` selects, newest first, as dictionaries (``detail`` parsed)."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         rows = engine.execute(events_query(engine, where)).to_pylist()
     return [_readable(row) for row in rows]
@@ -144,9 +144,6 @@ def _resolve(workspace: Workspace, path: str) -> Path:
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else workspace.root / candidate
 
-
-def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
-    return workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)
 
 
 __all__ = [

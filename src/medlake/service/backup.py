@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medlake.config import Workspace, open_workspace
+from medlake.config import Workspace, as_workspace, open_workspace
 from medlake.engine import Engine
 from medlake.engine.base import SupportsCheckpoint
 from medlake.errors import BackupError, UsageError
@@ -113,7 +113,7 @@ class BackupInit:
 
 def init_backups(workspace_dir: Path | Workspace | None) -> BackupInit:
     """Create the Borg repository (and a passphrase file, mode 600) if there is none."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     file = _resolve(workspace, workspace.settings.backup.passphrase_file)
     if not file.exists():
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def run_backup(
     workspace_dir: Path | Workspace | None, *, at: dt.datetime | None = None
 ) -> BackupRun:
     """Take one backup of the whole workspace; ``at`` (naive UTC) names it (default now)."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     repo = repository_of(workspace)
     when = (at or dt.datetime.now(dt.UTC).replace(tzinfo=None)).replace(microsecond=0)
     name = archive_name(ARCHIVE_PREFIX, when)
@@ -202,7 +202,7 @@ def run_backup(
 
 def list_backups(workspace_dir: Path | Workspace | None) -> list[Archive]:
     """The archives in the repository, oldest first."""
-    return repository_of(_workspace(workspace_dir)).archives()
+    return repository_of(as_workspace(workspace_dir)).archives()
 
 
 # ---------------------------------------------------------------------- prune, check
@@ -229,7 +229,7 @@ def prune_backups(
     dry_run: bool = False,
 ) -> PruneResult:
     """Delete the archives the retention policy does not keep (all of them, or none: dry run)."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     refuse_if_frozen(workspace)
     repo = repository_of(workspace)
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -262,7 +262,7 @@ def check_backups(
     workspace_dir: Path | Workspace | None, *, verify_data: bool = False
 ) -> CheckResult:
     """``borg check`` of the repository and its archives (``verify_data`` reads every chunk)."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     repo = repository_of(workspace)
     healthy, messages = repo.check(verify_data=verify_data)
     archives = len(repo.archives()) if healthy else 0
@@ -310,7 +310,7 @@ def restore_backup(
         base = Path(tempfile.mkdtemp(prefix="medlake-borg-"))
         repo = BorgRepository(repository, passphrase_file.read_text("utf-8").strip(), base)
     else:
-        repo = repository_of(_workspace(workspace_dir), passphrase_file)
+        repo = repository_of(as_workspace(workspace_dir), passphrase_file)
     archives = repo.archives()
     if not archives:
         raise BackupError(f"the repository {repo.location} holds no backup")
@@ -385,7 +385,7 @@ def drill(
     now: dt.datetime | None = None,
 ) -> DrillResult:
     """Restore the newest backup to a scratch folder, verify it, compare with the live lake."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     parent = Path(tempfile.mkdtemp(prefix="medlake-drill-", dir=scratch))
     target = parent / "restored"
     try:
@@ -427,7 +427,7 @@ def drill(
 
 def backup_and_drill(workspace_dir: Path | Workspace | None) -> tuple[BackupRun, DrillResult]:
     """For the demo: make sure a repository exists, take a backup, run a restore drill."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     init_backups(workspace)
     run = run_backup(workspace)
     return run, drill(workspace)
@@ -437,6 +437,3 @@ def _resolve(workspace: Workspace, setting: str) -> Path:
     path = Path(setting).expanduser()
     return path if path.is_absolute() else workspace.root / path
 
-
-def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
-    return workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medlake.config import Workspace, open_workspace
+from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import MedlakeError, UsageError
 from medlake.ingest.batches import (
@@ -233,7 +233,7 @@ def ingest_paths(
     ``options`` go to the readers (``{"mapping": Path}`` for CSV). Per-file errors are
     in the report (``report.failed``); nothing loaded by the other files is undone.
     """
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     refuse_if_frozen(workspace)
     options = dict(options or {})
     plan = plan_inputs(paths, format=format, source_system=source_system, options=options)
@@ -632,7 +632,7 @@ def quarantine_entries(
     include_resolved: bool = False,
 ) -> list[dict[str, object]]:
     """Quarantine entries (open ones unless ``include_resolved``), oldest first."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         table = engine.table(QUARANTINE_TABLE)
         if batch_id is not None:
@@ -647,7 +647,7 @@ def quarantine_entry(
     workspace_dir: Path | Workspace | None, quarantine_id: str
 ) -> dict[str, object]:
     """One entry by id, or by a prefix of its id that only it has."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         table = engine.table(QUARANTINE_TABLE)
         rows = engine.execute(table.filter(table.quarantine_id.startswith(quarantine_id)).limit(2))
@@ -672,7 +672,7 @@ def retry_quarantine(
     are marked resolved, and the rest stay. Batches of files that had companion files
     (PLINK filesets) cannot be retried this way; ingest them again instead.
     """
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     report = IngestReport()
     with open_lake(workspace) as engine:
         table = engine.table(QUARANTINE_TABLE)
@@ -729,6 +729,3 @@ def _retry_batch(
         time.perf_counter() - started, summary, f"{summary.resolved} resolved; {summary.message()}",
     )  # fmt: skip
 
-
-def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
-    return workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)

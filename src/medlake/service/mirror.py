@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from medlake.config import Workspace, open_workspace
+from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.errors import WorkspaceFrozenError
 from medlake.ingest.landing_mirror import (
@@ -103,7 +103,7 @@ def protection_event(
 
 def status(workspace_dir: Path | Workspace | None) -> list[SideStatus]:
     """``medlake mirror status``: each landing root's health and what it lacks."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     return mirror_status(landing_store(workspace))
 
 
@@ -115,7 +115,7 @@ def resync_mirror(
     """``medlake mirror resync``: verify both roots, copy and repair, mark both healthy."""
     from medlake.service.workspace import open_lake
 
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     report = resync(landing_store(workspace), progress)
     with open_lake(workspace) as engine:
         audit_mirror_events(engine, workspace)
@@ -131,6 +131,3 @@ def anchor_copies(workspace: Workspace) -> list[Path]:
     mirror = workspace.landing_mirror_dir
     return [] if mirror is None else [mirror / ANCHOR_DIR / "anchors.jsonl"]
 
-
-def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
-    return workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)

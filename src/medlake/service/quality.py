@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medlake.config import Workspace, open_workspace
+from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.errors import UsageError
 from medlake.log import get_logger
@@ -81,7 +81,7 @@ def run_qc(
     progress: Callable[[int, int], None] | None = None,
 ) -> QcRun:
     """Run the checks (of ``tables`` only, if given) and keep the results."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         return run_qc_on(engine, workspace, trigger=trigger, tables=tables, batch_id=batch_id,
                          progress=progress)  # fmt: skip
@@ -129,7 +129,7 @@ def run_after_ingest(
 def qc_summary(workspace_dir: Path | Workspace | None, run_id: str | None = None) -> dict[str, Any]:
     """The latest run (or ``run_id``) as plain data: counts by category and status, and
     the worst failed checks. ``{"run": None}`` when no run has been made."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         run_id = run_id or latest_run_id(engine)
         if run_id is None:
@@ -161,7 +161,7 @@ def qc_summary(workspace_dir: Path | Workspace | None, run_id: str | None = None
 
 def check_results(workspace_dir: Path | Workspace | None, run_id: str | None = None) -> list[dict]:  # type: ignore[type-arg]
     """Every check's result in the latest run (or ``run_id``)."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         run_id = run_id or latest_run_id(engine)
         if run_id is None:
@@ -171,7 +171,7 @@ def check_results(workspace_dir: Path | Workspace | None, run_id: str | None = N
 
 def check_history(workspace_dir: Path | Workspace | None, check_id: str) -> list[dict]:  # type: ignore[type-arg]
     """One check's result in every run, oldest first (its trend)."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         return engine.execute(trend_query(engine, [check_id])).to_pylist()
 
@@ -180,7 +180,7 @@ def write_report(
     workspace_dir: Path | Workspace | None, out: Path, run_id: str | None = None
 ) -> Path:
     """Write the HTML report of the latest run (or ``run_id``) to ``out``."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         run_id = run_id or latest_run_id(engine)
         if run_id is None:
@@ -205,9 +205,6 @@ def _report_data(engine: Engine, run_id: str, *, with_history: bool) -> ReportDa
             trends.setdefault(row["check_id"], []).append(row)
     return ReportData(run=run, results=results, runs=runs, trends=trends)
 
-
-def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
-    return workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)
 
 
 __all__ = [

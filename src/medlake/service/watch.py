@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from medlake.config import Workspace, open_workspace
+from medlake.config import Workspace, as_workspace
 from medlake.errors import UsageError
 from medlake.ingest.landing_mirror import write_json_atomically
 from medlake.log import get_logger
@@ -102,7 +102,7 @@ def freeze_status(workspace_dir: Path | Workspace | None) -> dict[str, object] |
     """What the freeze file says, or None when the workspace is not frozen."""
     import json
 
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     path = workspace.protect_dir / FREEZE_FILE
     if not path.exists():
         return None
@@ -111,7 +111,7 @@ def freeze_status(workspace_dir: Path | Workspace | None) -> dict[str, object] |
 
 def clear(workspace_dir: Path | Workspace | None, *, note: str) -> dict[str, object]:
     """Lift the freeze after review; ``note`` (what was reviewed) goes to the audit trail."""
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     record = freeze_status(workspace)
     if record is None:
         raise UsageError(f"{workspace.root} is not frozen")
@@ -138,7 +138,7 @@ def watch(
 
     Meant to run as its own process (``medlake watch``) or in a thread of ``serve``.
     """
-    workspace = _workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     stop = stop or threading.Event()
     watcher = watcher_for(workspace)
     watcher.scan()  # the baseline
@@ -157,6 +157,3 @@ def watch(
 def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
-
-def _workspace(workspace_dir: Path | Workspace | None) -> Workspace:
-    return workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)
