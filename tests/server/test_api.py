@@ -115,6 +115,26 @@ def test_a_bad_definition_is_a_422_problem_naming_the_field(client, served) -> N
     assert body["detail"].startswith("request body: ")
 
 
+def test_patient_timeline_is_for_stewards_and_every_read_is_audited(client, served) -> None:
+    root, tokens = served
+    with open_lake(open_workspace(root)) as engine:
+        person = engine.scalar(engine.table("measurement").person_id.min())
+    is_problem(client.get(f"/api/v1/persons/{person}/timeline",
+                          headers=auth(tokens, "researcher")), 403)  # fmt: skip
+    response = client.get(f"/api/v1/persons/{person}/timeline", headers=auth(tokens, "steward"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["person_id"] == person
+    assert body["counts"]["measurement"] >= 1
+    assert all(item["source_record_id"] for item in body["items"] if item["kind"] != "death")
+    with open_lake(open_workspace(root)) as engine:
+        events = engine.execute(engine.table("audit_event")).to_pylist()
+    reads = [e for e in events if e["action"] == "read" and e["actor"] == "steward1"]
+    assert reads
+    assert json.loads(reads[-1]["detail"])["person_ids"] == [person]
+    is_problem(client.get("/api/v1/persons/1/timeline", headers=auth(tokens, "steward")), 400)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

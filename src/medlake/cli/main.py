@@ -29,6 +29,7 @@ from medlake.cli import (
     ingest,
     listen,
     mirror,
+    person,
     qc,
     quarantine,
     rebuild,
@@ -92,6 +93,7 @@ app.add_typer(cohort.app, name="cohort")
 app.add_typer(deid.app, name="deid")
 app.add_typer(access.user_app, name="user")
 app.add_typer(access.project_app, name="project")
+app.add_typer(person.app, name="person")
 app.add_typer(empi.app, name="empi")
 
 

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from medlake import __version__
 from medlake.config import open_workspace
 from medlake.server import problems
-from medlake.server.routers import cohorts, quarantine, system
+from medlake.server.routers import cohorts, persons, quarantine, system
 
 API_PREFIX = "/api/v1"
 
@@ -34,6 +34,6 @@ def create_app(workspace_dir: Path | None) -> FastAPI:
     )
     app.state.workspace_dir = workspace.root
     problems.install(app)
-    for router in (system.router, quarantine.router, cohorts.router):
+    for router in (system.router, quarantine.router, cohorts.router, persons.router):
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -291,3 +291,11 @@ def remove_member(
             project_id=project_id,
         )
         return removed
+
+
+def audit_read(workspace_dir: Path | Workspace | None, user: str, object_type: str,
+               object_id: str, *, person_ids: list[int]) -> int:  # fmt: skip
+    """Record a read of patient-level data (who, what, which persons)."""
+    with _lake(workspace_dir) as (_, engine):
+        return append_event(engine, actor=user, action="read", object_type=object_type,
+                            object_id=object_id, detail={"person_ids": person_ids})  # fmt: skip
