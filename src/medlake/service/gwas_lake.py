@@ -31,12 +31,16 @@ from scipy import stats
 from medlake.cohort.model import CohortDefinition
 from medlake.config import open_workspace
 from medlake.errors import InputError, UsageError
+from medlake.log import get_logger
 from medlake.omics.gwas.association import BackendName, FirthMode, GlmOptions
 from medlake.omics.gwas.plink_io import GenotypeFile
 from medlake.omics.gwas.qc import VariantFilter, principal_components
+from medlake.quality.catalogue import plausible_values
 from medlake.service.cohort import cohort_members, load_definition
 from medlake.service.gwas import GwasRun, Progress, run_association
 from medlake.service.workspace import open_lake
+
+log = get_logger(__name__)
 
 GENOTYPE_ASSAY = "genotype"
 MALE, FEMALE = 8507, 8532
@@ -111,12 +115,34 @@ def _measurement_values(workspace_dir: Path | None, pheno: LakePhenotype) -> pd.
         ).to_pandas()  # fmt: skip
     if rows.empty:
         raise InputError(f"no measurement {pheno.measurement!r} with a value in the lake")
+    rows = _plausible_only(rows, pheno.measurement)
     rows = rows.sort_values(["person_id", "measurement_date", "measurement_datetime"])
     return (
         rows.drop_duplicates("person_id", keep="last")
         .set_index("person_id")["value_as_number"]
         .astype(np.float64)
     )
+
+
+def _plausible_only(rows: pd.DataFrame, code: str | int | None) -> pd.DataFrame:
+    """Drop values outside the data-quality checks' plausible range for the code.
+
+    An impossible value (a negative LDL, a unit slip of 100x) as a person's latest one
+    would be an extreme phenotype that rare variants "explain" by chance; the checks
+    already flag such rows, so the phenotype takes each person's latest plausible value.
+    """
+    ranges = {row["concept_code"]: (float(row["low"]), float(row["high"]))
+              for row in plausible_values()}  # fmt: skip
+    if str(code) not in ranges:
+        return rows
+    low, high = ranges[str(code)]
+    keep = rows["value_as_number"].between(low, high)
+    if not keep.all():
+        log.info("phenotype %s: %d implausible values left out (outside %g-%g)", code,
+                 int((~keep).sum()), low, high)  # fmt: skip
+    if not keep.any():
+        raise InputError(f"no plausible value of measurement {code!r} in the lake")
+    return rows[keep]
 
 
 def inverse_normal(values: np.ndarray) -> np.ndarray:
