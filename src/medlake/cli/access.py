@@ -6,15 +6,17 @@ from typing import Annotated
 
 import typer
 
+from medlake.cli.lazy import lazy_module
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
-from medlake.service import access as service
+
+service = lazy_module("medlake.service.access")
 
 AsOption = Annotated[
     str | None,
     typer.Option(
         "--as",
-        help=f"Act as this medlake user (default: ${service.USER_ENV}, else your login name).",
+        help="Act as this medlake user (default: $MEDLAKE_USER, else your login name).",
         show_default=False,
     ),
 ]

@@ -9,10 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from medlake.cli.lazy import lazy_module
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, error_console, print_json, print_table
 from medlake.errors import UsageError
-from medlake.service import empi as service
+
+service = lazy_module("medlake.service.empi")
 
 app = typer.Typer(
     help="Link source patients into persons (EMPI): link, review, merge, unmerge, dedupe.",

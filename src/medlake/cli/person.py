@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from medlake.access import Permission
 from medlake.cli.access import AsOption
+from medlake.cli.lazy import lazy_module
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
-from medlake.service import access
-from medlake.service.patient360 import person_timeline
+
+access = lazy_module("medlake.service.access")
+patient360 = lazy_module("medlake.service.patient360")
 
 app = typer.Typer(
     help="One person's record across every linked source (patient 360).", no_args_is_help=True
@@ -28,8 +29,10 @@ def timeline(
 ) -> None:
     """Everything recorded about the person, oldest first, with the source of each item
     (identified data: stewards; the read is audited)."""
+    from medlake.access import Permission
+
     user = access.require(workspace, Permission.READ_IDENTIFIED, user=as_user)
-    result = person_timeline(workspace, person_id, with_note_text=notes)
+    result = patient360.person_timeline(workspace, person_id, with_note_text=notes)
     access.audit_read(workspace, user.user_name, "person", str(person_id), person_ids=[person_id])
     if json:
         print_json(result.as_dict())
