@@ -234,12 +234,20 @@ def test_review_queue_shows_both_records_and_takes_a_decision(linked: Path, tmp_
         right = f"{item.right['source_system']}:{item.right['source_patient_id']}"
         assert persons[left] != persons[right]
     runner = CliRunner()
-    shown = runner.invoke(app, ["empi", "review", "--json", "-w", str(workspace)])
+    from medlake.service import access
+
+    access.add_user(workspace, "reviewer", "steward")
+    shown = runner.invoke(app, ["empi", "review", "--json", "--as", "reviewer",
+                                "-w", str(workspace)])  # fmt: skip
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["queue"] == total
     first = items[0]
+    refused = runner.invoke(app, ["empi", "decide", first.pair_id, "match", "-w", str(workspace)])
+    assert refused.exit_code != 0  # the login is the workspace's admin, not a steward
+    assert "may not review, merge or unmerge patient links" in str(refused.exception)
+    access.add_user(workspace, "s2", "steward")
     decided = runner.invoke(
-        app, ["empi", "decide", first.pair_id, "match", "--steward", "s2", "-w", str(workspace)]
+        app, ["empi", "decide", first.pair_id, "match", "--as", "s2", "-w", str(workspace)]
     )
     assert decided.exit_code == 0, decided.output
     after = _persons(workspace)

@@ -15,6 +15,7 @@ from medlake.cli.render import console, error_console, print_json, print_table
 from medlake.errors import UsageError
 
 service = lazy_module("medlake.service.empi")
+access = lazy_module("medlake.service.access")
 
 app = typer.Typer(
     help="Link source patients into persons (EMPI): link, review, merge, unmerge, dedupe.",
@@ -22,8 +23,22 @@ app = typer.Typer(
 )
 
 StewardOption = Annotated[
-    str, typer.Option("--steward", "--actor", help="Who decides (recorded and audited).")
+    str | None,
+    typer.Option(
+        "--as",
+        "--steward",
+        help="The steward who decides (a medlake user with the steward role; default: "
+        "$MEDLAKE_USER, else your login name). Recorded and audited.",
+        show_default=False,
+    ),
 ]
+
+
+def _steward(workspace: Path | None, name: str | None) -> str:
+    """The acting user, who must hold the steward's review permission (refusals audited)."""
+    from medlake.access import Permission
+
+    return access.require(workspace, Permission.REVIEW_LINKS, user=name).user_name
 _FIELDS = (
     "name_hanzi", "name_pinyin", "family_name", "given_name", "resident_id", "birth_date",
     "sex", "phone", "address", "postcode",
@@ -113,11 +128,14 @@ def review(
         bool,
         typer.Option("--interactive", "-i", help="Ask for a decision on each pair (m/n/s/q)."),
     ] = False,
-    steward: StewardOption = "steward",
+    steward: StewardOption = None,
     json: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Show queued pairs side by side with the evidence per field; -i to decide them."""
+    """Show queued pairs side by side with the evidence per field; -i to decide them.
+
+    Shows identified records: stewards only."""
+    steward = _steward(workspace, steward)
     total, items = service.review_queue(workspace, limit=limit)
     if json:
         print_json({"queue": total, "pairs": [asdict(i) for i in items]})
@@ -140,11 +158,12 @@ def review(
 def decide(
     pair: Annotated[str, typer.Argument(help="Pair id from the review queue, or SYS:ID,SYS:ID.")],
     decision: Annotated[str, typer.Argument(help="match or no_match.")],
-    steward: StewardOption = "steward",
+    steward: StewardOption = None,
     note: Annotated[str | None, typer.Option("--note", help="Why (kept with it).")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Record and apply a steward's decision; automatic runs never override it."""
+    steward = _steward(workspace, steward)
     target: str | tuple[str, str, str, str] = pair
     if "," in pair:
         left, _, right = pair.partition(",")
@@ -165,10 +184,11 @@ def decide(
 def merge(
     keep: Annotated[int, typer.Argument(help="Person id that stays.")],
     other: Annotated[int, typer.Argument(help="Person id merged into it.")],
-    steward: StewardOption = "steward",
+    steward: StewardOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Merge one person into another: every CDM row and omics sample moves."""
+    """Merge one person into another: every CDM row and omics sample moves (stewards)."""
+    steward = _steward(workspace, steward)
     report = service.merge_persons(workspace, keep, other, actor=steward)
     console.print(
         f"Merged person {report.merged} into {report.kept}: "
@@ -179,10 +199,11 @@ def merge(
 @app.command("unmerge")
 def unmerge(
     operation: Annotated[str, typer.Argument(help="Operation id (see 'medlake empi history').")],
-    steward: StewardOption = "steward",
+    steward: StewardOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Reverse a merge, decision or link operation exactly."""
+    """Reverse a merge, decision or link operation exactly (stewards)."""
+    steward = _steward(workspace, steward)
     report = service.unmerge_operation(workspace, operation, actor=steward)
     console.print(
         f"Undid operation {report.undone}: {report.source_patients_moved:,} source patients "
