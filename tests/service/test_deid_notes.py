@@ -89,3 +89,24 @@ def test_lake_notes_are_released_without_phi_and_with_the_extract_date_shift(
                 leaked += span["text"] in out["note_text"]
     assert checked > 500
     assert leaked / checked < 0.01
+
+
+def test_notes_command_is_for_stewards(hospital_lake, tmp_path) -> None:
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from medlake.cli.main import app
+    from medlake.service import access
+
+    workspace = hospital_lake.copy(tmp_path / "ws")
+    runner = CliRunner()
+    out = tmp_path / "notes.parquet"
+    refused = runner.invoke(app, ["deid", "notes", "--out", str(out), "-w", str(workspace)])
+    assert refused.exit_code != 0
+    assert "may not read identified data" in str(refused.exception)
+    assert not out.exists()
+    access.add_user(workspace, "st1", "steward")
+    done = runner.invoke(app, ["deid", "notes", "--out", str(out), "--as", "st1",
+                               "-w", str(workspace)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert pq.read_table(out).num_rows > 50

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from medlake.cli.access import AsOption
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
 from medlake.errors import InputError, UsageError
@@ -80,11 +81,17 @@ def notes(
     person: Annotated[
         list[int] | None, typer.Option("--person", help="Only this person (repeatable).")
     ] = None,
+    as_user: AsOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Write the lake's notes de-identified: PHI replaced, dates shifted per person."""
+    """Write the lake's notes de-identified: PHI replaced, dates shifted per person
+    (reads identified data to do so: stewards)."""
     import pyarrow.parquet as pq
 
+    from medlake.access import Permission
+    from medlake.service import access
+
+    access.require(workspace, Permission.READ_IDENTIFIED, user=as_user)
     if out.exists():
         raise UsageError(f"{out} exists; choose a new file")
     table = service.deidentified_notes(workspace, person_ids=person or None)
