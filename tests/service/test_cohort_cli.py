@@ -42,15 +42,24 @@ def test_count_shows_suppressed_counts_by_default(hospital_lake: Any) -> None:
     assert "<5" in table.output
 
 
-def test_count_exact_prints_the_attrition_table(hospital_lake: Any) -> None:
-    workspace = str(hospital_lake.workspace)
-    exact = count_cohort(hospital_lake.workspace, load_definition(Path(DEMO)), exact=True)
-    result = invoke("cohort", "count", DEMO, "-w", workspace, "--exact", "--json")
+def test_count_exact_prints_the_attrition_table(hospital_lake: Any, tmp_path: Path) -> None:
+    from medlake.service import access
+
+    root = hospital_lake.copy(tmp_path / "ws")
+    access.add_user(root, "li", "researcher")
+    refused = invoke("cohort", "count", DEMO, "-w", str(root), "--exact", "--as", "li")
+    assert refused.exit_code != 0
+    assert "may not see exact small counts" in str(refused.exception)
+    access.add_user(root, "wang", "steward")
+    workspace = str(root)
+    exact = count_cohort(root, load_definition(Path(DEMO)), exact=True)
+    result = invoke("cohort", "count", DEMO, "-w", workspace, "--exact", "--json", "--as", "wang")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
     assert printed["initial"] == exact.initial
     assert [r["remaining"] for r in printed["rules"]] == [r.remaining for r in exact.rules]
-    table = invoke("cohort", "count", "t2d_hba1c_metformin", "-w", workspace, "--exact")
+    table = invoke("cohort", "count", "t2d_hba1c_metformin", "-w", workspace, "--exact",
+                   "--as", "wang")  # fmt: skip
     assert table.exit_code == 0, table.output
     for rule in exact.rules:
         assert rule.name in table.output

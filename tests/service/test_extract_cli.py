@@ -31,7 +31,15 @@ def test_extract_writes_the_demo_cohort_with_its_manifest(hospital_lake, tmp_pat
     out = tmp_path / "out"
     args = ["extract", str(definition_file), "--features", str(example_features_path())]
     args += ["--out", str(out), "--workspace", str(workspace), "--json"]
-    result = CliRunner().invoke(app, args)
+    from medlake.service import access
+
+    access.add_user(workspace, "li", "researcher")
+    access.create_project(workspace, "t2d", "metformin and HbA1c")
+    refused = CliRunner().invoke(app, [*args, "--as", "li", "--project", "t2d"])
+    assert "may not extract datasets in project 't2d': not a member" in str(refused.exception)
+    assert not out.exists()
+    access.add_member(workspace, "t2d", "li")
+    result = CliRunner().invoke(app, [*args, "--as", "li", "--project", "t2d"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
 

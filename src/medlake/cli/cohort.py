@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from medlake.cli.access import AsOption
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
 from medlake.service import cohort as service
@@ -27,12 +28,18 @@ def count(
     circe: CirceOption = False,
     exact: Annotated[
         bool,
-        typer.Option("--exact", help="Show exact counts (no small-cell suppression)."),
+        typer.Option("--exact", help="Show exact counts (no small-cell suppression; stewards)."),
     ] = False,
     json: JsonOption = False,
+    as_user: AsOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Count the persons a definition finds, with the attrition per inclusion rule."""
+    from medlake.access import Permission
+    from medlake.service import access
+
+    access.require(workspace, Permission.COUNT_EXACT if exact else Permission.COUNT,
+                   user=as_user)  # fmt: skip
     definition = service.load_definition(file, circe=circe)
     result = service.count_cohort(workspace, definition, exact=exact)
     if json:

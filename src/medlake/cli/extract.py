@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from medlake.cli.access import AsOption
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
 from medlake.service import cohort as cohort_service
@@ -29,10 +30,20 @@ def extract(
     circe: Annotated[
         bool, typer.Option("--circe", help="The file is an OHDSI ATLAS/Circe cohort expression.")
     ] = False,
+    project: Annotated[
+        str | None,
+        typer.Option("--project", help="The project the extract is for (researchers: theirs)."),
+    ] = None,
     json: JsonOption = False,
+    as_user: AsOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Write the cohort's dataset: pseudonymous ids, shifted dates, banded ages, k-anonymous."""
+    """Write the cohort's dataset: pseudonymous ids, shifted dates, banded ages, k-anonymous
+    (stewards; researchers in their own project)."""
+    from medlake.access import Permission
+    from medlake.service import access
+
+    access.require(workspace, Permission.EXPORT, user=as_user, project_id=project)
     definition = cohort_service.load_definition(file, circe=circe)
     spec = load_feature_spec(features)
     with console.status("extracting..."):
