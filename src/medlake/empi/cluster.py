@@ -18,9 +18,10 @@ gave that record) that no other cluster holds.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 
 class UnionFind:
@@ -67,6 +68,22 @@ class UnionFind:
 
     def labels(self) -> np.ndarray:
         return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+
+
+def pair_edges(pairs: pa.Table, index: Mapping[str, int]) -> list[tuple[int, int, float]]:
+    """Splink's predicted pairs (``unique_id_l``, ``unique_id_r``, ``match_probability``)
+    as ``(i, j, p)`` edges between record positions, for :func:`cluster`."""
+    if not pairs.num_rows:
+        return []
+    return [
+        (index[a], index[b], p)
+        for a, b, p in zip(
+            pairs.column("unique_id_l").to_pylist(),
+            pairs.column("unique_id_r").to_pylist(),
+            pairs.column("match_probability").to_pylist(),
+            strict=True,
+        )
+    ]
 
 
 def cluster(

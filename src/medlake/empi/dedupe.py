@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from medlake.empi import model as linkage_model
-from medlake.empi.cluster import cluster
+from medlake.empi.cluster import cluster, pair_edges
 from medlake.empi.features import feature_table
 from medlake.empi.linkage import linker_factory, predict_all, splink_api
 from medlake.engine import Engine
@@ -107,17 +107,7 @@ def dedupe(
         settings = linkage_model.train(linker_factory(api, features), max_pairs=max_pairs)
         pairs = predict_all(api, features, settings, threshold)
     index = {k: i for i, k in enumerate(ids)}
-    edges = []
-    if pairs.num_rows:
-        edges = [
-            (index[a], index[b], p)
-            for a, b, p in zip(
-                pairs.column("unique_id_l").to_pylist(),
-                pairs.column("unique_id_r").to_pylist(),
-                pairs.column("match_probability").to_pylist(),
-                strict=True,
-            )
-        ]
+    edges = pair_edges(pairs, index)
     labels = cluster(len(ids), edges)
     smallest: dict[int, str] = {}
     for i, label in enumerate(labels):

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from medlake.empi import model as linkage_model
 from medlake.empi import store
-from medlake.empi.cluster import assign_person_ids, cluster
+from medlake.empi.cluster import assign_person_ids, cluster, pair_edges
 from medlake.empi.features import feature_table
 from medlake.empi.golden import GOLDEN_FIELDS, golden_records
 from medlake.empi.linkage import linker_factory, predict_all, predict_new, splink_api
@@ -408,17 +408,7 @@ def relink_persons(
     with splink_api(engine) as api:
         pairs = predict_all(api, features, stored.settings, options.link_threshold)
     index = {k: i for i, k in enumerate(keys)}
-    edges = []
-    if pairs.num_rows:
-        edges = [
-            (index[a], index[b], p)
-            for a, b, p in zip(
-                pairs.column("unique_id_l").to_pylist(),
-                pairs.column("unique_id_r").to_pylist(),
-                pairs.column("match_probability").to_pylist(),
-                strict=True,
-            )
-        ]
+    edges = pair_edges(pairs, index)
     must, cannot = _decision_edges(store.decisions(engine), index)
     labels = cluster(len(keys), edges, must=must, cannot=cannot)
     current = records.column("person_id").to_pylist()
