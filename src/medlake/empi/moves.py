@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import ibis
+import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -188,6 +189,12 @@ def _move_patient_rows(
         )
     ]
     new = [target.get(k, whole.get(o, o)) for k, o in zip(keys, old, strict=True)]
+    _rewrite_person_ids(engine, table, predicate, rows, old, new, result)
+
+
+def _rewrite_person_ids(engine: Engine, table: str, predicate: ir.BooleanValue, rows: pa.Table,
+                        old: list[int], new: list[int], result: MoveResult) -> None:  # fmt: skip
+    """Replace ``rows`` (selected by ``predicate``) with their new person ids, if any moved."""
     moved = sum(1 for a, b in zip(old, new, strict=True) if a != b)
     if not moved:
         return
@@ -219,13 +226,7 @@ def _move_rows(
         pk = next(spec for spec in ALL_TABLES if spec.name == table).primary_key
         if len(pk) == 1:
             _attribute(engine, table, pk[0], rows, old, new, split, target)
-    moved = sum(1 for a, b in zip(old, new, strict=True) if a != b)
-    if not moved:
-        return
-    engine.delete_where(table, predicate)
-    index = rows.column_names.index("person_id")
-    engine.load_arrow(table, rows.set_column(index, "person_id", pa.array(new, pa.int64())))
-    result.rows_moved[table] += moved
+    _rewrite_person_ids(engine, table, predicate, rows, old, new, result)
 
 
 def _attribute(
