@@ -8,6 +8,7 @@ needs=(
     "java openjdk-17-jre-headless"   # Spark in local mode (the second engine)
     "plink2 plink2"                  # reference for GWAS agreement tests
     "borg borgbackup"                # backup engine of `medlake backup`
+    "chromium chromium"              # the web UI's browser tests (Playwright drives it)
 )
 
 missing=()

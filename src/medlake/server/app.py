@@ -12,6 +12,7 @@ from medlake import __version__
 from medlake.config import open_workspace
 from medlake.server import problems
 from medlake.server.routers import cohorts, persons, quarantine, system
+from medlake.server.ui import install as install_ui
 
 API_PREFIX = "/api/v1"
 
@@ -36,4 +37,5 @@ def create_app(workspace_dir: Path | None) -> FastAPI:
     problems.install(app)
     for router in (system.router, quarantine.router, cohorts.router, persons.router):
         app.include_router(router, prefix=API_PREFIX)
+    install_ui(app)  # the web pages under /ui (docs/ui.md)
     return app

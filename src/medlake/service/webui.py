@@ -1,0 +1,167 @@
+"""What the web UI needs that no other use case asks for: the dashboard's aggregates and
+the check that a browser session still stands for an enabled user with a live token.
+
+The pages themselves live in :mod:`medlake.server.ui`; every page checks the signed-in
+user's permission with :func:`medlake.service.access.require` before calling in here, so
+these functions only read. Aggregates only: no row here names a patient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from medlake.access import Principal, store
+from medlake.config import Workspace, as_workspace
+from medlake.errors import AuthenticationError
+from medlake.service.workspace import open_lake
+
+#: How many recent batches the dashboard lists.
+RECENT_BATCHES = 12
+
+
+def session_principal(
+    workspace_dir: Path | Workspace | None, user_name: str, token_id: str
+) -> Principal:
+    """The user a signed session cookie names, read afresh (role and projects as they are
+    now), provided the token the session was opened with is neither revoked nor expired.
+
+    Raises:
+        AuthenticationError: the token was revoked or expired, or the user was disabled.
+    """
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        tokens = engine.table(store.TOKENS)
+        rows = engine.execute(
+            tokens.filter((tokens.token_id == token_id) & (tokens.user_name == user_name))
+        ).to_pylist()
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        if (
+            not rows
+            or rows[0]["revoked_at"] is not None
+            or (rows[0]["expires_at"] is not None and rows[0]["expires_at"] <= now)
+        ):
+            raise AuthenticationError("the session's token was revoked or expired: sign in again")
+        return store.principal(engine, user_name)
+
+
+def records_by_source(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]]:
+    """Current source records per source system and day loaded, oldest day first."""
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        records = engine.table("source_record")
+        current = records.filter(records.is_current)
+        query = (
+            current.group_by(source_system=current.source_system, day=current.loaded_at.date())
+            .aggregate(records=current.count())
+            .order_by(["day", "source_system"])
+        )
+        return engine.execute(query).to_pylist()
+
+
+def recent_batches(
+    workspace_dir: Path | Workspace | None, limit: int = RECENT_BATCHES
+) -> list[dict[str, Any]]:
+    """The latest ingest batches (newest first) with what each loaded or quarantined."""
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        batches = engine.table("ingest_batch")
+        query = batches.select(
+            "batch_id", "source_system", "format", "original_name", "received_at", "status",
+            "rows_loaded", "rows_quarantined",
+        ).order_by([batches.received_at.desc(), batches.batch_id]).limit(limit)  # fmt: skip
+        return engine.execute(query).to_pylist()
+
+
+def quarantine_by_source(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]]:
+    """Open quarantine entries per source system and reason (counts, no payloads)."""
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        entries = engine.table("quarantine")
+        open_ = entries.filter(entries.resolved_at.isnull())
+        query = (
+            open_.group_by(["source_system", "reason"])
+            .aggregate(entries=open_.count())
+            .order_by([lambda t: t.entries.desc(), "source_system", "reason"])
+        )
+        return engine.execute(query).to_pylist()
+
+
+#: The cohort model's domain names and the vocabulary's ``domain_id`` of their concepts.
+CONCEPT_DOMAINS = {
+    "condition_occurrence": "Condition", "drug_exposure": "Drug", "measurement": "Measurement",
+    "procedure_occurrence": "Procedure", "observation": "Observation",
+    "visit_occurrence": "Visit", "device_exposure": "Device", "specimen": "Specimen",
+}  # fmt: skip
+CONCEPT_MATCHES = 25
+
+
+def search_concepts(
+    workspace_dir: Path | Workspace | None, text: str, *, domain: str | None = None
+) -> list[dict[str, Any]]:
+    """Concepts whose code starts with ``text`` or whose name contains it (any case),
+    in ``domain`` (a cohort domain name) when given; standard concepts first."""
+    text = text.strip()
+    if not text:
+        return []
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        concept = engine.table("concept")
+        needle = text.lower()
+        match = concept.concept_code.lower().startswith(
+            needle
+        ) | concept.concept_name.lower().contains(needle)
+        if domain in CONCEPT_DOMAINS:
+            match &= concept.domain_id == CONCEPT_DOMAINS[domain]
+        query = (
+            concept.filter(match & concept.invalid_reason.isnull())
+            .select("concept_id", "concept_name", "domain_id", "vocabulary_id", "concept_code",
+                    "standard_concept")
+            .order_by([(concept.standard_concept == "S").desc(), concept.vocabulary_id,
+                       concept.concept_code])
+            .limit(CONCEPT_MATCHES)
+        )  # fmt: skip
+        return engine.execute(query).to_pylist()
+
+
+def find_persons(workspace_dir: Path | Workspace | None, text: str) -> list[dict[str, Any]]:
+    """Persons whose id is ``text``, or linked to a source patient whose id is ``text``
+    (identified data: the caller checks ``read_identified``)."""
+    text = text.strip()
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        patients = engine.table("source_patient")
+        match = patients.source_patient_id == text
+        if text.isdigit():
+            match |= patients.person_id == int(text)
+        query = (
+            patients.filter(match & patients.person_id.notnull())
+            .select("person_id", "source_system", "source_patient_id")
+            .order_by(["person_id", "source_system", "source_patient_id"])
+            .limit(50)
+        )
+        return engine.execute(query).to_pylist()
+
+
+def analysis_jobs(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]]:
+    """Succeeded GWAS and DE background jobs with their parsed result (none where the
+    lake has no ``job`` table yet)."""
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        if not engine.has_table("job"):
+            return []
+        jobs = engine.table("job")
+        query = jobs.filter(jobs.kind.isin(["gwas", "de"]) & (jobs.status == "succeeded"))
+        rows = engine.execute(
+            query.select("job_id", "kind", "project_id", "result_json", "finished_at")
+        ).to_pylist()
+    out = []
+    for row in rows:
+        try:
+            result = json.loads(row.pop("result_json") or "{}")
+        except ValueError:
+            continue
+        out.append(row | {"result": result if isinstance(result, dict) else {}})
+    return out
