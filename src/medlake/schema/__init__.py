@@ -15,15 +15,16 @@ from medlake.engine import TableSpec
 from medlake.schema.access_tables import ACCESS_TABLES
 from medlake.schema.empi_tables import EMPI_TABLES
 from medlake.schema.governance_tables import GOVERNANCE_TABLES
+from medlake.schema.job_tables import JOB_TABLES
 from medlake.schema.medlake_tables import MEDLAKE_TABLES
 from medlake.schema.omop import OMOP_TABLES
 
 #: The schema version this medlake writes; the last migration's version.
-SCHEMA_VERSION: int = 2
+SCHEMA_VERSION: int = 3
 
 #: Every table, OMOP first (in the field list's order), then medlake's.
 ALL_TABLES: tuple[TableSpec, ...] = (
-    OMOP_TABLES + MEDLAKE_TABLES + EMPI_TABLES + GOVERNANCE_TABLES + ACCESS_TABLES
+    OMOP_TABLES + MEDLAKE_TABLES + EMPI_TABLES + GOVERNANCE_TABLES + ACCESS_TABLES + JOB_TABLES
 )
 
 #: The groups tables belong to.

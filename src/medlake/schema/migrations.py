@@ -35,6 +35,7 @@ from medlake.schema import ALL_TABLES, SCHEMA_VERSION
 from medlake.schema.access_tables import ACCESS_TABLES
 from medlake.schema.empi_tables import EMPI_TABLES
 from medlake.schema.governance_tables import GOVERNANCE_TABLES
+from medlake.schema.job_tables import JOB_TABLES
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             ddl("ALTER TABLE audit_event ADD COLUMN IF NOT EXISTS outcome VARCHAR(20)"),
             ddl("ALTER TABLE audit_event ADD COLUMN IF NOT EXISTS origin VARCHAR(255)"),
         ),
+    ),
+    Migration(
+        version=3,
+        description="background jobs of the server (kind, state, progress, result)",
+        steps=(CreateTables(JOB_TABLES),),
     ),
 )
 
