@@ -7,6 +7,7 @@ the settings and resolves which directory is the workspace; it does no other I/O
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medlake.errors import ConfigError, NotAWorkspaceError
 
 SETTINGS_FILE = "medlake.toml"
+FREEZE_FILE = "frozen.json"  # under protect/: the ransomware watch's read-only mode
 WORKSPACE_ENV = "MEDLAKE_WORKSPACE"
 
 
@@ -57,6 +59,10 @@ class MirrorSection(_Section):
     """Mirrored landing (the mirror root itself is ``paths.landing_mirror``)."""
 
     on_failure: Literal["degrade", "refuse"] = "degrade"
+    storage_options: dict[str, str | int | float | bool | dict[str, object]] = Field(
+        default_factory=dict,
+        description="options for the fsspec driver of a URL mirror, e.g. endpoint_url",
+    )
 
 
 class BackupSection(_Section):
@@ -218,8 +224,30 @@ class Workspace:
 
     @property
     def landing_mirror_dir(self) -> Path | None:
+        """The mirror root when it is a local folder (None without one, or for a URL)."""
         mirror = self.settings.paths.landing_mirror
-        return None if mirror is None else self._path(mirror)
+        if mirror is None or is_url(mirror):
+            return None
+        return self._path(mirror)
+
+    @property
+    def landing_mirror_url(self) -> str | None:
+        """The mirror root as fsspec reads it: a URL (``s3://bucket/prefix``, ``sftp://``,
+        ``file://``) as written, a plain path resolved against the workspace."""
+        mirror = self.settings.paths.landing_mirror
+        if mirror is None or is_url(mirror):
+            return mirror
+        return str(self._path(mirror))
+
+    @property
+    def freeze_file(self) -> Path:
+        """Present while the ransomware watch holds the workspace read-only."""
+        return self.protect_dir / FREEZE_FILE
+
+    def frozen_message(self) -> str | None:
+        """Why writes are refused now (the workspace is frozen), or None."""
+        message = frozen_message(self.freeze_file)
+        return None if message is None else f"{self.root}: {message}"
 
     @property
     def protect_dir(self) -> Path:
@@ -266,3 +294,27 @@ def as_workspace(value: str | Path | Workspace | None) -> Workspace:
     Service functions take either, so the CLI passes a folder and the server its open one.
     """
     return value if isinstance(value, Workspace) else open_workspace(value)
+
+
+def is_url(location: str) -> bool:
+    """Whether a configured location is a URL (``scheme://...``) rather than a path."""
+    head, sep, _ = location.partition("://")
+    return bool(sep) and head.replace("+", "").isalnum() and len(head) > 1
+
+
+def frozen_message(freeze_file: Path | None) -> str | None:
+    """The refusal message while ``freeze_file`` exists (the workspace is frozen), else None.
+
+    One ``stat`` when not frozen: every write of the lake asks (see ``Engine.guard_writes``).
+    """
+    if freeze_file is None or not freeze_file.exists():
+        return None
+    try:
+        freeze = json.loads(freeze_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        freeze = {}
+    return (
+        f"the workspace is frozen read-only since {freeze.get('since', '?')} "
+        f"({freeze.get('reason', 'ransomware watch alert')}); nothing is written until an "
+        "operator has reviewed it and run 'medlake watch clear'"
+    )

@@ -186,7 +186,9 @@ def append_event(
         prev_hash=ZERO_HASH,
         event_hash="",
     )
-    with _LOCK:
+    # The trail is written even while the workspace is frozen read-only: it must record
+    # the alert, the refused attempts and the review that lifts the freeze.
+    with _LOCK, engine.writes_while_frozen():
         if not isinstance(engine, SupportsTransactions):
             return _append(engine, draft, guarded=False)
         for attempt in range(_RETRIES):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from medlake.engine.loading import (
     iter_record_batches,
 )
 from medlake.engine.spec import TableSpec
-from medlake.errors import EngineCapabilityError, EngineError, MedlakeError
+from medlake.errors import EngineCapabilityError, EngineError, MedlakeError, WorkspaceFrozenError
 from medlake.log import get_logger
 
 logger = get_logger(__name__)
@@ -112,6 +113,9 @@ class Engine(abc.ABC):
         self._load_targets: dict[str, LoadTarget] = {}
         self._tx_depth = 0
         self._tx_failed = False
+        # The workspace's freeze (ransomware read-only mode): every write asks it first.
+        self._write_guard: Callable[[], str | None] | None = None
+        self._exempt = threading.local()
 
     # ------------------------------------------------------------------ identity
 
@@ -129,6 +133,37 @@ class Engine(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}{' (closed)' if self._closed else ''}>"
+
+    # ------------------------------------------------------------------ write guard
+
+    @final
+    def guard_writes(self, check: Callable[[], str | None]) -> None:
+        """Refuse every write while ``check()`` returns a reason (else None).
+
+        ``open_workspace_engine`` installs the workspace's freeze here, so every change
+        to the lake — whichever service makes it — passes one check: creating, dropping,
+        loading, deleting, and SQL that is not a query. Reads are never refused.
+        """
+        self._write_guard = check
+
+    @final
+    @contextlib.contextmanager
+    def writes_while_frozen(self) -> Iterator[None]:
+        """Let this thread write while the guard refuses: only for the audit trail, which
+        must record the alert, the refusals and the review that lifts the freeze."""
+        depth = getattr(self._exempt, "depth", 0)
+        self._exempt.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._exempt.depth = depth
+
+    def _refuse_if_guarded(self, action: str) -> None:
+        if self._write_guard is None or getattr(self._exempt, "depth", 0):
+            return
+        reason = self._write_guard()
+        if reason is not None:
+            raise WorkspaceFrozenError(f"{action} refused: {reason}")
 
     # ------------------------------------------------------------------ schema
 
@@ -148,6 +183,7 @@ class Engine(abc.ABC):
                 self._load_targets.pop(spec.name, None)
                 if spec.name in existing:
                     continue
+                self._refuse_if_guarded(f"create table {spec.name}")
                 statement = create_table_statement(
                     spec,
                     type_mapper=self._backend.compiler.type_mapper,  # type: ignore[attr-defined]
@@ -183,6 +219,7 @@ class Engine(abc.ABC):
                 if missing_ok:
                     return
                 raise EngineError(f"cannot drop table {name!r}: no such table", engine=self.name)
+            self._refuse_if_guarded(f"drop table {name}")
             statement = drop_table_statement(name, dialect=self.sql_dialect)
             with self._step(f"drop table {name}", statement=statement):
                 self._drop_table(name, statement)
@@ -201,6 +238,7 @@ class Engine(abc.ABC):
         :class:`EngineError` naming the table and the column. Batches stream through,
         so a :class:`pyarrow.RecordBatchReader` is never read whole into memory.
         """
+        self._refuse_if_guarded(f"load into {table}")
         with self._step(f"load into {table}") as step:
             target = self._load_target(table)
             progress = LoadProgress()
@@ -224,6 +262,7 @@ class Engine(abc.ABC):
         """
         if not isinstance(predicate, ir.BooleanValue):
             raise TypeError(f"predicate must be an Ibis boolean expression, not {type(predicate)}")
+        self._refuse_if_guarded(f"delete from {table}")
         with self._step(f"delete from {table}") as step:
             deleted = self._delete_where(table, predicate)
             step.detail = f"{deleted} rows"
@@ -251,6 +290,7 @@ class Engine(abc.ABC):
                 expressions = [statement]
             result: pa.Table | None = None
             if not all(isinstance(e, sge.Query) for e in expressions):
+                self._refuse_if_guarded("SQL that changes the lake")
                 self._load_targets.clear()  # DDL may have changed a table's columns
             for expression in expressions:
                 sql = expression.sql(dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE)

@@ -35,8 +35,14 @@ def open_engine(settings: EngineSettings, root: Path) -> Engine:
 
 
 def open_workspace_engine(workspace: Workspace) -> Engine:
-    """Open the lake of ``workspace`` on the engine its ``medlake.toml`` names."""
-    return open_engine(workspace.settings.engine, workspace.root)
+    """Open the lake of ``workspace`` on the engine its ``medlake.toml`` names.
+
+    Every write through it is refused while the workspace is frozen read-only (the
+    ransomware watch): one check that every writer passes, whichever service it is.
+    """
+    engine = open_engine(workspace.settings.engine, workspace.root)
+    engine.guard_writes(workspace.frozen_message)
+    return engine
 
 
 def _resolve(root: Path, relative: str) -> Path:

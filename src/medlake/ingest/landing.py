@@ -34,8 +34,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medlake.config import frozen_message
 from medlake.errors import InputError, WorkspaceFrozenError
-from medlake.ingest.landing_mirror import LandingStore, Side, frozen_message
+from medlake.ingest.landing_mirror import LandingStore, Side, fetch_verified
+from medlake.ingest.landing_remote import as_os_error
 
 _READ_SIZE = 1 << 20  # 1 MiB: large enough for disk throughput, small enough for RSS
 _TEMP_PREFIX = ".landing-"
@@ -115,12 +117,21 @@ def _refuse_if_frozen(store: LandingStore) -> None:
 
 def _sides_missing(store: LandingStore, digest: str) -> list[Side]:
     """The healthy sides that do not hold this content yet."""
-    return [s for s in store.healthy_sides() if not landed_path(s.root, digest).exists()]
+    return [s for s in store.healthy_sides() if not s.holds(digest)]
+
+
+def _local_path(store: LandingStore, holding: list[Side], digest: str) -> Path:
+    """A local path of the landed content for the readers: a local side's file, else a
+    verified copy fetched from the URL mirror (only when the primary disk has failed)."""
+    for side in holding:
+        if side.root is not None:
+            return side.path(digest)
+    return fetch_verified(store, holding[0], digest)
 
 
 def _present(store: LandingStore, digest: str, size: int) -> LandedFile:
-    side = store.healthy_sides()[0]
-    return LandedFile(digest, landed_path(side.root, digest), size, already_present=True)
+    path = _local_path(store, store.healthy_sides(), digest)
+    return LandedFile(digest, path, size, already_present=True)
 
 
 def _hash_file(path: Path) -> str:
@@ -199,13 +210,56 @@ class _SideWriter:
             self.temp.unlink()
 
 
+class _RemoteSideWriter(_SideWriter):
+    """A URL root's write (fsspec): the same steps, with the store's own durability —
+    for an object store the completed PUT (see :mod:`medlake.ingest.landing_remote`)."""
+
+    def __init__(self, store: LandingStore, side: Side, sha256: str) -> None:
+        self.store, self.side = store, side
+        self.error: OSError | None = None
+        self.out = None
+        self.linked_new = False
+        self.write_ = side.remote.writer(sha256)  # type: ignore[union-attr]
+        self._try("open", self.write_.open)
+
+    def _try(self, step: str, action: object) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.store.fault_point(self.side.name, step)
+            action()  # type: ignore[operator]
+        except Exception as exc:  # a driver's error is a failed side, like a disk's
+            self.error = as_os_error(exc, self.side.label)
+            self.abort()
+
+    def write(self, block: bytes) -> None:
+        self._try("write", lambda: self.write_.write(block))
+
+    def finish(self, sha256: str) -> None:
+        def link() -> None:
+            self.linked_new = True
+
+        self._try("fsync", self.write_.commit)  # the PUT completes: durable on the store
+        self._try("link", link)
+        self.abort()
+
+    def abort(self) -> None:
+        self.write_.abort()
+
+
+def _writer(store: LandingStore, side: Side, sha256: str) -> _SideWriter:
+    if side.root is None:
+        return _RemoteSideWriter(store, side, sha256)
+    return _SideWriter(store, side)
+
+
 def _store(
     blocks: Iterable[bytes], store: LandingStore, sides: list[Side], expected: str
 ) -> LandedFile:
     """Write ``blocks`` to every side in one pass, fsync, link; mark failed sides degraded."""
     if store.mirror is None:
         store.primary.mkdir(parents=True, exist_ok=True)  # a plain landing folder is created
-    writers = [_SideWriter(store, side) for side in sides]
+    writers = [_writer(store, side, expected) for side in sides]
     digest = hashlib.sha256()
     size = 0
     for block in blocks:
@@ -239,13 +293,13 @@ def _store(
     if not holding:
         # No side holds it: the landing fails and no side is marked (nothing to fall back on).
         first = failed[0].error
-        raise OSError(first.errno or 5, f"{failed[0].side.root}: {first.strerror or first}")
+        raise OSError(first.errno or 5, f"{failed[0].side.label}: {first.strerror or first}")
     if failed and store.on_failure == "refuse":
         first = failed[0].error
-        raise OSError(first.errno or 5, f"{failed[0].side.root}: {first.strerror or first}")
+        raise OSError(first.errno or 5, f"{failed[0].side.label}: {first.strerror or first}")
     for writer in failed:
         store.mark_degraded(writer.side.name, writer.error)  # type: ignore[arg-type]
-    path = landed_path(holding[0].root, sha256)
+    path = _local_path(store, holding, sha256)
     already = bool(held_before) or not any(w.linked_new for w in landed)
     return LandedFile(
         sha256, path, size, already_present=already,

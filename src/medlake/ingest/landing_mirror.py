@@ -1,8 +1,10 @@
 """The two roots of mirrored landing: which sides are healthy, verified reads, resync.
 
 A :class:`LandingStore` names the primary landing root, an optional mirror root (a
-second local path: another disk, or a network file system mounted on this host), the
-state file that remembers a degraded side, and the workspace's freeze file. The state
+second local path: another disk, or a network file system mounted on this host; or any
+fsspec URL such as ``s3://bucket/prefix`` on an S3-compatible store, see
+:mod:`medlake.ingest.landing_remote`), the state file that remembers a degraded side,
+and the workspace's freeze file. The state
 is a small JSON file written atomically (temporary file, fsync, rename), because it must
 survive the crash that may follow a disk failure; it also lists the degradation events
 not yet written to the audit trail (the landing function has no lake connection; the
@@ -26,14 +28,15 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from medlake.config import is_url
 from medlake.errors import InputError
+from medlake.ingest.landing_remote import RemoteRoot
 
 PRIMARY = "primary"
 MIRROR = "mirror"
@@ -48,8 +51,80 @@ FaultHook = Callable[[str, str], None]
 
 @dataclass(frozen=True)
 class Side:
+    """One landing root: a local folder (``root``) or a root at an fsspec URL (``remote``)."""
+
     name: str  # "primary" or "mirror"
-    root: Path
+    root: Path | None
+    remote: RemoteRoot | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.root) if self.root is not None else self.remote.url  # type: ignore[union-attr]
+
+    def path(self, sha256: str) -> Path:
+        """Where a landed name lies on a local root."""
+        if self.root is None:
+            raise InputError(f"{self.label} is not a local folder")
+        return self.root / sha256[:2] / sha256
+
+    def holds(self, sha256: str) -> bool:
+        """Whether this root has the name (an unreachable store holds nothing)."""
+        if self.root is not None:
+            return self.path(sha256).exists()
+        try:
+            return self.remote.exists(sha256)  # type: ignore[union-attr]
+        except OSError:
+            return False
+
+    def blocks(self, sha256: str) -> Iterator[bytes]:
+        if self.root is not None:
+            with self.path(sha256).open("rb") as source:
+                while block := source.read(_READ_SIZE):
+                    yield block
+        else:
+            yield from self.remote.blocks(sha256)  # type: ignore[union-attr]
+
+    def verify(self, sha256: str) -> bool | None:
+        """True when the copy's bytes hash to its name, False when not, None when absent.
+
+        A root that cannot be read (a store that is down) counts as absent.
+        """
+        digest = hashlib.sha256()
+        try:
+            for block in self.blocks(sha256):
+                digest.update(block)
+        except OSError:
+            return None
+        return digest.hexdigest() == sha256
+
+    def names(self) -> set[str]:
+        if self.root is not None:
+            return landed_names(self.root)
+        try:
+            return self.remote.names()  # type: ignore[union-attr]
+        except OSError:
+            return set()
+
+    def reachable(self) -> bool:
+        if self.root is not None:
+            return self.root.is_dir()
+        return self.remote.reachable()  # type: ignore[union-attr]
+
+    def ensure(self) -> None:
+        """Create the root again (the operator replaced the disk, recreated the bucket)."""
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+        else:
+            self.remote.ensure()  # type: ignore[union-attr]
+
+
+def mirror_location(value: Path | str | None) -> Path | str | None:
+    """A configured mirror root as a local Path (plain path or ``file://``) or a URL."""
+    if value is None or isinstance(value, Path):
+        return value
+    if value.startswith("file://"):
+        return Path(value.removeprefix("file://"))
+    return value if is_url(value) else Path(value)
 
 
 @dataclass
@@ -57,12 +132,18 @@ class LandingStore:
     """Where landing writes: one root, or two mirrored ones, and the state that goes with them."""
 
     primary: Path
-    mirror: Path | None = None
+    mirror: Path | str | None = None  # a folder, or an fsspec URL (s3://bucket/prefix)
     state_file: Path | None = None
     freeze_file: Path | None = None
     on_failure: Literal["degrade", "refuse"] = "degrade"
     fault: FaultHook | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)  # for a URL mirror
+    cache_dir: Path | None = None  # verified copies fetched from a URL mirror
     _memory_state: dict[str, object] = field(default_factory=dict, repr=False)
+    _remote: RemoteRoot | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.mirror = mirror_location(self.mirror)
 
     @classmethod
     def of(cls, landing: Path | LandingStore) -> LandingStore:
@@ -70,8 +151,12 @@ class LandingStore:
 
     def sides(self) -> list[Side]:
         sides = [Side(PRIMARY, self.primary)]
-        if self.mirror is not None:
+        if isinstance(self.mirror, Path):
             sides.append(Side(MIRROR, self.mirror))
+        elif self.mirror is not None:
+            if self._remote is None:
+                self._remote = RemoteRoot(self.mirror, dict(self.storage_options))
+            sides.append(Side(MIRROR, None, self._remote))
         return sides
 
     def side(self, name: str) -> Side:
@@ -158,20 +243,35 @@ def file_sha256(path: Path) -> str:
 
 
 def verified_path(landing: Path | LandingStore, relative_or_sha: str) -> Path:
-    """A copy of the landed content whose bytes match its SHA-256, healthy sides first.
+    """A local copy of the landed content whose bytes match its SHA-256, healthy sides first.
 
-    A missing, truncated or altered copy on one side is passed over for the other's; if
-    no side holds good bytes the content is lost from landing, said in one line.
+    A missing, truncated or altered copy on one side is passed over for the other's; a
+    good copy found only on a URL mirror is fetched (verified) into the store's cache
+    folder. If no side holds good bytes the content is lost from landing, said in one line.
     """
     store = LandingStore.of(landing)
     sha256 = relative_or_sha.rsplit("/", 1)[-1]
     healthy = store.healthy_sides()
     for side in healthy + [s for s in store.sides() if s not in healthy]:
-        path = side.root / sha256[:2] / sha256
-        with contextlib.suppress(OSError):
-            if file_sha256(path) == sha256:
-                return path
+        if side.root is not None:
+            path = side.path(sha256)
+            with contextlib.suppress(OSError):
+                if file_sha256(path) == sha256:
+                    return path
+            continue
+        with contextlib.suppress(OSError, InputError):
+            return fetch_verified(store, side, sha256)
     raise InputError(f"landed content {sha256} is missing or corrupted on every landing root")
+
+
+def fetch_verified(store: LandingStore, side: Side, sha256: str) -> Path:
+    """Copy ``sha256`` from a URL root into the cache folder, checking its hash on the way."""
+    cache = store.cache_dir or store.primary.parent / ".landing-cache"
+    target = cache / sha256[:2] / sha256
+    if target.exists() and file_sha256(target) == sha256:
+        return target
+    _copy_blocks(side.blocks(sha256), target, sha256, replace=True)
+    return target
 
 
 # ---------------------------------------------------------------------- status and resync
@@ -202,7 +302,7 @@ class SideStatus:
 
 def mirror_status(store: LandingStore) -> list[SideStatus]:
     """Each side's health and how many landed names it lacks compared with the other."""
-    names = {side.name: landed_names(side.root) for side in store.sides()}
+    names = {side.name: side.names() for side in store.sides()}
     every = set().union(*names.values()) if names else set()
     result = []
     for side in store.sides():
@@ -210,13 +310,13 @@ def mirror_status(store: LandingStore) -> list[SideStatus]:
         result.append(
             SideStatus(
                 name=side.name,
-                root=str(side.root),
+                root=side.label,
                 status=str(state.get("status", OK)),
                 since=state.get("since"),  # type: ignore[arg-type]
                 reason=state.get("reason"),  # type: ignore[arg-type]
                 files=len(names[side.name]),
                 missing=len(every - names[side.name]),
-                reachable=side.root.is_dir(),
+                reachable=side.reachable(),
             )
         )
     return result
@@ -239,52 +339,73 @@ class ResyncReport:
 def resync(store: LandingStore, progress: Callable[[int, int], None] | None = None) -> ResyncReport:
     """Make every side hold a verified copy of every landed file; mark the sides ok.
 
-    A side's root that is gone is created again (the operator has replaced the disk).
-    Every file on every side is re-hashed: the only way to find a bit flip.
+    A side's root that is gone is created again (the operator has replaced the disk, or
+    recreated the bucket). Every file on every side is re-hashed (read back from a URL
+    mirror): the only way to find a bit flip or an overwritten object.
     """
     report = ResyncReport()
     if store.mirror is None:
         raise InputError("no mirror is configured (set paths.landing_mirror in medlake.toml)")
-    for side in store.sides():
-        side.root.mkdir(parents=True, exist_ok=True)
-    names = sorted(set().union(*(landed_names(side.root) for side in store.sides())))
+    sides = store.sides()
+    for side in sides:
+        side.ensure()
+    names = sorted(set().union(*(side.names() for side in sides)))
     for index, sha256 in enumerate(names):
         report.checked += 1
-        good: Path | None = None
+        good: Side | None = None
         bad: list[tuple[Side, bool]] = []  # (side, present but corrupted)
-        for side in store.sides():
-            path = side.root / sha256[:2] / sha256
-            try:
-                ok = file_sha256(path) == sha256
-            except FileNotFoundError:
-                bad.append((side, False))
-                continue
+        for side in sides:
+            ok = side.verify(sha256)
             if ok:
-                good = good or path
+                good = good or side
             else:
-                bad.append((side, True))
+                bad.append((side, ok is False))
         if good is None:
             report.lost.append(sha256)
         else:
             for side, corrupted in bad:
-                _copy_landed(good, side.root / sha256[:2] / sha256, replace=corrupted)
+                copy_landed(good, side, sha256, replace=corrupted)
                 counts = report.repaired if corrupted else report.copied
                 counts[side.name] = counts.get(side.name, 0) + 1
         if progress is not None:
             progress(index + 1, len(names))
     if not report.lost:
-        store.mark_ok([side.name for side in store.sides()], f"{report.checked} files verified")
+        store.mark_ok([side.name for side in sides], f"{report.checked} files verified")
     return report
 
 
-def _copy_landed(source: Path, target: Path, *, replace: bool) -> None:
+def copy_landed(source: Side, target: Side, sha256: str, *, replace: bool) -> None:
+    """Copy a verified landed file from one side to another (hash checked on the way)."""
+    if target.root is not None:
+        _copy_blocks(source.blocks(sha256), target.path(sha256), sha256, replace=replace)
+        return
+    write = target.remote.writer(sha256)  # type: ignore[union-attr]
+    digest = hashlib.sha256()
+    try:
+        write.open()
+        for block in source.blocks(sha256):
+            digest.update(block)
+            write.write(block)
+        if digest.hexdigest() != sha256:
+            raise InputError(f"{source.label}: {sha256} changed while it was copied")
+        write.commit()  # an object store replaces the corrupted object in one PUT
+    finally:
+        write.abort()
+
+
+def _copy_blocks(blocks: Iterable[bytes], target: Path, sha256: str, *, replace: bool) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.parent / f".landing-{uuid.uuid4().hex}"
+    digest = hashlib.sha256()
     try:
-        with source.open("rb") as src, temp.open("xb") as out:
-            shutil.copyfileobj(src, out, _READ_SIZE)
+        with temp.open("xb") as out:
+            for block in blocks:
+                digest.update(block)
+                out.write(block)
             out.flush()
             os.fsync(out.fileno())
+        if digest.hexdigest() != sha256:
+            raise InputError(f"{sha256}: the copy read does not match its name")
         os.chmod(temp, 0o444)
         if replace:
             os.replace(temp, target)  # the corrupted bytes were never the landed ones
@@ -298,21 +419,6 @@ def _copy_landed(source: Path, target: Path, *, replace: bool) -> None:
 
 
 # ---------------------------------------------------------------------- freeze
-
-
-def frozen_message(freeze_file: Path | None) -> str | None:
-    """The refusal message while the workspace is frozen read-only, else None."""
-    if freeze_file is None or not freeze_file.exists():
-        return None
-    try:
-        freeze = json.loads(freeze_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        freeze = {}
-    return (
-        f"the workspace is frozen read-only since {freeze.get('since', '?')} "
-        f"({freeze.get('reason', 'ransomware watch alert')}); nothing is written until an "
-        "operator has reviewed it and run 'medlake watch clear'"
-    )
 
 
 def write_json_atomically(path: Path, value: object) -> None:

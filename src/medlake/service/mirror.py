@@ -21,7 +21,6 @@ from medlake.ingest.landing_mirror import (
     LandingStore,
     ResyncReport,
     SideStatus,
-    frozen_message,
     mirror_status,
     resync,
 )
@@ -30,7 +29,6 @@ from medlake.log import get_logger
 logger = get_logger(__name__)
 
 MIRROR_STATE = "mirror-state.json"
-FREEZE_FILE = "frozen.json"
 ANCHOR_DIR = "_anchors"
 
 
@@ -38,19 +36,21 @@ def landing_store(workspace: Workspace, *, fault: FaultHook | None = None) -> La
     """The workspace's landing: primary root, mirror root (if set), state and freeze files."""
     return LandingStore(
         primary=workspace.landing_dir,
-        mirror=workspace.landing_mirror_dir,
+        mirror=workspace.landing_mirror_url,
         state_file=workspace.protect_dir / MIRROR_STATE,
-        freeze_file=workspace.protect_dir / FREEZE_FILE,
+        freeze_file=workspace.freeze_file,
         on_failure=workspace.settings.mirror.on_failure,
         fault=fault,
+        storage_options=workspace.settings.mirror.storage_options,
+        cache_dir=workspace.protect_dir / "landing-cache",
     )
 
 
 def refuse_if_frozen(workspace: Workspace) -> None:
     """Raise :class:`WorkspaceFrozenError` while the ransomware watch has the workspace frozen."""
-    message = frozen_message(workspace.protect_dir / FREEZE_FILE)
+    message = workspace.frozen_message()
     if message is not None:
-        raise WorkspaceFrozenError(f"{workspace.root}: {message}")
+        raise WorkspaceFrozenError(message)
 
 
 def audit_mirror_events(engine: Engine, workspace: Workspace) -> int:

@@ -19,7 +19,7 @@ from medlake.errors import UsageError
 from medlake.ingest.landing_mirror import write_json_atomically
 from medlake.log import get_logger
 from medlake.protect.watch import Alert, Watcher, WatchRules
-from medlake.service.mirror import FREEZE_FILE, protection_event
+from medlake.service.mirror import protection_event
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -82,7 +82,7 @@ def freeze(workspace: Workspace, alert: Alert) -> dict[str, object]:
             for f in alert.findings[:_FILES_LISTED]
         ],
     }
-    write_json_atomically(workspace.protect_dir / FREEZE_FILE, record)
+    write_json_atomically(workspace.freeze_file, record)
     logger.error("ransomware watch: %s; workspace frozen read-only", record["reason"])
     try:
         with open_lake(workspace) as engine:
@@ -103,7 +103,7 @@ def freeze_status(workspace_dir: Path | Workspace | None) -> dict[str, object] |
     import json
 
     workspace = as_workspace(workspace_dir)
-    path = workspace.protect_dir / FREEZE_FILE
+    path = workspace.freeze_file
     if not path.exists():
         return None
     return json.loads(path.read_text("utf-8"))
@@ -115,7 +115,7 @@ def clear(workspace_dir: Path | Workspace | None, *, note: str) -> dict[str, obj
     record = freeze_status(workspace)
     if record is None:
         raise UsageError(f"{workspace.root} is not frozen")
-    (workspace.protect_dir / FREEZE_FILE).unlink()
+    (workspace.freeze_file).unlink()
     with open_lake(workspace) as engine:
         protection_event(
             engine, workspace=workspace,
