@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ibis
+
 from medlake.access import Principal, store
 from medlake.config import Workspace, as_workspace
 from medlake.errors import AuthenticationError
@@ -47,16 +49,39 @@ def session_principal(
         return store.principal(engine, user_name)
 
 
+#: The clinical tables the dashboard charts, with each row's id and date columns.
+DATED_TABLES: tuple[tuple[str, str, str], ...] = (
+    ("visit_occurrence", "visit_occurrence_id", "visit_start_date"),
+    ("condition_occurrence", "condition_occurrence_id", "condition_start_date"),
+    ("drug_exposure", "drug_exposure_id", "drug_exposure_start_date"),
+    ("procedure_occurrence", "procedure_occurrence_id", "procedure_date"),
+    ("measurement", "measurement_id", "measurement_date"),
+    ("observation", "observation_id", "observation_date"),
+)
+
+
 def records_by_source(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]]:
-    """Current source records per source system and day loaded, oldest day first."""
+    """Current clinical records per source system and calendar month of the event
+    (visits, diagnoses, drugs, procedures, measurements, observations), oldest first:
+    a source that stopped sending shows as a gap."""
     workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         records = engine.table("source_record")
         current = records.filter(records.is_current)
+        parts = []
+        for table, row_id, date in DATED_TABLES:
+            rows = engine.table(table)
+            mine = current.filter(current.cdm_table == table)
+            joined = rows.join(mine, rows[row_id] == mine.cdm_row_id)
+            parts.append(
+                joined.select(source_system=joined.source_system, month=joined[date].truncate("M"))
+            )
+        union = ibis.union(*parts, distinct=False)
+        dated = union.filter(union.month.notnull())
         query = (
-            current.group_by(source_system=current.source_system, day=current.loaded_at.date())
-            .aggregate(records=current.count())
-            .order_by(["day", "source_system"])
+            dated.group_by(["source_system", "month"])
+            .aggregate(records=dated.count())
+            .order_by(["month", "source_system"])
         )
         return engine.execute(query).to_pylist()
 

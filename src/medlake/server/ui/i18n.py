@@ -120,7 +120,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "col.record": ("Source record", "来源记录"),
     # empi
     "empi.title": ("EMPI review", "患者主索引审核"),
-    "empi.queue": ("pairs waiting", "对待审核"),
+    "empi.queue": ("Pairs waiting", "待审核"),
     "empi.probability": ("Match probability", "匹配概率"),
     "empi.field": ("Field", "字段"),
     "empi.left": ("Left record", "左侧记录"),
@@ -151,6 +151,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "qc.category": ("Category", "类别"),
     "qc.table": ("Table", "表"),
     "qc.all_checks": ("All checks", "全部检查"),
+    "qc.shown": ("Checks shown", "显示的检查项"),
     "qc.only_failed": ("Only failed", "仅未通过"),
     # audit
     "audit.title": ("Audit search", "审计检索"),

@@ -85,7 +85,10 @@ def _login_page(frame: Frame, next_: str, error: str | None, status: int = 200) 
 @router.get("/login", name="ui_login")
 @router.get("/login.json", name="ui_login_json")
 def login_form(request: Request, next: str = "/ui/dashboard") -> Response:
-    return _login_page(frame_for(request), next, None)
+    frame = frame_for(request)
+    if frame.user is not None and not request.url.path.endswith(".json"):
+        return RedirectResponse(_safe_next(next), status_code=303)  # signed in already
+    return _login_page(frame, next, None)
 
 
 @router.post("/login", name="ui_sign_in")

@@ -202,9 +202,10 @@ def page(path: str, template: str, permission: Permission | None = None,
             return render(frame, template, context)
 
         endpoint.__name__ = f"ui_{build.__name__}"
-        router.add_api_route(path, endpoint, methods=["GET"], name=f"ui_{build.__name__}")
+        # The twin first: ``/x/{id}`` would otherwise take ``/x/abc.json`` as id "abc.json".
         router.add_api_route(f"{path}.json", endpoint, methods=["GET"],
                              name=f"ui_{build.__name__}_json")  # fmt: skip
+        router.add_api_route(path, endpoint, methods=["GET"], name=f"ui_{build.__name__}")
         return build
 
     return decorate

@@ -8,7 +8,7 @@
     const colors = m.chrom_index.map((i) => (i % 2 ? "#7aa6c8" : "#2f6f9f"));
     medlake.plot("manhattan", [{type: "scatter", mode: "markers", x: m.x, y: m.y, text: m.label,
       hovertemplate: "%{text}<br>-log10 P = %{y:.2f}<extra></extra>", marker: {size: 5, color: colors}}],
-      {xaxis: {tickvals: m.ticks.map((t) => t.x), ticktext: m.ticks.map((t) => t.chrom), title: {text: "chromosome"}, showgrid: false},
+      {xaxis: {tickvals: m.ticks.map((t) => t.x), ticktext: m.ticks.map((t, i) => (i < 12 || i % 2 === 0 ? t.chrom : "")), title: {text: "chromosome"}, showgrid: false},
        yaxis: {title: {text: "-log10 P"}, rangemode: "tozero"},
        shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: m.threshold, y1: m.threshold, line: {color: "#c0392b", dash: "dash", width: 1}}]});
     const q = page.qq;

@@ -1,0 +1,110 @@
+"""Fixtures of the web UI tests: a private copy of the test hospital with one user per
+role, its EMPI review queue filled and one GWAS result written, served by a real
+``medlake serve`` process for the browser tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from medlake.service import access
+
+ROLES = ("steward", "researcher", "auditor")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class UiWorkspace:
+    root: Path
+    tokens: dict[str, str]  # role -> token
+    users: dict[str, str]  # role -> user name
+
+
+def _as_user(name: str) -> object:
+    """Run set-up service calls as ``name`` (the policy reads ``$MEDLAKE_USER``)."""
+
+    class _Scope:
+        def __enter__(self) -> None:
+            self.before = os.environ.get(access.USER_ENV)
+            os.environ[access.USER_ENV] = name
+
+        def __exit__(self, *exc: object) -> None:
+            if self.before is None:
+                os.environ.pop(access.USER_ENV, None)
+            else:
+                os.environ[access.USER_ENV] = self.before
+
+    return _Scope()
+
+
+@pytest.fixture(scope="session")
+def ui_workspace(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> UiWorkspace:
+    """The test hospital with users, a linked EMPI (one pair or more to review) and an
+    LDL GWAS under ``analyses/``."""
+    from medlake.service.empi import link_workspace
+    from medlake.service.gwas_lake import LakePhenotype, run_gwas_lake
+
+    root = hospital_lake.copy(tmp_path_factory.mktemp("ui") / "ws")
+    users = {"admin": access.login_name()} | {role: f"{role}1" for role in ROLES}
+    for role in ROLES:
+        access.add_user(root, users[role], role)
+    tokens = {role: access.issue_token(root, name, as_user=name).token
+              for role, name in users.items()}  # fmt: skip
+    with _as_user(users["steward"]):
+        link_workspace(root)
+        run_gwas_lake(root, LakePhenotype("LDL", measurement="22748-8"),
+                      root / "analyses" / "ldl", plots=False)  # fmt: skip
+    return UiWorkspace(root, tokens, users)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def served_ui(ui_workspace: UiWorkspace) -> Iterator[str]:
+    """A real ``medlake serve`` on a free port; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(port),
+               "--workspace", str(ui_workspace.root)]  # fmt: skip
+    log = ui_workspace.root.parent / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/api/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "medlake serve did not start"
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where screenshots go: ``$MEDLAKE_TEST_ARTIFACTS`` or ``test-artifacts/ui``."""
+    folder = Path(os.environ.get("MEDLAKE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "ui"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nweb UI screenshots: {folder}")
+    return folder

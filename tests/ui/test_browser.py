@@ -1,0 +1,232 @@
+"""The main journeys in a real browser (Debian's Chromium driven by Playwright) against a
+real ``medlake serve``: sign in, build a cohort and watch the attrition change, open a
+patient timeline, decide a review pair with a keystroke, open a GWAS result, switch to
+Chinese. Every journey saves screenshots (the folder is printed); what the pages show is
+compared with the services and the lake, not with numbers written here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from medlake.config import open_workspace
+from medlake.service.cohort import count_cohort, parse_definition
+from medlake.service.patient360 import person_timeline
+from medlake.service.workspace import open_lake
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One Chromium with a fresh profile for the module (Playwright's own browser download
+    is never used: the executable is Debian's)."""
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), (
+        "the browser tests need Debian's chromium (scripts/install_debian_packages.sh)"
+    )
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900}, locale="en-US",
+        )  # fmt: skip
+        context.set_default_timeout(20_000)
+        yield context
+        context.close()
+
+
+def sign_in(context, base: str, user: str, token: str):  # type: ignore[no-untyped-def]
+    context.clear_cookies()
+    page = context.new_page()
+    page.on("pageerror", lambda error: print(f"page error: {error}"))
+    page.on("response", lambda r: print(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(f"{base}/ui/dashboard")
+    assert "/ui/login" in page.url  # not signed in: sent to the sign-in page
+    page.fill("#user", user)
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/dashboard")
+    return page
+
+
+def test_sign_in_shows_the_dashboard_and_a_wrong_token_does_not(
+    browser_context, served_ui, ui_workspace, artifacts
+) -> None:
+    context, base = browser_context, served_ui
+    context.clear_cookies()
+    page = context.new_page()
+    page.goto(f"{base}/ui/login")
+    page.fill("#user", "steward1")
+    page.fill("#token", ui_workspace.tokens["researcher"])  # someone else's token
+    page.click("button[type=submit]")
+    assert page.locator(".alert-error").is_visible()
+    page.screenshot(path=artifacts / "01-sign-in-refused.png")
+    page.close()
+
+    page = sign_in(context, base, "steward1", ui_workspace.tokens["steward"])
+    page.wait_for_selector("#records-chart[data-drawn]")
+    assert page.locator(".who b").inner_text() == "steward1"
+    cookie = next(c for c in context.cookies() if c["name"] == "medlake_session")
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie").find("medlake_session") == -1  # not readable by JS
+    with open_lake(open_workspace(ui_workspace.root)) as engine:
+        batches = engine.count("ingest_batch")
+    shown = page.locator("table.data >> nth=1").locator("tbody tr").count()
+    assert shown == min(batches, 12)
+    page.screenshot(path=artifacts / "02-dashboard.png", full_page=True)
+    page.close()
+
+
+def _attrition(page) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    rows = page.locator("#attrition tbody tr")
+    return [rows.nth(i).locator("td").all_inner_texts() for i in range(rows.count())]
+
+
+def _wait_for_count(page, before: int) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_function(
+        f"Number(document.body.dataset.counted || 0) > {before} && !document.body.dataset.counting"
+    )
+
+
+def _counted(page) -> int:  # type: ignore[no-untyped-def]
+    return int(page.evaluate("Number(document.body.dataset.counted || 0)"))
+
+
+def _pick_concept(page, holder: str, query: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    page.fill(f"{holder} .concept-q", query)
+    option = page.locator(f"{holder} .suggestion", has_text=code).first
+    option.wait_for()
+    option.dispatch_event("mousedown")
+
+
+def test_cohort_builder_recounts_as_the_definition_is_edited(
+    browser_context, served_ui, ui_workspace, artifacts
+) -> None:
+    page = sign_in(browser_context, served_ui, "researcher1", ui_workspace.tokens["researcher"])
+    page.click("a[href='/ui/cohorts']")
+    _wait_for_count(page, 0)  # the empty definition is counted on load
+    page.select_option("#entry .domain", "drug_exposure")
+    before = _counted(page)
+    _pick_concept(page, "#entry", "metformin", "A10BA02")
+    _wait_for_count(page, before)
+    entry_only = _attrition(page)
+
+    before = _counted(page)
+    page.click("#add-rule")
+    rule = page.locator("#rules .rule").first
+    rule.locator(".rule-name").fill("type 2 diabetes before")
+    rule.locator(".domain").select_option("condition_occurrence")
+    rule.locator(".before").fill("")
+    _pick_concept(page, "#rules .rule:nth-child(1)", "E11", "E11")
+    _wait_for_count(page, before)
+    page.wait_for_selector("#attrition tbody tr[data-step='1']")
+    with_rule = _attrition(page)
+    page.screenshot(path=artifacts / "03-cohort-builder.png", full_page=True)
+
+    # What the page shows is what the service counts for the definition it sent.
+    definition = json.loads(page.locator("#definition-json").inner_text())
+    expected = count_cohort(ui_workspace.root, parse_definition(definition)).as_dict()
+    shown = [[str(expected["initial"])]] + [[str(r["remaining"])] for r in expected["rules"]]
+    assert [row[1:2] for row in with_rule] == shown
+    assert len(entry_only) == 1
+    assert len(with_rule) == 2
+    assert definition["concept_sets"][0]["items"][0]["include_descendants"] is True
+    assert with_rule[0][1] == entry_only[0][1]  # a rule leaves the entry events alone
+    page.close()
+
+
+def test_patient_timeline_opens_from_a_source_patient_id(
+    browser_context, served_ui, ui_workspace, artifacts
+) -> None:
+    with open_lake(open_workspace(ui_workspace.root)) as engine:
+        patients = engine.table("source_patient")
+        measured = engine.table("measurement").person_id
+        row = engine.execute(
+            patients.filter(patients.person_id == engine.scalar(measured.min())).limit(1)
+        ).to_pylist()[0]
+    page = sign_in(browser_context, served_ui, "steward1", ui_workspace.tokens["steward"])
+    page.click("a[href='/ui/persons']")
+    page.fill("#person-q", row["source_patient_id"])
+    page.click("#person-search button")
+    page.click(f"a[href='/ui/persons/{row['person_id']}']")
+    page.wait_for_selector("#timeline[data-drawn]")
+    timeline = person_timeline(ui_workspace.root, row["person_id"])
+    assert page.locator("#timeline .scatterlayer .point").count() == sum(
+        1 for item in timeline.items if item.start is not None
+    )
+    linked = page.locator("#linked tbody tr").all_inner_texts()
+    assert sorted(" ".join(r.split()) for r in linked) == sorted(
+        " ".join(f"{s['source_system']} {s['source_patient_id']} "
+                 f"{s['first_seen']:%Y-%m-%d} {s['last_seen']:%Y-%m-%d}".split())
+        for s in timeline.source_patients
+    )  # fmt: skip
+    page.screenshot(path=artifacts / "04-patient-timeline.png", full_page=True)
+    page.close()
+
+
+def test_a_review_pair_is_decided_with_the_m_key(
+    browser_context, served_ui, ui_workspace, artifacts
+) -> None:
+    page = sign_in(browser_context, served_ui, "steward1", ui_workspace.tokens["steward"])
+    page.click("a[href='/ui/empi']")
+    pair = page.locator("#pair").get_attribute("data-pair")
+    assert pair
+    page.screenshot(path=artifacts / "05-empi-review.png", full_page=True)
+    page.keyboard.press("m")
+    page.wait_for_selector("#last-decision")
+    assert pair in page.locator("#last-decision").inner_text()
+    with open_lake(open_workspace(ui_workspace.root)) as engine:
+        decisions = engine.table("empi_decision")
+        stored = engine.execute(decisions.filter(decisions.pair_id == pair)).to_pylist()
+    assert [(d["decision"], d["steward"]) for d in stored] == [("match", "steward1")]
+    page.screenshot(path=artifacts / "06-empi-decided.png", full_page=True)
+    page.close()
+
+
+def test_a_gwas_result_draws_its_plots_and_top_hits(
+    browser_context, served_ui, ui_workspace, artifacts
+) -> None:
+    page = sign_in(browser_context, served_ui, "steward1", ui_workspace.tokens["steward"])
+    page.click("a[href='/ui/analyses']")
+    page.click("#results a >> text=ldl.LDL")
+    page.wait_for_selector("#manhattan[data-drawn]")
+    page.wait_for_selector("#qq[data-drawn]")
+    table = pq.read_table(ui_workspace.root / "analyses" / "ldl.LDL.glm.parquet").to_pandas()
+    smallest = table.sort_values("p").iloc[0]
+    first = page.locator("#top-hits tbody tr").first.locator("td").all_inner_texts()
+    assert first[2] == smallest["id"]
+    assert page.locator("#manhattan .scatterlayer .point").count() > 0
+    page.screenshot(path=artifacts / "07-gwas-result.png", full_page=True)
+    page.close()
+
+
+def test_the_language_switch_shows_chinese_and_roles_see_only_their_pages(
+    browser_context, served_ui, ui_workspace, artifacts
+) -> None:
+    page = sign_in(browser_context, served_ui, "researcher1", ui_workspace.tokens["researcher"])
+    nav = page.locator(".sidebar a[href^='/ui/']").evaluate_all("els => els.map(e => e.pathname)")
+    assert "/ui/empi" not in nav
+    assert "/ui/persons" not in nav
+    assert "/ui/cohorts" in nav
+    page.click("a.lang")
+    page.wait_for_selector("html[lang='zh-CN']")
+    assert page.locator(".sidebar a.active").inner_text() == "总览"
+    page.screenshot(path=artifacts / "08-dashboard-zh.png", full_page=True)
+    response = page.goto(f"{served_ui}/ui/empi")
+    assert response is not None
+    assert response.status == 403
+    page.screenshot(path=artifacts / "09-refused-zh.png")
+    page.close()
