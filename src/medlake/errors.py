@@ -99,3 +99,16 @@ class BackupError(MedlakeError):
     """A backup, restore or repository check could not be done; says why in one line."""
 
     exit_code = 74  # EX_IOERR
+
+
+class JobCancelled(MedlakeError):
+    """A background job was cancelled: its progress callback raises this, so the long
+    work stops at its next progress report (services must let it propagate)."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+class NotFoundError(UsageError):
+    """The thing asked for (a job, a cohort definition, a result) does not exist."""
+
+    exit_code = 66  # EX_NOINPUT

@@ -3,6 +3,8 @@ for every error, stable operation ids (the route function's name) for generated 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -11,8 +13,20 @@ from fastapi.routing import APIRoute
 from medlake import __version__
 from medlake.config import open_workspace
 from medlake.server import problems
-from medlake.server.routers import cohorts, persons, quarantine, system
+from medlake.server.routers import (
+    analyses,
+    audit,
+    cohorts,
+    empi,
+    ingest,
+    jobs,
+    persons,
+    quality,
+    quarantine,
+    system,
+)
 from medlake.server.ui import install as install_ui
+from medlake.service.jobs import JobRunner
 
 API_PREFIX = "/api/v1"
 
@@ -21,10 +35,27 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(workspace_dir: Path | None) -> FastAPI:
-    """The application serving ``workspace_dir`` (checked to be a workspace now)."""
+def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
+    """The application serving ``workspace_dir`` (checked to be a workspace now).
+
+    Its background-job runner starts with the application (recovering the jobs a
+    previous server left) and stops with it.
+    """
     workspace = open_workspace(workspace_dir)
+    import medlake.service.job_kinds  # noqa: F401  (registers the kinds of job)
+
+    runner = JobRunner(workspace, workers=job_workers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="medlake",
         version=__version__,
         description="Research data platform for hospitals: OMOP CDM lake, cohorts, omics.",
@@ -34,8 +65,21 @@ def create_app(workspace_dir: Path | None) -> FastAPI:
         redoc_url=None,
     )
     app.state.workspace_dir = workspace.root
+    app.state.jobs = runner
     problems.install(app)
-    for router in (system.router, quarantine.router, cohorts.router, persons.router):
+    routers = (
+        system.router,
+        jobs.router,
+        ingest.router,
+        quarantine.router,
+        empi.router,
+        cohorts.router,
+        persons.router,
+        quality.router,
+        analyses.router,
+        audit.router,
+    )
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     install_ui(app)  # the web pages under /ui (docs/ui.md)
     return app

@@ -21,6 +21,7 @@ TYPE_BASE = "https://medlake.example.org/problems/"
 STATUS_BY_ERROR: tuple[tuple[type[errors.MedlakeError], int], ...] = (
     (errors.AuthenticationError, 401),
     (errors.AccessDeniedError, 403),
+    (errors.NotFoundError, 404),
     (errors.WorkspaceFrozenError, 423),
     (errors.SchemaVersionError, 409),
     (errors.InputError, 422),
