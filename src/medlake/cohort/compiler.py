@@ -14,14 +14,26 @@ steps follow OHDSI Circe's generated SQL:
 * :meth:`CohortCompiler.members_query` — the cohort: events passing every rule, the
   expression limit, the exit (end strategy, censoring) and eras collapsed per person.
 
+:meth:`CohortCompiler.count_query` and :meth:`CohortCompiler.cohort_query` chain these
+through a :data:`Step` callable that names each intermediate table (the entry events,
+the index events, each rule's passing events). The caller decides what a step becomes:
+a placeholder table the engine later runs as a common table expression of one
+statement (what the service does: Ibis's SQL compiler takes time that grows faster than
+the expression, so compiling each step on its own and joining the SQL is several times
+faster than compiling the whole graph), a computed in-memory table, or the expression
+itself (:func:`inline`).
+
 Groups are evaluated as sets of index ``event_id``s: each item (criterion, demographic,
-nested group) yields the index events it holds for, and a group counts its items per
-event (ALL: every item, ANY: one, AT_LEAST/AT_MOST n).
+nested group) yields the index events it holds for; ALL intersects them, ANY unites
+them, AT_LEAST/AT_MOST n count them per event. A criterion that asks for at least one
+event (or none) is a semi-join (anti-join), so the engine never materializes the
+matching pairs; window bounds are computed once per index event as dates, so the join
+compares dates with dates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import ibis
 import ibis.expr.types as ir
@@ -30,32 +42,31 @@ from medlake.cohort.events import (
     DOMAINS,
     EventBuilder,
     TableGetter,
-    days,
     range_predicate,
+    shift,
     union_all,
 )
+from medlake.cohort.exit import INDEX_COLUMNS, censor, collapse, with_end_dates
 from medlake.cohort.model import (
     CohortDefinition,
     CorrelatedCriterion,
     CriteriaGroup,
     DemographicCriterion,
-    DrugEra,
     Expression,
-    FixedOffset,
     Genotype,
     Limit,
     Window,
 )
 
-INDEX_COLUMNS = (
-    "person_id",
-    "event_id",
-    "start_date",
-    "end_date",
-    "visit_id",
-    "op_start",
-    "op_end",
-)
+__all__ = ["INDEX_COLUMNS", "CohortCompiler", "Step", "collapse", "inline"]
+
+#: What a named intermediate table becomes: ``step(name, expression) -> table``.
+Step = Callable[[str, ir.Table], ir.Table]
+
+
+def inline(name: str, expr: ir.Table) -> ir.Table:
+    """The :data:`Step` that keeps the expression itself (one graph, compiled at once)."""
+    return expr
 
 
 class CohortCompiler:
@@ -78,6 +89,8 @@ class CohortCompiler:
         """``codesets``: each concept set's concept ids, resolved ahead from
         :meth:`codeset_query`; without them concept sets are subqueries."""
         self.definition = definition
+        self._omics = bool(omics_events)
+        self._codesets = codesets
         self._tables: dict[str, ir.Table] = {}
         self._get_table = table
         self._derived_periods = observation_periods == "derived"
@@ -88,6 +101,18 @@ class CohortCompiler:
     def codeset_query(self) -> ir.Table:
         """``codeset_id, concept_id``: every concept set expanded on the vocabulary."""
         return self._events.codeset_query()
+
+    def cache_key(self, query: str) -> tuple[object, ...] | None:
+        """What decides the SQL of ``query`` (``count``/``cohort``), for a cache of it.
+
+        ``None`` when the SQL depends on more than that: omics events are in-memory
+        tables, and unresolved concept sets are read from the vocabulary by the query.
+        """
+        if self._omics or self._codesets is None:
+            return None
+        codesets = tuple(sorted((k, tuple(v)) for k, v in self._codesets.items()))
+        periods = "derived" if self._derived_periods else "table"
+        return (query, self.definition.model_dump_json(), periods, codesets)
 
     def _table(self, name: str) -> ir.Table:
         # Opening a table reads its schema from the backend: once per table is enough.
@@ -137,7 +162,7 @@ class CohortCompiler:
 
     # ------------------------------------------------------------------ index events
 
-    def index_events(self) -> ir.Table:
+    def index_events(self, step: Step = inline) -> ir.Table:
         """Qualified index events, one row each, in :data:`INDEX_COLUMNS`."""
         primary = self.definition.primary_criteria
         parts = [
@@ -150,8 +175,8 @@ class CohortCompiler:
             op,
             [
                 events.person_id == op.person_id,
-                events.start_date >= op.op_start + days(primary.prior_observation_days),
-                events.start_date + days(primary.post_observation_days) <= op.op_end,
+                events.start_date >= shift(op.op_start, primary.prior_observation_days),
+                shift(events.start_date, primary.post_observation_days) <= op.op_end,
             ],
         ).select(
             events.person_id,
@@ -169,11 +194,32 @@ class CohortCompiler:
                 order_by=["person_id", "start_date", "domain_rank", "source_id", "op_start"]
             )
         ).select(*INDEX_COLUMNS)
-        if self.definition.additional_criteria is not None:
-            passing = self.group_query(self.definition.additional_criteria, numbered)
-            numbered = numbered.semi_join(passing, "event_id")
-            numbered = _limit(numbered, self.definition.qualified_limit, tiebreak="event_id")
-        return numbered.select(*INDEX_COLUMNS)
+        if self.definition.additional_criteria is None:
+            return numbered
+        entry = step("cohort_entry", numbered)
+        passing = step(
+            "cohort_additional", self.group_query(self.definition.additional_criteria, entry)
+        )
+        qualified = entry.filter(entry.event_id.isin(passing.event_id))
+        return _limit(qualified, self.definition.qualified_limit, tiebreak="event_id").select(
+            *INDEX_COLUMNS
+        )
+
+    def count_query(self, step: Step = inline) -> ir.Table:
+        """:meth:`attrition_query` over the index events and rules, named by ``step``."""
+        return self.attrition_query(*self._rule_steps(step))
+
+    def cohort_query(self, step: Step = inline) -> ir.Table:
+        """:meth:`members_query` over the index events and rules, named by ``step``."""
+        return self.members_query(*self._rule_steps(step))
+
+    def _rule_steps(self, step: Step) -> tuple[ir.Table, list[ir.Table]]:
+        index = step("cohort_index", self.index_events(step))
+        hits = [
+            step(f"cohort_rule_{i}", self.rule_query(i, index))
+            for i in range(len(self.definition.inclusion_rules))
+        ]
+        return index, hits
 
     # ------------------------------------------------------------------ groups
 
@@ -188,20 +234,20 @@ class CohortCompiler:
             return everything
         if len(items) == 1 and group.type in ("all", "any"):
             return items[0]  # one item: the group is that item (a smaller graph to compile)
+        match group.type:
+            case "all":
+                return ibis.intersect(*_loose(items), distinct=True)
+            case "any":
+                return ibis.union(*_loose(items), distinct=True)
         tagged = [t.select("event_id", item=ibis.literal(i, "int32")) for i, t in enumerate(items)]
         union = union_all(tagged)
         hits = union.group_by("event_id").agg(hits=union.item.nunique())
-        match group.type:
-            case "all":
-                return hits.filter(hits.hits == len(items)).select("event_id")
-            case "any":
-                return hits.select("event_id")
-            case "at_least":
-                if group.count == 0:
-                    return everything
-                return hits.filter(hits.hits >= group.count).select("event_id")
-            case _:  # at_most: events without any hit qualify too
-                return everything.anti_join(hits.filter(hits.hits > group.count), "event_id")
+        if group.type == "at_least":
+            if group.count == 0:
+                return everything
+            return hits.filter(hits.hits >= group.count).select("event_id")
+        # at_most: events without any hit qualify too
+        return everything.anti_join(hits.filter(hits.hits > group.count), "event_id")
 
     def criterion_query(self, correlated: CorrelatedCriterion, index: ir.Table) -> ir.Table:
         """Index events with the wanted number of ``correlated`` events in its windows."""
@@ -214,38 +260,56 @@ class CohortCompiler:
             e_visit="visit_id",
             e_concept="concept_id",
         )
-        conditions = [index.person_id == ev.e_person]
+        # Each bound on the criterion event's start or end date, computed once per index
+        # event as a date (tightest of the window and the observation period).
+        lower: dict[str, list[ir.DateValue]] = {"start": [], "end": []}
+        upper: dict[str, list[ir.DateValue]] = {"start": [], "end": []}
         omics = isinstance(criterion, Genotype | Expression)
         if not (correlated.ignore_observation_period or omics):
-            conditions += [ev.e_start >= index.op_start, ev.e_start <= index.op_end]
-        conditions += _window(correlated.start_window, index, ev.e_start, ev.e_end)
+            lower["start"].append(index.op_start)
+            upper["start"].append(index.op_end)
+        _window_bounds(correlated.start_window, index, lower, upper)
         if correlated.end_window is not None:
             end_window = correlated.end_window.model_copy(update={"use_event_end": True})
-            conditions += _window(end_window, index, ev.e_start, ev.e_end)
+            _window_bounds(end_window, index, lower, upper)
+        bounds: dict[str, ir.DateValue] = {}
+        for side in ("start", "end"):
+            if lower[side]:
+                bounds[f"lo_{side}"] = _tightest(lower[side], ibis.greatest)
+            if upper[side]:
+                bounds[f"hi_{side}"] = _tightest(upper[side], ibis.least)
+        visit = ["visit_id"] if correlated.restrict_visit else []
+        keyed = index.select("event_id", "person_id", *visit, **bounds)
+        placed = {"start": ev.e_start, "end": ev.e_end}
+        conditions = [keyed.person_id == ev.e_person]
+        for name in bounds:
+            bound, side = name.split("_")
+            column = placed[side]
+            conditions.append(column >= keyed[name] if bound == "lo" else column <= keyed[name])
         if correlated.restrict_visit:
-            conditions.append(index.visit_id == ev.e_visit)
-        matched = index.join(ev, conditions).select(
-            index.event_id, ev.e_id, ev.e_start, ev.e_visit, ev.e_concept
-        )
+            conditions.append(keyed.visit_id == ev.e_visit)
         occurrence = correlated.occurrence
+        counted = "e_id"
         if occurrence.distinct:
-            column = {"concept": "e_concept", "start_date": "e_start", "visit": "e_visit"}[
+            counted = {"concept": "e_concept", "start_date": "e_start", "visit": "e_visit"}[
                 occurrence.distinct_on
             ]
-            n = matched[column].nunique()
-        else:
-            n = matched.e_id.count()
-        counts = matched.group_by("event_id").agg(n=n)
-        everything = index.select("event_id")
+            conditions.append(ev[counted].notnull())  # a distinct count ignores nulls
         wanted = occurrence.count
+        everything = index.select("event_id")
+        if occurrence.type == "at_least" and wanted <= 1:
+            if wanted == 0:
+                return everything
+            return keyed.semi_join(ev, conditions).select("event_id")
+        if occurrence.type in ("exactly", "at_most") and wanted == 0:
+            return keyed.anti_join(ev, conditions).select("event_id")
+        matched = keyed.join(ev, conditions).select(keyed.event_id, ev[counted])
+        n = matched[counted].nunique() if occurrence.distinct else matched[counted].count()
+        counts = matched.group_by("event_id").agg(n=n)
         match occurrence.type:
             case "at_least":
-                if wanted == 0:
-                    return everything
                 return counts.filter(counts.n >= wanted).select("event_id")
             case "exactly":
-                if wanted == 0:
-                    return everything.anti_join(counts, "event_id")
                 return counts.filter(counts.n == wanted).select("event_id")
             case _:  # at_most
                 return everything.anti_join(counts.filter(counts.n > wanted), "event_id")
@@ -285,23 +349,15 @@ class CohortCompiler:
     def rule_flags(self, index: ir.Table, hits: Sequence[ir.Table] | None = None) -> ir.Table:
         """``index`` with a boolean ``rule_<i>`` column per inclusion rule.
 
-        ``hits`` are the rules' :meth:`rule_query` tables, or their results, when already
-        computed.
+        ``hits`` are the rules' :meth:`rule_query` tables (or what a :data:`Step` made of
+        them) when already built.
         """
         rules = self.definition.inclusion_rules
-        if not rules:
-            return index
         if hits is None:
             hits = [self.rule_query(i, index) for i in range(len(rules))]
-        tagged = [t.select("event_id", rule=ibis.literal(i, "int32")) for i, t in enumerate(hits)]
-        union = union_all(tagged)
-        mask = union.group_by("event_id").agg(
-            **{f"m_{i}": (union.rule == i).any() for i in range(len(rules))}
-        )
-        joined = index.left_join(mask, index.event_id == mask.event_id)
-        return joined.select(
-            *[joined[c] for c in INDEX_COLUMNS],
-            **{f"rule_{i}": joined[f"m_{i}"].fill_null(False) for i in range(len(rules))},
+        return index.select(
+            *INDEX_COLUMNS,
+            **{f"rule_{i}": index.event_id.isin(hit.event_id) for i, hit in enumerate(hits)},
         )
 
     def attrition_query(
@@ -310,26 +366,39 @@ class CohortCompiler:
         """One row: ``initial``, then ``remaining_<i>`` and ``satisfied_<i>`` per rule.
 
         ``index`` (:meth:`index_events`) and ``hits`` (:meth:`rule_query` per rule) may be
-        given already computed, as memtables: Ibis's SQL compiler takes time that grows
-        faster than the expression, so several small queries compile several times
-        faster than the one that holds them all.
+        given already built (see :meth:`count_query`).
         """
         flags = self.rule_flags(self.index_events() if index is None else index, hits)
-        n_rules = len(self.definition.inclusion_rules)
-        per_person: dict[str, ir.BooleanValue] = {}
+        passing: dict[str, ir.BooleanValue] = {}
         passed: ir.BooleanValue | None = None
-        for i in range(n_rules):
+        for i in range(len(self.definition.inclusion_rules)):
             rule = flags[f"rule_{i}"]
             passed = rule if passed is None else passed & rule
-            per_person[f"remaining_{i}"] = passed.any()
-            per_person[f"satisfied_{i}"] = rule.any()
-        if not per_person:
+            passing[f"remaining_{i}"] = passed
+            passing[f"satisfied_{i}"] = rule
+        if self.one_event_per_person:  # count events: no grouping by person needed
+            return flags.agg(
+                initial=flags.count(),
+                **{name: value.cast("int64").sum() for name, value in passing.items()},
+            )
+        if not passing:
             return flags.agg(initial=flags.person_id.nunique())
-        persons = flags.group_by("person_id").agg(**per_person)
+        persons = flags.group_by("person_id").agg(
+            **{name: value.any() for name, value in passing.items()}
+        )
         return persons.agg(
             initial=persons.count(),
-            **{name: persons[name].cast("int64").sum() for name in per_person},
+            **{name: persons[name].cast("int64").sum() for name in passing},
         )
+
+    @property
+    def one_event_per_person(self) -> bool:
+        """Whether the index holds at most one event per person: the primary limit, or
+        the qualified limit after additional criteria, keeps each person's first or last."""
+        definition = self.definition
+        if definition.primary_criteria.limit != "all":
+            return True
+        return definition.additional_criteria is not None and definition.qualified_limit != "all"
 
     # ------------------------------------------------------------------ the cohort
 
@@ -341,100 +410,12 @@ class CohortCompiler:
         for i in range(len(self.definition.inclusion_rules)):
             flags = flags.filter(flags[f"rule_{i}"])
         final = _limit(flags.select(*INDEX_COLUMNS), self.definition.expression_limit, "event_id")
-        ended = self._with_end_dates(final)
-        censored = self._censor(ended)
+        ended = with_end_dates(final, self.definition.end_strategy, self._events)
+        censored = censor(ended, self.definition.censoring_criteria, self._events)
         return collapse(
             censored.select("person_id", start=censored.start_date, end=censored.cohort_end),
             self.definition.collapse_days,
         ).select("person_id", cohort_start_date="start", cohort_end_date="end")
-
-    def _with_end_dates(self, index: ir.Table) -> ir.Table:
-        """``index`` with ``cohort_end`` by the end strategy (never past the period end)."""
-        strategy = self.definition.end_strategy
-        if isinstance(strategy, FixedOffset):
-            anchor = index.start_date if strategy.date_field == "start" else index.end_date
-            return index.mutate(
-                cohort_end=ibis.least(anchor + days(strategy.offset_days), index.op_end)
-            )
-        if isinstance(strategy, DrugEra):
-            return self._drug_era_end(index, strategy)
-        return index.mutate(cohort_end=index.op_end)
-
-    def _drug_era_end(self, index: ir.Table, strategy: DrugEra) -> ir.Table:
-        # Eras of the concept set's exposures (gap_days bridged); the era holding the index
-        # start ends the cohort. An index outside every era ends on its own start date.
-        exposures = self._events.events(_drug_criterion(strategy.codeset_id)).select(
-            "person_id", start="start_date", end="end_date"
-        )
-        eras = collapse(exposures, strategy.gap_days).rename(era_person="person_id")
-        holding = (
-            index.join(
-                eras,
-                [
-                    index.person_id == eras.era_person,
-                    eras.start <= index.start_date,
-                    eras.end >= index.start_date,
-                ],
-            )
-            .group_by("event_id")
-            .agg(era_end=eras.end.max())
-        )
-        found = index.left_join(holding, index.event_id == holding.event_id)
-        era_end = found.era_end + days(strategy.offset_days)
-        return found.select(
-            *[found[c] for c in INDEX_COLUMNS],
-            cohort_end=ibis.least(ibis.coalesce(era_end, found.start_date), found.op_end),
-        )
-
-    def _censor(self, ended: ir.Table) -> ir.Table:
-        criteria = self.definition.censoring_criteria
-        if not criteria:
-            return ended
-        parts = [self._events.events(c).select("person_id", "start_date") for c in criteria]
-        union = union_all(parts).rename(c_person="person_id", c_start="start_date")
-        first = (
-            ended.join(
-                union,
-                [
-                    ended.person_id == union.c_person,
-                    union.c_start >= ended.start_date,
-                    union.c_start <= ended.cohort_end,
-                ],
-            )
-            .group_by("event_id")
-            .agg(censor=union.c_start.min())
-        )
-        joined = ended.left_join(first, ended.event_id == first.event_id)
-        return joined.select(
-            *[joined[c] for c in INDEX_COLUMNS],
-            cohort_end=ibis.least(
-                joined.cohort_end, ibis.coalesce(joined.censor, joined.cohort_end)
-            ),
-        )
-
-
-def collapse(periods: ir.Table, gap_days: int) -> ir.Table:
-    """Merge each person's ``start``/``end`` periods that overlap or lie ``gap_days`` apart.
-
-    Gaps and islands: a period opens a new island when it starts after the latest end of
-    the person's earlier periods plus ``gap_days``.
-    """
-    before = ibis.window(group_by="person_id", order_by=["start", "end"], rows=(None, -1))
-    marked = periods.mutate(previous_end=periods.end.max().over(before))
-    marked = marked.mutate(
-        opens=ibis.ifelse(
-            marked.previous_end.isnull() | (marked.start > marked.previous_end + days(gap_days)),
-            1,
-            0,
-        )
-    )
-    running = ibis.window(group_by="person_id", order_by=["start", "end"], rows=(None, 0))
-    numbered = marked.mutate(island=marked.opens.sum().over(running))
-    return (
-        numbered.group_by(["person_id", "island"])
-        .agg(start=numbered.start.min(), end=numbered.end.max())
-        .select("person_id", "start", "end")
-    )
 
 
 def _limit(events: ir.Table, limit: Limit, tiebreak: str = "source_id") -> ir.Table:
@@ -447,20 +428,28 @@ def _limit(events: ir.Table, limit: Limit, tiebreak: str = "source_id") -> ir.Ta
     return events.filter(ibis.row_number().over(window) == 0)
 
 
-def _window(
-    window: Window, index: ir.Table, event_start: ir.DateValue, event_end: ir.DateValue
-) -> list[ir.BooleanValue]:
+def _window_bounds(
+    window: Window,
+    index: ir.Table,
+    lower: dict[str, list[ir.DateValue]],
+    upper: dict[str, list[ir.DateValue]],
+) -> None:
+    """Add ``window``'s bounds, on the criterion event's start or end, to ``lower``/``upper``."""
     anchor = index.end_date if window.use_index_end else index.start_date
-    placed = event_end if window.use_event_end else event_start
-    conditions: list[ir.BooleanValue] = []
+    side = "end" if window.use_event_end else "start"
     if window.start is not None:
-        conditions.append(placed >= anchor + days(window.start))
+        lower[side].append(shift(anchor, window.start))
     if window.end is not None:
-        conditions.append(placed <= anchor + days(window.end))
-    return conditions
+        upper[side].append(shift(anchor, window.end))
 
 
-def _drug_criterion(codeset_id: int):  # type: ignore[no-untyped-def]
-    from medlake.cohort.model import DrugExposure
+def _tightest(values: list[ir.DateValue], pick: Callable[..., ir.DateValue]) -> ir.DateValue:
+    return values[0] if len(values) == 1 else pick(*values)
 
-    return DrugExposure(codeset_id=codeset_id)
+
+def _loose(tables: list[ir.Table]) -> list[ir.Table]:
+    """The tables with nullable columns, so set operations accept them together."""
+    return [
+        t.cast({name: dtype.copy(nullable=True) for name, dtype in t.schema().items()})
+        for t in tables
+    ]

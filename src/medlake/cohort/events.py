@@ -170,6 +170,16 @@ def days(n: int) -> ir.IntervalScalar:
     return ibis.interval(days=n)
 
 
+def shift(date: ir.DateValue, n: int) -> ir.DateValue:
+    """``date`` plus ``n`` days, as a date.
+
+    In DuckDB ``date + INTERVAL`` is a timestamp, so a join comparing it with a date
+    column casts that column on every pair; Ibis types the sum as a date and drops a
+    plain cast to date, hence the cast through timestamp.
+    """
+    return date if n == 0 else (date + days(n)).cast("timestamp").cast("date")
+
+
 def range_predicate(column: ir.Value, value_range: NumericRange | DateRange) -> ir.BooleanValue:
     """``column op value`` for one of Circe's operators (``bt``/``nbt`` inclusive)."""
     value = ibis.literal(value_range.value)
@@ -309,7 +319,7 @@ class EventBuilder:
         if criterion.codeset_id is not None:
             events = events.filter(self.in_codeset(events.concept_id, criterion.codeset_id))
         if criterion.source_codeset_id is not None:
-            if "source_concept" not in events.columns:
+            if domain.source_concept is None:
                 raise UsageError(f"{criterion.domain} has no source concept column")  # type: ignore[attr-defined]
             events = events.filter(
                 self.in_codeset(events.source_concept, criterion.source_codeset_id)
@@ -317,7 +327,9 @@ class EventBuilder:
         if criterion.first:
             order = ibis.window(group_by="person_id", order_by=["start_date", "source_id"])
             events = events.filter(ibis.row_number().over(order) == 0)
-        events = events.filter(self._filters(events, criterion))
+        filters = self._filters(events, criterion)
+        if filters:
+            events = events.filter(filters)
         if criterion.age is not None or criterion.gender:
             person = self._table("person")
             events = events.join(
@@ -337,7 +349,7 @@ class EventBuilder:
         return events.select(*EVENT_COLUMNS)
 
     def _filters(self, events: ir.Table, criterion: DomainCriterion) -> list[ir.BooleanValue]:
-        found: list[ir.BooleanValue] = [ibis.literal(True)]
+        found: list[ir.BooleanValue] = []
         if criterion.start_date is not None:
             found.append(range_predicate(events.start_date, criterion.start_date))
         if criterion.end_date is not None:
@@ -385,19 +397,25 @@ def _end_date(t: ir.Table, domain: DomainColumns, criterion: DomainCriterion) ->
 def _extra_columns(
     t: ir.Table, domain: DomainColumns, criterion: DomainCriterion
 ) -> dict[str, ir.Value]:
-    """The domain's own columns a criterion filters on, carried until filtered."""
+    """The domain's own columns this criterion filters on (only those: a smaller graph)."""
     extra: dict[str, ir.Value] = {}
-    if domain.source_concept:
+    if domain.source_concept and criterion.source_codeset_id is not None:
         extra["source_concept"] = t[domain.source_concept].cast("int64")
-    if domain.type_concept:
+    if domain.type_concept and criterion.type_concept:
         extra["type_concept"] = t[domain.type_concept].cast("int64")
-    if isinstance(criterion, DrugExposure):
+    if isinstance(criterion, DrugExposure) and criterion.days_supply is not None:
         extra["days_supply"] = t.days_supply
     if isinstance(criterion, ValuedCriterion):
-        extra["value_as_number"] = t.value_as_number
-        extra["value_as_concept_id"] = t.value_as_concept_id
-        extra["unit_concept_id"] = t.unit_concept_id
+        wanted = {
+            "value_as_number": criterion.value_as_number is not None
+            or (isinstance(criterion, Measurement) and criterion.abnormal),
+            "value_as_concept_id": bool(criterion.value_as_concept),
+            "unit_concept_id": bool(criterion.unit),
+        }
+        extra |= {name: t[name] for name, used in wanted.items() if used}
     if isinstance(criterion, Measurement):
-        extra["range_low"] = t.range_low
-        extra["range_high"] = t.range_high
+        if criterion.range_low is not None or criterion.abnormal:
+            extra["range_low"] = t.range_low
+        if criterion.range_high is not None or criterion.abnormal:
+            extra["range_high"] = t.range_high
     return extra

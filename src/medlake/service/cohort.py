@@ -20,8 +20,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-import ibis
 import pyarrow as pa
 from pydantic import ValidationError
 
@@ -40,6 +40,7 @@ from medlake.privacy import (
     SuppressedAttrition,
     suppress_attrition,
 )
+from medlake.service.cohort_query import resolve_concept_sets, run_cohort_query
 from medlake.service.workspace import open_lake
 
 MEMBER_SCHEMA = pa.schema(
@@ -104,35 +105,21 @@ def _compiled(
         periods = "table" if engine.count("observation_period") else "derived"
         # Concept sets resolved ahead become literal lists the engine filters on while
         # scanning, instead of a join per criterion.
-        resolved: dict[int, list[int]] = {c.id: [] for c in definition.concept_sets}
-        expand = CohortCompiler(definition, engine.table).codeset_query()
-        for row in engine.execute(expand.distinct()).to_pylist():
-            resolved[row["codeset_id"]].append(row["concept_id"])
         compiler = CohortCompiler(
             definition,
             engine.table,
             omics_events=omics,
             observation_periods=periods,
-            codesets={k: sorted(v) for k, v in resolved.items()},
+            codesets=resolve_concept_sets(engine, definition),
         )
         yield workspace, engine, compiler
 
 
-def _computed_steps(
-    engine: Engine, compiler: CohortCompiler
-) -> tuple[ibis.Table, list[ibis.Table]]:
-    """The index events and each rule's passing events, computed, as memtables.
-
-    Ibis compiles a cohort as one graph in time that grows faster than its size (about
-    1 s for a 5-rule definition), so the entry events are one query, each rule another
-    over them, and the attrition or the members a last one over those results.
-    """
-    index = ibis.memtable(engine.execute(compiler.index_events()))
-    hits = [
-        ibis.memtable(engine.execute(compiler.rule_query(i, index)))
-        for i in range(len(compiler.definition.inclusion_rules))
-    ]
-    return index, hits
+def _run(engine: Engine, compiler: CohortCompiler, query: Literal["count", "cohort"]) -> pa.Table:
+    """The attrition row (``count``) or the members (``cohort``), as one statement whose
+    SQL is cached per definition (:mod:`medlake.service.cohort_query`)."""
+    build = compiler.count_query if query == "count" else compiler.cohort_query
+    return run_cohort_query(engine, build, compiler.cache_key(query))
 
 
 # ---------------------------------------------------------------------- counting
@@ -211,8 +198,7 @@ def count_cohort(
 ) -> CohortCount:
     """Persons with an entry event, then remaining after each inclusion rule (one query)."""
     with _compiled(workspace_dir, definition) as (workspace, engine, compiler):
-        index, hits = _computed_steps(engine, compiler)
-        row = engine.execute(compiler.attrition_query(index, hits)).to_pylist()[0]
+        row = _run(engine, compiler, "count").to_pylist()[0]
         threshold = small_cell_threshold(workspace)
     initial = int(row["initial"] or 0)
     rules: list[RuleCount] = []
@@ -233,9 +219,8 @@ def count_cohort(
 def cohort_members(workspace_dir: Path | None, definition: CohortDefinition) -> pa.Table:
     """The cohort: ``person_id, cohort_start_date, cohort_end_date``, one row per era."""
     with _compiled(workspace_dir, definition) as (_, engine, compiler):
-        query = compiler.members_query(*_computed_steps(engine, compiler))
-        query = query.order_by(["person_id", "cohort_start_date"])
-        return engine.execute(query).cast(MEMBER_SCHEMA)
+        members = _run(engine, compiler, "cohort").cast(MEMBER_SCHEMA)
+        return members.sort_by([("person_id", "ascending"), ("cohort_start_date", "ascending")])
 
 
 @dataclass(frozen=True)
@@ -259,9 +244,7 @@ def create_cohort(
     """
     name = name or definition.name
     with _compiled(workspace_dir, definition) as (_, engine, compiler):
-        members = engine.execute(compiler.members_query(*_computed_steps(engine, compiler))).cast(
-            MEMBER_SCHEMA
-        )
+        members = _run(engine, compiler, "cohort").cast(MEMBER_SCHEMA)
         defs = engine.table("cohort_definition")
         existing = (
             engine.execute(
