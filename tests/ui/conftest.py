@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,11 @@ class UiWorkspace:
     root: Path
     tokens: dict[str, str]  # role -> token
     users: dict[str, str]  # role -> user name
+    #: What the lake holds, read before any server runs (a served DuckDB lake is not
+    #: opened from a second process): a person with measurements and their timeline.
+    person_id: int
+    source_patient_id: str
+    timeline: dict[str, Any]
 
 
 def _as_user(name: str) -> object:
@@ -51,8 +57,11 @@ def _as_user(name: str) -> object:
 def ui_workspace(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> UiWorkspace:
     """The test hospital with users, a linked EMPI (one pair or more to review) and an
     LDL GWAS under ``analyses/``."""
+    from medlake.config import open_workspace
     from medlake.service.empi import link_workspace
     from medlake.service.gwas_lake import LakePhenotype, run_gwas_lake
+    from medlake.service.patient360 import person_timeline
+    from medlake.service.workspace import open_lake
 
     root = hospital_lake.copy(tmp_path_factory.mktemp("ui") / "ws")
     users = {"admin": access.login_name()} | {role: f"{role}1" for role in ROLES}
@@ -64,7 +73,14 @@ def ui_workspace(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> UiW
         link_workspace(root)
         run_gwas_lake(root, LakePhenotype("LDL", measurement="22748-8"),
                       root / "analyses" / "ldl", plots=False)  # fmt: skip
-    return UiWorkspace(root, tokens, users)
+        with open_lake(open_workspace(root)) as engine:
+            person = int(engine.scalar(engine.table("measurement").person_id.min()))
+            patients = engine.table("source_patient")
+            source_id = engine.execute(
+                patients.filter(patients.person_id == person).limit(1)
+            ).to_pylist()[0]["source_patient_id"]
+        timeline = person_timeline(root, person).as_dict()
+    return UiWorkspace(root, tokens, users, person, source_id, timeline)
 
 
 def free_port() -> int:

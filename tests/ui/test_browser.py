@@ -12,13 +12,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
-
-from medlake.config import open_workspace
-from medlake.service.cohort import count_cohort, parse_definition
-from medlake.service.patient360 import person_timeline
-from medlake.service.workspace import open_lake
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -82,12 +78,21 @@ def test_sign_in_shows_the_dashboard_and_a_wrong_token_does_not(
     assert cookie["httpOnly"]
     assert cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie").find("medlake_session") == -1  # not readable by JS
-    with open_lake(open_workspace(ui_workspace.root)) as engine:
-        batches = engine.count("ingest_batch")
-    shown = page.locator("table.data >> nth=1").locator("tbody tr").count()
-    assert shown == min(batches, 12)
+    twin = page.request.get(f"{base}/ui/dashboard.json").json()  # same session, same context
+    shown = page.locator("table.data >> nth=1").locator("tbody tr").all_inner_texts()
+    assert [row.split("\t")[2] for row in shown] == [b["original_name"] for b in twin["batches"]]
     page.screenshot(path=artifacts / "02-dashboard.png", full_page=True)
     page.close()
+
+
+def twin(base: str, user: str, token: str, path: str) -> dict:  # type: ignore[type-arg]
+    """A page's JSON twin fetched over HTTP in a session of its own."""
+    with httpx.Client(base_url=base, timeout=60) as client:
+        signed = client.post("/ui/login", data={"user": user, "token": token})
+        assert signed.status_code == 303, signed.text
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
 
 
 def _attrition(page) -> list[list[str]]:  # type: ignore[no-untyped-def]
@@ -136,9 +141,11 @@ def test_cohort_builder_recounts_as_the_definition_is_edited(
     with_rule = _attrition(page)
     page.screenshot(path=artifacts / "03-cohort-builder.png", full_page=True)
 
-    # What the page shows is what the service counts for the definition it sent.
-    definition = json.loads(page.locator("#definition-json").inner_text())
-    expected = count_cohort(ui_workspace.root, parse_definition(definition)).as_dict()
+    # What the page shows is what the API counts for the definition the page sent.
+    definition = json.loads(page.locator("#definition-json").text_content() or "")
+    bearer = {"Authorization": f"Bearer {ui_workspace.tokens['researcher']}"}
+    expected = httpx.post(f"{served_ui}/api/v1/cohorts/count", json=definition,
+                          headers=bearer, timeout=60).json()  # fmt: skip
     shown = [[str(expected["initial"])]] + [[str(r["remaining"])] for r in expected["rules"]]
     assert [row[1:2] for row in with_rule] == shown
     assert len(entry_only) == 1
@@ -151,27 +158,22 @@ def test_cohort_builder_recounts_as_the_definition_is_edited(
 def test_patient_timeline_opens_from_a_source_patient_id(
     browser_context, served_ui, ui_workspace, artifacts
 ) -> None:
-    with open_lake(open_workspace(ui_workspace.root)) as engine:
-        patients = engine.table("source_patient")
-        measured = engine.table("measurement").person_id
-        row = engine.execute(
-            patients.filter(patients.person_id == engine.scalar(measured.min())).limit(1)
-        ).to_pylist()[0]
+    person = ui_workspace.person_id
+    timeline = ui_workspace.timeline  # the service's, read before the server started
     page = sign_in(browser_context, served_ui, "steward1", ui_workspace.tokens["steward"])
     page.click("a[href='/ui/persons']")
-    page.fill("#person-q", row["source_patient_id"])
+    page.fill("#person-q", ui_workspace.source_patient_id)
     page.click("#person-search button")
-    page.click(f"a[href='/ui/persons/{row['person_id']}']")
+    page.click(f"a[href='/ui/persons/{person}']")
     page.wait_for_selector("#timeline[data-drawn]")
-    timeline = person_timeline(ui_workspace.root, row["person_id"])
     assert page.locator("#timeline .scatterlayer .point").count() == sum(
-        1 for item in timeline.items if item.start is not None
+        1 for item in timeline["items"] if item["start"] is not None
     )
     linked = page.locator("#linked tbody tr").all_inner_texts()
     assert sorted(" ".join(r.split()) for r in linked) == sorted(
         " ".join(f"{s['source_system']} {s['source_patient_id']} "
                  f"{s['first_seen']:%Y-%m-%d} {s['last_seen']:%Y-%m-%d}".split())
-        for s in timeline.source_patients
+        for s in timeline["source_patients"]
     )  # fmt: skip
     page.screenshot(path=artifacts / "04-patient-timeline.png", full_page=True)
     page.close()
@@ -188,10 +190,11 @@ def test_a_review_pair_is_decided_with_the_m_key(
     page.keyboard.press("m")
     page.wait_for_selector("#last-decision")
     assert pair in page.locator("#last-decision").inner_text()
-    with open_lake(open_workspace(ui_workspace.root)) as engine:
-        decisions = engine.table("empi_decision")
-        stored = engine.execute(decisions.filter(decisions.pair_id == pair)).to_pylist()
-    assert [(d["decision"], d["steward"]) for d in stored] == [("match", "steward1")]
+    # The decision is on the audit trail, as the auditor's audit search shows it.
+    events = twin(served_ui, "auditor1", ui_workspace.tokens["auditor"],
+                  "/ui/audit.json?action=empi.decide")["events"]  # fmt: skip
+    decided = [e for e in events if e["object_id"] == pair]
+    assert [(e["actor"], e["detail"]["decision"]) for e in decided] == [("steward1", "match")]
     page.screenshot(path=artifacts / "06-empi-decided.png", full_page=True)
     page.close()
 

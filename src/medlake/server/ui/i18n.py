@@ -49,6 +49,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "dash.persons": ("Persons", "人数"),
     "dash.schema": ("Schema version", "模式版本"),
     "dash.no_qc": ("No data-quality run yet.", "尚未运行数据质量检查。"),
+    "dash.recent_events": ("Latest audit events", "最新审计事件"),
     "dash.open_entries": ("open entries", "条未处理"),
     "col.source": ("Source", "来源系统"),
     "col.day": ("Day", "日期"),

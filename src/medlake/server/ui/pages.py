@@ -44,6 +44,8 @@ from medlake.service.workspace import lake_summary
 #: Domains an entry event or a rule may use in the builder (the cohort model's names).
 BUILDER_DOMAINS = ("condition_occurrence", "drug_exposure", "measurement",
                    "procedure_occurrence", "observation", "visit_occurrence")  # fmt: skip
+#: Audit events the dashboard lists for those who read the trail.
+RECENT_EVENTS = 8
 #: EMPI fields shown side by side, with the evidence key that judges each.
 EMPI_FIELDS: tuple[tuple[str, str], ...] = (
     ("source_system", ""), ("source_patient_id", ""), ("name_hanzi", "name"),
@@ -156,6 +158,8 @@ def dashboard(frame: Frame) -> dict[str, Any]:
         "quarantine": webui.quarantine_by_source(frame.root) if ingest else None,
         "qc": quality_service.qc_summary(frame.root)
         if is_allowed(user, Permission.RUN_QC) else None,
+        "recent_events": audit_service.show_events(frame.root, EventFilter(limit=RECENT_EVENTS))
+        if is_allowed(user, Permission.READ_AUDIT) else None,
     }  # fmt: skip
 
 

@@ -85,6 +85,7 @@
     if (state.valueOp) { node.querySelector(".value-op").value = state.valueOp; node.querySelector(".value").value = state.value; }
     if (state.ageOp) { node.querySelector(".age-op").value = state.ageOp; node.querySelector(".age").value = state.age; }
     (state.concepts || []).forEach((c) => holder.concepts.push(c));
+    if (state.descendants !== undefined) holder.querySelector(".descendants").checked = state.descendants;
     drawChips(holder);
     sync();
     node.querySelectorAll("input, select").forEach((el) => {
@@ -166,8 +167,8 @@
     });
     const numeric = rows.map((r) => (typeof r[1] === "number" ? r[1] : 0));
     medlake.plot("attrition-chart", [{type: "bar", orientation: "h", x: numeric.slice().reverse(),
-      y: rows.map((r) => r[0]).reverse(), text: rows.map((r) => String(r[1])).reverse(), textposition: "auto",
-      marker: {color: "#2f6f9f"}, hoverinfo: "x+y"}], {margin: {l: 10, r: 10, t: 5, b: 25}, yaxis: {automargin: true}});
+      y: rows.map((r, i) => (i ? "#" + i : words.initial)).reverse(), text: rows.map((r) => String(r[1])).reverse(), textposition: "auto",
+      marker: {color: "#2f6f9f"}, hoverinfo: "x+y"}], {margin: {l: 10, r: 10, t: 5, b: 25}, yaxis: {automargin: true, type: "category"}});
   }
 
   function loadExample() {
@@ -178,6 +179,8 @@
     const primary = ex.primary_criteria.criteria[0];
     entry.querySelector(".domain").value = primary.domain;
     entry.querySelector(".first").checked = !!primary.first;
+    const entrySet = sets[primary.codeset_id];
+    entry.querySelector(".descendants").checked = entrySet ? !!entrySet.items[0].include_descendants : true;
     entry.concepts = chipsOf(primary.codeset_id).map((c) => { if (c.concept_id === undefined) delete c.concept_id; return c; });
     drawChips(entry);
     rules.innerHTML = "";
@@ -191,7 +194,9 @@
       }
       const cc = group.criteria[0], c = cc.criterion, w = cc.start_window || {};
       const concepts = chipsOf(c.codeset_id).map((x) => { if (x.concept_id === undefined) delete x.concept_id; return x; });
+      const items = sets[c.codeset_id] ? sets[c.codeset_id].items : [];
       addRule({name: rule.name, kind: "event", domain: c.domain, concepts: concepts,
+               descendants: items.length ? !!items[0].include_descendants : true,
                before: w.start === undefined || w.start === null ? "" : -w.start, after: w.end || 0,
                valueOp: c.value_as_number ? c.value_as_number.op : "", value: c.value_as_number ? c.value_as_number.value : ""});
     }
