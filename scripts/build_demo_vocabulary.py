@@ -102,13 +102,16 @@ RELATIONSHIPS: dict[str, tuple[str, str, str, str]] = {
 
 DOMAIN_NAMES: dict[str, str] = {
     "Condition": "Condition",
+    "Condition Status": "Condition Status",
     "Drug": "Drug",
     "Gender": "Gender",
     "Language": "Language",
     "Meas Value": "Measurement Value",
     "Measurement": "Measurement",
     "Metadata": "Metadata",
+    "Note": "Note",
     "Procedure": "Procedure",
+    "Route": "Route",
     "Specimen": "Specimen",
     "Type Concept": "Type Concept",
     "Unit": "Unit",
@@ -158,7 +161,10 @@ def _classify(vocabulary_id: str, code: str, is_leaf: bool, row: list) -> tuple[
         return "Procedure", concept_class, "S" if is_leaf else "C"
     concept_class = row[4]
     if vocabulary_id == "LOINC":
-        return ("Meas Value" if concept_class == "Answer" else "Measurement"), concept_class, "S"
+        domain = {"Answer": "Meas Value", "Document Ontology": "Note"}.get(concept_class)
+        return domain or "Measurement", concept_class, "S"
+    if vocabulary_id == "SNOMED":  # the row names the domain (routes)
+        return concept_class, "Qualifier Value", "S"
     if vocabulary_id == "UCUM":
         return "Unit", concept_class, "S"
     # OMOP's own vocabularies and the local one: the class names the domain.

@@ -60,12 +60,29 @@ def test_text_in_another_charset_is_decoded(tmp_path: Path) -> None:
 def test_refusals_name_the_field_and_keep_the_good_documents(tmp_path: Path) -> None:
     url_only = document("d3", content=[{"attachment": {"url": "https://example.org/x"}}])
     bad_base64 = document("d4", content=[{"attachment": {"data": "%%%"}}])
-    in_error = document("d5", status="entered-in-error")
-    rows, quarantined = read(tmp_path, [url_only, document("ok"), bad_base64, in_error])
+    rows, quarantined = read(tmp_path, [url_only, document("ok"), bad_base64])
     assert [r["_source_record_id"] for r in rows] == ["DocumentReference/ok"]
     reasons = {q.location: (q.field, q.reason) for q in quarantined}
     assert reasons["DocumentReference.ndjson:1"][0].endswith("attachment.data")
     assert "never a url" in reasons["DocumentReference.ndjson:1"][1]
     assert "cannot be decoded" in reasons["DocumentReference.ndjson:3"][1]
-    assert reasons["DocumentReference.ndjson:4"] == (
-        "DocumentReference.status", "document is entered-in-error")
+
+
+def test_an_entered_in_error_document_is_staged_as_a_retraction(tmp_path: Path) -> None:
+    rows, quarantined = read(tmp_path, [document("ok"), document("d5", status="entered-in-error")])
+    assert quarantined == []
+    assert [(r["_source_record_id"], r["_retracted"]) for r in rows] == [
+        ("DocumentReference/ok", False), ("DocumentReference/d5", True)]  # fmt: skip
+
+
+def test_the_attachment_language_is_the_note_language(tmp_path: Path) -> None:
+    def with_language(rid: str, language: str | None) -> dict:
+        resource = document(rid)
+        if language is not None:
+            resource["content"][0]["attachment"]["language"] = language
+        return resource
+
+    rows, _ = read(tmp_path, [with_language("a", "zh"), with_language("b", "en-US"),
+                              with_language("c", "fr"), with_language("d", None)])  # fmt: skip
+    # OMOP's Chinese language and English language concepts; others unknown (0).
+    assert [r["language_concept_id"] for r in rows] == [4182948, 4180186, 0, 0]

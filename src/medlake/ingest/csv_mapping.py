@@ -173,9 +173,9 @@ class CsvMappingReader:
             )
         with context.path.open(encoding=entry.encoding, errors="surrogateescape",
                                newline="") as handle:  # fmt: skip
-            yield from self._read_entry(context, entry, handle)
+            yield from self.read_entry(context, entry, handle)
 
-    def _read_entry(
+    def read_entry(
         self, context: SourceContext, entry: FileMapping, handle: TextIO
     ) -> Iterator[ParsedChunk]:
         name = context.original_name

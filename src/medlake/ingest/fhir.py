@@ -23,6 +23,11 @@ the NDJSON line as received; a Bundle entry's hash is that of its resource re-se
 with sorted keys (entries have no bytes of their own). A visit's ``_source_record_id``
 is the Encounter id; other rows use ``Type/id`` (see the resources module).
 
+**Entered in error.** A resource whose ``status`` (Condition, AllergyIntolerance:
+``verificationStatus``) is ``entered-in-error`` is mapped as usual and its rows flagged
+``_retracted``: as a newer version of the record, the writer removes the CDM rows the
+earlier versions made and keeps the provenance (``source_record``) of every version.
+
 **Quarantine** (location ``<original name>:<line>``, for a Bundle document
 ``<name>:entry <n>``): malformed JSON, a line that is no resource, a missing required
 element, a bad reference, an unknown code system, an unparseable date, a transaction
@@ -47,6 +52,7 @@ from medlake.ingest import fhir_values as v
 from medlake.ingest.fhir_resources import COLUMNS, MAPPERS, Record, StagedRows
 from medlake.ingest.staging import (
     PATIENT_COLUMNS,
+    RETRACTED,
     ParsedChunk,
     QuarantineEntry,
     SourceContext,
@@ -110,6 +116,12 @@ class _Chunk:
                 for c, f in zip(columns, schema, strict=True)
             ]
             batch = pa.Table.from_arrays(arrays, schema=schema)
+            retracted = staged.retracted.get(table)
+            if retracted:
+                flags = [False] * batch.num_rows
+                for position in retracted:
+                    flags[position] = True
+                batch = batch.append_column(RETRACTED, pa.array(flags, pa.bool_()))
             if table == "patient":
                 parsed.patients.append(batch)
             else:
@@ -267,13 +279,35 @@ def _stage(resource: object, line: bytes | None, location: str | int, default: i
             line if line is not None else orjson.dumps(resource, option=orjson.OPT_SORT_KEYS),
             digest_size=16,
         ).hexdigest()
-        mapper(resource, Record(rid, version, digest, urls), chunk.staged)
+        if not _entered_in_error(resource):
+            mapper(resource, Record(rid, version, digest, urls), chunk.staged)
+        else:  # staged as usual, its rows flagged: the writer removes what it had made
+            rows = chunk.staged.rows
+            before = {table: len(staged) for table, staged in rows.items()}
+            mapper(resource, Record(rid, version, digest, urls), chunk.staged)
+            for table, staged in rows.items():
+                if len(staged) > before[table] and table != "patient":
+                    positions = chunk.staged.retracted.setdefault(table, [])
+                    positions.extend(range(before[table], len(staged)))
     except v.Reject as e:
         field = e.field if e.field.startswith(rtype) else f"{rtype}.{e.field}"
         chunk.quarantine(location, e.reason, raw or _text(line), field)
     except (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
         chunk.quarantine(location, f"malformed {rtype}: {type(e).__name__}: {e}"[:300],
                          raw or _text(line), rtype)  # fmt: skip
+
+
+def _entered_in_error(resource: dict[str, Any]) -> bool:
+    """``status`` (or, for Condition and AllergyIntolerance, ``verificationStatus``)
+    says the resource was entered in error."""
+    if resource.get("status") == "entered-in-error":
+        return True
+    verification = resource.get("verificationStatus")
+    if type(verification) is dict and type(verification.get("coding")) is list:
+        return any(
+            type(c) is dict and c.get("code") == "entered-in-error" for c in verification["coding"]
+        )
+    return False
 
 
 def _id_from_url(url: str) -> str:

@@ -62,6 +62,9 @@ VISIT_CLASSES: dict[str, int] = {"AMB": 9202, "IMP": 9201, "ACUTE": 9201, "NONAC
                                  "EMER": 9203}  # fmt: skip
 #: OMOP's "UTF-8" encoding concept: note text is stored as Unicode whatever it arrived in.
 UTF8_ENCODING = 32678
+#: Note languages (BCP 47 primary tag of the attachment's or resource's ``language``) to
+#: OMOP's language concepts; any other language is 0.
+LANGUAGES: dict[str, int] = {"zh": 4182948, "en": 4180186}
 MEASUREMENT_CATEGORIES = frozenset({"laboratory", "vital-signs"})
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 _HEAD = (SOURCE_RECORD_ID, SOURCE_VERSION, RECORD_HASH, SOURCE_PATIENT_ID)
@@ -71,7 +74,8 @@ _EVENT = (*_HEAD, SOURCE_VISIT_ID)
 COLUMNS: dict[str, tuple[str, ...]] = {
     "patient": (SOURCE_PATIENT_ID, SOURCE_VERSION, RECORD_HASH, "name_hanzi", "name_pinyin",
                 "family_name", "given_name", "resident_id", "birth_date", "sex",
-                "gender_concept_id", "phone", "address", "postcode", "email", "death_date"),
+                "gender_concept_id", "phone", "address", "postcode", "email", "death_date",
+                "mrn"),
     "visit_occurrence": (*_HEAD, "visit_concept_id", "visit_start_date",
                          "visit_start_datetime", "visit_end_date", "visit_end_datetime",
                          "visit_type_concept_id", "visit_source_value"),
@@ -114,6 +118,8 @@ class StagedRows:
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple[object, ...]]] = {table: [] for table in COLUMNS}
         self.merges: list[PatientMerge] = []
+        # Positions in ``rows`` of rows from entered-in-error resources, by table.
+        self.retracted: dict[str, list[int]] = {}
 
 
 class Record:
@@ -163,13 +169,13 @@ def patient(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
             hanzi = hanzi or full
         else:
             pinyin = pinyin or full
-    resident = None
+    resident = mrn = None
     for identifier in r.get("identifier") or ():
-        if identifier.get("system") == RESIDENT_ID_SYSTEM or any(
-            c.get("code") == "NI" for c in (identifier.get("type") or {}).get("coding") or ()
-        ):
+        codes = [c.get("code") for c in (identifier.get("type") or {}).get("coding") or ()]
+        if resident is None and (identifier.get("system") == RESIDENT_ID_SYSTEM or "NI" in codes):
             resident = v.text(identifier.get("value"))
-            break
+        elif mrn is None and "MR" in codes:  # HL7 v2-0203 MR: medical record number
+            mrn = v.text(identifier.get("value"))
     phone = email = None
     for contact in r.get("telecom") or ():
         system = contact.get("system")
@@ -204,7 +210,7 @@ def patient(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
             merges.append(PatientMerge(rec.id, other, rec.version))
     out.rows["patient"].append((rec.id, rec.version, rec.digest, hanzi, pinyin, family, given,
                                 resident, birth, sex, gender, phone, address, postcode, email,
-                                death))  # fmt: skip
+                                death, mrn))  # fmt: skip
     out.merges.extend(merges)
 
 
@@ -464,10 +470,8 @@ def document_reference(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
     The text is the first ``text/plain`` (else the first) attachment's ``data``
     (base64, decoded as UTF-8 or the attachment's ``charset``); a document whose text is
     only behind a ``url`` is refused, since medlake fetches nothing at ingest.
-    ``entered-in-error`` documents are refused with that reason.
+    ``entered-in-error`` documents are retracted like any resource (see the reader).
     """
-    if r.get("status") == "entered-in-error":
-        raise v.Reject("document is entered-in-error", "DocumentReference.status")
     person = _patient_of(r, "DocumentReference", rec)
     context = r.get("context") if type(r.get("context")) is dict else {}
     encounters = context.get("encounter") or ()
@@ -476,13 +480,17 @@ def document_reference(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
     when, when_at = v.first_when(r, "DocumentReference", (("date", None),),
                                  "DocumentReference.date")  # fmt: skip
     code, vocabulary = v.optional_code(r.get("type"))
-    text = _attachment_text(r.get("content"))
+    text, language = _attachment_text(r.get("content"))
+    language = language or r.get("language")
+    tag = language.split("-", 1)[0].lower() if type(language) is str else ""
     title = v.text(r.get("description")) or v.text((r.get("type") or {}).get("text"))
     out.rows["note"].append((*_head("DocumentReference", rec, person, visit), when, when_at,
-                             title, text, code, vocabulary, UTF8_ENCODING, 0))  # fmt: skip
+                             title, text, code, vocabulary, UTF8_ENCODING,
+                             LANGUAGES.get(tag, 0)))  # fmt: skip
 
 
-def _attachment_text(content: object) -> str:
+def _attachment_text(content: object) -> tuple[str, object]:
+    """The chosen attachment's decoded text and its ``language``."""
     attachments = [part.get("attachment") for part in content or ()
                    if type(part) is dict and type(part.get("attachment")) is dict]  # fmt: skip
     if not attachments:
@@ -496,7 +504,7 @@ def _attachment_text(content: object) -> str:
     content_type = str(attachment.get("contentType", ""))
     charset = content_type.partition("charset=")[2].strip() or "utf-8"
     try:
-        return base64.b64decode(data, validate=True).decode(charset)
+        return base64.b64decode(data, validate=True).decode(charset), attachment.get("language")
     except (binascii.Error, ValueError, LookupError) as error:
         raise v.Reject(f"attachment data cannot be decoded: {error}",
                        "DocumentReference.content[0].attachment.data") from None  # fmt: skip

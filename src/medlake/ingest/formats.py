@@ -29,12 +29,14 @@ READER_CLASSES: dict[str, str] = {
     "pgen": "medlake.ingest.omics:PgenReader",
     "vcf": "medlake.ingest.omics:VcfReader",
     "counts": "medlake.ingest.omics:CountsReader",
+    "h5ad": "medlake.ingest.omics_h5ad:H5adReader",
     "sample-manifest": "medlake.ingest.omics:SampleManifestReader",
+    "xlsx": "medlake.ingest.excel_mapping:ExcelMappingReader",
     "csv": "medlake.ingest.csv_mapping:CsvMappingReader",
 }
 
 # Formats whose records are omics files, not clinical rows (ingested after identities).
-OMICS_FORMATS = frozenset({"plink", "pgen", "vcf", "counts", "sample-manifest"})
+OMICS_FORMATS = frozenset({"plink", "pgen", "vcf", "counts", "h5ad", "sample-manifest"})
 
 
 @dataclass(frozen=True)

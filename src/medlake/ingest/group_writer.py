@@ -35,6 +35,7 @@ from medlake.ingest.cdm_rows import derive_columns, split_incomplete
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.identities import PERSON_REFERENCING_TABLES
 from medlake.ingest.lake_tables import atomically, lake_table
+from medlake.ingest.observation_period import refresh_observation_periods
 from medlake.ingest.patient_rows import conform_patients, death_rows, person_rows, write_identifiers
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.quarantine import payload_text, store_quarantine
@@ -56,7 +57,7 @@ from medlake.ingest.versions import (
     count_by_batch,
     plan_versions,
 )
-from medlake.ingest.writer import LakeWriter, WriteSummary, _visits_first
+from medlake.ingest.writer import LakeWriter, WriteSummary, _visits_first, retracted_mask
 
 Step = tuple[IngestBatch, ParsedChunk]
 
@@ -89,6 +90,8 @@ def write_batch_group(
             summaries = writer.finish()
         finally:
             writer.concepts.unmapped_by_batch = None
+        # In the same transaction, so a crash never leaves periods behind their records.
+        refresh_observation_periods(engine, writer.touched_persons)
         set_batches_loaded(
             engine,
             [
@@ -175,6 +178,7 @@ class GroupWriter(LakeWriter):
         for batch_id, summary in self.summaries.items():
             summary.unmapped = Counter(by_batch.get(batch_id, {}))
             summary.quarantined = len(self._stored.get(batch_id, ()))
+            summary.persons = self.touched_persons
         return self.summaries
 
     def write_round(self, steps: Sequence[Step]) -> None:
@@ -317,13 +321,19 @@ class GroupWriter(LakeWriter):
         if good.num_rows == 0:
             return
         self._store_rows(table, good, plan.current)
+        for batch_id, count in count_by_batch(good.column(BATCH_ID)).items():
+            self.summaries[batch_id].rows_by_table[table] += count
+        retracted = retracted_mask(good)
+        if retracted is not None:
+            for batch_id, count in count_by_batch(good.column(BATCH_ID), retracted).items():
+                self.summaries[batch_id].retracted += count
+            good = good.filter(pc.invert(retracted))
         batches = good.column(BATCH_ID)
         inserted = count_by_batch(batches, pc.equal(good.column(ACTION), INSERT))
         for batch_id, count in count_by_batch(batches).items():
             summary = self.summaries[batch_id]
             summary.loaded += inserted.get(batch_id, 0)
             summary.updated += count - inserted.get(batch_id, 0)
-            summary.rows_by_table[table] += count
 
     def _with_provenance(self, table: str, rows: pa.Table) -> pa.Table:
         """As :meth:`LakeWriter._with_provenance`, each row with its batch's defaults."""

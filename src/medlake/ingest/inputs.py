@@ -6,8 +6,8 @@ into an ordered list of :class:`IngestInput` s:
 - folders are walked (hidden files skipped); each file's format is sniffed, or forced
   with ``--format``. A file named on the command line that no reader recognizes is an
   :class:`~medlake.errors.InputError` naming it; one found in a folder is listed as
-  ignored (a FHIR bulk ``manifest.json``, a README), as is a delimited file the CSV
-  mapping has no entry for.
+  ignored (a FHIR bulk ``manifest.json``, a README), as is a delimited or Excel file
+  the mapping has no entry for.
 - companion files travel with their data file instead of being inputs: a PLINK ``.bed``
   with the ``.bim``/``.fam`` of the same stem, a ``.pgen`` with ``.pvar``/``.psam``, and —
   when the call holds omics data files — the sample manifest (``samples.csv``,
@@ -33,6 +33,8 @@ from medlake.ingest.formats import OMICS_FORMATS, detect_format, read_head, snif
 
 KNOWN_SOURCE_SYSTEMS = ("his", "lis", "emr", "ris", "pacs", "biobank", "omics")
 _SOURCE_ORDER = {"his": 0, "emr": 1, "lis": 2}
+#: Formats read through the mapping file (``--mapping``): a file it has no entry for is ignored.
+MAPPED_FORMATS = frozenset({"csv", "xlsx"})
 _FILE_COMPANIONS = {".bed": ("bim", "fam"), ".pgen": ("pvar", "psam")}
 _CALL_COMPANIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("samples", ("*_samples.tsv", "*_samples.csv", "*_samples.txt")),
@@ -84,7 +86,7 @@ def plan_inputs(
             formats[item.path] = detect_format(item.path, format)
             continue
         detected = format or sniff_format(item.path, read_head(item.path))
-        if detected is None or (detected == "csv" and not _mapped(mapping, item)):
+        if detected is None or (detected in MAPPED_FORMATS and not _mapped(mapping, item)):
             ignored.append(str(item.path))
         else:
             formats[item.path] = detected
@@ -177,7 +179,7 @@ def _mapped(mapping: object | None, item: _Found) -> bool:
 
 
 def _source_system(item: _Found, mapping: object | None, fmt: str) -> str:
-    if fmt == "csv" and mapping is not None and getattr(mapping, "source_system", None):
+    if fmt in MAPPED_FORMATS and mapping is not None and getattr(mapping, "source_system", None):
         return str(mapping.source_system)  # type: ignore[attr-defined]
     # The nearest folder named like a source system (lis/2016/20160109.hl7 is the LIS's).
     for folder in item.path.parents:

@@ -1,6 +1,6 @@
 """The mapping file: how one source system's CSV exports become staged CDM rows.
 
-A hospital data engineer writes one mapping file (TOML) per source system: for each
+A hospital data engineer writes one mapping file (TOML or YAML) per source system: for each
 export file (matched by a file-name glob) it says how to read the file (encoding,
 delimiter, header row), which CDM table it feeds, where the record, patient and visit
 ids come from, and, staged column by staged column, which source column (or constant,
@@ -39,6 +39,7 @@ Encoding = Literal["utf-8", "utf-8-sig", "gbk", "gb18030"]
 #: The target name for patient identity rows (``ParsedChunk.patients``).
 PATIENTS = "patients"
 Constant = str | int | float | bool
+YAML_SUFFIXES = (".yaml", ".yml")
 _FILE_LEVEL_DEFAULTS = ("encoding", "delimiter", "quote", "header_row", "null_values")
 
 
@@ -140,6 +141,7 @@ class FileMapping(BaseModel):
     quote: str = '"'
     header_row: int = Field(1, ge=0)  # 1-based line of the header; 0: no header
     header: list[str] | None = None  # column names when header_row is 0
+    sheet: str | None = None  # Excel worksheet to read (default: the first)
     null_values: list[str] = [""]
     record_id: str | None = None  # column name or template "{JZH}/{ZDXH}"
     patient_id: str  # column name or template
@@ -271,7 +273,11 @@ def parse_mapping(data: dict[str, Any], source: str) -> MappingSpec:
 
 
 def load_mapping(path: Path) -> MappingSpec:
-    """Read and validate the mapping file at ``path`` (TOML)."""
+    """Read and validate the mapping file at ``path``: YAML (``.yaml``/``.yml``) or TOML.
+
+    Both spell the same document (docs/mapping.md); YAML is read with PyYAML's safe
+    loader, so a mapping file can hold data but never construct Python objects.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -279,8 +285,22 @@ def load_mapping(path: Path) -> MappingSpec:
         raise InputError(f"mapping {path}: cannot read it ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise InputError(f"mapping {path}: not UTF-8 text") from None
+    if path.suffix.lower() in YAML_SUFFIXES:
+        import yaml  # only for YAML mappings
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"mapping {path}: not valid YAML ({_one_line(exc)})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"mapping {path}: a YAML mapping file is a mapping at the top level")
+        return parse_mapping(data, str(path))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"mapping {path}: not valid TOML ({exc})") from None
     return parse_mapping(data, str(path))
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

@@ -26,7 +26,7 @@ collection date from the manifest or else the sample sheet.
 Memory: the file is parsed by pyarrow's streaming CSV reader in blocks of
 :data:`BLOCK_BYTES` and written one row group at a time; what is held is one row group,
 one parse block and the set of gene ids seen (tens of thousands). AnnData ``.h5ad``
-is not read: anndata 0.12 pins pandas < 3, which would downgrade the project's pandas.
+files are read by :mod:`medlake.ingest.omics_h5ad` into the same stored layout.
 """
 
 from __future__ import annotations
@@ -230,26 +230,39 @@ def write_counts_parquet(path: Path, source: Path, name: str) -> list[str]:
     """Validate ``source`` and write it to ``path`` as Parquet; returns the sample ids."""
     layout = CountsLayout(source, name)
     validator = _Validator(layout, name)
-    group_rows = max(1024, CELLS_PER_GROUP // len(layout.sample_ids))
+    raw = _batches(source, layout, name)
+    genes = write_count_batches(path, layout.schema(), (validator.typed(b) for b in raw))
+    if not genes:
+        raise InputError(f"{name}: count matrix without genes")
+    return layout.sample_ids
+
+
+def write_count_batches(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
+    """Write typed ``gene_id`` + int64 sample columns to ``path`` in the stored layout.
+
+    Row groups hold a fixed number of genes (:data:`CELLS_PER_GROUP` counts), whatever
+    the batches' sizes, so the same matrix gives the same bytes from any input format
+    (TSV, CSV, h5ad). Returns the number of genes written.
+    """
+    group_rows = max(1024, CELLS_PER_GROUP // max(1, len(schema) - 1))
     pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    with pq.ParquetWriter(path, layout.schema(), compression="zstd") as writer:
-        for raw in _batches(source, layout, name):
-            batch = validator.typed(raw)
+    pending_rows = written = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in batches:
             pending.append(batch)
             pending_rows += batch.num_rows
             while pending_rows >= group_rows:
-                table = pa.Table.from_batches(pending, schema=layout.schema())
+                table = pa.Table.from_batches(pending, schema=schema)
                 writer.write_table(table.slice(0, group_rows), row_group_size=group_rows)
+                written += group_rows
                 rest = table.slice(group_rows)
                 pending = rest.to_batches()
                 pending_rows = rest.num_rows
-        if pending_rows or not validator.genes:
-            table = pa.Table.from_batches(pending, schema=layout.schema())
+        if pending_rows or not written:
+            table = pa.Table.from_batches(pending, schema=schema)
             writer.write_table(table, row_group_size=group_rows)
-    if not validator.genes:
-        raise InputError(f"{name}: count matrix without genes")
-    return layout.sample_ids
+            written += pending_rows
+    return written
 
 
 def _companion_member(path: Path, base: str) -> str:

@@ -30,7 +30,7 @@ _GENDER_CONCEPTS = {"男": 8507, "m": 8507, "male": 8507, "女": 8532, "f": 8532
 _UNKNOWN_GENDER = 8551
 PII_COLUMNS = (
     "name_hanzi", "name_pinyin", "family_name", "given_name", "name_latin", "resident_id",
-    "birth_date", "sex", "phone", "address", "postcode", "email",
+    "birth_date", "sex", "phone", "address", "postcode", "email", "mrn",
 )  # fmt: skip
 
 

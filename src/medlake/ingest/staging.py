@@ -62,6 +62,9 @@ SOURCE_LOCATION = "_source_location"  # str, optional
 # Set by the writer, never by readers: which batch a row of a group of batches came from
 # (see medlake.ingest.group_writer); without it every row is the one batch's.
 BATCH_ID = "_batch_id"  # str, optional
+# True: the source withdrew the record (FHIR ``entered-in-error``). As a newer version it
+# removes the record's CDM row; its provenance (source_record) is kept, current.
+RETRACTED = "_retracted"  # bool, optional
 
 PROVENANCE_TYPES: dict[str, pa.DataType] = {
     SOURCE_RECORD_ID: pa.string(),
@@ -71,6 +74,7 @@ PROVENANCE_TYPES: dict[str, pa.DataType] = {
     SOURCE_VISIT_ID: pa.string(),
     SOURCE_VISIT_SYSTEM: pa.string(),
     SOURCE_LOCATION: pa.string(),
+    RETRACTED: pa.bool_(),
 }
 
 
@@ -159,6 +163,7 @@ PATIENT_COLUMNS: dict[str, pa.DataType] = {
     "postcode": pa.string(),
     "email": pa.string(),
     "death_date": pa.date32(),
+    "mrn": pa.string(),  # medical record number, as the source issues it
 }
 
 

@@ -44,6 +44,7 @@ from medlake.ingest.identities import (
 )
 from medlake.ingest.ids import stable_ids
 from medlake.ingest.lake_tables import atomically, lake_table
+from medlake.ingest.observation_period import refresh_observation_periods
 from medlake.ingest.omics_registry import upsert_omics_samples
 from medlake.ingest.patient_rows import (
     conform_patients,
@@ -55,6 +56,7 @@ from medlake.ingest.pause_points import pause_point
 from medlake.ingest.quarantine import payload_text, resolve_quarantine, store_quarantine
 from medlake.ingest.staging import (
     RECORD_HASH,
+    RETRACTED,
     SOURCE_PATIENT_ID,
     SOURCE_RECORD_ID,
     SOURCE_VERSION,
@@ -95,12 +97,17 @@ class WriteSummary:
     rows_by_table: Counter[str] = field(default_factory=Counter)  # inserted + updated
     merges: list[MergeEvent] = field(default_factory=list)
     resolved: int = 0  # quarantine entries a retry resolved
+    retracted: int = 0  # records the source withdrew (entered in error): CDM rows removed
+    # Persons whose rows were written, replaced or moved (their observation periods are
+    # recomputed after the run); for a grouped write, the whole group's persons.
+    persons: set[int] = field(default_factory=set)
 
     def message(self) -> str:
+        retracted = f", {self.retracted} retracted" if self.retracted else ""
         return (
             f"{self.records_read} read, {self.loaded + self.omics_samples} loaded, "
             f"{self.updated} updated, "
-            f"{self.unchanged + self.stale} unchanged, {self.quarantined} quarantined"
+            f"{self.unchanged + self.stale} unchanged, {self.quarantined} quarantined{retracted}"
         )
 
 
@@ -134,6 +141,9 @@ def write_batch(
                 if on_chunk is not None:
                     on_chunk(writer.summary)
             summary = writer.summary
+            summary.persons = writer.touched_persons
+            # In the same transaction, so a crash never leaves periods behind their records.
+            refresh_observation_periods(engine, writer.touched_persons)
             if resolve_quarantine_entries:
                 summary.resolved = resolve_quarantine(
                     engine,
@@ -183,6 +193,7 @@ class LakeWriter:
         self.rederive_batch = batch.batch_id if rederive else None
         self._quarantine: list[QuarantineEntry] = []
         self.quarantine_ids: set[str] = set()  # every entry this batch produced
+        self.touched_persons: set[int] = set()
         self._current: dict[str, pa.Table] = {}  # prefetched provenance, by table
         self._provenance: list[pa.Table] = []  # source_record rows of the chunk, loaded at its end
         self._default_version = int(batch.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
@@ -276,10 +287,14 @@ class LakeWriter:
         if good.num_rows == 0:
             return
         self._store_rows(table, good, plan.current)
+        self.summary.rows_by_table[table] += good.num_rows
+        retracted = retracted_mask(good)
+        if retracted is not None:
+            self.summary.retracted += pc.sum(pc.cast(retracted, pa.int64())).as_py() or 0
+            good = good.filter(pc.invert(retracted))
         inserted = pc.sum(pc.cast(pc.equal(good.column(ACTION), INSERT), pa.int64())).as_py() or 0
         self.summary.loaded += inserted
         self.summary.updated += good.num_rows - inserted
-        self.summary.rows_by_table[table] += good.num_rows
 
     def _store_rows(self, table: str, good: pa.Table, current: pa.Table) -> None:
         """Replace the rows being updated, load the new ones, and note their provenance.
@@ -292,12 +307,19 @@ class LakeWriter:
         replacing = pc.filter(
             loadable.column(ROW_ID), pc.not_equal(loadable.column(ACTION), INSERT)
         )
+        retracted = retracted_mask(loadable)
+        if retracted is not None:  # their old rows go (they are replacing), nothing comes
+            loadable = loadable.filter(pc.invert(retracted))
         if len(replacing):
             cdm = lake_table(self.engine, table)
             gone = ibis.memtable(pa.table({"id": replacing}))
+            replaced = cdm.filter(cdm[primary_key(table)].isin(gone.id))
+            if "person_id" in cdm.columns:  # a newer version may name another person
+                self._touch(self.engine.execute(replaced.select("person_id").distinct()))
             self.engine.delete_where(table, cdm[primary_key(table)].isin(gone.id))
         if loadable.num_rows:
             self.engine.load_arrow(table, cdm_columns(table, loadable))
+            self._touch(loadable)
         self._provenance.append(
             record_versions(
                 self.engine,
@@ -309,6 +331,11 @@ class LakeWriter:
                 now=self.now,
             )
         )
+
+    def _touch(self, rows: pa.Table) -> None:
+        if "person_id" in rows.column_names:
+            column = rows.column("person_id")
+            self.touched_persons.update(pc.unique(column.drop_null()).to_pylist())
 
     def _with_provenance(self, table: str, rows: pa.Table) -> pa.Table:
         """Rows with a source record id; a missing version is the receive time, a hash made."""
@@ -426,6 +453,7 @@ class LakeWriter:
             surviving = self.persons.person_id(merge.surviving_id)
             merged = self.persons.person_id(merge.merged_id)
             pairs.append((merged, surviving))
+            self.touched_persons.update((merged, surviving))
             events.append(
                 MergeEvent(
                     self.source_system, merge.surviving_id, merge.merged_id, surviving, merged,
@@ -454,6 +482,13 @@ class LakeWriter:
         )
         self.summary.merges.extend(events)
         logger.info("%s: applied %d patient merges", self.source_system, len(events))
+
+
+def retracted_mask(rows: pa.Table) -> pa.ChunkedArray | None:
+    """Which staged rows the source withdrew (:data:`RETRACTED`), or None if none can be."""
+    if RETRACTED not in rows.column_names:
+        return None
+    return pc.fill_null(rows.column(RETRACTED), False)
 
 
 def _visits_first(table: str) -> tuple[int, str]:

@@ -213,6 +213,11 @@ PII_PERSON = TableSpec(
             description="as in source_record: higher replaces lower",
         ),
         ColumnSpec("recorded_at", "datetime", required=True),
+        ColumnSpec(
+            "mrn",
+            "varchar(50)",
+            description="medical record number (病案号) the source system gave the patient",
+        ),
     ),
 )
 

@@ -108,6 +108,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="background jobs of the server (kind, state, progress, result)",
         steps=(CreateTables(JOB_TABLES),),
     ),
+    Migration(
+        version=4,
+        description="the medical record number (MRN) of each source patient record",
+        # null on rows loaded before: re-ingesting the source fills it in
+        steps=(ddl("ALTER TABLE pii_person ADD COLUMN IF NOT EXISTS mrn VARCHAR(50)"),),
+    ),
 )
 
 
