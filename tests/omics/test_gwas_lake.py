@@ -156,3 +156,38 @@ def test_gwas_command_in_lake_mode(hospital_lake, tmp_path: Path) -> None:
     assert run["samples"] > 50
     report = pd.read_csv(tmp_path / "cli.T2D.glm.logistic.hybrid", sep="\t")
     assert len(report) == run["variants"] > 1000
+
+
+@pytest.mark.slow
+def test_lake_run_reports_both_passes_and_a_cancelled_run_leaves_nothing(
+    hospital_lake, tmp_path: Path
+) -> None:
+    from medlake.errors import JobCancelled
+
+    calls: list[tuple[int, int]] = []
+    phenotype = LakePhenotype("T2D", case_cohort=parse_definition(T2D))
+    run_gwas_lake(hospital_lake.workspace, phenotype, tmp_path / "full" / "run", plots=False,
+                  progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    prefix, _ = genotype_samples(hospital_lake.workspace)
+    with GenotypeFile(prefix, "bed" if Path(f"{prefix}.bed").exists() else "pgen") as geno:
+        variants = len(geno.variants)
+    # the principal components' pass over the file, then the association's
+    assert {total for _, total in calls} == {2 * variants}
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert variants in done
+    assert done[-1] == 2 * variants
+
+    for cancel_at in (1, len(calls)):  # in the PC pass; at the association's last block
+        seen: list[int] = []
+
+        def cancel(done: int, total: int, seen: list[int] = seen, at: int = cancel_at) -> None:
+            seen.append(done)
+            if len(seen) == at:
+                raise JobCancelled("cancelled by the test")
+
+        out = tmp_path / f"cancel{cancel_at}"
+        out.mkdir()
+        with pytest.raises(JobCancelled):
+            run_gwas_lake(hospital_lake.workspace, phenotype, out / "run", progress=cancel)
+        assert list(out.iterdir()) == []

@@ -17,6 +17,7 @@ MA plots (``PREFIX.volcano.png/.html``, ``PREFIX.ma.png/.html``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from medlake.config import open_workspace
 from medlake.errors import InputError, UsageError
 from medlake.log import get_logger
 from medlake.omics.expression import (
+    DESEQ_STEPS,
     RESULT_COLUMNS,
     CountData,
     DEDesign,
@@ -112,9 +114,15 @@ def run_de(
     alpha: float = 0.05,
     n_cpus: int = 1,
     plots: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DEReport:
     """Run DE in the mode the arguments name (see the module docstring); write outputs
-    under ``out`` (a path prefix) unless it is ``None``."""
+    under ``out`` (a path prefix) unless it is ``None``.
+
+    ``progress(done, total)`` is called after reading, after each step of the fit and
+    after writing; an exception it raises (a cancelled job's
+    :class:`~medlake.errors.JobCancelled`) propagates and leaves no output file.
+    """
     if not 0 < alpha < 1:
         raise UsageError(f"alpha must be between 0 and 1, got {alpha}")
     timings: dict[str, float] = {}
@@ -140,15 +148,28 @@ def run_de(
             raise InputError(f"no sample of {samples} is in {source}")
         design = DEDesign(condition, case, control, covariates, alpha)
     timings["read"] = time.perf_counter() - started
+    total = 1 + DESEQ_STEPS + (out is not None)  # read, fit and tests, write
 
+    def report_progress(done: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    report_progress(1)
     started = time.perf_counter()
-    result = run_deseq(data, design, n_cpus=n_cpus)
+    result = run_deseq(data, design, n_cpus=n_cpus,
+                       progress=lambda done, _steps: report_progress(1 + done))  # fmt: skip
     timings["deseq2"] = time.perf_counter() - started
     report = DEReport(result, timings=timings)
     if out is not None:
         started = time.perf_counter()
         report.files = write_outputs(result, out, plots=plots)
         timings["write"] = time.perf_counter() - started
+        try:
+            report_progress(total)
+        except BaseException:  # cancelled at the last moment: no output stays
+            for path in report.files.values():
+                path.unlink(missing_ok=True)
+            raise
     log.info("DE: %d genes, %d significant", len(result.table), result.n_significant)
     return report
 
@@ -171,13 +192,20 @@ def write_outputs(result: DEResult, out: Path, *, plots: bool = True) -> dict[st
         "parquet": out.with_name(f"{out.name}.de.parquet"),
     }
     table = result.table.reset_index()
-    table.to_csv(files["tsv"], sep="\t", index=False, na_rep="NA", float_format="%.10g")
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), files["parquet"])
-    if plots:
-        design = result.design
-        title = f"{design.condition}: {result.case} vs {result.control}"
-        for path in write_plots(result.table, out, alpha=design.alpha, title=title):
-            files[path.name.removeprefix(out.name + ".")] = path
+    try:
+        table.to_csv(files["tsv"], sep="\t", index=False, na_rep="NA", float_format="%.10g")
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), files["parquet"])
+        if plots:
+            design = result.design
+            title = f"{design.condition}: {result.case} vs {result.control}"
+            for path in write_plots(result.table, out, alpha=design.alpha, title=title):
+                files[path.name.removeprefix(out.name + ".")] = path
+    except BaseException:  # no half-written set of outputs
+        plot_files = [out.with_name(f"{out.name}.{k}")
+                      for k in ("volcano.png", "volcano.html", "ma.png", "ma.html")]  # fmt: skip
+        for path in [*files.values(), *plot_files]:
+            path.unlink(missing_ok=True)
+        raise
     return files
 
 

@@ -10,7 +10,7 @@ Parquet, Manhattan and QQ plots (PNG and self-contained HTML) and returns a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from medlake.omics.gwas.association import (
     select_backend,
 )
 from medlake.omics.gwas.plink_io import GenotypeFile, align, read_sample_table
-from medlake.omics.gwas.plots import GENOME_WIDE, genomic_inflation, write_plots
+from medlake.omics.gwas.plots import GENOME_WIDE, genomic_inflation, plot_paths, write_plots
 from medlake.omics.gwas.qc import VariantFilter
 from medlake.omics.gwas.report import write_reports
 
@@ -106,6 +106,12 @@ def run_gwas_files(
     covariates of ``covar`` (or those in ``covar_names``). Writes
     ``OUT.PHENO.glm.linear`` (or ``.glm.logistic.hybrid``), ``OUT.PHENO.glm.parquet``
     and, with ``plots``, ``OUT.PHENO.manhattan.png/.html`` and ``OUT.PHENO.qq.png/.html``.
+
+    ``progress(done, total)`` is called after each block of variants (``total`` counts
+    every phenotype's pass over the file). An exception it raises (a cancelled job's
+    :class:`~medlake.errors.JobCancelled`) propagates, and the run leaves no output:
+    reports are renamed into place only when complete, and the files of phenotypes
+    already done are removed.
     """
     with GenotypeFile(genotypes, genotype_format) as geno:
         pheno_iid, phenos = read_sample_table(pheno, list(pheno_names) or None)
@@ -120,25 +126,33 @@ def run_gwas_files(
             raise UsageError("--covar-name needs --covar")
         else:
             matrix = np.zeros((len(geno.samples), 0))
-        runs = []
-        for name, raw in phenos.items():
-            values = align(geno.samples.iid, pheno_iid, raw)
-            coded = binary_phenotype(values, force=logistic)
-            model = "logistic" if coded is not None else "linear"
-            options = GlmOptions(model=model, firth=firth, filters=filters or VariantFilter())
-            runs.append(
-                run_association(
-                    geno,
-                    name,
-                    coded if coded is not None else values,
-                    matrix,
-                    options,
-                    out,
-                    backend=backend,
-                    plots=plots,
-                    progress=progress,
+        runs: list[GwasRun] = []
+        total = len(geno.variants) * len(phenos)
+        try:
+            for i, (name, raw) in enumerate(phenos.items()):
+                values = align(geno.samples.iid, pheno_iid, raw)
+                coded = binary_phenotype(values, force=logistic)
+                model = "logistic" if coded is not None else "linear"
+                options = GlmOptions(model=model, firth=firth, filters=filters or VariantFilter())
+                shifted = (None if progress is None
+                           else shifted_progress(progress, i * len(geno.variants), total))
+                runs.append(
+                    run_association(
+                        geno,
+                        name,
+                        coded if coded is not None else values,
+                        matrix,
+                        options,
+                        out,
+                        backend=backend,
+                        plots=plots,
+                        progress=shifted,
+                    )
                 )
-            )
+        except BaseException:  # stopped (cancelled, or an error): no output of this run stays
+            for run in runs:
+                _remove(run.files.values())
+            raise
     return runs
 
 
@@ -157,19 +171,14 @@ def run_association(
     """Run one phenotype through :func:`run_glm`, write its reports and plots."""
     start = time.perf_counter()
     chosen = select_backend(backend)
-    total = len(geno.variants)
     kept: list[pa.RecordBatch] = []
 
     def batches() -> Iterator[pa.RecordBatch]:
-        done = 0
-        for batch in run_glm(geno, phenotype, covariates, options, chosen):
+        for batch in run_glm(geno, phenotype, covariates, options, chosen, progress):
             kept.append(batch.select(["chrom", "pos", "id", "p"]))
-            done = _done(batch, geno, done)
-            if progress is not None:
-                progress(done, total)
             yield batch
 
-    files = write_reports(batches(), out, name, options)
+    files = write_reports(batches(), out, name, options)  # removes its own partial files
     summary = (
         pa.Table.from_batches(kept)
         if kept
@@ -183,7 +192,12 @@ def run_association(
         )
     )
     if plots and summary.num_rows:
-        files.update(write_plots(summary, Path(f"{out}.{name}"), name))
+        plot_prefix = Path(f"{out}.{name}")
+        try:
+            files.update(write_plots(summary, plot_prefix, name))
+        except BaseException:
+            _remove([*files.values(), *plot_paths(plot_prefix)])
+            raise
     p = summary.column("p").to_numpy(zero_copy_only=False)
     n_samples = int((~np.isnan(phenotype) & ~np.isnan(covariates).any(axis=1)).sum())
     run = GwasRun(
@@ -203,13 +217,18 @@ def run_association(
     return run
 
 
-def _done(batch: pa.RecordBatch, geno: GenotypeFile, done: int) -> int:
-    """Variants processed so far: the file index just after the batch's last variant."""
-    if batch.num_rows == 0:
-        return done
-    last = batch.column("id")[batch.num_rows - 1].as_py()
-    where = np.flatnonzero(geno.variants.id[done:] == last)
-    return done + int(where[0]) + 1 if where.size else done
+def shifted_progress(progress: Progress, offset: int, total: int) -> Progress:
+    """One phenotype's ``progress(done, variants)`` as the whole run's ``(done, total)``."""
+
+    def report(done: int, _variants: int) -> None:
+        progress(offset + done, total)
+
+    return report
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def _hits(parquet: Path) -> list[dict[str, object]]:

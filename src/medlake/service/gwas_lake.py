@@ -37,7 +37,7 @@ from medlake.omics.gwas.plink_io import GenotypeFile
 from medlake.omics.gwas.qc import VariantFilter, principal_components
 from medlake.quality.catalogue import plausible_values
 from medlake.service.cohort import cohort_members, load_definition
-from medlake.service.gwas import GwasRun, Progress, run_association
+from medlake.service.gwas import GwasRun, Progress, run_association, shifted_progress
 from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
@@ -222,24 +222,37 @@ def run_gwas_lake(
         analysed = where[~np.isnan(value) & ~np.isnan(age) & ~np.isnan(sex)]
         if analysed.size < 10 + n_pcs:
             raise InputError(f"only {analysed.size} genotyped persons have the phenotype")
+        # progress: the principal components' pass over the file, then the association's
+        passes = 2 if n_pcs else 1
+        total = passes * len(geno.variants)
         if n_pcs:
-            covariates[analysed, 2:] = _pcs(geno, analysed, n_pcs)
+            covariates[analysed, 2:] = _pcs(geno, analysed, n_pcs, progress, total)
         # default MAF >= 1 %: rarer variants' P values are outlier-driven, not calibrated
         options = GlmOptions(model=model, firth=firth, filters=filters or VariantFilter(maf=0.01))
+        association = (None if progress is None
+                       else shifted_progress(progress, (passes - 1) * len(geno.variants), total))
         return run_association(geno, phenotype.name, pheno_all, covariates, options, out,
-                               backend=backend, plots=plots, progress=progress)  # fmt: skip
+                               backend=backend, plots=plots, progress=association)  # fmt: skip
 
 
-def _pcs(geno: GenotypeFile, samples: np.ndarray, n_pcs: int) -> np.ndarray:
-    """Principal components of the analysed samples from common, thinned variants."""
-    total = len(geno.variants)
-    step = max(1, total // PC_MAX_VARIANTS)
+def _pcs(
+    geno: GenotypeFile,
+    samples: np.ndarray,
+    n_pcs: int,
+    progress: Progress | None = None,
+    total: int = 0,
+) -> np.ndarray:
+    """Principal components of the analysed samples from common, thinned variants;
+    ``progress(variants read, total)`` after each block read."""
+    step = max(1, len(geno.variants) // PC_MAX_VARIANTS)
 
     def blocks():  # common variants only, every step-th one
-        for _, _, calls in geno.blocks(4096):
+        for _, stop, calls in geno.blocks(4096):
             sub = calls[::step, samples] if step > 1 else calls[:, samples]
             present = sub >= 0
             p = np.where(present, sub, 0).sum(1) / np.maximum(2 * present.sum(1), 1)
             yield sub[np.minimum(p, 1 - p) >= 0.05]
+            if progress is not None:
+                progress(stop, total)
 
     return principal_components(blocks(), samples.size, n_pcs)

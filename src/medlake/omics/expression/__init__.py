@@ -5,7 +5,13 @@ tables; :mod:`.deseq` fits the model and builds the results table; :mod:`.r_matc
 holds the R-matched numerical steps; :mod:`.plots` draws volcano and MA plots.
 """
 
-from medlake.omics.expression.deseq import RESULT_COLUMNS, DEDesign, DEResult, run_deseq
+from medlake.omics.expression.deseq import (
+    DESEQ_STEPS,
+    RESULT_COLUMNS,
+    DEDesign,
+    DEResult,
+    run_deseq,
+)
 from medlake.omics.expression.matrix import (
     CountData,
     align,
@@ -16,6 +22,7 @@ from medlake.omics.expression.matrix import (
 from medlake.omics.expression.plots import write_plots
 
 __all__ = [
+    "DESEQ_STEPS",
     "RESULT_COLUMNS",
     "CountData",
     "DEDesign",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,28 @@ class DEResult:
         return int((self.table["padj"] < self.design.alpha).sum())
 
 
+def _fit_steps(dds: RMatchedDeseqDataSet) -> list[Callable[[], object]]:
+    """The steps of ``DeseqDataSet.deseq2()`` in its order (with ``refit_cooks``)."""
+
+    def size_factors() -> None:
+        dds.fit_size_factors(fit_type=dds.size_factors_fit_type, control_genes=dds.control_genes)
+
+    def refit() -> None:
+        dds.refit()
+        dds.cooks_outlier()
+
+    return [
+        size_factors,
+        dds.fit_genewise_dispersions,
+        dds.fit_dispersion_trend,
+        dds.fit_dispersion_prior,
+        dds.fit_MAP_dispersions,
+        dds.fit_LFC,
+        dds.calculate_cooks,
+        refit,
+    ]
+
+
 def _levels(data: CountData, design: DEDesign) -> tuple[str, str]:
     levels = sorted(data.samples[design.condition].unique())
     case, control = design.case, design.control
@@ -84,8 +107,23 @@ def _levels(data: CountData, design: DEDesign) -> tuple[str, str]:
     return case, control
 
 
-def run_deseq(data: CountData, design: DEDesign, *, n_cpus: int = 1) -> DEResult:
-    """Fit DESeq2 (PyDESeq2, R-matched numerics) and return the results table."""
+DESEQ_STEPS = 9  # progress steps of run_deseq: the 8 of DESeq2's fit, then the Wald tests
+
+
+def run_deseq(
+    data: CountData,
+    design: DEDesign,
+    *,
+    n_cpus: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> DEResult:
+    """Fit DESeq2 (PyDESeq2, R-matched numerics) and return the results table.
+
+    ``progress(done, DESEQ_STEPS)`` is called after each step of the fit (size factors,
+    gene-wise dispersions, trend, prior, MAP dispersions, fold changes, Cook's
+    distances, outlier refit) and after the Wald tests; an exception it raises
+    propagates and stops the fit.
+    """
     for name in (design.condition, *design.covariates):
         if not _NAME.match(name):
             raise UsageError(f"column name {name!r}: use letters, digits, '_' and '.' only")
@@ -100,6 +138,11 @@ def run_deseq(data: CountData, design: DEDesign, *, n_cpus: int = 1) -> DEResult
     if counts.shape[1] == 0:
         raise InputError("the count matrix has no genes")
     inference = RMatchedInference(n_cpus=n_cpus)
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(done, DESEQ_STEPS)
+
     with warnings.catch_warnings():
         # PyDESeq2 warns on overflow in its own optimiser fallbacks and on numeric
         # covariates; the results carry the outcome (NaN where DESeq2 gives NA).
@@ -113,7 +156,10 @@ def run_deseq(data: CountData, design: DEDesign, *, n_cpus: int = 1) -> DEResult
                 inference=inference,
                 quiet=True,
             )
-            dds.deseq2()
+            # DeseqDataSet.deseq2()'s steps (PyDESeq2 0.5), one by one for progress
+            for done, step in enumerate(_fit_steps(dds), start=1):
+                step()
+                report(done)
             stats = DeseqStats(
                 dds,
                 contrast=[design.condition, case, control],
@@ -124,6 +170,7 @@ def run_deseq(data: CountData, design: DEDesign, *, n_cpus: int = 1) -> DEResult
                 quiet=True,
             )
             stats.summary()
+            report(DESEQ_STEPS)
     table = stats.results_df.loc[:, list(RESULT_COLUMNS)].copy()
     table.index.name = "gene_id"
     return DEResult(table, design, case, control, n_case, n_control, dict(data.dropped))

@@ -20,7 +20,11 @@ The kernels (:mod:`medlake.omics.gwas.kernels`) run on NumPy or on PyTorch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import queue
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -66,6 +70,7 @@ class Backend:
     name: str
     device: str
     _torch: Any = field(default=None, repr=False)
+    threads: int | None = None  # blocks run at once on the CPU (None: one per BLAS thread)
 
     def asarray(self, a: np.ndarray) -> Any:
         """Host float64 array to the backend."""
@@ -78,6 +83,22 @@ class Backend:
         if self._torch is None:
             return a
         return self._torch.as_tensor(a, device=self.device)
+
+    def block_workers(self) -> int:
+        """How many blocks to run at once: one per BLAS thread for NumPy (so the
+        ``*_NUM_THREADS`` settings bound the cores used), one on a GPU or with torch's
+        own CPU threads."""
+        if self._torch is not None:
+            return 1
+        if self.threads is not None:
+            return max(1, self.threads)
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:  # comes with scikit-learn (omics extra); without it: serial
+            return 1
+        threads = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        return max(1, min(max(threads, default=1), cores))
 
     def to_numpy(self, a: Any) -> np.ndarray:
         """Backend array back to host NumPy."""
@@ -139,6 +160,7 @@ def run_glm(
     covariates: np.ndarray,
     options: GlmOptions | None = None,
     backend: Backend | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Associate every variant with one phenotype; yield result batches in file order.
 
@@ -150,9 +172,14 @@ def run_glm(
         regression 0 = control, 1 = case.
     covariates : numpy.ndarray
         ``(n_samples, c)`` in file order, NaN when missing (``c`` may be 0).
+    progress : callable, optional
+        Called as ``progress(done, total)`` (variants of the file) after each block's
+        batch was taken; an exception it raises stops the run (what a job's
+        cancellation does) and propagates.
     """
     options = options or GlmOptions()
     backend = backend or select_backend()
+    _keep_freed_memory()
     covariates = np.asarray(covariates, dtype=np.float64).reshape(len(genotypes.samples), -1)
     keep = ~np.isnan(phenotype) & ~np.isnan(covariates).any(axis=1)
     index = np.flatnonzero(keep)
@@ -169,26 +196,36 @@ def run_glm(
         setup: Any = kernels.linear_setup(q_b, y_b)
     else:
         setup = kernels.logistic_setup(q_b, y_b)
-    # ~64 MB per float64 block for the linear kernel; the logistic kernel keeps about
-    # ten block-sized temporaries, so its blocks are a quarter of that
-    calls_per_block = 8_000_000 if options.model == "linear" else 2_000_000
-    block = options.block_variants or max(32, min(8192, calls_per_block // max(n, 1)))
+    # ~64 MB per float64 block for the linear kernel. The logistic kernel makes about ten
+    # passes over block-sized arrays per Newton iteration: small blocks keep them in cache.
+    calls_per_block = 8_000_000 if options.model == "linear" else 320_000
+    workers = backend.block_workers()
+    if options.model == "linear" and workers > 1:
+        calls_per_block //= workers  # same memory in flight whatever the thread count
+    block = options.block_variants or max(16, min(8192, calls_per_block // max(n, 1)))
     founders = genotypes.samples.founder
     variants = genotypes.variants
     subset = None if n == len(genotypes.samples) else index
-    buffer = np.empty((block, n), dtype=np.float64)
-    for start, _stop, calls in genotypes.blocks(block):
+    buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+    for _ in range(workers):
+        buffers.put(np.empty((block, n), dtype=np.float64))
+
+    def associate(start: int, calls: np.ndarray) -> pa.RecordBatch | None:
         keep_v = variant_keep_mask(calls, founders, options.filters)
         if not keep_v.any():
-            continue
+            return None
         rows = np.flatnonzero(keep_v)
         block_calls = calls[rows] if rows.size != calls.shape[0] else calls
-        prepared = _prepare(block_calls, founders, subset, buffer)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN, not noise
-            result = _associate_block(prepared, y, q, setup, options, backend)
+        buffer = buffers.get()
+        try:
+            prepared = _prepare(block_calls, founders, subset, buffer)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN, not noise
+                result = _associate_block(prepared, y, q, setup, options, backend)
+        finally:
+            buffers.put(buffer)
         meta = variants.take(start + rows)
         a1 = np.where(result.pop("a1_is_ref"), meta.ref, meta.alt)
-        yield pa.RecordBatch.from_pydict(
+        return pa.RecordBatch.from_pydict(
             {
                 "chrom": meta.chrom,
                 "pos": meta.pos,
@@ -200,6 +237,71 @@ def run_glm(
             },
             schema=RESULT_SCHEMA,
         )
+
+    total = len(variants)
+    if workers == 1:
+        for start, stop, calls in genotypes.blocks(block):
+            batch = associate(start, calls)
+            if batch is not None:
+                yield batch
+            if progress is not None:
+                progress(stop, total)
+        return
+    # Blocks in parallel, one per core, BLAS single-threaded meanwhile: the kernels'
+    # element-wise passes (most of the work) then use every core too, not just the
+    # products. At most ``workers`` blocks are in flight; results come in file order.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        pending: deque[tuple[int, Future[pa.RecordBatch | None]]] = deque()
+        try:
+            for start in range(0, total, block):
+                stop = min(start + block, total)
+                calls = genotypes.read(start, stop)  # a fresh array: blocks run at once
+                pending.append((stop, pool.submit(associate, start, calls)))
+                while len(pending) > workers or (pending and start + block >= total):
+                    done, future = pending.popleft()
+                    batch = future.result()
+                    if batch is not None:
+                        yield batch
+                    if progress is not None:
+                        progress(done, total)
+        finally:  # stopped early (an error, or a progress callback cancelling): drop the rest
+            for _, future in pending:
+                future.cancel()
+
+
+def _keep_freed_memory() -> None:
+    """Ask glibc's allocator to keep freed blocks for reuse (up to 32 MB a block, 256 MB
+    of free memory) instead of handing them back to the system at once.
+
+    The kernels allocate and free block-sized temporaries (a few MB) many times a second;
+    with glibc's defaults each one is a fresh ``mmap`` or a trimmed heap, so every page of
+    every temporary is faulted in again: measured, a third of the logistic run's CPU time
+    went to page faults. Setting the thresholds also stops glibc's own adaptive threshold
+    (what a long-running server would reach anyway). No effect off glibc.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
+
+
+_MALLOC_TUNED = False
 
 
 @dataclass

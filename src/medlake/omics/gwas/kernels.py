@@ -201,13 +201,16 @@ def logistic_setup(q: Array, y: Array, max_iter: int = 50) -> LogisticSetup:
     )
 
 
-def _first_step(setup: LogisticSetup, g: Array, missing: Array | None) -> tuple[Array, Array]:
+def _first_step(
+    setup: LogisticSetup, g: Array, missing: Array | None
+) -> tuple[Array, Array, Array]:
     """The first Newton step from the null fit ``(gamma0, 0)``, for a whole block.
 
     There every variant's fitted values are the null model's, so the step needs no
     per-sample work beyond one product ``g @ [W0 q, y - mu0, W0]`` and ``g²``; samples
     whose call is missing are taken out by a low-rank correction over their few rows
-    (``missing``: padded indices as for :func:`linear_block`). Returns ``(gamma, beta)``.
+    (``missing``: padded indices as for :func:`linear_block`). Returns ``(gamma, beta,
+    info)``, ``info`` the null fit's information matrix of each variant's model.
     """
     xp = array_namespace(g)
     k = setup.q.shape[1]
@@ -230,7 +233,7 @@ def _first_step(setup: LogisticSetup, g: Array, missing: Array | None) -> tuple[
     info = xp.concat([top, bottom], axis=1)
     score = xp.concat([score_c, score_b[:, None]], axis=1)
     step = solve(xp, info, score[:, :, None])[:, :, 0]
-    return setup.gamma0[None, :] + step[:, :k], step[:, k]
+    return setup.gamma0[None, :] + step[:, :k], step[:, k], info
 
 
 def sigmoid(xp: Any, x: Array) -> Array:
@@ -247,6 +250,21 @@ def sigmoid(xp: Any, x: Array) -> Array:
 
         return torch.sigmoid(x)
     return 1.0 / (1.0 + xp.exp(-x))
+
+
+def sigmoid_(xp: Any, x: Array) -> Array:
+    """Logistic function computed in the memory of ``x`` (returned): NumPy's ``exp`` is
+    vectorised (SciPy's ``expit`` is several times slower); torch has ``sigmoid_``."""
+    from array_api_compat import is_numpy_namespace, is_torch_namespace
+
+    if is_numpy_namespace(xp):
+        np.negative(x, out=x)
+        np.exp(x, out=x)  # overflows to inf for eta < -709: 1 / inf is the right 0
+        x += 1.0
+        return np.reciprocal(x, out=x)
+    if is_torch_namespace(xp):
+        return x.sigmoid_()
+    return sigmoid(xp, x)
 
 
 def logistic_block(
@@ -266,24 +284,35 @@ def logistic_block(
     ``converged`` (bool) per variant; non-converged or non-finite fits are for the
     caller's Firth fallback. The first step is :func:`_first_step`.
 
-    Variants leave the batch once their Newton step is below ``tol`` (relative): the
-    convergence is quadratic, so the estimate is then exact to ~``tol²``, and the SE
-    comes from the information of that last iteration (relative error ~``tol``).
+    A variant is done once an exact Newton step (information and score at the same
+    point) is below ``tol`` (relative): the convergence is quadratic, so the estimate is
+    then exact to ~``tol²``, and the SE comes from that information (relative error
+    ~``tol``). Getting there, each iteration first takes a chord step: the score at the
+    current point with the null fit's information, which costs a third of an exact
+    step (the covariate block ``Q'WQ`` of the information is most of the work) and
+    contracts the error by ``O(|beta|)`` per iteration for the small effects of most
+    variants. Only where that step is already below ``tol`` is the exact information
+    computed, at the same point, to take the final Newton step; a variant whose chord
+    steps shrink slowly (a large effect) switches to exact Newton steps.
     """
     xp = array_namespace(g)
     q, y, k = setup.q, setup.y, setup.q.shape[1]
-    nb = g.shape[0]
+    nb, n_samples = g.shape
     dev = _device(g)
-    gamma, beta = _first_step(setup, g, missing)
+    gamma, beta, info_null = _first_step(setup, g, missing)
     gamma = xp.asarray(gamma, copy=True)
     var = xp.full((nb,), float("nan"), dtype=g.dtype, device=dev)
     converged = np.zeros(nb, dtype=bool)
+    newton = np.zeros(nb, dtype=bool)  # chord steps too slow: exact Newton steps
+    last = np.full(nb, np.inf)  # each variant's last chord step size
+    # without missing calls every observed weight is 1: no masking passes
+    masked = missing is None and not bool(_host(xp.all(observed == 1.0)))
     e_last = xp.zeros((1, k + 1, 1), dtype=g.dtype, device=dev)
     e_last[0, k, 0] = 1.0
     if missing is not None:
         # Missing calls by low-rank corrections: weights and residuals are computed for
         # every sample (g is 0 there) and the few missing samples' terms subtracted.
-        n_samples, m = q.shape[0], missing.shape[1]
+        m = missing.shape[1]
         present = missing < n_samples
         valid_all = xp.astype(present, g.dtype)
         clipped_all = xp.where(present, missing, xp.zeros_like(missing))
@@ -293,43 +322,86 @@ def logistic_block(
         active = np.flatnonzero(~converged)
         if active.size == 0:
             break
-        whole = active.size == nb
-        idx = None if whole else xp.asarray(active, device=dev)
+        na = active.size
+        idx = None if na == nb else xp.asarray(active, device=dev)
 
         def rows(a: Array, idx: Array | None = idx) -> Array:
             return a if idx is None else xp.take(a, idx, axis=0)
 
         ga, gam, bet = rows(g), rows(gamma), rows(beta)
-        mu = sigmoid(xp, gam @ q.T + bet[:, None] * ga)
-        if missing is None:
-            oa = rows(observed)
-            r = (y[None, :] - mu) * oa
-            w = mu * (1.0 - mu) * oa
-            info = _information(xp, setup, ga, w, k)
-            score_c = r @ q
-        else:
-            r = y[None, :] - mu
-            w = mu * (1.0 - mu)
+        # Few passes over the (variants × samples) arrays, most of them in place: these
+        # passes, not the products, are what an iteration costs.
+        eta = gam @ q.T
+        eta += bet[:, None] * ga
+        mu = sigmoid_(xp, eta)  # eta's memory now holds mu
+        r = y[None, :] - mu
+        if masked:
+            r *= rows(observed)
+        score_c = r @ q
+        score_b = xp.vecdot(r, ga)
+        if missing is not None:
             clipped, valid, q_m = rows(clipped_all), rows(valid_all), rows(qm_all)
-            w_m = xp.take_along_axis(w, clipped, axis=1) * valid
             r_m = xp.take_along_axis(r, clipped, axis=1) * valid
-            info = _information(xp, setup, ga, w, k)
-            info[:, :k, :k] -= xp.matrix_transpose(q_m * w_m[:, :, None]) @ q_m
-            score_c = r @ q - xp.sum(q_m * r_m[:, :, None], axis=1)
-        score = xp.concat([score_c, xp.vecdot(r, ga)[:, None]], axis=1)
-        rhs = xp.concat(
-            [score[:, :, None], xp.broadcast_to(e_last, (active.size, k + 1, 1))], axis=2
-        )
-        sol = solve(xp, info, rhs)
-        step, v = sol[:, :, 0], sol[:, k, 1]
+            score_c = score_c - xp.sum(q_m * r_m[:, :, None], axis=1)
+        score = xp.concat([score_c, score_b[:, None]], axis=1)
+        step = solve(xp, rows(info_null), score[:, :, None])[:, :, 0]  # chord step
+        size_c = _host(xp.max(xp.abs(step), axis=1) / (1.0 + xp.abs(bet + step[:, k])))
+        exact = newton[active] | ~(size_c >= tol)  # NaN: let the exact step decide
+        ex = np.flatnonzero(exact)
+        size = size_c.copy()
+        if ex.size:
+            eidx = None if ex.size == na else xp.asarray(ex, device=dev)
+
+            def sub(a: Array, eidx: Array | None = eidx) -> Array:
+                return a if eidx is None else xp.take(a, eidx, axis=0)
+
+            mf, gf = sub(mu), sub(ga)
+            w = 1.0 - mf
+            w *= mf
+            if masked:
+                w *= sub(rows(observed))
+            wg = w * gf
+            cc = unpack_symmetric(xp, w @ setup.qq, k)
+            cg = wg @ q
+            gg = xp.vecdot(wg, gf)
+            if missing is not None:
+                qf = sub(q_m)
+                w_m = xp.take_along_axis(w, sub(clipped), axis=1) * sub(valid)
+                cc = cc - xp.matrix_transpose(qf * w_m[:, :, None]) @ qf
+            top = xp.concat([cc, cg[:, :, None]], axis=2)
+            bottom = xp.concat([cg, gg[:, None]], axis=1)[:, None, :]
+            info = xp.concat([top, bottom], axis=1)
+            rhs = xp.concat(
+                [sub(score)[:, :, None], xp.broadcast_to(e_last, (ex.size, k + 1, 1))], axis=2
+            )
+            sol = solve(xp, info, rhs)
+            step_e = sol[:, :, 0]
+            if eidx is None:
+                step = step_e
+            else:
+                step[eidx, :] = step_e
+            size[ex] = _host(
+                xp.max(xp.abs(step_e), axis=1) / (1.0 + xp.abs(sub(bet) + step_e[:, k]))
+            )
+            v = sol[:, k, 1]
+            if idx is None and eidx is None:
+                var = v
+            else:
+                var[xp.asarray(active[ex], device=dev)] = v
         gam, bet = gam + step[:, :k], bet + step[:, k]
-        if whole:
-            gamma, beta, var = gam, bet, v
+        if idx is None:
+            gamma, beta = gam, bet
         else:
-            gamma[idx, :], beta[idx], var[idx] = gam, bet, v
-        size = xp.max(xp.abs(step), axis=1) / (1.0 + xp.abs(bet))
-        done = _host(size < tol) | ~_host(xp.isfinite(bet))
+            gamma[idx, :], beta[idx] = gam, bet
+        done = np.zeros(na, dtype=bool)
+        done[ex] = size[ex] < tol
+        done |= ~_host(xp.isfinite(bet))
         converged[active[done]] = True
+        newton[active[exact & ~done]] = True  # near the optimum: exact steps from here
+        chord = ~exact
+        slow = chord & (size_c > 0.25 * last[active])
+        newton[active[slow]] = True
+        last[active[chord]] = size_c[chord]
     finite = _host(xp.isfinite(beta) & xp.isfinite(var) & (var > 0))
     ok = converged & finite
     return {
@@ -345,16 +417,3 @@ def _host(a: Array) -> np.ndarray:
     if hasattr(a, "detach"):
         return a.detach().cpu().numpy()
     return np.asarray(a)
-
-
-def _information(xp: Any, setup: LogisticSetup, g: Array, w: Array, k: int) -> Array:
-    """Fisher information ``X'WX`` of ``[Q, g]`` for every variant, ``(B, k+1, k+1)``."""
-    nb = g.shape[0]
-    cc = unpack_symmetric(xp, w @ setup.qq, k)
-    wg = w * g
-    cg = wg @ setup.q  # (B, k)
-    gg = xp.vecdot(wg, g)
-    top = xp.concat([cc, cg[:, :, None]], axis=2)
-    bottom = xp.concat([cg, gg[:, None]], axis=1)[:, None, :]
-    out = xp.concat([top, bottom], axis=1)
-    return xp.reshape(out, (nb, k + 1, k + 1))

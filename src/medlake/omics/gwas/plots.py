@@ -65,6 +65,11 @@ def _layout(results: pa.Table) -> dict[str, np.ndarray]:
     }
 
 
+def plot_paths(prefix: Path) -> list[Path]:
+    """The files :func:`write_plots` writes for ``prefix``."""
+    return [Path(f"{prefix}.{k}") for k in ("manhattan.png", "manhattan.html", "qq.png", "qq.html")]
+
+
 def write_plots(results: pa.Table, prefix: Path, title: str) -> dict[str, Path]:
     """Write ``PREFIX.manhattan.png/.html`` and ``PREFIX.qq.png/.html``; return paths."""
     import matplotlib

@@ -75,18 +75,31 @@ def write_reports(
 ) -> dict[str, Path]:
     """Stream ``batches`` into the PLINK 2 text report and a Parquet file.
 
-    Returns ``{"plink": path, "parquet": path}``.
+    Both are written under temporary names (``*.part``) and renamed once every batch is
+    in, so a run stopped part way (an error, or a cancelled job whose progress callback
+    raised inside ``batches``) leaves no partial report, and an earlier complete one of
+    the same name stays until the new one replaces it. Returns ``{"plink": path,
+    "parquet": path}``.
     """
     stem = f"{prefix}.{phenotype}"
     text_path = Path(f"{stem}.{SUFFIX[(options.model, options.firth)]}")
     parquet_path = Path(f"{stem}.glm.parquet")
     text_path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        text_path.open("w", encoding="ascii", newline="\n") as text,
-        pq.ParquetWriter(parquet_path, RESULT_SCHEMA) as parquet,
-    ):
-        text.write("\t".join(report_columns(options)) + "\n")
-        for batch in batches:
-            text.writelines(_lines(batch, options))
-            parquet.write_batch(batch)
+    text_part = text_path.with_name(text_path.name + ".part")
+    parquet_part = parquet_path.with_name(parquet_path.name + ".part")
+    try:
+        with (
+            text_part.open("w", encoding="ascii", newline="\n") as text,
+            pq.ParquetWriter(parquet_part, RESULT_SCHEMA) as parquet,
+        ):
+            text.write("\t".join(report_columns(options)) + "\n")
+            for batch in batches:
+                text.writelines(_lines(batch, options))
+                parquet.write_batch(batch)
+    except BaseException:
+        text_part.unlink(missing_ok=True)
+        parquet_part.unlink(missing_ok=True)
+        raise
+    text_part.replace(text_path)
+    parquet_part.replace(parquet_path)
     return {"plink": text_path, "parquet": parquet_path}
