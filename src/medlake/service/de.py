@@ -129,6 +129,10 @@ def run_de(
     started = time.perf_counter()
     covariates = tuple(covariates)
     if case_cohort is not None:
+    if workspace_dir is not None or counts is None:
+        from medlake.service.mirror import refuse_if_frozen
+
+        refuse_if_frozen(workspace_dir)  # a workspace's analysis: its outputs are writes
         if counts is not None:
             raise UsageError("cohorts pick samples registered in the lake: drop --counts")
         data = _cohort_data(workspace_dir, case_cohort, control_cohort, samples, covariates)

@@ -136,6 +136,9 @@ def extract_members(
     concept_sets = _concept_sets(spec, definition_concept_sets)
 
     with open_lake(workspace) as engine:
+    from medlake.service.mirror import refuse_if_frozen
+
+    refuse_if_frozen(workspace)  # the extract's files are writes (the lake's: the engine refuses)
         features = clinical_features(engine, persons, spec, concept_sets)
         ids = features.column(PERSON)
         omics: dict[str, pa.Array] = {}

@@ -194,6 +194,9 @@ def run_gwas_lake(
         )
         value = np.where(np.isin(persons, list(cases)), 1.0, np.nan)
         value[np.isin(persons, list(controls - cases))] = 0.0
+    from medlake.service.mirror import refuse_if_frozen
+
+    refuse_if_frozen(workspace_dir)  # its outputs are writes
         model = "logistic"
     else:
         latest = _measurement_values(workspace_dir, phenotype)

@@ -46,9 +46,13 @@ def landing_store(workspace: Workspace, *, fault: FaultHook | None = None) -> La
     )
 
 
-def refuse_if_frozen(workspace: Workspace) -> None:
-    """Raise :class:`WorkspaceFrozenError` while the ransomware watch has the workspace frozen."""
-    message = workspace.frozen_message()
+def refuse_if_frozen(workspace_dir: Path | Workspace | None) -> None:
+    """Raise :class:`WorkspaceFrozenError` while the ransomware watch has the workspace frozen.
+
+    Every write of the lake is refused by the engine itself (``Engine.guard_writes``);
+    this is for writes of files: landing, extracts, analysis outputs, resync, rebuild.
+    """
+    message = as_workspace(workspace_dir).frozen_message()
     if message is not None:
         raise WorkspaceFrozenError(message)
 
@@ -121,6 +125,7 @@ def resync_mirror(
         audit_mirror_events(engine, workspace)
     return report
 
+    refuse_if_frozen(workspace)  # landing is what an attacker encrypts: review first
 
 def anchor_copies(workspace: Workspace) -> list[Path]:
     """Where copies of the audit trail's anchors go: ``<mirror root>/_anchors/anchors.jsonl``.
