@@ -8,8 +8,10 @@ phenotype and ``--covariates`` covariates, then times, on the same ``--threads``
 * ``medlake.service.gwas.run_gwas_files`` (NumPy backend, BLAS limited to the same
   number of threads) in its own process, no plots.
 
-Prints wall time, variants per second, peak resident memory of each process (from
-``wait4``) and the ratios, and checks that the two reports agree.
+Prints wall time, variants per second, CPU time and peak resident memory of each
+process (from ``wait4``) and the ratios, for ``--repeat`` runs of each tool (alternating
+which goes first, so both see the same load on a shared machine), and checks that the
+two reports agree.
 Usage: ``python benchmarks/gwas_glm.py --model linear`` (defaults: 10,000 samples ×
 100,000 variants × 10 covariates, 1 % missing, 2 threads).
 """
@@ -63,15 +65,15 @@ def write_data(root: Path, n: int, m: int, c: int, missing: float, seed: int = 1
     return prefix
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MiB) of that process."""
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS in MiB) of that process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if status != 0:
         raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", choices=["linear", "logistic"], default="linear")
     parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/medlake-gwas-bench"))
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,11 +93,11 @@ def main() -> None:
     prefix = write_data(args.workdir, args.samples, args.variants, args.covariates, args.missing)
     print(f"data: {prefix} ({time.perf_counter() - t0:.0f} s to make or find)")
     pheno = "QT" if args.model == "linear" else "CC"
-    plink_wall, plink_rss = timed([
+    plink_cmd = [
         "plink2", "--bfile", str(prefix), "--pheno", f"{prefix}.pheno", "--pheno-name", pheno,
         "--covar", f"{prefix}.covar", "--glm", "hide-covar", "cols=+a1freq",
         "--threads", str(args.threads), "--out", str(args.workdir / "plink"),
-    ])  # fmt: skip
+    ]  # fmt: skip
     threads = str(args.threads)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
            "MKL_NUM_THREADS": threads}  # fmt: skip
@@ -104,19 +107,34 @@ def main() -> None:
         f"Path('{args.workdir / 'medlake'}'), pheno_names=['{pheno}'], "
         f"covar=Path('{prefix}.covar'), plots=False, backend='{args.backend}')"
     )
-    ours_wall, ours_rss = timed([sys.executable, "-c", code], env)
-    suffix = "glm.linear" if args.model == "linear" else "glm.logistic.hybrid"
-    agree = compare(args.workdir / f"plink.{pheno}.{suffix}",
-                    args.workdir / f"medlake.{pheno}.{suffix}")  # fmt: skip
     m = args.variants
     print(f"{args.model}: {args.samples} samples × {m} variants × {args.covariates} "
           f"covariates, {args.missing:.0%} missing, {args.threads} threads")  # fmt: skip
-    print(f"  plink2 --glm : {plink_wall:7.1f} s  {m / plink_wall:9.0f} variants/s  "
-          f"peak RSS {plink_rss:7.0f} MiB")  # fmt: skip
-    print(f"  medlake gwas : {ours_wall:7.1f} s  {m / ours_wall:9.0f} variants/s  "
-          f"peak RSS {ours_rss:7.0f} MiB")  # fmt: skip
-    print(f"  throughput ratio medlake/plink2: {plink_wall / ours_wall:.2f}×; "
-          f"memory ratio: {ours_rss / plink_rss:.2f}×")  # fmt: skip
+    ratios, cpu_ratios, mem_ratios = [], [], []
+    for run in range(1, args.repeat + 1):
+        # the two tools one after the other, alternating which goes first
+        order = [("plink2", plink_cmd, None), ("medlake", [sys.executable, "-c", code], env)]
+        if run % 2 == 0:
+            order.reverse()
+        got = {name: timed(cmd, e) for name, cmd, e in order}
+        (p_wall, p_cpu, p_rss), (o_wall, o_cpu, o_rss) = got["plink2"], got["medlake"]
+        load = os.getloadavg()[0]
+        print(f" run {run} (load {load:.1f}):")
+        print(f"  plink2 --glm : {p_wall:7.1f} s  {m / p_wall:9.0f} variants/s  "
+              f"CPU {p_cpu:7.1f} s  peak RSS {p_rss:7.0f} MiB")  # fmt: skip
+        print(f"  medlake gwas : {o_wall:7.1f} s  {m / o_wall:9.0f} variants/s  "
+              f"CPU {o_cpu:7.1f} s  peak RSS {o_rss:7.0f} MiB")  # fmt: skip
+        ratios.append(p_wall / o_wall)
+        cpu_ratios.append(p_cpu / o_cpu)
+        mem_ratios.append(o_rss / p_rss)
+        print(f"  throughput ratio medlake/plink2: {ratios[-1]:.2f}× (CPU time "
+              f"{cpu_ratios[-1]:.2f}×); memory ratio: {mem_ratios[-1]:.2f}×")  # fmt: skip
+    suffix = "glm.linear" if args.model == "linear" else "glm.logistic.hybrid"
+    agree = compare(args.workdir / f"plink.{pheno}.{suffix}",
+                    args.workdir / f"medlake.{pheno}.{suffix}")  # fmt: skip
+    print(f"median throughput ratio {np.median(ratios):.2f}× (runs: "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}); CPU-time ratio "
+          f"{np.median(cpu_ratios):.2f}×; memory ratio {np.median(mem_ratios):.2f}×")  # fmt: skip
     print(f"  agreement: {agree}")
 
 
