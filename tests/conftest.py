@@ -56,6 +56,42 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Engine]:
         engine.drop_table(name)
 
 
+#: The role a test package's direct service calls run as: the policy checks every service
+#: call (docs/access.md), so a test acts as the user who would make the call, e.g. the data
+#: steward for patient-level work, the admin for backups and the audit trail. ``None``: no
+#: principal in context, so calls resolve as the CLI does ($MEDLAKE_USER, else the login
+#: name, which is the admin of a workspace the test made). A test or module overrides it
+#: with ``@pytest.mark.acting_as("researcher", projects=[...])`` or ``acting_as(None)``.
+ACTING_ROLE: dict[str, str | None] = {
+    "access": None, "audit": "admin", "cli": None, "protect": "admin", "server": None,
+    "ui": None,
+}  # fmt: skip
+DEFAULT_ACTING_ROLE = "steward"
+_TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def acting_principal(request: pytest.FixtureRequest) -> Iterator[object]:
+    """Run the test as a user of the role :data:`ACTING_ROLE` gives its package."""
+    from medlake.access import Principal, Role
+    from medlake.access.context import acting_as
+
+    marker = request.node.get_closest_marker("acting_as")
+    projects: list[str] = []
+    if marker is not None:
+        role = marker.args[0] if marker.args else None
+        projects = list(marker.kwargs.get("projects", []))
+    else:
+        package = Path(str(request.node.path)).resolve().relative_to(_TESTS).parts[0]
+        role = ACTING_ROLE.get(package, DEFAULT_ACTING_ROLE)
+    if role is None:
+        yield None
+        return
+    principal = Principal(f"test-{role}", Role(role), frozenset(projects))
+    with acting_as(principal):
+        yield principal
+
+
 @dataclass(frozen=True)
 class HospitalLake:
     """A small synthetic hospital (with its ``truth/``) ingested as the demo does.
@@ -83,7 +119,13 @@ HOSPITAL_SEED = 11
 
 @pytest.fixture(scope="session")
 def hospital_lake(tmp_path_factory: pytest.TempPathFactory) -> HospitalLake:
-    """A 400-patient synthetic hospital, synthesized and ingested once per test worker."""
+    """A 400-patient synthetic hospital, synthesized and ingested once per test worker.
+
+    The lake is as ingest leaves it *before* linking (``[empi] link_after_ingest`` off):
+    one person per source patient, which the tests comparing persons, planted defects
+    and counts with ``truth/`` per source patient rely on. ``tests/empi`` link copies.
+    """
+    from medlake.config import open_workspace, write_settings
     from medlake.service.demo import ingest_hospital
     from medlake.service.workspace import init_workspace
     from medlake.synth import generate_hospital
@@ -93,5 +135,12 @@ def hospital_lake(tmp_path_factory: pytest.TempPathFactory) -> HospitalLake:
     generate_hospital(hospital, HOSPITAL_PATIENTS, HOSPITAL_SEED)
     workspace = root / "workspace"
     init_workspace(workspace, name="test-hospital")
-    ingest_hospital(workspace, hospital)
+    settings = open_workspace(workspace).settings
+    settings.empi.link_after_ingest = False
+    write_settings(workspace / "medlake.toml", settings)
+    from medlake.access import Principal, Role
+    from medlake.access.context import acting_as
+
+    with acting_as(Principal("test-admin", Role.ADMIN)):  # ingest is an admin's job
+        ingest_hospital(workspace, hospital)
     return HospitalLake(hospital, workspace)

@@ -236,7 +236,7 @@ def test_review_queue_shows_both_records_and_takes_a_decision(linked: Path, tmp_
     runner = CliRunner()
     from medlake.service import access
 
-    access.add_user(workspace, "reviewer", "steward")
+    access.add_user(workspace, "reviewer", "steward", as_user=access.login_name())
     shown = runner.invoke(app, ["empi", "review", "--json", "--as", "reviewer",
                                 "-w", str(workspace)])  # fmt: skip
     assert shown.exit_code == 0, shown.output
@@ -245,7 +245,7 @@ def test_review_queue_shows_both_records_and_takes_a_decision(linked: Path, tmp_
     refused = runner.invoke(app, ["empi", "decide", first.pair_id, "match", "-w", str(workspace)])
     assert refused.exit_code != 0  # the login is the workspace's admin, not a steward
     assert "may not review, merge or unmerge patient links" in str(refused.exception)
-    access.add_user(workspace, "s2", "steward")
+    access.add_user(workspace, "s2", "steward", as_user=access.login_name())
     decided = runner.invoke(
         app, ["empi", "decide", first.pair_id, "match", "--as", "s2", "-w", str(workspace)]
     )

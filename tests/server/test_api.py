@@ -93,6 +93,7 @@ def test_roles_are_enforced_on_every_route_with_audited_refusals(client, served)
             (access.login_name(), "read_identified")} <= denied  # fmt: skip
 
 
+@pytest.mark.acting_as("steward")  # the test's own exact count: a steward's
 def test_cohort_counts_match_the_service_and_small_cells_stay_hidden(client, served) -> None:
     root, tokens = served
     definition = parse_definition(EXAMPLE)

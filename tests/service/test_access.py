@@ -16,6 +16,9 @@ from medlake.errors import AccessDeniedError, AuthenticationError, UsageError
 from medlake.service import access
 from medlake.service.workspace import init_workspace, open_lake
 
+#: These tests name their users (or resolve the login, as the CLI does): no test principal.
+pytestmark = pytest.mark.acting_as(None)
+
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:

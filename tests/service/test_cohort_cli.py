@@ -46,11 +46,11 @@ def test_count_exact_prints_the_attrition_table(hospital_lake: Any, tmp_path: Pa
     from medlake.service import access
 
     root = hospital_lake.copy(tmp_path / "ws")
-    access.add_user(root, "li", "researcher")
+    access.add_user(root, "li", "researcher", as_user=access.login_name())
     refused = invoke("cohort", "count", DEMO, "-w", str(root), "--exact", "--as", "li")
     assert refused.exit_code != 0
     assert "may not see exact small counts" in str(refused.exception)
-    access.add_user(root, "wang", "steward")
+    access.add_user(root, "wang", "steward", as_user=access.login_name())
     workspace = str(root)
     exact = count_cohort(root, load_definition(Path(DEMO)), exact=True)
     result = invoke("cohort", "count", DEMO, "-w", workspace, "--exact", "--json", "--as", "wang")
@@ -69,8 +69,15 @@ def test_count_exact_prints_the_attrition_table(hospital_lake: Any, tmp_path: Pa
 def test_create_stores_the_members_and_replaces_by_name(hospital_lake: Any, tmp_path: Path) -> None:
     workspace = hospital_lake.copy(tmp_path / "workspace")
     members = cohort_members(workspace, load_definition(Path(DEMO))).to_pylist()
+    from medlake.service import access
+
+    access.add_user(workspace, "wang", "steward", as_user=access.login_name())
+    args = ["cohort", "create", DEMO, "--name", "demo", "-w", str(workspace), "--json"]
+    refused = invoke(*args)  # as the login, the workspace's admin: no patient data
+    assert "root (admin) may not read de-identified" in str(refused.exception).replace(
+        access.login_name(), "root")
     for _ in range(2):  # the second run replaces the first
-        result = invoke("cohort", "create", DEMO, "--name", "demo", "-w", str(workspace), "--json")
+        result = invoke("--as", "wang", *args)
         assert result.exit_code == 0, result.output
     created = json.loads(result.output)
     assert created["cohort_definition_id"] == 1

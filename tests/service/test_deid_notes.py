@@ -105,7 +105,7 @@ def test_notes_command_is_for_stewards(hospital_lake, tmp_path) -> None:
     assert refused.exit_code != 0
     assert "may not read identified data" in str(refused.exception)
     assert not out.exists()
-    access.add_user(workspace, "st1", "steward")
+    access.add_user(workspace, "st1", "steward", as_user=access.login_name())
     done = runner.invoke(app, ["deid", "notes", "--out", str(out), "--as", "st1",
                                "-w", str(workspace)])  # fmt: skip
     assert done.exit_code == 0, done.output

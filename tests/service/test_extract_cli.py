@@ -33,12 +33,12 @@ def test_extract_writes_the_demo_cohort_with_its_manifest(hospital_lake, tmp_pat
     args += ["--out", str(out), "--workspace", str(workspace), "--json"]
     from medlake.service import access
 
-    access.add_user(workspace, "li", "researcher")
-    access.create_project(workspace, "t2d", "metformin and HbA1c")
+    access.add_user(workspace, "li", "researcher", as_user=access.login_name())
+    access.create_project(workspace, "t2d", "metformin and HbA1c", as_user=access.login_name())
     refused = CliRunner().invoke(app, [*args, "--as", "li", "--project", "t2d"])
     assert "may not extract datasets in project 't2d': not a member" in str(refused.exception)
     assert not out.exists()
-    access.add_member(workspace, "t2d", "li")
+    access.add_member(workspace, "t2d", "li", as_user=access.login_name())
     result = CliRunner().invoke(app, [*args, "--as", "li", "--project", "t2d"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated
 
 import typer
 
+from medlake.access.context import acting_as, acting_user_name, current_principal
 from medlake.cli.lazy import lazy_module
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
@@ -20,6 +22,16 @@ AsOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def acting(as_user: str | None, project: str | None = None) -> AbstractContextManager[None]:
+    """A command's own ``--as``/``--project``, over ``medlake --as``/``--project``: the
+    services it calls check the policy as this user (see medlake.service.policy)."""
+    if as_user is None and project is None:
+        return nullcontext()
+    who = as_user if as_user is not None else (current_principal() or acting_user_name())
+    return acting_as(who, project=project)
+
 
 user_app = typer.Typer(help="Users, their roles and API tokens.", no_args_is_help=True)
 project_app = typer.Typer(help="Research projects and their members.", no_args_is_help=True)

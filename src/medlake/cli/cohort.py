@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medlake.cli.access import AsOption
+from medlake.cli.access import AsOption, acting
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
 from medlake.service import cohort as service
@@ -35,13 +35,9 @@ def count(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Count the persons a definition finds, with the attrition per inclusion rule."""
-    from medlake.access import Permission
-    from medlake.service import access
-
-    access.require(workspace, Permission.COUNT_EXACT if exact else Permission.COUNT,
-                   user=as_user)  # fmt: skip
     definition = service.load_definition(file, circe=circe)
-    result = service.count_cohort(workspace, definition, exact=exact)
+    with acting(as_user):
+        result = service.count_cohort(workspace, definition, exact=exact)
     if json:
         print_json(result.as_dict())
         return

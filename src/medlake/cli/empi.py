@@ -35,10 +35,15 @@ StewardOption = Annotated[
 
 
 def _steward(workspace: Path | None, name: str | None) -> str:
-    """The acting user, who must hold the steward's review permission (refusals audited)."""
-    from medlake.access import Permission
+    """The acting user, who must hold the steward's review permission (refusals audited);
+    the rest of the command runs as them."""
+    import click
 
-    return access.require(workspace, Permission.REVIEW_LINKS, user=name).user_name
+    from medlake.access import Permission
+    from medlake.cli.access import acting
+
+    click.get_current_context().with_resource(acting(name))
+    return access.require(workspace, Permission.REVIEW_LINKS).user_name
 _FIELDS = (
     "name_hanzi", "name_pinyin", "family_name", "given_name", "resident_id", "birth_date",
     "sex", "phone", "address", "postcode",
@@ -55,7 +60,7 @@ def link(
 ) -> None:
     """Link source patients into persons (new and changed records unless --full)."""
     with error_console.status("linking source patients"):
-        outcome = service.link_workspace(workspace, full=full)
+        outcome = service.link_workspace(workspace, full=full, actor=access.acting_user_name())
     if json:
         print_json(asdict(outcome) | {"person_ids": len(outcome.person_ids)})
         return
@@ -85,7 +90,7 @@ def link(
 def train(json: JsonOption = False, workspace: WorkspaceOption = None) -> None:
     """Retrain the linkage model without labels (EM); the next link uses it."""
     with error_console.status("training the linkage model"):
-        report = service.train_workspace(workspace)
+        report = service.train_workspace(workspace, actor=access.acting_user_name())
     if json:
         print_json(asdict(report))
         return

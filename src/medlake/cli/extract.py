@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medlake.cli.access import AsOption
+from medlake.cli.access import AsOption, acting
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
 from medlake.service import cohort as cohort_service
@@ -40,13 +40,9 @@ def extract(
 ) -> None:
     """Write the cohort's dataset: pseudonymous ids, shifted dates, banded ages, k-anonymous
     (stewards; researchers in their own project)."""
-    from medlake.access import Permission
-    from medlake.service import access
-
-    access.require(workspace, Permission.EXPORT, user=as_user, project_id=project)
     definition = cohort_service.load_definition(file, circe=circe)
     spec = load_feature_spec(features)
-    with console.status("extracting..."):
+    with console.status("extracting..."), acting(as_user, project):
         result = service.extract_cohort(workspace, definition, spec, out)
     if json:
         print_json(result.as_dict())

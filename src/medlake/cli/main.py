@@ -15,6 +15,7 @@ import typer
 
 from medlake import __version__
 from medlake import log as medlake_log
+from medlake.access.context import USER_ENV, acting_as
 from medlake.cli import (
     access,
     audit,
@@ -59,16 +60,36 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug")
     ] = 0,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    as_user: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help=f"Run the command as this medlake user (default: ${USER_ENV}, else your login).",
+            show_default=False,
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            help="Work inside this research project (researchers' data, extracts, analyses).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """medlake: bring clinical records and omics into one governed research lake."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     medlake_log.configure(level)
+    # Every command runs as a user: the services check this name against the workspace's
+    # users (medlake.service.policy) when they are called.
+    ctx.with_resource(acting_as(as_user, project=project))
 
 
 workspace.register(app)

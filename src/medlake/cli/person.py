@@ -6,12 +6,11 @@ from typing import Annotated
 
 import typer
 
-from medlake.cli.access import AsOption
+from medlake.cli.access import AsOption, acting
 from medlake.cli.lazy import lazy_module
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table
 
-access = lazy_module("medlake.service.access")
 patient360 = lazy_module("medlake.service.patient360")
 
 app = typer.Typer(
@@ -29,11 +28,8 @@ def timeline(
 ) -> None:
     """Everything recorded about the person, oldest first, with the source of each item
     (identified data: stewards; the read is audited)."""
-    from medlake.access import Permission
-
-    user = access.require(workspace, Permission.READ_IDENTIFIED, user=as_user)
-    result = patient360.person_timeline(workspace, person_id, with_note_text=notes)
-    access.audit_read(workspace, user.user_name, "person", str(person_id), person_ids=[person_id])
+    with acting(as_user):
+        result = patient360.person_timeline(workspace, person_id, with_note_text=notes)
     if json:
         print_json(result.as_dict())
         return

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from medlake.access import Permission, Principal
+from medlake.access.context import enter_request
 from medlake.errors import AuthenticationError
 from medlake.service import access
 from medlake.service.jobs import JobRunner
@@ -33,7 +34,17 @@ def current_principal(
     return access.authenticate(root, credentials.credentials)
 
 
-CurrentUser = Annotated[Principal, Depends(current_principal)]
+async def acting_principal(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    """The signed-in user, also put in the request's context: the services the route calls
+    check the policy as them (async, so it runs in the request's own task, whose context
+    the route's thread inherits)."""
+    enter_request(principal)
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(acting_principal)]
 
 
 def require(root: Path, user: Principal, permission: Permission,

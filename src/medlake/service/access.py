@@ -1,43 +1,53 @@
-"""Users, tokens and projects for a workspace, and the check every service call makes.
+"""Users, tokens and projects for a workspace (who may use it, and how).
 
-Who a call runs as: the API's token, else ``--as USER``, else ``$MEDLAKE_USER``, else
-the operating-system login name; that name must be an enabled user of the workspace
-(``medlake init`` makes the login that created it the first admin). :func:`require`
-authorizes one action and writes a ``denied`` audit event when it is refused, so
-attempts are on the record too; changes of users, roles, tokens and projects write
-audit events.
+The policy itself (who a call runs as, the check every service entry point makes, read
+auditing) is :mod:`medlake.service.policy`; its names are re-exported here for the edges.
+Changes of users, roles, tokens and projects write audit events.
 """
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from medlake.access import Permission, Principal, Role, authorize, parse_role, store
+from medlake.access import Permission, Principal, Role, parse_role, store
 from medlake.access.tokens import NewToken
 from medlake.audit import append_event
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
-from medlake.errors import AccessDeniedError, AuthenticationError
+from medlake.errors import AccessDeniedError
+from medlake.service.policy import (
+    USER_ENV,
+    acting_as,
+    acting_user_name,
+    audit_read,
+    authorized,
+    current_project,
+    login_name,
+    permission_of,
+    principal_for,
+    record_read,
+    require,
+    require_on,
+)
 from medlake.service.workspace import open_lake
 
-USER_ENV = "MEDLAKE_USER"
-
-
-def login_name() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return str(os.getuid())
-
-
-def acting_user_name(explicit: str | None = None) -> str:
-    """``--as`` when given, else ``$MEDLAKE_USER``, else the login name."""
-    return explicit or os.environ.get(USER_ENV) or login_name()
+__all__ = [
+    "USER_ENV",
+    "acting_as",
+    "acting_user_name",
+    "audit_read",
+    "authorized",
+    "current_project",
+    "login_name",
+    "permission_of",
+    "principal_for",
+    "record_read",
+    "require",
+    "require_on",
+]
 
 
 @contextmanager
@@ -45,62 +55,6 @@ def _lake(workspace_dir: Path | Workspace | None) -> Iterator[tuple[Workspace, E
     workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         yield workspace, engine
-
-
-def principal_for(
-    engine: Engine, *, user: str | None = None, token: str | None = None
-) -> Principal:
-    """The principal a call runs as (token first, then the user name rules above)."""
-    name = store.user_for_token(engine, token) if token else acting_user_name(user)
-    return store.principal(engine, name)
-
-
-def require_on(
-    engine: Engine,
-    permission: Permission,
-    *,
-    user: str | None = None,
-    token: str | None = None,
-    project_id: str | None = None,
-) -> Principal:
-    """Authorize ``permission`` for the acting user on an open engine; audit a refusal."""
-    try:
-        principal = principal_for(engine, user=user, token=token)
-    except AuthenticationError:
-        append_event(
-            engine,
-            actor=user or acting_user_name(None),
-            action=permission.value,
-            outcome="denied",
-            detail={"reason": "unknown or disabled user"},
-        )
-        raise
-    try:
-        authorize(principal, permission, project_id)
-    except AccessDeniedError as error:
-        append_event(
-            engine,
-            actor=principal.user_name,
-            role=principal.role.value,
-            action=permission.value,
-            project_id=project_id,
-            outcome="denied",
-            detail={"reason": error.message},
-        )
-        raise
-    return principal
-
-
-def require(
-    workspace_dir: Path | Workspace | None,
-    permission: Permission,
-    *,
-    user: str | None = None,
-    project_id: str | None = None,
-) -> Principal:
-    """:func:`require_on` for a workspace folder (opens and closes the lake)."""
-    with _lake(workspace_dir) as (_, engine):
-        return require_on(engine, permission, user=user, project_id=project_id)
 
 
 def whoami(workspace_dir: Path | Workspace | None, *, user: str | None = None) -> Principal:
@@ -291,11 +245,3 @@ def remove_member(
             project_id=project_id,
         )
         return removed
-
-
-def audit_read(workspace_dir: Path | Workspace | None, user: str, object_type: str,
-               object_id: str, *, person_ids: list[int]) -> int:  # fmt: skip
-    """Record a read of patient-level data (who, what, which persons)."""
-    with _lake(workspace_dir) as (_, engine):
-        return append_event(engine, actor=user, action="read", object_type=object_type,
-                            object_id=object_id, detail={"person_ids": person_ids})  # fmt: skip

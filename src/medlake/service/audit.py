@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from medlake.access import Permission
 from medlake.audit import (
     ANCHORS_FILE,
     Anchor,
@@ -36,6 +37,7 @@ from medlake.audit import (
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.service.mirror import anchor_copies
+from medlake.service.policy import authorized
 from medlake.service.workspace import open_lake
 
 _SINKS: list[AnchorSink] = []
@@ -91,6 +93,7 @@ def record_event(workspace: Workspace, engine: Engine, **event: Any) -> int:
     return event_id
 
 
+@authorized(Permission.READ_AUDIT)
 def verify_trail(workspace_dir: Path | Workspace | None, *, anchor: bool = True) -> VerifyResult:
     """Verify the workspace's trail against itself, its head row and its anchors.
 
@@ -106,6 +109,7 @@ def verify_trail(workspace_dir: Path | Workspace | None, *, anchor: bool = True)
     return result
 
 
+@authorized(Permission.READ_AUDIT)
 def anchor_now(workspace_dir: Path | Workspace | None) -> Anchor | None:
     """Anchor the head of the workspace's trail now (None if already anchored or empty)."""
     workspace = as_workspace(workspace_dir)
@@ -113,6 +117,7 @@ def anchor_now(workspace_dir: Path | Workspace | None) -> Anchor | None:
         return anchor_head(workspace, engine)
 
 
+@authorized(Permission.READ_AUDIT)
 def show_events(workspace_dir: Path | Workspace | None, where: EventFilter) -> list[dict[str, Any]]:
     """Events ``where`` selects, newest first, as dictionaries (``detail`` parsed)."""
     workspace = as_workspace(workspace_dir)

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace, open_workspace
 from medlake.engine import Engine
 from medlake.engine.base import SupportsCheckpoint
@@ -37,6 +38,7 @@ from medlake.log import get_logger
 from medlake.protect.borg import Archive, ArchiveStats, BorgRepository, archive_name
 from medlake.protect.retention import RetentionPolicy, snapshots_to_keep
 from medlake.service.mirror import protection_event, refuse_if_frozen
+from medlake.service.policy import authorized, require
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -111,6 +113,7 @@ class BackupInit:
     created: bool
 
 
+@authorized(Permission.PROTECT)
 def init_backups(workspace_dir: Path | Workspace | None) -> BackupInit:
     """Create the Borg repository (and a passphrase file, mode 600) if there is none."""
     workspace = as_workspace(workspace_dir)
@@ -159,6 +162,7 @@ def _excludes(workspace: Workspace, repo: BorgRepository) -> list[str]:
     return patterns
 
 
+@authorized(Permission.PROTECT)
 def run_backup(
     workspace_dir: Path | Workspace | None, *, at: dt.datetime | None = None
 ) -> BackupRun:
@@ -200,6 +204,7 @@ def run_backup(
     return BackupRun(name, when, stats, seconds, len(fingerprint), landed)
 
 
+@authorized(Permission.PROTECT)
 def list_backups(workspace_dir: Path | Workspace | None) -> list[Archive]:
     """The archives in the repository, oldest first."""
     return repository_of(as_workspace(workspace_dir)).archives()
@@ -222,6 +227,7 @@ def retention_policy(workspace: Workspace) -> RetentionPolicy:
     )
 
 
+@authorized(Permission.PROTECT)
 def prune_backups(
     workspace_dir: Path | Workspace | None,
     *,
@@ -258,6 +264,7 @@ class CheckResult:
     archives: int
 
 
+@authorized(Permission.PROTECT)
 def check_backups(
     workspace_dir: Path | Workspace | None, *, verify_data: bool = False
 ) -> CheckResult:
@@ -301,6 +308,8 @@ def restore_backup(
     restored landed file its SHA-256; otherwise :class:`BackupError`. ``repository`` and
     ``passphrase_file`` serve when the workspace itself is lost.
     """
+    if repository is None:  # from a named repository, its passphrase is the authority
+        require(workspace_dir, Permission.PROTECT)
     to = to.expanduser().resolve()
     if to.exists() and any(to.iterdir()):
         raise UsageError(f"{to} exists and is not empty; restore into a new folder")
@@ -377,6 +386,7 @@ class DrillResult:
         return data
 
 
+@authorized(Permission.PROTECT)
 def drill(
     workspace_dir: Path | Workspace | None,
     *,
@@ -425,6 +435,7 @@ def drill(
             shutil.rmtree(parent, ignore_errors=True)
 
 
+@authorized(Permission.PROTECT)
 def backup_and_drill(workspace_dir: Path | Workspace | None) -> tuple[BackupRun, DrillResult]:
     """For the demo: make sure a repository exists, take a backup, run a restore drill."""
     workspace = as_workspace(workspace_dir)

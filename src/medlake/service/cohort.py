@@ -25,6 +25,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import ValidationError
 
+from medlake.access import Permission
 from medlake.cohort import example_names, example_path
 from medlake.cohort.circe import circe_to_definition
 from medlake.cohort.compiler import CohortCompiler
@@ -41,6 +42,7 @@ from medlake.privacy import (
     suppress_attrition,
 )
 from medlake.service.cohort_query import resolve_concept_sets, run_cohort_query
+from medlake.service.policy import authorized, record_read, require
 from medlake.service.workspace import open_lake
 
 MEMBER_SCHEMA = pa.schema(
@@ -196,7 +198,10 @@ def small_cell_threshold(workspace: Workspace) -> int:
 def count_cohort(
     workspace_dir: Path | None, definition: CohortDefinition, *, exact: bool = False
 ) -> CohortCount:
-    """Persons with an entry event, then remaining after each inclusion rule (one query)."""
+    """Persons with an entry event, then remaining after each inclusion rule (one query).
+
+    Small cells are suppressed unless ``exact`` (stewards: ``count_exact``)."""
+    require(workspace_dir, Permission.COUNT_EXACT if exact else Permission.COUNT)
     with _compiled(workspace_dir, definition) as (workspace, engine, compiler):
         row = _run(engine, compiler, "count").to_pylist()[0]
         threshold = small_cell_threshold(workspace)
@@ -216,8 +221,23 @@ def count_cohort(
 # ---------------------------------------------------------------------- members
 
 
+@authorized(Permission.READ_IDENTIFIED)
 def cohort_members(workspace_dir: Path | None, definition: CohortDefinition) -> pa.Table:
-    """The cohort: ``person_id, cohort_start_date, cohort_end_date``, one row per era."""
+    """The cohort: ``person_id, cohort_start_date, cohort_end_date``, one row per era.
+
+    Real person ids and dates, so stewards only; the read is audited.
+    """
+    members = members_for_service(workspace_dir, definition)
+    with open_lake(open_workspace(workspace_dir)) as engine:
+        record_read(engine, "cohort", definition.name,
+                    person_ids=members.column("person_id").to_pylist())  # fmt: skip
+    return members
+
+
+def members_for_service(workspace_dir: Path | None, definition: CohortDefinition) -> pa.Table:
+    """:func:`cohort_members` unchecked, for services that use the members inside their
+    own checked entry point (extract, GWAS, DE) and release only de-identified results.
+    Never return its rows to a caller."""
     with _compiled(workspace_dir, definition) as (_, engine, compiler):
         members = _run(engine, compiler, "cohort").cast(MEMBER_SCHEMA)
         return members.sort_by([("person_id", "ascending"), ("cohort_start_date", "ascending")])
@@ -234,6 +254,7 @@ class CreatedCohort:
         return vars(self) | {}
 
 
+@authorized(Permission.READ_DEIDENTIFIED)
 def create_cohort(
     workspace_dir: Path | None, definition: CohortDefinition, name: str | None = None
 ) -> CreatedCohort:
@@ -241,6 +262,7 @@ def create_cohort(
 
     A cohort of the same name is replaced (keeping its ``cohort_definition_id``);
     otherwise the next free id is used. Runs in one transaction where the engine has them.
+    Stewards, or researchers inside a project; audited with the member persons.
     """
     name = name or definition.name
     with _compiled(workspace_dir, definition) as (_, engine, compiler):
@@ -281,6 +303,8 @@ def create_cohort(
                     }
                 ),
             )
+            record_read(engine, "cohort", name, person_ids=members.column("person_id").to_pylist(),
+                        detail={"cohort_definition_id": cohort_id, "created": True})  # fmt: skip
             engine.load_arrow(
                 "cohort",
                 pa.table(

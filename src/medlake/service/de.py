@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medlake.access import Permission
 from medlake.cohort.model import CohortDefinition
 from medlake.config import open_workspace
 from medlake.errors import InputError, UsageError
@@ -43,7 +44,8 @@ from medlake.omics.expression import (
     run_deseq,
     write_plots,
 )
-from medlake.service.cohort import cohort_members, load_definition, parse_definition
+from medlake.service.cohort import load_definition, members_for_service, parse_definition
+from medlake.service.policy import authorized, record_read, require
 from medlake.service.workspace import open_lake
 
 RNASEQ_ASSAY = "rnaseq"
@@ -123,16 +125,18 @@ def run_de(
     after writing; an exception it raises (a cancelled job's
     :class:`~medlake.errors.JobCancelled`) propagates and leaves no output file.
     """
+    if case_cohort is not None or counts is None:  # reads the lake: an analysis in a project
+        require(workspace_dir, Permission.ANALYZE)
     if not 0 < alpha < 1:
         raise UsageError(f"alpha must be between 0 and 1, got {alpha}")
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    covariates = tuple(covariates)
-    if case_cohort is not None:
     if workspace_dir is not None or counts is None:
         from medlake.service.mirror import refuse_if_frozen
 
         refuse_if_frozen(workspace_dir)  # a workspace's analysis: its outputs are writes
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    covariates = tuple(covariates)
+    if case_cohort is not None:
         if counts is not None:
             raise UsageError("cohorts pick samples registered in the lake: drop --counts")
         data = _cohort_data(workspace_dir, case_cohort, control_cohort, samples, covariates)
@@ -178,6 +182,7 @@ def run_de(
     return report
 
 
+@authorized(Permission.ANALYZE)
 def run_demo_de(workspace_dir: Path, out: Path, *, n_cpus: int = 1) -> DEReport:
     """The demo's DE: type 2 diabetes diagnosed vs every other RNA-seq sample, on the lake.
 
@@ -257,7 +262,7 @@ def _registered_counts(workspace_dir: Path | None, wanted: list[str]) -> pd.Data
 
 def _persons(workspace_dir: Path | None, cohort: Path | CohortDefinition) -> set[int]:
     definition = load_definition(cohort) if isinstance(cohort, Path) else cohort
-    members = cohort_members(workspace_dir, definition)
+    members = members_for_service(workspace_dir, definition)
     return set(members.column("person_id").to_pylist())
 
 
@@ -307,6 +312,9 @@ def _cohort_data(
     groups, dropped = cohort_groups(registry, cases, controls)
     if groups.empty:
         raise InputError("no registered RNA-seq sample belongs to the cohorts")
+    chosen = registry[registry["sample_id"].astype(str).isin(groups.index)]
+    with open_lake(open_workspace(workspace_dir)) as engine:  # the persons whose data it reads
+        record_read(engine, "de", "cohorts", person_ids=chosen["person_id"].astype(int).tolist())
     table = groups[[COHORT_CONDITION]]
     if covariates:
         if samples is None:

@@ -20,12 +20,14 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.errors import InputError
 from medlake.privacy import date_shifts, pseudonym
 from medlake.privacy.phi_scoring import EntityScore, LabelledSpan, score_phi
 from medlake.privacy.phi_text import KnownIdentifiers, PhiSpan, find_phi, scrub_text
+from medlake.service.policy import authorized, record_read
 from medlake.service.workspace import open_lake, pseudonym_secret
 
 __all__ = ["NoteScores", "ScrubResult", "deidentified_notes", "score_hospital_notes", "scrub"]
@@ -102,6 +104,9 @@ def _patients(path: Path) -> dict[str, KnownIdentifiers]:
     return known
 
 
+# Stewards: the scrubber reads identified data, and free text is released only after a
+# steward's review (its recall is measured on synthetic notes; docs/deidentification.md).
+@authorized(Permission.READ_IDENTIFIED)
 def deidentified_notes(
     workspace_dir: Path | Workspace | None,
     *,
@@ -123,6 +128,8 @@ def deidentified_notes(
             notes = notes.filter(notes.person_id.isin(person_ids))
         rows = engine.execute(notes.select(*NOTE_COLUMNS).order_by("note_id")).to_pylist()
         known = _known_identifiers(engine, sorted({row["person_id"] for row in rows}))
+        record_read(engine, "note", "deidentified", person_ids=[row["person_id"] for row in rows],
+                    detail={"notes": len(rows)})  # fmt: skip
     shifts = date_shifts(key, [row["person_id"] for row in rows], max_days)
     out: dict[str, list[object]] = {name: [] for name in (
         "person_pseudonym", "note_date", "note_title", "note_text", "note_source_value",

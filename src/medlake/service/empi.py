@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from medlake.access import Permission
 from medlake.audit import append_event
 from medlake.config import EmpiSection, Workspace, open_workspace
 from medlake.empi import store
@@ -36,6 +37,7 @@ from medlake.service.empi_steward import (
     unmerge_operation,
 )
 from medlake.service.workspace import open_lake
+from medlake.service.policy import authorized
 
 __all__ = [
     "SYSTEM_ACTOR",
@@ -63,6 +65,7 @@ __all__ = [
 
 
 def link_workspace(
+@authorized(Permission.REVIEW_LINKS)
     workspace_dir: Path | str | None,
     *,
     full: bool = False,
@@ -110,6 +113,7 @@ def train_workspace(workspace_dir: Path | str | None, *, actor: str = SYSTEM_ACT
         model_id, records = train_model(engine, options_from(workspace.settings.empi), actor)
         append_event(
             engine, actor=actor, action="empi.train", object_type="empi_model",
+@authorized(Permission.REVIEW_LINKS)
             object_id=model_id, detail={"records": records},
         )  # fmt: skip
         return TrainReport(model_id, records)
@@ -205,6 +209,7 @@ def score_against_truth(workspace_dir: Path | str | None, hospital_dir: Path | s
 @dataclass(frozen=True)
 class DedupeReport:
     records: int
+@authorized(Permission.REVIEW_LINKS)
     clusters: int
     pairs_scored: int
     links: int
@@ -262,3 +267,4 @@ def operations(workspace_dir: Path | str | None, *, limit: int = 20) -> list[dic
     with open_lake(workspace) as engine:
         ops = engine.table("empi_operation")
         return engine.execute(ops.order_by(ops.seq.desc()).limit(limit)).to_pylist()
+@authorized(Permission.REVIEW_LINKS)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from medlake.access import Permission
 from medlake.audit import append_event
 from medlake.config import open_workspace
 from medlake.empi import store
@@ -23,6 +24,7 @@ from medlake.empi.run import LinkOptions, apply_and_record, relink_persons
 from medlake.engine import Engine
 from medlake.errors import UsageError
 from medlake.service.empi_common import home_ids, options_from
+from medlake.service.policy import authorized, record_read
 from medlake.service.workspace import open_lake
 
 __all__ = [
@@ -51,6 +53,7 @@ class ReviewItem:
     evidence: dict[str, Any]
 
 
+@authorized(Permission.REVIEW_LINKS)
 def review_queue(
     workspace_dir: Path | str | None, *, limit: int = 20
 ) -> tuple[int, list[ReviewItem]]:
@@ -77,6 +80,9 @@ def review_queue(
             )
             for r in rows
         ]
+        shown = [item.get("person_id") for i in items for item in (i.left, i.right)]
+        record_read(engine, "empi_review", "queue", person_ids=[p for p in shown if p is not None],
+                    detail={"pairs": [i.pair_id for i in items]})  # fmt: skip
         return total, items
 
 
@@ -96,6 +102,7 @@ class DecisionReport:
     changes: int
 
 
+@authorized(Permission.REVIEW_LINKS)
 def decide_pair(
     workspace_dir: Path | str | None,
     pair: str | tuple[str, str, str, str],
@@ -225,6 +232,7 @@ class MergeReport:
     source_patients_moved: int
 
 
+@authorized(Permission.REVIEW_LINKS)
 def merge_persons(
     workspace_dir: Path | str | None, keep: int, other: int, *, actor: str
 ) -> MergeReport:
@@ -278,6 +286,7 @@ class UnmergeReport:
     source_patients_moved: int
 
 
+@authorized(Permission.REVIEW_LINKS)
 def unmerge_operation(
     workspace_dir: Path | str | None, operation_id: str, *, actor: str
 ) -> UnmergeReport:

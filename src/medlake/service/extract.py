@@ -31,7 +31,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from medlake import __version__
-from medlake.audit import append_event, default_actor
+from medlake.access import Permission
+from medlake.audit import append_event
 from medlake.cohort import example_path
 from medlake.cohort.model import CohortDefinition, ConceptSet
 from medlake.config import PrivacySection, open_workspace
@@ -46,10 +47,16 @@ from medlake.privacy import (
     shift_date_column,
     truncate_code,
 )
-from medlake.service.cohort import cohort_members, load_definition
+from medlake.service.cohort import load_definition, members_for_service
 from medlake.service.extract_features import PERSON, clinical_features, first_eras
 from medlake.service.extract_omics import gene_expression, genotype_dosages
 from medlake.service.extract_spec import FeatureSpec, load_feature_spec
+from medlake.service.policy import (
+    acting_user_name,
+    authorized,
+    current_principal,
+    current_project,
+)
 from medlake.service.workspace import open_lake, pseudonym_secret
 
 DATASET = "dataset"
@@ -93,6 +100,7 @@ class ExtractResult:
         }
 
 
+@authorized(Permission.EXPORT)
 def extract_cohort(
     workspace_dir: Path | None,
     definition: CohortDefinition,
@@ -102,7 +110,7 @@ def extract_cohort(
     actor: str | None = None,
 ) -> ExtractResult:
     """Extract ``definition``'s cohort with the features of ``spec`` into ``out_dir``."""
-    members = cohort_members(workspace_dir, definition)
+    members = members_for_service(workspace_dir, definition)
     return extract_members(
         workspace_dir,
         members,
@@ -114,6 +122,7 @@ def extract_cohort(
     )
 
 
+@authorized(Permission.EXPORT)
 def extract_members(
     workspace_dir: Path | None,
     members: pa.Table,
@@ -168,7 +177,9 @@ def extract_members(
         (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         event = append_event(
             engine,
-            actor=actor or default_actor(),
+            actor=actor or acting_user_name(),
+            role=principal.role.value if (principal := current_principal()) else None,
+            project_id=current_project(),
             action="export",
             object_type="cohort",
             object_id=str((definition or {}).get("name", "members"))[:255],
@@ -328,9 +339,10 @@ def example_features_path(name: str = "t2d_hba1c_metformin") -> Path:
     )
 
 
+@authorized(Permission.EXPORT)
 def extract_demo_cohort(workspace_dir: Path | None, out_dir: Path) -> ExtractResult:
     """The demo's extraction: the bundled type 2 diabetes / HbA1c / metformin cohort with
     its example feature spec (concept sets 1 and 3 come from the definition)."""
     definition = load_definition(example_path("t2d_hba1c_metformin"))
     spec = load_feature_spec(example_features_path())
-    return extract_cohort(workspace_dir, definition, spec, out_dir, actor="system:demo")
+    return extract_cohort(workspace_dir, definition, spec, out_dir)

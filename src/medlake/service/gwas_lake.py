@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from medlake.access import Permission
 from medlake.cohort.model import CohortDefinition
 from medlake.config import open_workspace
 from medlake.errors import InputError, UsageError
@@ -36,8 +37,9 @@ from medlake.omics.gwas.association import BackendName, FirthMode, GlmOptions
 from medlake.omics.gwas.plink_io import GenotypeFile
 from medlake.omics.gwas.qc import VariantFilter, principal_components
 from medlake.quality.catalogue import plausible_values
-from medlake.service.cohort import cohort_members, load_definition
+from medlake.service.cohort import load_definition, members_for_service
 from medlake.service.gwas import GwasRun, Progress, run_association, shifted_progress
+from medlake.service.policy import authorized, record_read
 from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
@@ -66,11 +68,17 @@ class LakePhenotype:
             raise UsageError("a control cohort needs a case cohort")
 
 
+@authorized(Permission.READ_IDENTIFIED)
 def genotype_samples(workspace_dir: Path | None) -> tuple[Path, pd.DataFrame]:
     """(genotype fileset prefix, linked samples: sample_id, person_id, collected_date).
 
     One sample per person, the latest collected; all must be in one registered fileset.
+    Real ids and dates: stewards (GWAS uses :func:`_genotype_samples` inside its check).
     """
+    return _genotype_samples(workspace_dir)
+
+
+def _genotype_samples(workspace_dir: Path | None) -> tuple[Path, pd.DataFrame]:
     workspace = open_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         registry = engine.table("omics_sample")
@@ -92,7 +100,7 @@ def genotype_samples(workspace_dir: Path | None) -> tuple[Path, pd.DataFrame]:
 
 def _cohort_persons(workspace_dir: Path | None, cohort: Path | CohortDefinition) -> set[int]:
     definition = load_definition(cohort) if isinstance(cohort, Path) else cohort
-    return set(cohort_members(workspace_dir, definition).column("person_id").to_pylist())
+    return set(members_for_service(workspace_dir, definition).column("person_id").to_pylist())
 
 
 def _measurement_values(workspace_dir: Path | None, pheno: LakePhenotype) -> pd.Series:
@@ -165,6 +173,7 @@ def _demographics(workspace_dir: Path | None, persons: list[int]) -> pd.DataFram
         ).to_pandas().set_index("person_id")  # fmt: skip
 
 
+@authorized(Permission.ANALYZE)
 def run_gwas_lake(
     workspace_dir: Path | None,
     phenotype: LakePhenotype,
@@ -182,7 +191,7 @@ def run_gwas_lake(
     Writes the same files as standalone mode under ``out`` (a prefix) and returns the
     run's summary. ``filters`` default to MAF >= 1 %.
     """
-    prefix, samples = genotype_samples(workspace_dir)
+    prefix, samples = _genotype_samples(workspace_dir)
     kind = "pgen" if Path(f"{prefix}.pgen").exists() else "bed"
     persons = samples["person_id"].astype(np.int64).to_numpy()
     if phenotype.case_cohort is not None:
@@ -211,6 +220,9 @@ def run_gwas_lake(
          "day": demo["day_of_birth"].fillna(1)}, errors="coerce")  # fmt: skip
     age = (collected.to_numpy() - birth.to_numpy()) / np.timedelta64(1, "D") / 365.25
     sex = demo["gender_concept_id"].map({MALE: 1.0, FEMALE: 2.0}).to_numpy(dtype=np.float64)
+    with open_lake(open_workspace(workspace_dir)) as engine:  # the persons whose data it reads
+        record_read(engine, "gwas", phenotype.name, person_ids=persons[~np.isnan(value)].tolist(),
+                    detail={"out": str(out)})  # fmt: skip
     with GenotypeFile(prefix, kind) as geno:
         position = {s: i for i, s in enumerate(geno.samples.iid)}
         where = np.array([position.get(s, -1) for s in samples["sample_id"]])

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import MedlakeError
@@ -45,6 +46,7 @@ from medlake.service.ingest_quarantine import (
 )
 from medlake.service.ingest_report import FileResult, IngestProgress, IngestReport, SourceSummary
 from medlake.service.mirror import audit_mirror_events, landing_store, refuse_if_frozen
+from medlake.service.policy import authorized
 from medlake.service.workspace import open_lake
 
 __all__ = [
@@ -65,6 +67,7 @@ logger = get_logger(__name__)
 _LIST_BATCHES_FROM = 8  # inputs in a run from which batches are listed, not looked up
 
 
+@authorized(Permission.INGEST)
 def ingest_paths(
     workspace_dir: Path | Workspace | None,
     paths: Sequence[Path],

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.errors import MedlakeError, UsageError
@@ -18,6 +19,7 @@ from medlake.ingest.quarantine import QUARANTINE_TABLE
 from medlake.ingest.staging import SourceContext
 from medlake.ingest.writer import write_batch
 from medlake.service.ingest_report import FileResult, IngestProgress, IngestReport
+from medlake.service.policy import authorized, may, record_read
 from medlake.service.workspace import open_lake
 
 QUARANTINE_LIST_COLUMNS = (
@@ -30,13 +32,15 @@ QUARANTINE_LIST_COLUMNS = (
 )
 
 
+@authorized(Permission.INGEST)
 def quarantine_entries(
     workspace_dir: Path | Workspace | None,
     *,
     batch_id: str | None = None,
     include_resolved: bool = False,
 ) -> list[dict[str, object]]:
-    """Quarantine entries (open ones unless ``include_resolved``), oldest first."""
+    """Quarantine entries (open ones unless ``include_resolved``), oldest first; the raw
+    payloads (identified data) only for those who may read it, else None."""
     workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         table = engine.table(QUARANTINE_TABLE)
@@ -45,9 +49,13 @@ def quarantine_entries(
         if not include_resolved:
             table = table.filter(table.resolved_at.isnull())
         ordered = table.order_by(["quarantined_at", "batch_id", "location", "quarantine_id"])
-        return engine.execute(ordered).to_pylist()
+        entries = engine.execute(ordered).to_pylist()
+    if not may(Permission.READ_IDENTIFIED):
+        entries = [entry | {"raw_payload": None} for entry in entries]
+    return entries
 
 
+@authorized(Permission.READ_IDENTIFIED)  # the raw payload is identified data
 def quarantine_entry(
     workspace_dir: Path | Workspace | None, quarantine_id: str
 ) -> dict[str, object]:
@@ -56,13 +64,16 @@ def quarantine_entry(
     with open_lake(workspace) as engine:
         table = engine.table(QUARANTINE_TABLE)
         rows = engine.execute(table.filter(table.quarantine_id.startswith(quarantine_id)).limit(2))
-    if rows.num_rows == 0:
-        raise UsageError(f"no quarantine entry {quarantine_id!r}")
-    if rows.num_rows > 1:
-        raise UsageError(f"quarantine id prefix {quarantine_id!r} is ambiguous; give more of it")
-    return rows.to_pylist()[0]
+        if rows.num_rows == 0:
+            raise UsageError(f"no quarantine entry {quarantine_id!r}")
+        if rows.num_rows > 1:
+            raise UsageError(f"quarantine id prefix {quarantine_id!r} is ambiguous: give more")
+        entry = rows.to_pylist()[0]
+        record_read(engine, "quarantine", str(entry["quarantine_id"]))
+    return entry
 
 
+@authorized(Permission.INGEST)
 def retry_quarantine(
     workspace_dir: Path | Workspace | None,
     *,

@@ -26,12 +26,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import Workspace, open_workspace
 from medlake.errors import MedlakeError
 from medlake.ingest.landing import land_bytes
 from medlake.ingest.mllp import AckResult, MllpServer
 from medlake.log import get_logger
 from medlake.service.mirror import landing_store
+from medlake.service.policy import authorized
 
 log = get_logger(__name__)
 
@@ -150,6 +152,7 @@ async def serve(
             await asyncio.to_thread(service.flush)
 
 
+@authorized(Permission.INGEST)  # the periodic ingests run as the same user
 def listen(
     workspace_dir: str | Path | None,
     host: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.errors import WorkspaceFrozenError
@@ -25,6 +26,7 @@ from medlake.ingest.landing_mirror import (
     resync,
 )
 from medlake.log import get_logger
+from medlake.service.policy import authorized
 
 logger = get_logger(__name__)
 
@@ -88,11 +90,12 @@ def protection_event(
 ) -> None:
     """One audit event of data protection (``mirror.degraded``, ``backup.run``, ``watch.alert``);
     with ``workspace``, the chain head is anchored when an anchor is due."""
-    from medlake.audit import append_event, default_actor
+    from medlake.audit import append_event
+    from medlake.service.policy import acting_user_name
 
     append_event(
         engine,
-        actor=default_actor(),
+        actor=acting_user_name(),
         action=action,
         object_type=object_type,
         object_id=object_id,
@@ -105,12 +108,14 @@ def protection_event(
         anchor_if_due(workspace, engine)
 
 
+@authorized(Permission.PROTECT)
 def status(workspace_dir: Path | Workspace | None) -> list[SideStatus]:
     """``medlake mirror status``: each landing root's health and what it lacks."""
     workspace = as_workspace(workspace_dir)
     return mirror_status(landing_store(workspace))
 
 
+@authorized(Permission.PROTECT)
 def resync_mirror(
     workspace_dir: Path | Workspace | None,
     *,

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.errors import UsageError
+from medlake.service.policy import authorized, record_read
 from medlake.service.workspace import open_lake
 
 
@@ -96,6 +98,7 @@ class PersonTimeline:
         return asdict(self) | {"counts": self.counts()}
 
 
+@authorized(Permission.READ_IDENTIFIED)
 def person_timeline(
     workspace_dir: Path | Workspace | None, person_id: int, *, with_note_text: bool = False
 ) -> PersonTimeline:
@@ -111,6 +114,8 @@ def person_timeline(
         person = _one(engine, "person", person_id)
         if person is None:
             raise UsageError(f"no person {person_id} in the lake")
+        record_read(engine, "person", str(person_id), person_ids=[person_id],
+                    detail={"view": "timeline", "note_text": with_note_text})  # fmt: skip
         items = []
         for domain in DOMAINS:
             items += _items(engine, domain, person_id, with_note_text)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.errors import UsageError
@@ -36,6 +37,7 @@ from medlake.quality import (
 )
 from medlake.schema import tables_in_group
 from medlake.service.audit import anchor_head
+from medlake.service.policy import authorized
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -72,6 +74,7 @@ def checks_for(workspace: Workspace, tables: Iterable[str] | None = None) -> lis
     return [check for check in checks if check.table in wanted]
 
 
+@authorized(Permission.RUN_QC)
 def run_qc(
     workspace_dir: Path | Workspace | None,
     *,
@@ -126,6 +129,7 @@ def run_after_ingest(
     return run_qc_on(engine, workspace, trigger="ingest", tables=touched, batch_id=batch_ids[-1])
 
 
+@authorized(Permission.RUN_QC)
 def qc_summary(workspace_dir: Path | Workspace | None, run_id: str | None = None) -> dict[str, Any]:
     """The latest run (or ``run_id``) as plain data: counts by category and status, and
     the worst failed checks. ``{"run": None}`` when no run has been made."""
@@ -159,6 +163,7 @@ def qc_summary(workspace_dir: Path | Workspace | None, run_id: str | None = None
     }
 
 
+@authorized(Permission.RUN_QC)
 def check_results(workspace_dir: Path | Workspace | None, run_id: str | None = None) -> list[dict]:  # type: ignore[type-arg]
     """Every check's result in the latest run (or ``run_id``)."""
     workspace = as_workspace(workspace_dir)
@@ -169,6 +174,7 @@ def check_results(workspace_dir: Path | Workspace | None, run_id: str | None = N
         return engine.execute(run_results_query(engine, run_id)).to_pylist()
 
 
+@authorized(Permission.RUN_QC)
 def check_history(workspace_dir: Path | Workspace | None, check_id: str) -> list[dict]:  # type: ignore[type-arg]
     """One check's result in every run, oldest first (its trend)."""
     workspace = as_workspace(workspace_dir)
@@ -176,6 +182,7 @@ def check_history(workspace_dir: Path | Workspace | None, check_id: str) -> list
         return engine.execute(trend_query(engine, [check_id])).to_pylist()
 
 
+@authorized(Permission.RUN_QC)
 def write_report(
     workspace_dir: Path | Workspace | None, out: Path, run_id: str | None = None
 ) -> Path:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import EngineSettings, Workspace, open_workspace, write_settings
 from medlake.engine import Engine, open_engine, open_workspace_engine
 from medlake.errors import MedlakeError, UsageError
@@ -38,6 +39,7 @@ from medlake.schema import ALL_TABLES
 from medlake.service.backup import fingerprint_differences, lake_fingerprint
 from medlake.service.ingest import ingest_paths
 from medlake.service.mirror import landing_store, refuse_if_frozen
+from medlake.service.policy import require
 from medlake.service.workspace import _first_admin, upgrade_schema_on
 from medlake.vocab import load_demo_vocabulary
 
@@ -106,6 +108,8 @@ def rebuild(
     workspace = (
         workspace_dir if isinstance(workspace_dir, Workspace) else open_workspace(workspace_dir)
     )
+    if workspace.lake_path.exists():  # a lost lake has no users to ask: its files' owner rebuilds
+        require(workspace, Permission.PROTECT)
     refuse_if_frozen(workspace)
     records = run_records(workspace)
     if not records:

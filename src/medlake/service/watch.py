@@ -14,12 +14,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.errors import UsageError
 from medlake.ingest.landing_mirror import write_json_atomically
 from medlake.log import get_logger
 from medlake.protect.watch import Alert, Watcher, WatchRules
 from medlake.service.mirror import protection_event
+from medlake.service.policy import authorized
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -98,6 +100,7 @@ def freeze(workspace: Workspace, alert: Alert) -> dict[str, object]:
     return record
 
 
+@authorized(Permission.PROTECT)
 def freeze_status(workspace_dir: Path | Workspace | None) -> dict[str, object] | None:
     """What the freeze file says, or None when the workspace is not frozen."""
     import json
@@ -109,6 +112,7 @@ def freeze_status(workspace_dir: Path | Workspace | None) -> dict[str, object] |
     return json.loads(path.read_text("utf-8"))
 
 
+@authorized(Permission.PROTECT)
 def clear(workspace_dir: Path | Workspace | None, *, note: str) -> dict[str, object]:
     """Lift the freeze after review; ``note`` (what was reviewed) goes to the audit trail."""
     workspace = as_workspace(workspace_dir)
@@ -126,6 +130,7 @@ def clear(workspace_dir: Path | Workspace | None, *, note: str) -> dict[str, obj
     return record
 
 
+@authorized(Permission.PROTECT)
 def watch(
     workspace_dir: Path | Workspace | None,
     *,

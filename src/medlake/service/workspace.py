@@ -19,7 +19,7 @@ import pyarrow as pa
 import sqlglot.expressions as sge
 
 from medlake import __version__
-from medlake.access import Role
+from medlake.access import Permission, Role
 from medlake.access import store as access_store
 from medlake.config import (
     SETTINGS_FILE,
@@ -238,7 +238,10 @@ class LakeSummary:
 
 
 def lake_summary(workspace_dir: Path | None) -> LakeSummary:
-    """Row counts of every lake table, in schema order."""
+    """Row counts of every lake table, in schema order (users who may count)."""
+    from medlake.service.policy import require  # the policy opens lakes with this module
+
+    require(workspace_dir, Permission.COUNT)
     workspace = open_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         present = set(engine.list_tables())
@@ -256,9 +259,15 @@ def lake_summary(workspace_dir: Path | None) -> LakeSummary:
 
 
 def table_preview(workspace_dir: Path | None, name: str, limit: int = 10) -> pa.Table:
-    """The first ``limit`` rows of a lake table (restricted tables are refused later, by role)."""
+    """The first ``limit`` rows of a lake table: raw rows, so stewards; the read is audited."""
+    from medlake.service.policy import record_read, require  # see lake_summary
+
     table_spec(name)
+    require(workspace_dir, Permission.READ_IDENTIFIED)
     workspace = open_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         expr: ibis.Table = engine.table(name).limit(limit)
-        return engine.execute(expr)
+        rows = engine.execute(expr)
+        persons = rows.column("person_id").to_pylist() if "person_id" in rows.column_names else []
+        record_read(engine, "table", name, person_ids=[p for p in persons if p is not None])
+        return rows

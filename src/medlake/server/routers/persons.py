@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query
 
 from medlake.access import Permission
 from medlake.server.deps import CurrentUser, WorkspaceDir, require
-from medlake.service.access import audit_read
 from medlake.service.patient360 import person_timeline
 
 router = APIRouter(prefix="/persons", tags=["patient 360"])
@@ -24,6 +23,5 @@ def get_person_timeline(
     """Every item of the person's record, oldest first, each with its source system and
     record id. Identified data (real dates, source ids): stewards; the read is audited."""
     require(root, user, Permission.READ_IDENTIFIED)
-    timeline = person_timeline(root, person_id, with_note_text=notes)
-    audit_read(root, user.user_name, "person", str(person_id), person_ids=[person_id])
+    timeline = person_timeline(root, person_id, with_note_text=notes)  # audits the read
     return timeline.as_dict()
