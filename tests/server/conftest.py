@@ -70,7 +70,15 @@ def make_users(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def api(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    from medlake.access.context import acting_as
+    from medlake.service.empi import link_workspace
+
     root = hospital_lake.copy(tmp_path_factory.mktemp("api") / "ws")
     tokens = make_users(root)
+    # Link with a narrow "certain" band, so the small hospital leaves pairs to review.
+    toml = root / "medlake.toml"
+    toml.write_text(toml.read_text().replace("link_threshold = 0.99", "link_threshold = 0.99999"))
+    with acting_as("steward1"):
+        link_workspace(root, full=True)
     with TestClient(create_app(root)) as client:  # runs the app's lifespan: job workers
         yield Api(root, tokens, client)

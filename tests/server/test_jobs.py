@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 from tests.server.conftest import PROJECT, Api, is_problem
 
@@ -34,6 +35,7 @@ def _wait_until_cancelled(job: JobContext) -> dict[str, object]:
 register_kind(JobKind("test-wait", Permission.RUN_QC, _wait_until_cancelled))
 
 
+@pytest.mark.acting_as("steward")
 def test_a_qc_run_job_reports_progress_and_its_result_is_the_run(api: Api) -> None:
     job = api.ok(api.post("steward", "/qc/runs", json={"tables": ["person", "measurement"]}), 202)
     assert job["status"] == "queued"

@@ -27,6 +27,7 @@ from medlake.server.routers import (
 )
 from medlake.server.ui import install as install_ui
 from medlake.service.jobs import JobRunner
+from medlake.service.workspace import open_lake
 
 API_PREFIX = "/api/v1"
 
@@ -48,11 +49,15 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runner.start()
-        try:
-            yield
-        finally:
-            runner.stop()
+        # One connection held while serving keeps DuckDB's database instance open, so
+        # each request's connection is a cheap cursor on it rather than a re-open of the
+        # file (and threads never race to re-attach it as the last one closes).
+        with open_lake(workspace):
+            runner.start()
+            try:
+                yield
+            finally:
+                runner.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -66,6 +71,10 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     )
     app.state.workspace_dir = workspace.root
     app.state.jobs = runner
+    # The ransomware watch runs with the server ([watch] in_serve; docs/protection.md).
+    from medlake.service.watch import with_background_watch
+
+    app.router.lifespan_context = with_background_watch(app.router.lifespan_context, workspace)
     problems.install(app)
     routers = (
         system.router,

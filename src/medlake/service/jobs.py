@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from medlake.access import Permission, Principal, Role, authorize
+from medlake.access.context import acting_as
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import JobCancelled, MedlakeError, NotFoundError, UsageError
@@ -412,8 +413,11 @@ class JobRunner:
                 self._busy += 1
             try:
                 self._run(job_id)
-            except Exception:  # a worker must outlive any one job's failure
+            except Exception as error:  # a worker must outlive any one job's failure
                 log.exception("job %s: the runner failed", job_id)
+                with contextlib.suppress(Exception):  # never leave it "running"
+                    why = f"internal error: {type(error).__name__}: {error}"[:2000]
+                    _update(self.workspace, job_id, status=FAILED, finished_at=_now(), error=why)
             finally:
                 with self._idle:
                     self._busy -= 1
@@ -441,7 +445,10 @@ class JobRunner:
             spec = job_kind(row["kind"])
             if cancelled.is_set():
                 raise JobCancelled("cancelled")
-            result = spec.run(context)
+            # The services check the policy as the submitter (role and projects as they
+            # are now, not at submission) in the job's project.
+            with acting_as(row["submitted_by"], project=row["project_id"]):
+                result = spec.run(context)
             if cancelled.is_set():  # the work ended before it saw the request
                 raise JobCancelled("cancelled")
         except JobCancelled:
