@@ -155,6 +155,12 @@ class EmpiSection(_Section):
     train_max_pairs: float = Field(
         default=1e6, gt=0, description="random pairs for estimating u-probabilities"
     )
+    retrain_growth: float = Field(
+        default=2.0,
+        ge=0,
+        description="retrain before linking once the lake holds this many times the records "
+        "the model was trained on (0: never)",
+    )
 
 
 class Settings(_Section):

@@ -9,14 +9,24 @@ import pytest
 from pypinyin import lazy_pinyin
 from splink import DuckDBAPI, Linker
 
-from medlake.empi.features import feature_table, name_parts, normal_sex, split_hanzi
+from medlake.empi.features import (
+    feature_table,
+    fuzzy_pinyin,
+    name_parts,
+    normal_sex,
+    split_hanzi,
+    with_derived,
+)
 from medlake.empi.model import base_settings, comparison_labels
 from medlake.resident_id import check_character, has_valid_check_character
 
 
 def _features(**columns: list) -> pa.Table:
     n = len(next(iter(columns.values())))
-    return feature_table(pa.table({"unique_id": [str(i) for i in range(n)], **columns}))
+    # As Splink sees them: with the derived comparison columns.
+    return with_derived(
+        feature_table(pa.table({"unique_id": [str(i) for i in range(n)], **columns}))
+    )
 
 
 def test_hanzi_name_has_the_pinyin_key_of_its_spellings() -> None:
@@ -106,3 +116,43 @@ def test_day_month_swap_is_recognised() -> None:
         {"birth_date": pa.scalar(dt.date(1975, 9, 4)).as_py()},
     )
     assert _label(record, "birth_date") == "day and month swapped"
+
+
+@pytest.mark.parametrize(
+    ("spelt", "meant"),
+    [
+        ("ZANG NING", "张宁"),  # zh → z, and -ng kept: still the same fuzzy key
+        ("Zhang Lin", "张宁"),  # n/l and -n/-ng, the southern merges
+        ("Lin Zhang", "张宁"),  # and given name first
+        ("Hu Hang", "胡芳"),  # f/h
+        ("Niu San", "刘珊"),  # l/n and s/sh
+    ],
+)
+def test_accent_merged_pinyin_meets_the_hanzi_at_the_fuzzy_level(spelt: str, meant: str) -> None:
+    # The key itself: the fuzzy-pinyin merges of input methods, applied to each part.
+    assert fuzzy_pinyin(" ".join(sorted(name_parts(spelt)))) == fuzzy_pinyin(
+        " ".join(sorted(name_parts(meant)))
+    )
+    record = _score({"name_hanzi": meant}, {"name_pinyin": spelt})
+    assert _label(record, "name") == "same fuzzy pinyin (z/zh, n/l, -n/-ng …)"
+
+
+def test_different_names_stay_apart_at_the_fuzzy_level() -> None:
+    record = _score({"name_hanzi": "张宁"}, {"name_pinyin": "Wang Ning"})
+    assert _label(record, "name") != "same fuzzy pinyin (z/zh, n/l, -n/-ng …)"
+
+
+def test_a_move_counts_once_against_a_pair() -> None:
+    # Address and postcode are one comparison: a new address with its new postcode is
+    # one level ("different"), not two independent disagreements.
+    record = _score(
+        {"address": "北京市海淀区中关村大街1号", "postcode": "100080"},
+        {"address": "浙江省杭州市西湖区文三路7号", "postcode": "310013"},
+    )
+    assert _label(record, "address") == "different"
+    record = _score(
+        {"address": "北京市海淀区中关村大街1号", "postcode": "100080"},
+        {"address": "北京市海淀区学院路9号", "postcode": "100080"},
+    )
+    assert _label(record, "address") == "other address, same postcode"
+    assert "postcode" not in comparison_labels(base_settings())

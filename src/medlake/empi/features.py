@@ -12,6 +12,10 @@ pinyin of every hanzi) and no SQL engine has that.
   ("San Zhang") and Western names in either order meet.
 - ``name_hanzi``: the characters, when written in hanzi (an exact match is stronger
   evidence than the same pinyin).
+- ``name_fuzzy`` (derived at link time, :func:`with_derived`, not cached): the sorted
+  parts with the accent merges of Chinese input methods' fuzzy pinyin (模糊音: z/zh,
+  c/ch, s/sh, n/l/r, f/h, -n/-ng), so a clerk's southern spelling ("Zang Lin" for
+  Zhang Ning) and a given-name-first order still meet.
 - ``birth_date`` as ``YYYY-MM-DD`` and ``birth_date_swapped`` (day and month swapped,
   where that is a date), ``birth_year``.
 - ``resident_id``: the ID number upper-cased (trailing ``X``), spaces removed. For an
@@ -154,6 +158,39 @@ def swapped(date: dt.date | None) -> str | None:
         return None
 
 
+# Fuzzy pinyin (模糊音) as input methods offer it. The digraphs go first, so their
+# letters are not merged on their own (the "h" of "zh" is not an "f/h").
+_FUZZY_STEPS = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("ng", "n"), ("l", "n"), ("r", "n"),
+                ("f", "h"))  # fmt: skip
+
+#: Columns :func:`with_derived` adds to :data:`FEATURE_SCHEMA` before Splink sees them.
+DERIVED_SCHEMA = pa.schema([("name_fuzzy", pa.string())])
+
+
+@lru_cache(maxsize=200_000)
+def fuzzy_pinyin(name_sorted: str) -> str:
+    """The sorted name parts with fuzzy-pinyin accent merges, each part on its own."""
+    parts = []
+    for part in name_sorted.split(" "):
+        for a, b in _FUZZY_STEPS:
+            part = part.replace(a, b)
+        parts.append(part)
+    return " ".join(sorted(parts))
+
+
+def with_derived(features: pa.Table) -> pa.Table:
+    """``features`` plus the derived comparison columns (:data:`DERIVED_SCHEMA`).
+
+    Derived columns are computed from the cached ones each time (cheap: distinct names
+    repeat), so changing them needs no change of the ``empi_feature`` cache table.
+    """
+    if "name_fuzzy" in features.column_names:
+        return features
+    sorted_names = features.column("name_sorted").to_pylist()
+    fuzzy = [fuzzy_pinyin(name) if name else None for name in sorted_names]
+    return features.append_column("name_fuzzy", pa.array(fuzzy, pa.string()))
+
+
 def _text(value: str | None) -> str | None:
     if value is None:
         return None
@@ -226,4 +263,13 @@ def _parse_date(value: object) -> dt.date | None:
     return None
 
 
-__all__ = ["FEATURE_SCHEMA", "feature_table", "name_parts", "normal_sex", "split_hanzi"]
+__all__ = [
+    "DERIVED_SCHEMA",
+    "FEATURE_SCHEMA",
+    "feature_table",
+    "fuzzy_pinyin",
+    "name_parts",
+    "normal_sex",
+    "split_hanzi",
+    "with_derived",
+]

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 from splink import Linker
 
+from medlake.empi.features import with_derived
 from medlake.engine import Engine, SupportsScratchSession
 from medlake.errors import EngineCapabilityError
 
@@ -52,7 +53,7 @@ def splink_api(engine: Engine) -> Iterator[Any]:
 
 def linker_factory(api: Any, features: pa.Table) -> Callable[[dict[str, Any]], Linker]:
     """``factory(settings)`` → a dedupe :class:`Linker` over ``features``."""
-    frame = api.register(features)
+    frame = api.register(with_derived(features))
 
     def make(settings: dict[str, Any]) -> Linker:
         return Linker(frame, settings, log_level=None)
@@ -73,7 +74,7 @@ def predict_all(
     """Every blocked pair among ``features`` with match probability ≥ ``threshold``."""
     if features.num_rows < 2:
         return pa.table({})
-    linker = Linker(api.register(features), settings, log_level=None)
+    linker = Linker(api.register(with_derived(features)), settings, log_level=None)
     return _pairs(linker.inference.predict(threshold_match_probability=threshold))
 
 
@@ -87,6 +88,7 @@ def predict_new(
     """Pairs between ``new`` and ``existing`` records, and among ``new`` ones."""
     if new.num_rows == 0:
         return pa.table({})
+    existing, new = with_derived(existing), with_derived(new)
     combined = pa.concat_tables([existing, new]) if existing.num_rows else new
     all_frame = api.register(combined)
     new_frame = api.register(new)

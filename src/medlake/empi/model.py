@@ -10,19 +10,25 @@ dictionary so a trained model is plain JSON that the workspace stores
 Comparison levels (strongest first; each comparison has a null level):
 
 - name: same hanzi; same pinyin in the order written; same parts in another order
-  (given name first); pinyin within one edit (a typo) or Jaro–Winkler ≥ 0.92; ≥ 0.80.
+  (given name first); same fuzzy pinyin (accent merges z/zh, n/l, -n/-ng …, either
+  order); pinyin within one edit (a typo) or Jaro–Winkler ≥ 0.92; ≥ 0.80.
 - birth date: same; day and month swapped; one character apart; same year.
 - resident ID: same; one character apart where one side fails the GB 11643 check
   (a mistyped digit: the check catches every single-digit error, so two valid
   numbers are never one character apart); one character apart (other ID numbers,
   plain-file mode); else.
-- sex, postcode, email: same or not. Phone: same; one digit apart. Address: same;
-  Jaro–Winkler ≥ 0.9.
+- sex, email: same or not. Phone: same; one digit apart. Address: same address;
+  Jaro–Winkler ≥ 0.9; same postcode. Address and postcode are one comparison because
+  they are not independent (a new address nearly always has a new postcode): as two
+  comparisons, one move would count against a pair twice.
 
 Blocking rules (candidate pairs) are equality joins that stay small on millions of
 records: resident ID; phone; pinyin name with birth year; sorted name with birth date;
 birth date with sex (names with a typo where nothing else is known); swapped birth date
-with sorted name; hanzi name with birth year.
+with sorted name; hanzi name with birth year; fuzzy pinyin with birth date.
+
+A stored model whose definition (comparisons and blocking rules) is not this module's
+is out of date: :func:`is_current` says so, and linking retrains it first.
 """
 
 from __future__ import annotations
@@ -88,6 +94,7 @@ COMPARISONS: list[dict[str, Any]] = [
             _level('"name_hanzi_l" = "name_hanzi_r"', "same hanzi"),
             _level('"name_py_l" = "name_py_r"', "same pinyin"),
             _level('"name_sorted_l" = "name_sorted_r"', "same parts, other order"),
+            _level('"name_fuzzy_l" = "name_fuzzy_r"', "same fuzzy pinyin (z/zh, n/l, -n/-ng …)"),
             _level(
                 'damerau_levenshtein("name_py_l", "name_py_r") <= 1 OR '
                 'jaro_winkler_similarity("name_sorted_l", "name_sorted_r") >= 0.92',
@@ -142,17 +149,22 @@ COMPARISONS: list[dict[str, Any]] = [
     ),
     _comparison(
         "address",
-        "address",
+        "address and postcode",
         [
-            _null("address"),
+            {
+                "sql_condition": '("address_l" IS NULL OR "address_r" IS NULL) AND '
+                '("postcode_l" IS NULL OR "postcode_r" IS NULL)',
+                "label_for_charts": "address missing",
+                "is_null_level": True,
+            },
             _level('"address_l" = "address_r"', "same address"),
             _level(
                 'jaro_winkler_similarity("address_l", "address_r") >= 0.9',
                 "Jaro-Winkler >= 0.9",
             ),
+            _level('"postcode_l" = "postcode_r"', "other address, same postcode"),
         ],
     ),
-    _exact("postcode", "postcode"),
     _exact("email", "email"),
 ]
 
@@ -164,6 +176,7 @@ BLOCKING_RULES = [
     block_on("birth_date", "sex"),
     "l.birth_date_swapped = r.birth_date AND l.name_sorted = r.name_sorted",
     block_on("name_hanzi", "birth_year"),
+    block_on("name_fuzzy", "birth_date"),
 ]
 
 # EM sessions: each fixes some fields by blocking and trains the others.
@@ -190,6 +203,30 @@ def base_settings(link_type: str = "dedupe_only") -> dict[str, Any]:
         additional_columns_to_retain=[],
     )
     return creator.create_settings_dict(sql_dialect_str="duckdb")
+
+
+def check_trainable(features: Any) -> None:
+    """Raise :class:`TrainingError` unless some two records share what EM trains on.
+
+    The EM sessions block on resident ID, phone, and pinyin name with birth date; with
+    no two records agreeing on any of them, Splink would fail only after seconds of
+    SQL, so a small lake (a first ingest, a test) finds out here, in one pass.
+    """
+    import pyarrow.compute as pc
+
+    def shared(*columns: str) -> bool:
+        table = features.select(list(columns))
+        for name in columns:
+            table = table.filter(pc.is_valid(table.column(name)))
+        if table.num_rows < 2:
+            return False
+        return table.group_by(list(columns)).aggregate([]).num_rows < table.num_rows
+
+    if not (shared("resident_id") or shared("phone") or shared("name_py", "birth_date")):
+        raise TrainingError(
+            "cannot train the linkage model: no two records share a resident ID, a phone "
+            "number, or a name and birth date"
+        )
 
 
 def train(
@@ -228,6 +265,24 @@ def train(
     return linker.misc.save_model_to_json(overwrite=True)
 
 
+def _definition(settings: dict[str, Any]) -> list[Any]:
+    comparisons = [
+        [c["output_column_name"], [lv["sql_condition"] for lv in c["comparison_levels"]]]
+        for c in settings["comparisons"]
+    ]
+    rules = [r["blocking_rule"] if isinstance(r, dict) else r
+             for r in settings["blocking_rules_to_generate_predictions"]]  # fmt: skip
+    return [comparisons, rules]
+
+
+def is_current(settings: dict[str, Any]) -> bool:
+    """Whether a stored model has this module's comparisons and blocking rules."""
+    try:
+        return _definition(settings) == _definition(base_settings())
+    except (KeyError, TypeError):
+        return False
+
+
 def comparison_labels(settings: dict[str, Any]) -> dict[str, dict[int, str]]:
     """For every comparison, its gamma value → level label (for the review screen)."""
     labels: dict[str, dict[int, str]] = {}
@@ -249,4 +304,12 @@ def settings_json(settings: dict[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True, ensure_ascii=False)
 
 
-__all__ = ["BLOCKING_RULES", "COMPARISONS", "base_settings", "comparison_labels", "train"]
+__all__ = [
+    "BLOCKING_RULES",
+    "COMPARISONS",
+    "base_settings",
+    "check_trainable",
+    "comparison_labels",
+    "is_current",
+    "train",
+]

@@ -42,6 +42,9 @@ class LinkOptions:
     survivorship: str = "most_trusted"
     trusted_sources: tuple[str, ...] = ("his", "emr", "lis")
     train_max_pairs: float = 1e6
+    #: Retrain before linking once the lake holds this many times the records the
+    #: active model was trained on (0: never); see :func:`needs_training`.
+    retrain_growth: float = 2.0
 
 
 @dataclass
@@ -69,6 +72,7 @@ def train_model(engine: Engine, options: LinkOptions, actor: str) -> tuple[str, 
     """Train a model on the lake's records and make it the active one."""
     records = store.load_records(engine)
     features = feature_table(records)
+    linkage_model.check_trainable(features)
     with splink_api(engine) as api:
         settings = linkage_model.train(
             linker_factory(api, features), max_pairs=options.train_max_pairs
@@ -76,6 +80,21 @@ def train_model(engine: Engine, options: LinkOptions, actor: str) -> tuple[str, 
     return store.save_model(
         engine, settings, records=records.num_rows, actor=actor
     ), records.num_rows
+
+
+def needs_training(stored: store.StoredModel | None, records: int, options: LinkOptions) -> bool:
+    """Whether to (re)train before linking ``records`` records.
+
+    With no model; with a model of another definition (this medlake compares other
+    fields or blocks otherwise); or when the lake has grown ``retrain_growth``-fold
+    since training: a model trained on the first system ingested (one hospital's HIS,
+    say) has seen none of the spellings the next systems bring (pinyin names, given
+    name first), and would score their pairs with m-probabilities it never estimated.
+    """
+    if stored is None or not linkage_model.is_current(stored.settings):
+        return True
+    growth = options.retrain_growth
+    return bool(growth) and records >= growth * max(stored.records, 1)
 
 
 def link(
@@ -90,6 +109,8 @@ def link(
     """Link the lake's source patients into persons (see the module docstring)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    if not full and engine.count("empi_record") > 0 and not store.has_unlinked(engine):
+        return LinkOutcome(mode="nothing", records=engine.count("empi_feature"))
     records = store.load_records(engine)
     features, new_mask = store.features_with_cache(engine, records)
     timings["features"] = time.perf_counter() - started
@@ -102,7 +123,7 @@ def link(
         return outcome
 
     stored = store.active_model(engine)
-    if stored is None:
+    if needs_training(stored, len(keys), options):
         t = time.perf_counter()
         model_id, _ = train_model(engine, options, actor)
         outcome.trained = True
@@ -215,7 +236,7 @@ def link(
         schema=CHANGE_SCHEMA,
     )
     outcome.changes = changes.num_rows
-    operation_id = store.new_id()
+    operation_id = store.derived_id("operation", seq, kind)
     outcome.operation_id = operation_id
     t = time.perf_counter()
     fresh = pa.array(new_mask)
@@ -365,9 +386,9 @@ def apply_and_record(
     drop_created: dict[tuple[str, int], bool] | None = None,
 ) -> tuple[str, MoveResult]:
     """Apply a change set as one recorded operation (merge, split, unmerge, decision)."""
-    operation_id = store.new_id()
     with engine.transaction():
         seq = store.next_seq(engine)
+        operation_id = store.derived_id("operation", seq, kind)
         moves = apply_changes(
             engine, changes, operation_id=operation_id, restore=restore, drop_created=drop_created
         )

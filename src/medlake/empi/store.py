@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +38,29 @@ def pair_id(a: str, b: str) -> str:
     return hashlib.sha256(f"{left}\x1e{right}".encode()).hexdigest()[:32]
 
 
+#: Ingest's fixed clock (``medlake.ingest.batches.CLOCK_ENV``): with it set, two runs
+#: over the same input build identical lakes, the EMPI's link after ingest included.
+CLOCK_ENV = "MEDLAKE_CLOCK"
+
+
 def now() -> dt.datetime:
+    """Now as naive UTC, or ``$MEDLAKE_CLOCK`` when set (reproducible lakes)."""
+    fixed = os.environ.get(CLOCK_ENV)
+    if fixed:
+        return dt.datetime.fromisoformat(fixed).replace(tzinfo=None)
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def new_id() -> str:
+    """A random id (steward decisions: each is its own event)."""
     return uuid.uuid4().hex
+
+
+def derived_id(*parts: object) -> str:
+    """An id from what it names (an operation's sequence number, a model's definition),
+    so the same runs over the same records give the same ids."""
+    key = "\x1f".join(str(part) for part in parts)
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def load_records(engine: Any, person_ids: list[int] | None = None) -> pa.Table:
@@ -79,6 +97,25 @@ def load_records(engine: Any, person_ids: list[int] | None = None) -> pa.Table:
         rows.column("source_system"), rows.column("source_patient_id"), SEPARATOR
     )
     return rows.add_column(0, "unique_id", keys)
+
+
+def has_unlinked(engine: Any) -> bool:
+    """Whether any source patient's latest identifiers are not yet in the feature cache.
+
+    One anti-join in the engine: what an incremental link would find new or changed,
+    without reading the records into Python (the ingest hook asks this after every run).
+    """
+    pii = engine.table("pii_person")
+    latest = pii.group_by(["source_system", "source_patient_id"]).aggregate(
+        source_version=pii.source_version.max()
+    )
+    patients = engine.table("source_patient").select("source_system", "source_patient_id")
+    latest = latest.semi_join(patients, ["source_system", "source_patient_id"])
+    cached = engine.table("empi_feature").select(
+        "source_system", "source_patient_id", "source_version"
+    )
+    missing = latest.anti_join(cached, ["source_system", "source_patient_id", "source_version"])
+    return engine.count(missing.limit(1)) > 0
 
 
 def features_with_cache(engine: Any, records: pa.Table) -> tuple[pa.Table, list[bool]]:
@@ -157,6 +194,7 @@ class StoredModel:
     model_id: str
     settings: dict[str, Any]
     trained_at: dt.datetime
+    records: int = 0  # records it was trained on
 
 
 def active_model(engine: Any) -> StoredModel | None:
@@ -167,13 +205,16 @@ def active_model(engine: Any) -> StoredModel | None:
     if rows.num_rows == 0:
         return None
     row = rows.to_pylist()[0]
-    return StoredModel(row["model_id"], json.loads(row["settings_json"]), row["trained_at"])
+    return StoredModel(
+        row["model_id"], json.loads(row["settings_json"]), row["trained_at"], row["records"]
+    )
 
 
 def save_model(engine: Any, settings: dict[str, Any], *, records: int, actor: str) -> str:
     """Store a trained model as the active one; return its id."""
-    model_id = new_id()
     models = engine.table("empi_model")
+    text = json.dumps(settings, ensure_ascii=False, sort_keys=True)
+    model_id = derived_id("model", engine.count(models), text)
     old = engine.execute(models.filter(models.is_active))
     with engine.transaction():
         if old.num_rows:
@@ -194,7 +235,7 @@ def save_model(engine: Any, settings: dict[str, Any], *, records: int, actor: st
                     "trained_at": pa.array([now()], pa.timestamp("us")),
                     "trained_by": [actor],
                     "records": pa.array([records], pa.int64()),
-                    "settings_json": [json.dumps(settings, ensure_ascii=False, sort_keys=True)],
+                    "settings_json": [text],
                     "is_active": [True],
                 }
             ),

@@ -22,6 +22,7 @@ from medlake.audit import append_event
 from medlake.config import EmpiSection, Workspace, open_workspace
 from medlake.empi import store
 from medlake.empi.evaluate import pairwise_score
+from medlake.empi.model import TrainingError
 from medlake.empi.run import LinkOptions, LinkOutcome, link, train_model
 from medlake.engine import Engine
 from medlake.errors import UsageError
@@ -36,8 +37,8 @@ from medlake.service.empi_steward import (
     review_queue,
     unmerge_operation,
 )
-from medlake.service.workspace import open_lake
 from medlake.service.policy import authorized
+from medlake.service.workspace import open_lake
 
 __all__ = [
     "SYSTEM_ACTOR",
@@ -64,8 +65,8 @@ __all__ = [
 ]
 
 
-def link_workspace(
 @authorized(Permission.REVIEW_LINKS)
+def link_workspace(
     workspace_dir: Path | str | None,
     *,
     full: bool = False,
@@ -85,16 +86,25 @@ def _link(engine: Engine, options: LinkOptions, *, full: bool, actor: str) -> Li
             object_id=outcome.operation_id,
             detail={"mode": outcome.mode, "records": outcome.records,
                     "changes": outcome.changes, "review_queue": outcome.review_queue,
-                    "person_ids": outcome.person_ids[:1000]},
+                    "person_ids": outcome.person_ids[:1000], "trained": outcome.trained},
+            occurred_at=store.now(),
         )  # fmt: skip
     return outcome
 
 
 def link_engine(engine: Engine, workspace: Workspace) -> LinkOutcome | None:
-    """The ingest hook: link new source patients on an open lake (incremental)."""
+    """The ingest hook: link new source patients on an open lake (incremental).
+
+    None when there is nothing to link yet: no identifiers, or no two records sharing
+    anything a model could be trained on (a first small ingest); the next run tries
+    again. A run that brought no new or changed identifiers costs one anti-join.
+    """
     if engine.count("pii_person") == 0:
         return None
-    return _link(engine, options_from(workspace.settings.empi), full=False, actor=SYSTEM_ACTOR)
+    try:
+        return _link(engine, options_from(workspace.settings.empi), full=False, actor=SYSTEM_ACTOR)
+    except TrainingError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class TrainReport:
     records: int
 
 
+@authorized(Permission.REVIEW_LINKS)
 def train_workspace(workspace_dir: Path | str | None, *, actor: str = SYSTEM_ACTOR) -> TrainReport:
     """Retrain the linkage model (EM, no labels) and make it the active one.
 
@@ -113,7 +124,6 @@ def train_workspace(workspace_dir: Path | str | None, *, actor: str = SYSTEM_ACT
         model_id, records = train_model(engine, options_from(workspace.settings.empi), actor)
         append_event(
             engine, actor=actor, action="empi.train", object_type="empi_model",
-@authorized(Permission.REVIEW_LINKS)
             object_id=model_id, detail={"records": records},
         )  # fmt: skip
         return TrainReport(model_id, records)
@@ -139,6 +149,8 @@ class TruthScore:
     records_without_identifiers: int = 0
     #: Recall over the source patients that have identifiers.
     recall_with_identifiers: float = 1.0
+    #: Persons the scored source patients form in the lake.
+    persons: int = 0
 
 
 def _truth_mapping(hospital_dir: Path) -> dict[str, str]:
@@ -193,9 +205,11 @@ def score_lake(engine: Engine, hospital_dir: Path) -> TruthScore:
     return TruthScore(
         score.precision, score.recall, score.f1, score.records, score.predicted_pairs,
         score.true_pairs, queue, has_identifiers.count(False), linkable.recall,
+        len(set(predicted)),
     )  # fmt: skip
 
 
+@authorized(Permission.REVIEW_LINKS)
 def score_against_truth(workspace_dir: Path | str | None, hospital_dir: Path | str) -> TruthScore:
     """Score the workspace's persons against ``hospital_dir/truth`` (for ``make demo``)."""
     workspace = open_workspace(workspace_dir)
@@ -209,7 +223,6 @@ def score_against_truth(workspace_dir: Path | str | None, hospital_dir: Path | s
 @dataclass(frozen=True)
 class DedupeReport:
     records: int
-@authorized(Permission.REVIEW_LINKS)
     clusters: int
     pairs_scored: int
     links: int
@@ -261,10 +274,10 @@ def dedupe_file(
     )
 
 
+@authorized(Permission.REVIEW_LINKS)
 def operations(workspace_dir: Path | str | None, *, limit: int = 20) -> list[dict[str, Any]]:
     """The latest EMPI operations, newest first."""
     workspace = open_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         ops = engine.table("empi_operation")
         return engine.execute(ops.order_by(ops.seq.desc()).limit(limit)).to_pylist()
-@authorized(Permission.REVIEW_LINKS)

@@ -24,6 +24,7 @@ def options_from(section: EmpiSection) -> LinkOptions:
         survivorship=section.survivorship,
         trusted_sources=tuple(section.trusted_sources),
         train_max_pairs=section.train_max_pairs,
+        retrain_growth=section.retrain_growth,
     )
 
 
