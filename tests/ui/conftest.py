@@ -6,6 +6,7 @@ role, its EMPI review queue filled and one GWAS result written, served by a real
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,28 +37,12 @@ class UiWorkspace:
     timeline: dict[str, Any]
 
 
-def _as_user(name: str) -> object:
-    """Run set-up service calls as ``name`` (the policy reads ``$MEDLAKE_USER``)."""
-
-    class _Scope:
-        def __enter__(self) -> None:
-            self.before = os.environ.get(access.USER_ENV)
-            os.environ[access.USER_ENV] = name
-
-        def __exit__(self, *exc: object) -> None:
-            if self.before is None:
-                os.environ.pop(access.USER_ENV, None)
-            else:
-                os.environ[access.USER_ENV] = self.before
-
-    return _Scope()
-
-
 @pytest.fixture(scope="session")
 def ui_workspace(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> UiWorkspace:
     """The test hospital with users, a linked EMPI (one pair or more to review) and an
     LDL GWAS under ``analyses/``."""
-    from medlake.config import open_workspace
+    from medlake.access.context import acting_as
+    from medlake.config import open_workspace, read_settings, write_settings
     from medlake.service.empi import link_workspace
     from medlake.service.gwas_lake import LakePhenotype, run_gwas_lake
     from medlake.service.patient360 import person_timeline
@@ -69,7 +54,11 @@ def ui_workspace(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> UiW
         access.add_user(root, users[role], role)
     tokens = {role: access.issue_token(root, name, as_user=name).token
               for role, name in users.items()}  # fmt: skip
-    with _as_user(users["steward"]):
+    # A wide review band, so the queue has pairs whatever the model's current precision.
+    settings = read_settings(root / "medlake.toml")
+    settings.empi.link_threshold, settings.empi.review_threshold = 0.999999, 0.2
+    write_settings(root / "medlake.toml", settings)
+    with acting_as(users["steward"]):
         link_workspace(root)
         run_gwas_lake(root, LakePhenotype("LDL", measurement="22748-8"),
                       root / "analyses" / "ldl", plots=False)  # fmt: skip
@@ -91,10 +80,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def served_ui(ui_workspace: UiWorkspace) -> Iterator[str]:
-    """A real ``medlake serve`` on a free port; yields its base URL."""
+    """A real ``medlake serve`` on a free port over a copy of the workspace (a served
+    DuckDB lake cannot be opened by the in-process tests at the same time); yields its
+    base URL."""
+    served = ui_workspace.root.parent / "served"
+    shutil.copytree(ui_workspace.root, served, symlinks=True)
     port = free_port()
     command = [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(port),
-               "--workspace", str(ui_workspace.root)]  # fmt: skip
+               "--workspace", str(served)]  # fmt: skip
     log = ui_workspace.root.parent / "serve.log"
     with log.open("wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,

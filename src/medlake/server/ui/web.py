@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from medlake import __version__
 from medlake.access import Permission, Principal, is_allowed
+from medlake.access.context import acting_as
 from medlake.config import open_workspace
 from medlake.errors import AuthenticationError, MedlakeError
 from medlake.server import problems
@@ -105,13 +106,8 @@ def frame_for(request: Request) -> Frame:
 
 @contextlib.contextmanager
 def running_as(user: Principal) -> Iterator[None]:
-    """Run service calls as ``user`` (the policy's context, where the policy module has
-    it), so a service's own check sees the signed-in user, not the server's login."""
-    try:
-        from medlake.service.policy import acting_as
-    except ImportError:  # pragma: no cover - older policy without a context
-        yield
-        return
+    """Run service calls as ``user``, so each service's own policy check sees the
+    signed-in user, not the server's login."""
     with acting_as(user):
         yield
 

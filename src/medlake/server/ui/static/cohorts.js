@@ -130,18 +130,21 @@
             primary_criteria: {criteria: [primary], limit: "first"}, inclusion_rules: inclusion};
   }
 
+  // body[data-counting] is set from the first edit until the count of the last one is
+  // drawn; body[data-counted-for] holds the definition that count was for.
   function changed() {
     clearTimeout(timer);
+    document.body.dataset.counting = "1";
     timer = setTimeout(count, 350);
   }
 
   async function count() {
     const body = definition();
     document.getElementById("definition-json").textContent = JSON.stringify(body, null, 2);
+    timer = null;
     const mine = ++sequence;
     const status = document.getElementById("count-status");
     status.textContent = words.counting;
-    document.body.dataset.counting = "1";
     const response = await fetch("/ui/cohorts/count.json", {method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "Accept": "application/json"}, body: JSON.stringify(body)});
     const result = await response.json();
@@ -149,10 +152,9 @@
     const error = document.getElementById("count-error");
     error.classList.toggle("hidden", response.ok);
     status.textContent = "";
-    if (!response.ok) { error.textContent = result.detail || response.statusText; delete document.body.dataset.counting; return; }
-    drawAttrition(result);
-    document.body.dataset.counting = "";
-    document.body.dataset.counted = String(Number(document.body.dataset.counted || 0) + 1);
+    if (response.ok) drawAttrition(result); else error.textContent = result.detail || response.statusText;
+    document.body.dataset.countedFor = JSON.stringify(body);
+    if (timer === null) document.body.dataset.counting = "";  // no newer edit waiting
   }
 
   function drawAttrition(result) {
