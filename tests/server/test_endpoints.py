@@ -18,6 +18,7 @@ from medlake.audit.query import EventFilter
 from medlake.cohort import examples
 from medlake.config import open_workspace
 from medlake.service import audit as audit_service
+from medlake.service import concept_search
 from medlake.service import empi as empi_service
 from medlake.service import quality as quality_service
 from medlake.service.cohort import cohort_members, parse_definition
@@ -192,3 +193,34 @@ def test_de_and_extraction_as_jobs(api: Api) -> None:
     members = cohort_members(api.root, parse_definition(DEFINITION))
     assert extracted["result"]["members"] == members.num_rows
     assert Path(extracted["result"]["out_dir"]).is_relative_to(api.root / "jobs")
+
+
+@pytest.mark.acting_as("steward")
+def test_saved_cohort_definitions_round_trip_and_count_as_the_service(api: Api) -> None:
+    saved = api.ok(api.post("researcher", "/cohorts/definitions",
+                            json={"name": "api t2d", "definition": DEFINITION}), 201)  # fmt: skip
+    definition_id = saved["id"]
+    assert saved["definition"] == parse_definition(DEFINITION).model_copy(
+        update={"name": "api t2d"}).model_dump(mode="json")  # fmt: skip
+    listed = api.ok(api.get("researcher", "/cohorts/definitions"))
+    assert [d["id"] for d in listed if d["name"] == "api t2d"] == [definition_id]
+    counted = api.ok(api.post("researcher", f"/cohorts/definitions/{definition_id}/count"))
+    direct = api.ok(api.post("researcher", "/cohorts/count", json=DEFINITION))
+    assert (counted["initial"], counted["final"]) == (direct["initial"], direct["final"])
+    changed = dict(DEFINITION, inclusion_rules=[])
+    url = f"/api/v1/cohorts/definitions/{definition_id}"
+    body = {"name": "api t2d all", "definition": changed}
+    updated = api.ok(api.client.put(url, headers=api.headers("researcher"), json=body))
+    assert updated["name"] == "api t2d all"
+    assert updated["definition"]["inclusion_rules"] == []
+    is_problem(api.post("researcher", "/cohorts/definitions",
+                        json={"name": "api t2d all", "definition": DEFINITION}), 400)  # fmt: skip
+    gone = api.client.delete(f"/api/v1/cohorts/definitions/{definition_id}",
+                             headers=api.headers("researcher"))  # fmt: skip
+    assert gone.status_code == 204
+    is_problem(api.get("researcher", f"/cohorts/definitions/{definition_id}"), 404)
+    is_problem(api.get("auditor", "/cohorts/definitions"), 403)
+    found = api.ok(api.get("researcher", "/concepts?q=metformin&limit=5"))
+    expected = concept_search.search_concepts(api.root, "metformin", None, 5)
+    assert [c["concept_id"] for c in found] == [c.concept_id for c in expected]
+    assert found

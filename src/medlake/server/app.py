@@ -79,6 +79,7 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
         quarantine.router,
         empi.router,
         cohorts.router,
+        cohorts.concepts_router,
         persons.router,
         quality.router,
         analyses.router,
