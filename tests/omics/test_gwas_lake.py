@@ -45,10 +45,51 @@ T2D = {
 }
 
 
+# a feature spec whose feature becomes a covariate: hypertension diagnosed by the
+# genotype sample's collection
+HYPERTENSION = {
+    "concept_sets": [
+        {
+            "id": 1,
+            "name": "hypertension",
+            "items": [
+                {"vocabulary_id": "ICD10CM", "concept_code": "I10", "include_descendants": True}
+            ],
+        }
+    ],
+    "conditions": [{"name": "htn", "codeset_id": 1, "window": {"start": None, "end": 0}}],
+}
+
+
+def _hypertension_by(workspace: Path, samples: pd.DataFrame) -> np.ndarray:
+    """The HYPERTENSION feature with pandas: 1 when the person has a condition of I10 or
+    below on or before the sample's collection date."""
+    with open_lake(open_workspace(workspace)) as engine:
+        concept = engine.execute(engine.table("concept")).to_pandas()
+        ancestor = engine.execute(engine.table("concept_ancestor")).to_pandas()
+        events = engine.execute(
+            engine.table("condition_occurrence").select(
+                "person_id", "condition_concept_id", "condition_start_date"
+            )
+        ).to_pandas()
+    top = concept.loc[(concept.vocabulary_id == "ICD10CM") & (concept.concept_code == "I10"),
+                      "concept_id"]  # fmt: skip
+    ids = set(top) | set(ancestor.loc[ancestor.ancestor_concept_id.isin(top),
+                                      "descendant_concept_id"])  # fmt: skip
+    events = events[events.condition_concept_id.isin(ids)]
+    first = pd.to_datetime(events.groupby("person_id").condition_start_date.min())
+    when = first.reindex(samples["person_id"]).to_numpy()
+    collected = pd.to_datetime(samples["collected_date"]).to_numpy()
+    return (when <= collected).astype(float)  # NaT compares False: 0
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("with_features", [False, True])
 def test_cohort_phenotype_equals_standalone_on_files_built_from_the_lake(
-    hospital_lake, tmp_path: Path
+    hospital_lake, tmp_path: Path, with_features: bool
 ) -> None:
+    from medlake.service.extract_spec import parse_feature_spec
+
     workspace = hospital_lake.workspace
     definition = parse_definition(T2D)
     run = run_gwas_lake(
@@ -57,6 +98,7 @@ def test_cohort_phenotype_equals_standalone_on_files_built_from_the_lake(
         tmp_path / "lake",
         plots=False,
         filters=VariantFilter(maf=0.05),
+        features=parse_feature_spec(HYPERTENSION) if with_features else None,
     )
     # the reference inputs, from the lake with pandas
     prefix, samples = genotype_samples(workspace)
@@ -85,6 +127,9 @@ def test_cohort_phenotype_equals_standalone_on_files_built_from_the_lake(
     covar = pd.DataFrame(
         {"#IID": samples["sample_id"], "AGE": samples["AGE"], "SEX": samples["SEX"]}
     )
+    if with_features:
+        covar["HTN"] = _hypertension_by(workspace, samples)
+        assert 0 < covar["HTN"].sum() < len(covar)  # a covariate that varies
     for i in range(4):
         covar[f"PC{i + 1}"] = pcs[:, i]
     pheno.to_csv(tmp_path / "pheno.tsv", sep="\t", index=False)

@@ -82,6 +82,11 @@ def gwas(
         bool, typer.Option("--inverse-normal", help="Lake mode: rank-based inverse-normal.")
     ] = False,
     pcs: Annotated[int, typer.Option("--pcs", help="Lake mode: genotype PCs as covariates.")] = 4,
+    covar_features: Annotated[
+        Path | None,
+        typer.Option("--covar-features", help="Lake mode: feature spec whose features are "
+                     "covariates (at sample collection)."),
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Lake mode: phenotype name.")] = "PHENO",
     workspace: WorkspaceOption = None,
     plots: Annotated[
@@ -99,6 +104,8 @@ def gwas(
         raise UsageError("give exactly one of --bfile and --pfile")
     if not lake and pheno is None:
         raise UsageError("--bfile/--pfile need --pheno")
+    if not lake and covar_features is not None:
+        raise UsageError("--covar-features is for lake mode (standalone: --covar)")
     if lake and (case_cohort is None) == (measurement is None):
         raise UsageError("lake mode needs exactly one of --case-cohort and --measurement")
     if firth not in ("fallback", "always", "never"):
@@ -144,6 +151,7 @@ def gwas(
                     backend=backend,  # type: ignore[arg-type]
                     plots=plots,
                     progress=progress,
+                    features=covar_features,
                 )
             ]
         else:

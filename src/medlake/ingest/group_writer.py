@@ -35,7 +35,7 @@ from medlake.ingest.cdm_rows import derive_columns, split_incomplete
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.identities import PERSON_REFERENCING_TABLES
 from medlake.ingest.lake_tables import atomically, lake_table
-from medlake.ingest.observation_period import refresh_observation_periods
+from medlake.ingest.observation_period import update_observation_periods
 from medlake.ingest.patient_rows import conform_patients, death_rows, person_rows, write_identifiers
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.quarantine import payload_text, store_quarantine
@@ -91,7 +91,7 @@ def write_batch_group(
         finally:
             writer.concepts.unmapped_by_batch = None
         # In the same transaction, so a crash never leaves periods behind their records.
-        refresh_observation_periods(engine, writer.touched_persons)
+        update_observation_periods(engine, writer.period_spans, writer.period_recompute)
         set_batches_loaded(
             engine,
             [

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from medlake.engine import Engine
 from medlake.ingest.lake_tables import atomically
@@ -114,3 +115,93 @@ def refresh_observation_periods(engine: Engine, person_ids: Iterable[int] | None
         if rows.num_rows:
             engine.load_arrow(TABLE, rows)
     return rows.num_rows
+
+
+# ---------------------------------------------------------------------- during ingest
+
+
+def event_spans(table: str, rows: pa.Table) -> pa.Table | None:
+    """``person_id, start, end`` of CDM ``rows`` of an event table (the rule above)."""
+    columns = EVENT_DATES.get(table)
+    if columns is None or "person_id" not in rows.column_names:
+        return None
+    start_column, end_column = columns
+    if start_column not in rows.column_names or rows.num_rows == 0:
+        return None
+    start = pc.cast(rows.column(start_column), pa.date32())
+    end = start
+    if end_column is not None and end_column in rows.column_names:
+        end = pc.coalesce(pc.cast(rows.column(end_column), pa.date32()), start)
+        end = pc.max_element_wise(start, end)
+    spans = pa.table(
+        {"person_id": pc.cast(rows.column("person_id"), pa.int64()), "start": start, "end": end}
+    )
+    return spans.filter(pc.and_(pc.is_valid(spans.column("start")),
+                                pc.is_valid(spans.column("person_id"))))  # fmt: skip
+
+
+def update_observation_periods(
+    engine: Engine, spans: list[pa.Table], recompute: Iterable[int]
+) -> None:
+    """After a batch: widen periods by the ``spans`` of rows it inserted, and recompute
+    the periods of persons whose rows it replaced, retracted or merged (``recompute``).
+
+    Widening is exact because the table always holds every person's span (ingest,
+    merges and rebuilds keep it so): a period only grows when records are added. A lake
+    whose table is empty (new, or made before medlake derived periods) is recomputed
+    whole once. Call inside the batch's transaction.
+    """
+    redo = {int(p) for p in recompute}
+    new = pa.concat_tables([s for s in spans if s.num_rows]) if spans else None
+    if not redo and (new is None or new.num_rows == 0):
+        return
+    if engine.count(TABLE) == 0:
+        refresh_observation_periods(engine)
+        return
+    if new is not None and new.num_rows:
+        added = new.group_by("person_id").aggregate([("start", "min"), ("end", "max")])
+        if redo:
+            keep = pc.invert(
+                pc.is_in(added.column("person_id"), pa.array(sorted(redo), pa.int64()))
+            )
+            added = added.filter(keep)
+        _widen(engine, added)
+    if redo:
+        refresh_observation_periods(engine, redo)
+
+
+def _widen(engine: Engine, added: pa.Table) -> None:
+    """Merge ``person_id, start_min, end_max`` into the persons' periods; write changes."""
+    if added.num_rows == 0:
+        return
+    op = engine.table(TABLE)
+    wanted = ibis.memtable(pa.table({"person_id": added.column("person_id")}))
+    current = engine.execute(
+        op.filter(op.person_id.isin(wanted.person_id)).select(
+            person_id=op.person_id.cast("int64"),
+            old_start=op.observation_period_start_date,
+            old_end=op.observation_period_end_date,
+        )
+    )
+    joined = added.join(current, "person_id", join_type="left outer")
+    start = pc.min_element_wise(joined.column("start_min"), joined.column("old_start"))
+    end = pc.max_element_wise(joined.column("end_max"), joined.column("old_end"))
+    # No period yet (a new person), or a wider one; Kleene logic: null compares are false.
+    widened = pc.or_kleene(pc.not_equal(start, joined.column("old_start")),
+                           pc.not_equal(end, joined.column("old_end")))  # fmt: skip
+    changed = pc.or_(pc.is_null(joined.column("old_start")), pc.fill_null(widened, False))
+    rows = pa.table(
+        {
+            "observation_period_id": joined.column("person_id"),
+            "person_id": joined.column("person_id"),
+            "observation_period_start_date": start,
+            "observation_period_end_date": end,
+            "period_type_concept_id": pa.array([PERIOD_TYPE_CONCEPT_ID] * joined.num_rows,
+                                               pa.int64()),
+        }
+    ).filter(changed)  # fmt: skip
+    if rows.num_rows == 0:
+        return
+    gone = ibis.memtable(pa.table({"person_id": rows.column("person_id")}))
+    engine.delete_where(TABLE, op.person_id.isin(gone.person_id))
+    engine.load_arrow(TABLE, rows)

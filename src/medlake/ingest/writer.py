@@ -44,7 +44,7 @@ from medlake.ingest.identities import (
 )
 from medlake.ingest.ids import stable_ids
 from medlake.ingest.lake_tables import atomically, lake_table
-from medlake.ingest.observation_period import refresh_observation_periods
+from medlake.ingest.observation_period import event_spans, update_observation_periods
 from medlake.ingest.omics_registry import upsert_omics_samples
 from medlake.ingest.patient_rows import (
     conform_patients,
@@ -143,7 +143,7 @@ def write_batch(
             summary = writer.summary
             summary.persons = writer.touched_persons
             # In the same transaction, so a crash never leaves periods behind their records.
-            refresh_observation_periods(engine, writer.touched_persons)
+            update_observation_periods(engine, writer.period_spans, writer.period_recompute)
             if resolve_quarantine_entries:
                 summary.resolved = resolve_quarantine(
                     engine,
@@ -194,6 +194,10 @@ class LakeWriter:
         self._quarantine: list[QuarantineEntry] = []
         self.quarantine_ids: set[str] = set()  # every entry this batch produced
         self.touched_persons: set[int] = set()
+        # For observation periods: spans of inserted rows widen them; persons whose rows
+        # were replaced, retracted or merged get theirs recomputed.
+        self.period_spans: list[pa.Table] = []
+        self.period_recompute: set[int] = set()
         self._current: dict[str, pa.Table] = {}  # prefetched provenance, by table
         self._provenance: list[pa.Table] = []  # source_record rows of the chunk, loaded at its end
         self._default_version = int(batch.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
@@ -315,11 +319,22 @@ class LakeWriter:
             gone = ibis.memtable(pa.table({"id": replacing}))
             replaced = cdm.filter(cdm[primary_key(table)].isin(gone.id))
             if "person_id" in cdm.columns:  # a newer version may name another person
-                self._touch(self.engine.execute(replaced.select("person_id").distinct()))
+                old = self.engine.execute(replaced.select("person_id").distinct())
+                self._touch(old)
+                self.period_recompute.update(old.column("person_id").drop_null().to_pylist())
             self.engine.delete_where(table, cdm[primary_key(table)].isin(gone.id))
         if loadable.num_rows:
             self.engine.load_arrow(table, cdm_columns(table, loadable))
             self._touch(loadable)
+            inserted = pc.equal(loadable.column(ACTION), INSERT)
+            spans = event_spans(table, loadable.filter(inserted))
+            if spans is not None:
+                self.period_spans.append(spans)
+            if "person_id" in loadable.column_names and table != "person":
+                replaced_rows = loadable.filter(pc.invert(inserted))
+                self.period_recompute.update(
+                    replaced_rows.column("person_id").drop_null().to_pylist()
+                )
         self._provenance.append(
             record_versions(
                 self.engine,
@@ -454,6 +469,7 @@ class LakeWriter:
             merged = self.persons.person_id(merge.merged_id)
             pairs.append((merged, surviving))
             self.touched_persons.update((merged, surviving))
+            self.period_recompute.update((merged, surviving))
             events.append(
                 MergeEvent(
                     self.source_system, merge.surviving_id, merge.merged_id, surviving, merged,

@@ -26,6 +26,7 @@ from pathlib import Path
 import ibis
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy import stats
 
 from medlake.access import Permission
@@ -38,6 +39,8 @@ from medlake.omics.gwas.plink_io import GenotypeFile
 from medlake.omics.gwas.qc import VariantFilter, principal_components
 from medlake.quality.catalogue import plausible_values
 from medlake.service.cohort import load_definition, members_for_service
+from medlake.service.extract_features import clinical_features
+from medlake.service.extract_spec import FeatureSpec, load_feature_spec
 from medlake.service.gwas import GwasRun, Progress, run_association, shifted_progress
 from medlake.service.policy import authorized, record_read
 from medlake.service.workspace import open_lake
@@ -185,15 +188,23 @@ def run_gwas_lake(
     backend: BackendName = "auto",
     plots: bool = True,
     progress: Progress | None = None,
+    features: Path | FeatureSpec | None = None,
 ) -> GwasRun:
     """GWAS of ``phenotype`` on the lake's genotypes, adjusted for age, sex and PCs.
 
     Writes the same files as standalone mode under ``out`` (a prefix) and returns the
-    run's summary. ``filters`` default to MAF >= 1 %.
+    run's summary. ``filters`` default to MAF >= 1 %. ``features``: a feature spec (as
+    ``medlake extract`` takes) whose clinical features (conditions, drugs,
+    measurements) become covariates too, with each person's sample collection date as
+    the index date of their windows; a person without a value (e.g. no measurement in
+    the window) is left out, as PLINK leaves out a sample with a missing covariate.
     """
     prefix, samples = _genotype_samples(workspace_dir)
     kind = "pgen" if Path(f"{prefix}.pgen").exists() else "bed"
     persons = samples["person_id"].astype(np.int64).to_numpy()
+    from medlake.service.mirror import refuse_if_frozen
+
+    refuse_if_frozen(workspace_dir)  # its outputs are writes
     if phenotype.case_cohort is not None:
         cases = _cohort_persons(workspace_dir, phenotype.case_cohort)
         controls = (
@@ -203,9 +214,6 @@ def run_gwas_lake(
         )
         value = np.where(np.isin(persons, list(cases)), 1.0, np.nan)
         value[np.isin(persons, list(controls - cases))] = 0.0
-    from medlake.service.mirror import refuse_if_frozen
-
-    refuse_if_frozen(workspace_dir)  # its outputs are writes
         model = "logistic"
     else:
         latest = _measurement_values(workspace_dir, phenotype)
@@ -231,23 +239,54 @@ def run_gwas_lake(
         n_all = len(geno.samples)
         pheno_all = np.full(n_all, np.nan)
         pheno_all[where] = value
-        covariates = np.full((n_all, 2 + n_pcs), np.nan)
+        extra = (np.zeros((persons.size, 0)) if features is None
+                 else _feature_covariates(workspace_dir, features, persons, collected))  # fmt: skip
+        n_fixed = 2 + extra.shape[1]
+        covariates = np.full((n_all, n_fixed + n_pcs), np.nan)
         covariates[where, 0] = age
         covariates[where, 1] = sex
-        analysed = where[~np.isnan(value) & ~np.isnan(age) & ~np.isnan(sex)]
+        covariates[where, 2:n_fixed] = extra
+        complete = ~np.isnan(value) & ~np.isnan(age) & ~np.isnan(sex) & ~np.isnan(extra).any(1)
+        analysed = where[complete]
         if analysed.size < 10 + n_pcs:
             raise InputError(f"only {analysed.size} genotyped persons have the phenotype")
         # progress: the principal components' pass over the file, then the association's
         passes = 2 if n_pcs else 1
         total = passes * len(geno.variants)
         if n_pcs:
-            covariates[analysed, 2:] = _pcs(geno, analysed, n_pcs, progress, total)
+            covariates[analysed, n_fixed:] = _pcs(geno, analysed, n_pcs, progress, total)
         # default MAF >= 1 %: rarer variants' P values are outlier-driven, not calibrated
         options = GlmOptions(model=model, firth=firth, filters=filters or VariantFilter(maf=0.01))
         association = (None if progress is None
                        else shifted_progress(progress, (passes - 1) * len(geno.variants), total))
         return run_association(geno, phenotype.name, pheno_all, covariates, options, out,
                                backend=backend, plots=plots, progress=association)  # fmt: skip
+
+
+def _feature_covariates(
+    workspace_dir: Path | None,
+    features: Path | FeatureSpec,
+    persons: np.ndarray,
+    collected: pd.Series,
+) -> np.ndarray:
+    """``(persons, features)`` float64 clinical features at each sample's collection date
+    (NaN where a person has no value)."""
+    spec = load_feature_spec(features) if isinstance(features, Path) else features
+    if spec.genotypes or spec.expression:
+        raise UsageError("feature spec: genotype and expression features are not GWAS "
+                         "covariates (use conditions, drugs or measurements)")  # fmt: skip
+    columns = spec.feature_columns()
+    if not columns:
+        raise UsageError("feature spec: no condition, drug or measurement feature")
+    members = pa.table({
+        "person_id": pa.array(persons, pa.int64()),
+        "cohort_start_date": pa.array(pd.to_datetime(collected).dt.date.to_list(), pa.date32()),
+    })  # fmt: skip
+    with open_lake(open_workspace(workspace_dir)) as engine:
+        table = clinical_features(engine, members, spec, spec.concept_sets)
+    return np.column_stack(
+        [table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in columns]
+    )
 
 
 def _pcs(
