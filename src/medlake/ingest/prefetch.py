@@ -9,10 +9,16 @@ told to stop and the reader's generator is closed in its own thread.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
+import pickle
 import queue
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
+
+from medlake.errors import MedlakeError
+from medlake.ingest.staging import SourceContext
 
 T = TypeVar("T")
 
@@ -62,3 +68,80 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+# ---------------------------------------------------------------------- in a process
+#
+# A thread only overlaps a reader with the writer where the writer releases the GIL
+# (DuckDB, Arrow); FHIR, HL7 and CSV readers are Python and so are parts of the writer,
+# so on two cores the thread pipeline is mostly serial. For large files the reader runs
+# in its own process instead: the same reader code, its chunks pickled back (Arrow tables
+# pickle as buffers) through a queue of ``depth`` chunks, so the lake gets exactly the
+# chunks, in the order, that reading in-process gives. Processes come from a fork server
+# (forked from a clean process that imported the readers once, never from the caller,
+# which holds DuckDB's threads and locks).
+
+_CONTEXT: multiprocessing.context.ForkServerContext | None = None
+_PRELOAD = ["medlake.ingest.formats", "medlake.ingest.fhir", "medlake.ingest.hl7v2",
+            "medlake.ingest.csv_mapping"]  # fmt: skip
+
+
+def _process_context() -> multiprocessing.context.ForkServerContext:
+    global _CONTEXT
+    if _CONTEXT is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        _CONTEXT = context
+    return _CONTEXT
+
+
+def _read_in_child(format: str, context: SourceContext, out: multiprocessing.Queue) -> None:
+    from medlake.ingest.formats import reader_for
+
+    try:
+        for chunk in reader_for(format).read(context):
+            out.put(chunk)
+        out.put(_END)
+    except BaseException as error:  # raised in the parent, after the chunks before it
+        try:
+            pickle.dumps(error)
+        except Exception:
+            error = MedlakeError(f"{type(error).__name__}: {error}")
+        out.put(error)
+
+
+_END = "__medlake_read_ahead_end__"
+
+
+def prefetch_in_process(format: str, context: SourceContext, depth: int = 2) -> Iterator[object]:
+    """The chunks of ``reader_for(format).read(context)``, read in a child process."""
+    mp = _process_context()
+    out: multiprocessing.Queue = mp.Queue(maxsize=depth)
+    child = mp.Process(target=_read_in_child, args=(format, context, out),
+                       name="medlake-read-ahead", daemon=True)  # fmt: skip
+    child.start()
+    finished = False
+    try:
+        while True:
+            try:
+                item = out.get(timeout=_POLL_SECONDS * 10)
+            except queue.Empty:
+                if not child.is_alive() and out.empty():
+                    raise MedlakeError(
+                        f"{context.original_name}: the reading process ended unexpectedly "
+                        f"(exit code {child.exitcode})"
+                    ) from None
+                continue
+            if isinstance(item, str) and item == _END:
+                finished = True
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if finished:
+            child.join(timeout=10)
+        if child.is_alive():  # the consumer stopped early (the writer failed)
+            child.terminate()
+        child.join()
+        out.close()

@@ -32,7 +32,7 @@ from medlake.ingest.formats import reader_for
 from medlake.ingest.inputs import IngestInput, plan_inputs
 from medlake.ingest.landing import land_bytes, land_file
 from medlake.ingest.pause_points import pause_point
-from medlake.ingest.prefetch import prefetch
+from medlake.ingest.prefetch import prefetch, prefetch_in_process
 from medlake.ingest.run_record import RecordedInput, RunRecord
 from medlake.ingest.staging import SourceContext
 from medlake.ingest.writer import WriteSummary, write_batch
@@ -65,6 +65,10 @@ __all__ = [
 logger = get_logger(__name__)
 
 _LIST_BATCHES_FROM = 8  # inputs in a run from which batches are listed, not looked up
+# Large files of Python-parsed formats are read in a child process while this one writes
+# (medlake.ingest.prefetch: a thread shares the GIL with the writer's Python).
+_READ_IN_PROCESS = frozenset({"fhir", "hl7v2", "csv", "xlsx"})
+_READ_IN_PROCESS_FROM = 16 << 20
 
 
 @authorized(Permission.INGEST)
@@ -249,7 +253,11 @@ def _ingest_one(
                 "companion_names": {role: p.name for role, p in item.companions.items()},
             },
         )
-        chunks = prefetch(reader_for(item.format).read(context))
+        if item.format in _READ_IN_PROCESS and size >= _READ_IN_PROCESS_FROM:
+            reader_for(item.format)  # an unknown or unavailable format fails here, named
+            chunks = prefetch_in_process(item.format, context)
+        else:
+            chunks = prefetch(reader_for(item.format).read(context))
         summary = write_batch(
             engine, batch, chunks, on_chunk=lambda s: report(s.records_read), concepts=concepts
         )

@@ -1,0 +1,91 @@
+"""Large files read in a child process build exactly the lake that reading in-process does.
+
+The reference is the in-process (thread) read-ahead: the synthetic EMR's FHIR export,
+with malformed lines added, is ingested both ways into two workspaces at the same clock;
+every table must be equal row for row, quarantine included, and a file that is no FHIR
+at all must fail with the same message.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medlake.config import open_workspace
+from medlake.ingest.batches import CLOCK_ENV
+from medlake.service.ingest import ingest_paths
+from medlake.service.workspace import init_workspace, open_lake
+from medlake.synth import generate_hospital
+
+CLOCK = "2026-01-02T03:04:05.678000"
+#: History of runs (ids, times), not lake content; EMPI linking is not under test here.
+NOT_CONTENT = {"qc_run", "qc_result", "audit_event", "audit_head"}
+
+
+@pytest.fixture(scope="module")
+def emr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("hospital")
+    generate_hospital(out, patients=120, seed=5, workers=1)
+    emr = out / "emr"
+    with (emr / "Observation.ndjson").open("a", encoding="utf-8") as handle:
+        handle.write('{"resourceType": "Observation", "id": "broken"\n')  # malformed JSON
+        handle.write('{"resourceType": "Observation", "status": "final"}\n')  # no id
+    return emr
+
+
+def workspace(root: Path) -> Path:
+    init_workspace(root)
+    settings = root / "medlake.toml"
+    text = settings.read_text(encoding="utf-8")
+    settings.write_text(text.replace("link_after_ingest = true", "link_after_ingest = false"),
+                        encoding="utf-8")  # fmt: skip
+    return root
+
+
+def lake_state(root: Path) -> dict[str, object]:
+    state: dict[str, object] = {}
+    with open_lake(open_workspace(root)) as engine:
+        for table in sorted(set(engine.list_tables()) - NOT_CONTENT):
+            rows = engine.execute(engine.table(table)).to_pylist()
+            state[table] = sorted((tuple(row.items()) for row in rows), key=repr)
+    return state
+
+
+def test_reading_in_a_process_builds_the_same_lake(
+    emr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CLOCK_ENV, CLOCK)
+    template = workspace(tmp_path / "template")
+    thread, process = tmp_path / "thread", tmp_path / "process"
+    shutil.copytree(template, thread)
+    shutil.copytree(template, process)
+    monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", 1 << 60)
+    want = ingest_paths(thread, [emr], source_system="emr")
+    monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", 0)
+    got = ingest_paths(process, [emr], source_system="emr")
+    assert not want.failed
+    assert not got.failed
+    assert [s.as_dict() | {"seconds": 0, "records_per_second": 0} for s in got.sources] == [
+        s.as_dict() | {"seconds": 0, "records_per_second": 0} for s in want.sources
+    ]
+    state = lake_state(process)
+    assert len(state["quarantine"]) >= 2  # type: ignore[arg-type]
+    assert state == lake_state(thread)
+
+
+def test_a_file_that_is_not_fhir_fails_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "in" / "not.ndjson"
+    bad.parent.mkdir()
+    bad.write_text("{ this is not json at all\n" * 5, encoding="utf-8")
+    messages = []
+    for name, threshold in (("thread", 1 << 60), ("process", 0)):
+        root = workspace(tmp_path / name)
+        monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", threshold)
+        report = ingest_paths(root, [bad], format="fhir", source_system="emr")
+        messages.append([(r.status, r.message) for r in report.files])
+    assert messages[0] == messages[1]
+    assert messages[0][0][0] == "failed"
