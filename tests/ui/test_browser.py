@@ -8,6 +8,7 @@ compared with the services and the lake, not with numbers written here.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,7 +112,8 @@ def _settled(page, *texts: str) -> None:  # type: ignore[no-untyped-def]
 
 def _pick_concept(page, holder: str, query: str, code: str) -> None:  # type: ignore[no-untyped-def]
     page.fill(f"{holder} .concept-q", query)
-    option = page.locator(f"{holder} .suggestion", has_text=code).first
+    exact = page.locator("b", has_text=re.compile(f"^{re.escape(code)}$"))
+    option = page.locator(f"{holder} .suggestion").filter(has=exact).first
     option.wait_for()
     option.dispatch_event("mousedown")
 

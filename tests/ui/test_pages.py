@@ -215,23 +215,37 @@ def test_dashboard_figures_equal_pandas_over_the_lake(app, ui_workspace) -> None
     assert page["lake"]["persons"] == len(lake_rows(root, "person"))
 
 
-def test_concept_search_finds_codes_and_names_within_the_domain(app, ui_workspace) -> None:
+def test_concept_search_and_saved_definitions_are_the_apis(app, ui_workspace) -> None:
     client = signed_in(app, ui_workspace, "researcher")
+    bearer = {"Authorization": f"Bearer {ui_workspace.tokens['researcher']}"}
+    api = TestClient(app)
+    for query, domain in (("E11", "condition_occurrence"), ("metformin", "drug_exposure"),
+                          ("二甲双胍", None)):  # fmt: skip
+        params = {"q": query} | ({"domain": domain} if domain else {})
+        page = client.get("/ui/concepts.json", params=params).json()["concepts"]
+        expected = api.get("/api/v1/concepts", params=params | {"limit": 25}, headers=bearer)
+        assert page == expected.json(), query
     concepts = lake_rows(ui_workspace.root, "concept")
-    found = client.get("/ui/concepts.json?q=e11&domain=condition_occurrence").json()["concepts"]
-    matches = concepts.concept_code.str.lower().str.startswith(
-        "e11"
-    ) | concepts.concept_name.str.lower().str.contains("e11", regex=False)
-    expected = concepts[matches & (concepts.domain_id == "Condition")
-                        & concepts.invalid_reason.isna()]  # fmt: skip
-    assert 0 < len(expected) <= 25  # the demo vocabulary: all of them fit one answer
-    assert {c["concept_id"] for c in found} == set(expected.concept_id)
-    by_name = client.get("/ui/concepts.json?q=Metformin").json()["concepts"]
-    assert by_name
-    assert all(
-        "metformin" in c["concept_name"].lower()
-        or c["concept_code"].lower().startswith("metformin")
-        for c in by_name
+    metformin = concepts[concepts.concept_code == "A10BA02"].concept_id.item()
+    assert client.get("/ui/concepts.json?q=metformin&domain=drug_exposure").json()["concepts"][
+        0]["concept_id"] == metformin  # fmt: skip
+    assert client.get("/ui/concepts.json?q=").json()["concepts"] == []
+
+    definition = json.loads(example_path("t2d_hba1c_metformin").read_text("utf-8"))
+    saved = client.post("/ui/cohorts/definitions.json",
+                        json={"name": "ui saved cohort", "definition": definition})  # fmt: skip
+    assert saved.status_code == 200, saved.text
+    again = client.post("/ui/cohorts/definitions.json",
+                        json={"name": "ui saved cohort", "definition": definition})  # fmt: skip
+    assert again.status_code == 400  # names are unique
+    listed = client.get("/ui/cohorts.json").json()["saved"]
+    assert [d["name"] for d in listed if d["id"] == saved.json()["id"]] == ["ui saved cohort"]
+    loaded = client.get(f"/ui/cohorts/definitions/{saved.json()['id']}.json").json()
+    from_api = api.get(f"/api/v1/cohorts/definitions/{saved.json()['id']}", headers=bearer)
+    assert loaded == from_api.json()
+    assert (
+        loaded["definition"]["inclusion_rules"][1]["name"]
+        == (definition["inclusion_rules"][1]["name"])
     )
 
 

@@ -2,8 +2,9 @@
 the check that a browser session still stands for an enabled user with a live token.
 
 The pages themselves live in :mod:`medlake.server.ui`; every page checks the signed-in
-user's permission with :func:`medlake.service.access.require` before calling in here, so
-these functions only read. Aggregates only: no row here names a patient.
+user's permission with :func:`medlake.service.access.require`, and each function here
+passes the policy again itself (``@authorized``, as every service entry point does).
+They only read; all but :func:`find_persons` return aggregates or concepts, no patient.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from typing import Any
 
 import ibis
 
-from medlake.access import Principal, store
+from medlake.access import Permission, Principal, store
 from medlake.config import Workspace, as_workspace
 from medlake.errors import AuthenticationError
+from medlake.service.policy import authorized, may
 from medlake.service.workspace import open_lake
 
 #: How many recent batches the dashboard lists.
 RECENT_BATCHES = 12
 
 
+# policy: none: this *is* the authentication of a browser session (as access.authenticate).
 def session_principal(
     workspace_dir: Path | Workspace | None, user_name: str, token_id: str
 ) -> Principal:
@@ -60,6 +63,7 @@ DATED_TABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+@authorized(Permission.COUNT)
 def records_by_source(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]]:
     """Current clinical records per source system and calendar month of the event
     (visits, diagnoses, drugs, procedures, measurements, observations), oldest first:
@@ -86,6 +90,7 @@ def records_by_source(workspace_dir: Path | Workspace | None) -> list[dict[str, 
         return engine.execute(query).to_pylist()
 
 
+@authorized(Permission.INGEST)
 def recent_batches(
     workspace_dir: Path | Workspace | None, limit: int = RECENT_BATCHES
 ) -> list[dict[str, Any]]:
@@ -100,6 +105,7 @@ def recent_batches(
         return engine.execute(query).to_pylist()
 
 
+@authorized(Permission.INGEST)
 def quarantine_by_source(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]]:
     """Open quarantine entries per source system and reason (counts, no payloads)."""
     workspace = as_workspace(workspace_dir)
@@ -114,43 +120,7 @@ def quarantine_by_source(workspace_dir: Path | Workspace | None) -> list[dict[st
         return engine.execute(query).to_pylist()
 
 
-#: The cohort model's domain names and the vocabulary's ``domain_id`` of their concepts.
-CONCEPT_DOMAINS = {
-    "condition_occurrence": "Condition", "drug_exposure": "Drug", "measurement": "Measurement",
-    "procedure_occurrence": "Procedure", "observation": "Observation",
-    "visit_occurrence": "Visit", "device_exposure": "Device", "specimen": "Specimen",
-}  # fmt: skip
-CONCEPT_MATCHES = 25
-
-
-def search_concepts(
-    workspace_dir: Path | Workspace | None, text: str, *, domain: str | None = None
-) -> list[dict[str, Any]]:
-    """Concepts whose code starts with ``text`` or whose name contains it (any case),
-    in ``domain`` (a cohort domain name) when given; standard concepts first."""
-    text = text.strip()
-    if not text:
-        return []
-    workspace = as_workspace(workspace_dir)
-    with open_lake(workspace) as engine:
-        concept = engine.table("concept")
-        needle = text.lower()
-        match = concept.concept_code.lower().startswith(
-            needle
-        ) | concept.concept_name.lower().contains(needle)
-        if domain in CONCEPT_DOMAINS:
-            match &= concept.domain_id == CONCEPT_DOMAINS[domain]
-        query = (
-            concept.filter(match & concept.invalid_reason.isnull())
-            .select("concept_id", "concept_name", "domain_id", "vocabulary_id", "concept_code",
-                    "standard_concept")
-            .order_by([(concept.standard_concept == "S").desc(), concept.vocabulary_id,
-                       concept.concept_code])
-            .limit(CONCEPT_MATCHES)
-        )  # fmt: skip
-        return engine.execute(query).to_pylist()
-
-
+@authorized(Permission.READ_IDENTIFIED)
 def find_persons(workspace_dir: Path | Workspace | None, text: str) -> list[dict[str, Any]]:
     """Persons whose id is ``text``, or linked to a source patient whose id is ``text``
     (identified data: the caller checks ``read_identified``)."""
@@ -171,8 +141,8 @@ def find_persons(workspace_dir: Path | Workspace | None, text: str) -> list[dict
 
 
 def analysis_jobs(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]]:
-    """Succeeded GWAS and DE background jobs with their parsed result (none where the
-    lake has no ``job`` table yet)."""
+    """Succeeded GWAS and DE background jobs with their parsed result, those the acting
+    user may analyse in (their project's; none where the lake has no ``job`` table yet)."""
     workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
         if not engine.has_table("job"):
@@ -188,5 +158,6 @@ def analysis_jobs(workspace_dir: Path | Workspace | None) -> list[dict[str, Any]
             result = json.loads(row.pop("result_json") or "{}")
         except ValueError:
             continue
-        out.append(row | {"result": result if isinstance(result, dict) else {}})
+        if may(Permission.ANALYZE, row["project_id"]):  # only analyses the caller may see
+            out.append(row | {"result": result if isinstance(result, dict) else {}})
     return out

@@ -97,6 +97,9 @@ WORDS: dict[str, tuple[str, str]] = {
     ),
     "cohort.definition": ("Definition (JSON)", "定义（JSON）"),
     "cohort.saved": ("Saved definitions", "已保存的定义"),
+    "cohort.save": ("Save", "保存"),
+    "cohort.load": ("Load", "载入"),
+    "cohort.saved_as": ("Saved as", "已保存为"),
     "cohort.example": ("Load the example", "载入示例"),
     "cohort.any_concept": ("any concept in the domain", "该域任意概念"),
     # person

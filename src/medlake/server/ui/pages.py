@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -21,7 +22,14 @@ from medlake.audit.query import EventFilter
 from medlake.cohort import example_path
 from medlake.config import open_workspace
 from medlake.errors import AuthenticationError, MedlakeError, UsageError
-from medlake.server.routers.cohorts import count_cohort
+from medlake.server.routers.cohorts import (
+    SaveRequest,
+    count_cohort,
+    get_cohort_definition,
+    list_cohort_definitions,
+    save_cohort_definition,
+    search_concepts,
+)
 from medlake.server.routers.persons import get_person_timeline
 from medlake.server.ui import session
 from medlake.server.ui.web import (
@@ -176,6 +184,7 @@ def cohorts(frame: Frame) -> dict[str, Any]:
         "threshold": workspace.settings.privacy.small_cell_threshold,
         "exact_allowed": is_allowed(frame.user, Permission.COUNT_EXACT),
         "example": example,
+        "saved": list_cohort_definitions(frame.root, frame.user),
     }
 
 
@@ -186,12 +195,22 @@ def ui_count_cohort(
     exact: bool = False,
 ) -> Response:
     """The builder's live count: the API's own count route, run as the signed-in user."""
+    return _api_call(
+        request,
+        lambda f: count_cohort(f.root, f.user, definition, circe=False, exact=exact),
+        post=True,
+    )
+
+
+def _api_call(request: Request, call: Callable[[Frame], Any], *, post: bool = False) -> Response:
+    """Run one of the API's own route functions as the signed-in user; its answer as JSON
+    (errors as problem documents)."""
     frame = frame_for(request)
-    if frame.user is None or not _same_origin(request):
+    if frame.user is None or (post and not _same_origin(request)):
         return to_login(request)
     try:
         with running_as(frame.user):
-            result = count_cohort(frame.root, frame.user, definition, circe=False, exact=exact)
+            result = call(frame)
     except MedlakeError as error:
         return error_page(frame, error)
     return JSONResponse(jsonable(result))
@@ -199,16 +218,27 @@ def ui_count_cohort(
 
 @router.get("/concepts.json", name="ui_search_concepts")
 def ui_search_concepts(request: Request, q: str = "", domain: str | None = None) -> Response:
-    """Concepts whose code or name contains ``q`` (for the builder's concept search)."""
-    frame = frame_for(request)
-    if frame.user is None:
-        return to_login(request)
-    try:
-        access.require(frame.root, Permission.COUNT, user=frame.user.user_name)
-        found = webui.search_concepts(frame.root, q, domain=domain)
-    except MedlakeError as error:
-        return error_page(frame, error)
-    return JSONResponse(jsonable({"query": q, "domain": domain, "concepts": found}))
+    """Concepts for the builder's search box: the API's concept search, best first."""
+    query = q.strip()[:255]
+
+    def found(frame: Frame) -> dict[str, Any]:
+        assert frame.user is not None
+        concepts = search_concepts(frame.root, frame.user, query, domain, 25) if query else []
+        return {"query": query, "domain": domain, "concepts": concepts}
+
+    return _api_call(request, found)
+
+
+@router.post("/cohorts/definitions.json", name="ui_save_cohort_definition")
+def ui_save_cohort_definition(request: Request, body: Annotated[SaveRequest, Body()]) -> Response:
+    """Save the builder's definition under a name (the API's save route)."""
+    return _api_call(request, lambda f: save_cohort_definition(f.root, f.user, body), post=True)
+
+
+@router.get("/cohorts/definitions/{definition_id:int}.json", name="ui_get_cohort_definition")
+def ui_get_cohort_definition(request: Request, definition_id: int) -> Response:
+    """A saved definition with its JSON, for the builder to load."""
+    return _api_call(request, lambda f: get_cohort_definition(f.root, f.user, definition_id))
 
 
 # ---------------------------------------------------------------------- patient 360

@@ -88,6 +88,7 @@
     if (state.descendants !== undefined) holder.querySelector(".descendants").checked = state.descendants;
     drawChips(holder);
     sync();
+    if (holder.concepts.some((c) => !c.concept_code)) nameChips(holder);
     node.querySelectorAll("input, select").forEach((el) => {
       el.addEventListener(el.tagName === "SELECT" || el.type === "checkbox" ? "change" : "input", () => { sync(); changed(); });
     });
@@ -98,7 +99,7 @@
   function conceptSet(id, holder, name) {
     const descendants = holder.querySelector(".descendants").checked;
     return {id: id, name: name, items: holder.concepts.map((c) => {
-      const item = c.concept_id !== undefined ? {concept_id: c.concept_id} : {vocabulary_id: c.vocabulary_id, concept_code: c.concept_code};
+      const item = c.concept_id != null ? {concept_id: c.concept_id} : {vocabulary_id: c.vocabulary_id, concept_code: c.concept_code};
       item.include_descendants = descendants;
       return item;
     })};
@@ -173,29 +174,45 @@
       marker: {color: "#2f6f9f"}, hoverinfo: "x+y"}], {margin: {l: 10, r: 10, t: 5, b: 25}, yaxis: {automargin: true, type: "category"}});
   }
 
-  function loadExample() {
-    const ex = page.example;
+  function loadExample() { loadDefinition(page.example); }
+
+  // Chips of a loaded definition know only the concept id: name them (the concept search
+  // finds a concept by its id too).
+  async function nameChips(holder) {
+    for (const chip of holder.concepts) {
+      if (chip.concept_code || chip.concept_id == null) continue;
+      const found = await (await fetch("/ui/concepts.json?q=" + chip.concept_id, {credentials: "same-origin"})).json();
+      const hit = (found.concepts || []).find((c) => c.concept_id === chip.concept_id);
+      if (hit) chip.label = hit.concept_code + " " + hit.concept_name;
+    }
+    drawChips(holder);
+  }
+
+  // Fill the form from a definition of the builder's shape (entry event, rules of one
+  // event or an age); anything else it holds is not shown.
+  function loadDefinition(ex) {
     const sets = Object.fromEntries(ex.concept_sets.map((s) => [s.id, s]));
-    const chipsOf = (id) => (sets[id] ? sets[id].items.map((it) => ({vocabulary_id: it.vocabulary_id, concept_code: it.concept_code, concept_id: it.concept_id, label: (it.vocabulary_id || "") + " " + (it.concept_code || it.concept_id)})) : []);
+    const chipsOf = (id) => (sets[id] ? sets[id].items.map((it) => ({vocabulary_id: it.vocabulary_id, concept_code: it.concept_code, concept_id: it.concept_id, label: it.concept_code ? it.vocabulary_id + " " + it.concept_code : "concept " + it.concept_id})) : []);
     const entry = document.querySelector("#entry .criterion");
     const primary = ex.primary_criteria.criteria[0];
     entry.querySelector(".domain").value = primary.domain;
     entry.querySelector(".first").checked = !!primary.first;
     const entrySet = sets[primary.codeset_id];
     entry.querySelector(".descendants").checked = entrySet ? !!entrySet.items[0].include_descendants : true;
-    entry.concepts = chipsOf(primary.codeset_id).map((c) => { if (c.concept_id === undefined) delete c.concept_id; return c; });
+    entry.concepts = chipsOf(primary.codeset_id).map((c) => { if (c.concept_id == null) delete c.concept_id; return c; });
     drawChips(entry);
+    nameChips(entry);
     rules.innerHTML = "";
     document.getElementById("cohort-name").value = ex.name;
-    for (const rule of ex.inclusion_rules) {
+    for (const rule of ex.inclusion_rules || []) {
       const group = rule.expression;
-      if (group.demographics && group.demographics.length) {
+      if (group.demographics && group.demographics.length && group.demographics[0].age) {
         const age = group.demographics[0].age;
         addRule({name: rule.name, kind: "age", ageOp: age.op, age: age.value});
         continue;
       }
       const cc = group.criteria[0], c = cc.criterion, w = cc.start_window || {};
-      const concepts = chipsOf(c.codeset_id).map((x) => { if (x.concept_id === undefined) delete x.concept_id; return x; });
+      const concepts = chipsOf(c.codeset_id).map((x) => { if (x.concept_id == null) delete x.concept_id; return x; });
       const items = sets[c.codeset_id] ? sets[c.codeset_id].items : [];
       addRule({name: rule.name, kind: "event", domain: c.domain, concepts: concepts,
                descendants: items.length ? !!items[0].include_descendants : true,
@@ -209,5 +226,27 @@
   document.getElementById("cohort-name").addEventListener("input", changed);
   document.getElementById("add-rule").addEventListener("click", () => { addRule({}); changed(); });
   document.getElementById("load-example").addEventListener("click", loadExample);
+  document.getElementById("load-definition").addEventListener("click", async () => {
+    const id = document.getElementById("saved-definitions").value;
+    if (!id) return;
+    const response = await fetch("/ui/cohorts/definitions/" + id + ".json", {credentials: "same-origin"});
+    const saved = await response.json();
+    if (response.ok) loadDefinition(saved.definition);
+    else document.getElementById("save-status").textContent = saved.detail;
+  });
+  document.getElementById("save-definition").addEventListener("click", async () => {
+    const body = {name: document.getElementById("cohort-name").value, definition: definition()};
+    const response = await fetch("/ui/cohorts/definitions.json", {method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const saved = await response.json();
+    const status = document.getElementById("save-status");
+    status.textContent = response.ok ? words.savedAs + " #" + saved.id + " " + saved.name : saved.detail;
+    status.className = response.ok ? "small good" : "small bad";
+    if (response.ok) {
+      const option = document.createElement("option");
+      option.value = saved.id; option.textContent = "#" + saved.id + " " + saved.name;
+      document.getElementById("saved-definitions").appendChild(option);
+    }
+  });
   changed();
 })();

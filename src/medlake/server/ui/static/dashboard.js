@@ -9,5 +9,5 @@
             y: rows.map((r) => r.records), line: {shape: "hv", width: 1.5, color: medlake.palette[i % medlake.palette.length]}};
   });
   medlake.plot("records-chart", traces, {hovermode: "x unified", legend: {orientation: "h", y: 1.12},
-    margin: {l: 55, r: 10, t: 30, b: 35}, xaxis: {type: "date"}, yaxis: {title: {text: "records / month"}}});
+    margin: {l: 55, r: 10, t: 30, b: 35}, xaxis: {type: "date"}});
 })();
