@@ -7,6 +7,12 @@ FHIR (the reference for what the writer costs), and the re-ingest time as a shar
 the first ingest (target: <= 10 %).
 
     .venv/bin/python benchmarks/ingest_throughput.py --patients 5000 [--skip lis]
+    .venv/bin/python benchmarks/ingest_throughput.py --patients 34000 --fhir-read-ahead 3
+
+``--fhir-read-ahead N`` measures only the EMR's FHIR export: N alternating pairs of
+ingests into fresh workspaces (EMPI linking and QC after ingest off: ingest alone), the
+reader in a thread (as before) vs in a child process (files of 16 MiB or more), and
+prints each mode's median resources/s, their ratio and the reader-alone rate.
 """
 
 from __future__ import annotations
@@ -40,11 +46,47 @@ def fhir_reader_rate(emr_dir: Path) -> float:
     return resources / (time.perf_counter() - started)
 
 
+def fresh_workspace(path: Path) -> Path:
+    """A workspace that only ingests: no EMPI link and no QC run after it."""
+    init_workspace(path)
+    settings = path / "medlake.toml"
+    text = settings.read_text(encoding="utf-8")
+    text = text.replace("link_after_ingest = true", "link_after_ingest = false")
+    settings.write_text(text.replace("run_after_ingest = true", "run_after_ingest = false"))
+    return path
+
+
+def fhir_read_ahead(scratch: Path, emr: Path, pairs: int) -> None:
+    """Alternating thread / process read-ahead ingests of the EMR; medians and ratio."""
+    import statistics
+
+    import medlake.service.ingest as service
+
+    rates: dict[str, list[float]] = {"thread": [], "process": []}
+    resources = 0
+    for pair in range(pairs):
+        for mode, threshold in (("thread", 1 << 60), ("process", 16 << 20)):
+            service._READ_IN_PROCESS_FROM = threshold
+            workspace = fresh_workspace(scratch / f"{mode}{pair}")
+            started = time.perf_counter()
+            report = ingest_paths(workspace, [emr], source_system="emr")
+            seconds = time.perf_counter() - started
+            resources = sum(row.read for row in report.sources)
+            rates[mode].append(resources / seconds)
+            print(f"  {mode:>7}: {resources:,} resources in {seconds:6.1f} s "
+                  f"= {resources / seconds:9,.0f} resources/s")  # fmt: skip
+    thread, process = (statistics.median(rates[m]) for m in ("thread", "process"))
+    print(f"FHIR end to end, median of {pairs}: thread {thread:,.0f}/s, process "
+          f"{process:,.0f}/s = {process / thread:.2f}x")  # fmt: skip
+    print(f"FHIR reader alone: {fhir_reader_rate(emr):,.0f} resources/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip", action="append", default=[], choices=SOURCES)
+    parser.add_argument("--fhir-read-ahead", type=int, default=0, metavar="PAIRS")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="medlake-ingest-bench-"))
     hospital = scratch / "hospital"
@@ -53,6 +95,9 @@ def main() -> None:
         f"{platform.python_version()}; {args.patients:,} patients, seed {args.seed}"
     )
     generate_hospital(hospital, args.patients, args.seed)
+    if args.fhir_read_ahead:
+        fhir_read_ahead(scratch, hospital / "emr", args.fhir_read_ahead)
+        return
     workspace = scratch / "workspace"
     init_workspace(workspace)
     options = {"mapping": hospital / "his" / "medlake-mapping.toml"}
