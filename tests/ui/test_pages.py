@@ -341,3 +341,36 @@ def test_an_unknown_result_or_person_is_a_clear_error_page(app, ui_workspace) ->
     assert problem.status_code == 400
     assert problem.headers["content-type"].startswith("application/problem+json")
     assert not may(Principal("x", Role.AUDITOR), NAVIGATION[1][2])
+
+
+def test_a_gwas_job_shows_to_its_projects_members_and_stewards_only(app, ui_workspace) -> None:
+    root, admin = ui_workspace.root, ui_workspace.users["admin"]
+    access.create_project(root, "ldl", "LDL genetics", as_user=admin)
+    access.add_member(root, "ldl", "researcher1", as_user=admin)
+    access.add_user(root, "outsider1", "researcher", as_user=admin)
+    outsider = access.issue_token(root, "outsider1", as_user="outsider1").token
+    member = {"Authorization": f"Bearer {ui_workspace.tokens['researcher']}"}
+    with TestClient(app) as api:  # the application's lifespan runs its job workers
+        request = {"project_id": "ldl", "name": "ldl_job", "measurement": "22748-8", "n_pcs": 2}
+        job = api.post("/api/v1/analyses/gwas", headers=member, json=request)
+        assert job.status_code == 202, job.text
+        job_id = job.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (state := api.get(f"/api/v1/jobs/{job_id}", headers=member).json())["status"] in (
+            "queued", "running"):  # fmt: skip
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state["status"] == "succeeded", state
+    parquet = Path(state["result"]["files"]["parquet"])
+    researcher = signed_in(app, ui_workspace, "researcher")
+    listed = researcher.get("/ui/analyses.json").json()["results"]
+    assert [(r["result_id"], r["project_id"]) for r in listed] == [(f"j{job_id}", "ldl")]
+    shown = researcher.get(f"/ui/analyses/j{job_id}.json").json()
+    assert shown["variants"] == int(pq.read_table(parquet).to_pandas().p.notna().sum())
+    assert shown["summary"]["phenotype"] == state["result"]["phenotype"]
+    steward = signed_in(app, ui_workspace, "steward").get("/ui/analyses.json").json()["results"]
+    assert f"j{job_id}" in {r["result_id"] for r in steward}
+    stranger = TestClient(app, follow_redirects=False)
+    stranger.post("/ui/login", data={"user": "outsider1", "token": outsider})
+    assert stranger.get("/ui/analyses.json").status_code == 403  # in no project
+    assert stranger.get(f"/ui/analyses/j{job_id}.json").status_code == 403

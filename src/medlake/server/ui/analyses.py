@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from medlake.access import Permission
+from medlake.access import Permission, is_allowed
 from medlake.config import open_workspace
 from medlake.errors import UsageError
 from medlake.omics.gwas.plots import GENOME_WIDE, genomic_inflation
-from medlake.server.ui.web import Frame, page
+from medlake.server.ui.web import Frame, may, page
 from medlake.service import access, webui
 
 GWAS_SUFFIX = ".glm.parquet"
@@ -101,21 +101,28 @@ def _allowed(frame: Frame, results: list[Result]) -> list[Result]:
 
 
 def _may_see(frame: Frame, result: Result) -> bool:
-    from medlake.access import is_allowed
-
     assert frame.user is not None
     return is_allowed(frame.user, Permission.ANALYZE, result.project_id)
 
 
-@page("/analyses", "analyses.html", Permission.ANALYZE, project_arg="project")
+@page("/analyses", "analyses.html")
 def analyses(frame: Frame) -> dict[str, Any]:
+    """The results the user may see: every one for stewards, their projects' for
+    researchers (``?project=`` checks one project); others are refused (audited)."""
+    assert frame.user is not None
+    project = frame.request.query_params.get("project") or None
+    if project is not None or not may(frame.user, Permission.ANALYZE):
+        access.require(frame.root, Permission.ANALYZE, user=frame.user.user_name,
+                       project_id=project)  # fmt: skip
     results = _allowed(frame, find_results(frame.root))
     return {"results": [r.listing(frame.root) for r in results]}
 
 
-@page("/analyses/{result_id}", "analysis.html", Permission.ANALYZE, project_arg="project")
+@page("/analyses/{result_id}", "analysis.html")
 def analysis(frame: Frame) -> dict[str, Any]:
     assert frame.user is not None
+    if not may(frame.user, Permission.ANALYZE):  # refused (and audited) before any lookup
+        access.require(frame.root, Permission.ANALYZE, user=frame.user.user_name)
     wanted = frame.request.path_params["result_id"]
     result = next((r for r in find_results(frame.root) if r.result_id == wanted), None)
     if result is None:
