@@ -81,6 +81,7 @@ class BackupSection(_Section):
 class WatchSection(_Section):
     """The ransomware watch (``medlake watch``): when it freezes the workspace."""
 
+    in_serve: bool = Field(default=True, description="run the watch inside medlake serve")
     interval_seconds: float = Field(default=2.0, gt=0)
     window_seconds: float = Field(default=60.0, gt=0)
     rename_burst: int = Field(default=3, ge=1)

@@ -71,6 +71,10 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     )
     app.state.workspace_dir = workspace.root
     app.state.jobs = runner
+    # The ransomware watch runs with the server ([watch] in_serve; docs/protection.md).
+    from medlake.service.watch import with_background_watch
+
+    app.router.lifespan_context = with_background_watch(app.router.lifespan_context, workspace)
     problems.install(app)
     routers = (
         system.router,

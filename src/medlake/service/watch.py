@@ -9,10 +9,12 @@ operator is told. After review, ``medlake watch clear`` lifts the freeze (audite
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
@@ -162,3 +164,63 @@ def watch(
 def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
+
+
+class BackgroundWatch:
+    """The watch as a daemon thread of a long-running process (``medlake serve``).
+
+    It scans as ``medlake watch`` does; after an alert has frozen the workspace it waits
+    until an operator has run ``medlake watch clear``, then starts again from a new
+    baseline (the reviewed state). :meth:`stop` ends it within one scan interval.
+    """
+
+    def __init__(self, workspace: Workspace, *, interval: float | None = None) -> None:
+        self.workspace = workspace
+        self.interval = interval or workspace.settings.watch.interval_seconds
+        self.stopping = threading.Event()
+        self.alerts: list[dict[str, object]] = []
+        self.thread = threading.Thread(target=self._run, name="medlake-watch", daemon=True)
+
+    def start(self) -> BackgroundWatch:
+        self.thread.start()
+        logger.info("ransomware watch started (every %g s)", self.interval)
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=max(10.0, 3 * self.interval))
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            if self.workspace.freeze_file.exists():  # wait for the review
+                self.stopping.wait(self.interval)
+                continue
+            try:
+                record = watch(self.workspace, stop=self.stopping, interval=self.interval)
+            except Exception:  # the watch must outlive a scan error (a file vanishing)
+                logger.exception("ransomware watch: scan failed; retrying")
+                self.stopping.wait(self.interval)
+                continue
+            if record is not None:
+                self.alerts.append(record)
+
+
+def with_background_watch(lifespan: Callable[[Any], Any], workspace: Workspace) -> Any:
+    """Wrap an ASGI lifespan so the watch runs while the server does (``[watch] in_serve``).
+
+    For ``medlake serve``: the application's own lifespan runs inside; the watch starts
+    after it has started and stops after it has stopped.
+    """
+    if not workspace.settings.watch.in_serve:
+        return lifespan
+
+    @contextlib.asynccontextmanager
+    async def wrapped(app: Any) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            background = BackgroundWatch(workspace).start()
+            try:
+                yield state
+            finally:
+                background.stop()
+
+    return wrapped
