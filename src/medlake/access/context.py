@@ -30,10 +30,11 @@ _resolved: ContextVar[dict[Path, Principal] | None] = ContextVar("medlake_resolv
 
 
 def login_name() -> str:
+    """The operating-system login (``uid<N>`` where there is no passwd entry)."""
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no passwd entry (some containers)
-        return str(os.getuid())
+        return f"uid{os.getuid()}"
 
 
 def current_principal() -> Principal | None:

@@ -78,4 +78,12 @@ def demo(
     print_table("Timings", ["step", "seconds"], timings)
     console.print(f"Hospital exports: [bold]{result.hospital_dir}[/]")
     console.print(f"Workspace:        [bold]{result.workspace_dir}[/]")
+    if result.users is not None:
+        users = result.users
+        console.print(
+            f"Users:            {users.admin} (admin: you), {users.steward} (steward), "
+            f"{users.researcher} (researcher in project {users.project}), {users.auditor} "
+            "(auditor); act as one with medlake --as USER", highlight=False)  # fmt: skip
+        console.print(f"Demo login:       {users.steward} (steward), API token "
+                      f"{users.login_token}", highlight=False, soft_wrap=True)  # fmt: skip
     console.print(f"Next: medlake status --workspace {result.workspace_dir}")

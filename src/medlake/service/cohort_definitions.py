@@ -20,8 +20,8 @@ Names are unique (the definition's own ``name`` is set to the saved name). Updat
 definition deletes the ``cohort`` rows generated from its earlier version, which no
 longer describe it; deleting removes both. No person-level data passes through here.
 
-Access (wired by the governance layer): reading and writing definitions is part of
-building cohorts (``Permission.COUNT``), marked ``# policy:`` on each entry point.
+Access: reading and writing definitions is part of building cohorts: every entry point
+is ``@authorized(Permission.COUNT)`` (:mod:`medlake.service.policy`).
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from medlake.access import Permission
 from medlake.cohort.model import CohortDefinition
 from medlake.config import open_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import InputError, NotFoundError, UsageError
 from medlake.service.cohort import count_cohort, parse_definition
+from medlake.service.policy import authorized
 from medlake.service.workspace import open_lake
 
 _COLUMNS = (
@@ -77,6 +79,7 @@ class SavedDefinition:
         }
 
 
+@authorized(Permission.COUNT)
 def save_definition(
     workspace_dir: Path | None, name: str, definition: CohortDefinition | Mapping[str, Any]
 ) -> int:
@@ -97,6 +100,7 @@ def save_definition(
     return definition_id
 
 
+@authorized(Permission.COUNT)
 def list_definitions(workspace_dir: Path | None) -> list[SavedDefinition]:
     """Every saved definition (without its JSON), by id."""
     # policy: Permission.COUNT
@@ -106,6 +110,7 @@ def list_definitions(workspace_dir: Path | None) -> list[SavedDefinition]:
     return [_saved(row, generated, with_definition=False) for row in rows]
 
 
+@authorized(Permission.COUNT)
 def get_definition(workspace_dir: Path | None, definition_id: int) -> SavedDefinition:
     """One saved definition with its parsed JSON."""
     # policy: Permission.COUNT
@@ -115,6 +120,7 @@ def get_definition(workspace_dir: Path | None, definition_id: int) -> SavedDefin
     return _saved(row, generated, with_definition=True)
 
 
+@authorized(Permission.COUNT)
 def update_definition(
     workspace_dir: Path | None,
     definition_id: int,
@@ -141,6 +147,7 @@ def update_definition(
                            False, parsed)  # fmt: skip
 
 
+@authorized(Permission.COUNT)
 def delete_definition(workspace_dir: Path | None, definition_id: int) -> None:
     """Delete a saved definition and the ``cohort`` rows generated from it."""
     # policy: Permission.COUNT
@@ -149,6 +156,7 @@ def delete_definition(workspace_dir: Path | None, definition_id: int) -> None:
         _delete(engine, definition_id)
 
 
+@authorized(Permission.COUNT)
 def count_definition(
     workspace_dir: Path | None,
     definition: int | CohortDefinition | Mapping[str, Any],

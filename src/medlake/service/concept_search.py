@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from medlake.access import Permission
 from medlake.config import open_workspace
 from medlake.errors import InputError
+from medlake.service.policy import authorized
 from medlake.service.workspace import open_lake
 from medlake.vocab.search import concept_search_query
 
@@ -52,6 +54,7 @@ class ConceptMatch:
         return asdict(self)
 
 
+@authorized(Permission.COUNT)
 def search_concepts(
     workspace_dir: Path | None, text: str, domain: str | None = None, limit: int = 20
 ) -> list[ConceptMatch]:
@@ -60,7 +63,6 @@ def search_concepts(
     ``domain``: a cohort criterion's domain (``drug_exposure``) or an OMOP domain id
     (``Drug``); None searches every domain.
     """
-    # policy: Permission.COUNT
     if not text.strip():
         raise InputError("give some text to search concepts for")
     if not 1 <= limit <= MAX_LIMIT:

@@ -3,6 +3,12 @@
 ``make demo`` runs this. Each capability that lands adds its step here (ingest, link,
 check, count a cohort, analyses, serve), so the demo always shows the whole platform as
 far as it exists.
+
+Every step runs as the user whose role would do it, through the same access policy as
+the CLI and the API: the login that made the workspace is its admin (ingest, backups),
+and the demo adds a data steward (EMPI, quality, extraction), a researcher in project
+``t2d`` (the cohort count, GWAS, DE) and an auditor (the audit trail). The steward gets an
+API token, printed at the end as the demo's web UI login.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medlake.access.context import acting_as, login_name
 from medlake.errors import UsageError
 from medlake.service.demo_steps import STEPS, DemoContext, DemoSection
 from medlake.service.ingest import IngestProgress, IngestReport, ingest_paths
@@ -33,6 +40,33 @@ class DemoResult:
     lake: LakeSummary
     timings: dict[str, float]
     sections: list[DemoSection] = field(default_factory=list)
+    users: DemoUsers | None = None
+
+
+@dataclass(frozen=True)
+class DemoUsers:
+    """Who the demo's steps run as, and the token the demo prints to sign in with."""
+
+    admin: str
+    steward: str = "zhang.steward"
+    researcher: str = "li.researcher"
+    auditor: str = "chen.auditor"
+    project: str = "t2d"
+    login_token: str = ""
+
+    def acting(self, role: str) -> object:
+        """The scope a step of ``role`` runs in (a researcher's inside the project)."""
+        user = {"admin": self.admin, "steward": self.steward, "researcher": self.researcher,
+                "auditor": self.auditor}[role]  # fmt: skip
+        return acting_as(user, project=self.project if role == "researcher" else None)
+
+
+#: The role each demo step runs as (steps not named here run as the admin).
+STEP_ROLES = {
+    "link persons": "steward", "quality checks": "steward", "count cohort": "researcher",
+    "extract dataset": "steward", "GWAS": "researcher", "differential expression": "researcher",
+    "de-identify notes": "steward", "verify audit trail": "auditor", "backup and drill": "admin",
+}  # fmt: skip
 
 
 def run_demo(
@@ -59,9 +93,12 @@ def run_demo(
     started = time.perf_counter()
     workspace_dir = out_dir / "workspace"
     init_workspace(workspace_dir, name="medlake-demo")
+    users = demo_users(workspace_dir)
     timings["init workspace"] = time.perf_counter() - started
 
-    report, ingest_timings = ingest_hospital(workspace_dir, hospital_dir, progress=ingest_progress)
+    with users.acting("admin"):
+        report, ingest_timings = ingest_hospital(workspace_dir, hospital_dir,
+                                                 progress=ingest_progress)  # fmt: skip
     timings.update(ingest_timings)
 
     context = DemoContext(hospital_dir, workspace_dir, out_dir)
@@ -70,10 +107,30 @@ def run_demo(
         if step_started is not None:
             step_started(name)
         started = time.perf_counter()
-        sections.append(step(context))
+        with users.acting(STEP_ROLES.get(name, "admin")):
+            sections.append(step(context))
         timings[name] = time.perf_counter() - started
-    return DemoResult(hospital_dir, workspace_dir, synth_summary, report,
-                      lake_summary(workspace_dir), timings, sections)  # fmt: skip
+    with users.acting("admin"):
+        lake = lake_summary(workspace_dir)
+    return DemoResult(hospital_dir, workspace_dir, synth_summary, report, lake, timings,
+                      sections, users)  # fmt: skip
+
+
+def demo_users(workspace_dir: Path) -> DemoUsers:
+    """Add the demo's steward, researcher (in project ``t2d``) and auditor, as the admin
+    the workspace's creator is; issue the steward's API token."""
+    from medlake.service import access
+
+    users = DemoUsers(admin=login_name())
+    with users.acting("admin"):
+        for name, role in ((users.steward, "steward"), (users.researcher, "researcher"),
+                           (users.auditor, "auditor")):  # fmt: skip
+            access.add_user(workspace_dir, name, role)
+        access.create_project(workspace_dir, users.project, "Type 2 diabetes: metformin, HbA1c, "
+                              "LDL genetics and expression")  # fmt: skip
+        access.add_member(workspace_dir, users.project, users.researcher)
+        token = access.issue_token(workspace_dir, users.steward).token
+    return DemoUsers(admin=users.admin, login_token=token)
 
 
 def ingest_hospital(

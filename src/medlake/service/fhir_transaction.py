@@ -17,19 +17,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.errors import InputError
 from medlake.service.ingest import ingest_paths, quarantine_entries
+from medlake.service.policy import authorized
 
 BUNDLE_TYPES = ("transaction", "batch")
 _ENTRY = re.compile(r"entry (\d+)")
 
 
+@authorized(Permission.INGEST)
 def post_bundle(
     workspace_dir: Path | Workspace | None, bundle: Any, *, source_system: str = "fhir"
 ) -> dict[str, Any]:
     """Ingest ``bundle`` (parsed JSON) and return its transaction-response Bundle."""
-    # policy: Permission.INGEST (checked by the caller until the services check it)
     workspace = as_workspace(workspace_dir)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise InputError("request body: not a FHIR Bundle (resourceType must be 'Bundle')")

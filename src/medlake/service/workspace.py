@@ -9,8 +9,6 @@ migrations of :mod:`medlake.schema.migrations`.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import sqlglot.expressions as sge
 from medlake import __version__
 from medlake.access import Permission, Role
 from medlake.access import store as access_store
+from medlake.access.context import login_name
 from medlake.config import (
     SETTINGS_FILE,
     EngineSettings,
@@ -87,11 +86,7 @@ def _first_admin(engine: Engine) -> None:
     Recorded in ``access_user`` (created by ``system:init``) rather than as an audit
     event, so a new workspace's trail starts empty; every later change is audited.
     """
-    try:
-        name = getpass.getuser()
-    except (OSError, KeyError):  # no passwd entry (some containers)
-        name = f"uid{os.getuid()}"
-    access_store.add_user(engine, name, Role.ADMIN, created_by="system:init")
+    access_store.add_user(engine, login_name(), Role.ADMIN, created_by="system:init")
 
 
 def pseudonym_secret(workspace: Workspace) -> bytes:
