@@ -113,6 +113,40 @@ def mb(value: float) -> str:
     return f"{value / 1e6:,.1f} MB"
 
 
+def ransomware(root: Path, scratch: Path, interval: float) -> None:
+    """An attacker encrypting a copy of the workspace at full speed, the watch scanning."""
+    victim = scratch / "victim"
+    shutil.copytree(root, victim, symlinks=True)
+    files = sum(1 for p in victim.rglob("*") if p.is_file() and "protect" not in p.parts)
+    settings = open_workspace(victim).settings
+    counter = scratch / "encrypted"
+    stop, scanned = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def run_watch() -> None:
+        outcome["record"] = watch.watch(
+            victim, stop=stop, interval=interval, on_scan=lambda n: scanned.set()
+        )
+        outcome["encrypted"] = int(counter.read_text()) if counter.exists() else 0
+
+    watcher = threading.Thread(target=run_watch)
+    watcher.start()
+    scanned.wait(600)  # the baseline scan and one more are done
+    attacker = subprocess.Popen([sys.executable, "-c", ATTACKER, str(victim), str(counter)])
+    started = time.perf_counter()
+    watcher.join(timeout=300)
+    attacker.kill()
+    attacker.wait()
+    stop.set()
+    record = outcome.get("record") or {}
+    print(
+        f"ransomware: attacker at full speed on {files:,} files; watch every "
+        f"{interval:g} s (rename burst {settings.watch.rename_burst}): frozen after "
+        f"{time.perf_counter() - started:.1f} s with {outcome.get('encrypted')} files encrypted "
+        f"({record.get('reason')})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=5000)
@@ -120,9 +154,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="alternating pairs")
     parser.add_argument("--skip-lis", action="store_true", help="leave the LIS out (slow)")
     parser.add_argument("--skip-landing", action="store_true", help="no landing-alone timing")
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        help="an ingested workspace with a backup repository (an interrupted run's): take an "
+        "incremental backup, run the drill and the attacker on it; no synthesis, no ingest",
+    )
     parser.add_argument("--interval", type=float, default=2.0, help="watch scan interval (s)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="medlake-protect-bench-"))
+    if args.workspace is not None:
+        after = backup.run_backup(args.workspace)
+        print(
+            f"incremental backup: {after.seconds:.1f} s, {mb(after.stats.original_size)} in all, "
+            f"added {mb(after.stats.deduplicated_size)}"
+        )
+        print(backup.drill(args.workspace).summary())
+        ransomware(args.workspace, scratch, args.interval)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
         f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}; "
@@ -141,6 +191,7 @@ def main() -> None:
             (mirror_times if mirrored else plain_times).append(seconds)
             if not (rep == args.repeat - 1 and mirrored):
                 shutil.rmtree(root)
+                shutil.rmtree(root.with_name(f"{root.name}-mirror"), ignore_errors=True)
             else:
                 workspace_root = root
     plain, mirrored = statistics.median(plain_times), statistics.median(mirror_times)
@@ -190,34 +241,7 @@ def main() -> None:
     print(result.summary())
 
     # 4. ransomware
-    victim = scratch / "victim"
-    shutil.copytree(root, victim, symlinks=True)
-    files = sum(1 for p in victim.rglob("*") if p.is_file() and "protect" not in p.parts)
-    settings = open_workspace(victim).settings
-    counter = scratch / "encrypted"
-    stop = threading.Event()
-    outcome: dict[str, object] = {}
-
-    def run_watch() -> None:
-        outcome["record"] = watch.watch(victim, stop=stop, interval=args.interval)
-        outcome["encrypted"] = int(counter.read_text()) if counter.exists() else 0
-
-    watcher = threading.Thread(target=run_watch)
-    watcher.start()
-    time.sleep(args.interval * 1.5)  # the baseline scan is done
-    attacker = subprocess.Popen([sys.executable, "-c", ATTACKER, str(victim), str(counter)])
-    started = time.perf_counter()
-    watcher.join(timeout=300)
-    attacker.kill()
-    attacker.wait()
-    stop.set()
-    record = outcome.get("record") or {}
-    print(
-        f"ransomware: attacker at full speed on {files:,} files; watch every "
-        f"{args.interval:g} s (rename burst {settings.watch.rename_burst}): frozen after "
-        f"{time.perf_counter() - started:.1f} s with {outcome.get('encrypted')} files encrypted "
-        f"({record.get('reason')})"
-    )
+    ransomware(root, scratch, args.interval)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
