@@ -68,7 +68,7 @@ def make_users(root: Path) -> dict[str, str]:
     return tokens
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     from medlake.access.context import acting_as
     from medlake.service.empi import link_workspace

@@ -130,4 +130,7 @@ def test_submitting_checks_the_kinds_parameters_at_once(api: Api) -> None:
     is_problem(api.post("researcher", "/analyses/gwas",
                         json={"project_id": PROJECT, "name": "../x", "measurement": 1}),
                422)  # fmt: skip
-    is_problem(api.post("steward", "/jobs", json={"kind": "ingest", "params": {"paths": []}}), 400)
+    is_problem(
+        api.post("steward", "/jobs", json={"kind": "ingest", "params": {"paths": ["/etc"]}}), 422
+    )
+    is_problem(api.post("steward", "/jobs", json={"kind": "qc", "params": {"tables": 3}}), 400)

@@ -16,6 +16,9 @@ from medlake.service import jobs as job_service
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 Kind = Literal["ingest", "gwas", "de", "extract", "qc"]
+#: Kinds submitted here with free parameters; ingest only through /uploads, which decides
+#: the files' paths (a client must never name files on the server).
+SubmitKind = Literal["gwas", "de", "extract", "qc"]
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -47,7 +50,7 @@ class Job(BaseModel):
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Kind
+    kind: SubmitKind
     params: dict[str, Any] = Field(default_factory=dict, description="the kind's parameters")
     project_id: str | None = Field(None, max_length=64, description="the project it runs in")
 
