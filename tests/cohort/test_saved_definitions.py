@@ -55,6 +55,7 @@ ADULTS = parse_definition(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_save_list_get_update_delete_round_trip_through_cohort_definition(
     workspace: Path,
 ) -> None:

@@ -42,6 +42,7 @@ def test_a_definition_counted_again_is_not_compiled_again(
     assert count_cohort(hospital_lake.workspace, definition, exact=True) == first
 
 
+@pytest.mark.slow
 def test_a_changed_vocabulary_gets_a_new_statement(hospital_lake: Any, tmp_path: Path) -> None:
     workspace = hospital_lake.copy(tmp_path / "ws")
     before = count_cohort(workspace, T2D, exact=True)
