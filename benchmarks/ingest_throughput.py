@@ -63,22 +63,33 @@ def fhir_read_ahead(scratch: Path, emr: Path, pairs: int) -> None:
     import medlake.service.ingest as service
 
     rates: dict[str, list[float]] = {"thread": [], "process": []}
+    cpus: dict[str, list[float]] = {"thread": [], "process": []}
     resources = 0
     for pair in range(pairs):
         for mode, threshold in (("thread", 1 << 60), ("process", 16 << 20)):
             service._READ_IN_PROCESS_FROM = threshold
             workspace = fresh_workspace(scratch / f"{mode}{pair}")
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             report = ingest_paths(workspace, [emr], source_system="emr")
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             resources = sum(row.read for row in report.sources)
             rates[mode].append(resources / seconds)
+            cpus[mode].append(cpu)
             print(f"  {mode:>7}: {resources:,} resources in {seconds:6.1f} s "
-                  f"= {resources / seconds:9,.0f} resources/s")  # fmt: skip
+                  f"= {resources / seconds:9,.0f}/s; CPU here {cpu:5.1f} s")  # fmt: skip
     thread, process = (statistics.median(rates[m]) for m in ("thread", "process"))
     print(f"FHIR end to end, median of {pairs}: thread {thread:,.0f}/s, process "
           f"{process:,.0f}/s = {process / thread:.2f}x")  # fmt: skip
+    cpu = time.process_time()
     print(f"FHIR reader alone: {fhir_reader_rate(emr):,.0f} resources/s")
+    reader_cpu = time.process_time() - cpu
+    writer_cpu = statistics.median(cpus["process"])  # the reader runs in the child
+    # CPU seconds do not depend on how many other jobs share the cores, wall time does:
+    # on two idle cores the process pipeline takes about max(reader, writer) CPU.
+    print(f"CPU: reader {reader_cpu:.1f} s, writer (+ unpickling) {writer_cpu:.1f} s, "
+          f"thread mode in all {statistics.median(cpus['thread']):.1f} s; two idle cores: "
+          f"about {resources / max(reader_cpu, writer_cpu):,.0f} resources/s (process), "
+          f"{resources / statistics.median(cpus['thread']):,.0f}/s (thread, serial bound)")
 
 
 def main() -> None:

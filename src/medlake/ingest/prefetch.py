@@ -77,22 +77,15 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 # so on two cores the thread pipeline is mostly serial. For large files the reader runs
 # in its own process instead: the same reader code, its chunks pickled back (Arrow tables
 # pickle as buffers) through a queue of ``depth`` chunks, so the lake gets exactly the
-# chunks, in the order, that reading in-process gives. Processes come from a fork server
-# (forked from a clean process that imported the readers once, never from the caller,
-# which holds DuckDB's threads and locks).
-
-_CONTEXT: multiprocessing.context.ForkServerContext | None = None
-_PRELOAD = ["medlake.ingest.formats", "medlake.ingest.fhir", "medlake.ingest.hl7v2",
-            "medlake.ingest.csv_mapping"]  # fmt: skip
+# chunks, in the order, that reading in-process gives. The child is forked (Linux): it
+# starts at once with the readers already imported, and does not run the caller's main
+# module again as spawn and forkserver children do. It only parses (Python, orjson,
+# Arrow) and never touches the caller's DuckDB connection or its threads.
 
 
-def _process_context() -> multiprocessing.context.ForkServerContext:
-    global _CONTEXT
-    if _CONTEXT is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
-        _CONTEXT = context
-    return _CONTEXT
+def _process_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _read_in_child(format: str, context: SourceContext, out: multiprocessing.Queue) -> None:
