@@ -87,3 +87,9 @@ def demo(
         console.print(f"Demo login:       {users.steward} (steward), API token "
                       f"{users.login_token}", highlight=False, soft_wrap=True)  # fmt: skip
     console.print(f"Next: medlake status --workspace {result.workspace_dir}")
+    from medlake.cli.serve import demo_should_serve, serve_demo
+
+    if demo_should_serve():
+        users = result.users
+        serve_demo(result.workspace_dir, users.steward if users else None,
+                   users.login_token if users else None)  # fmt: skip

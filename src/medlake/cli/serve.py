@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from medlake.cli.options import WorkspaceOption
+from medlake.cli.render import console
 from medlake.errors import UsageError
 
 
@@ -38,3 +41,45 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="info",
                 ssl_certfile=str(tls_cert) if tls_cert else None,
                 ssl_keyfile=str(tls_key) if tls_key else None)  # fmt: skip
+
+
+#: ``make demo`` ends by serving the demo workspace unless this is "0" (or ``$CI`` is set:
+#: a CI run must never block on a server).
+DEMO_SERVE_ENV = "MEDLAKE_DEMO_SERVE"
+
+
+def demo_should_serve() -> bool:
+    return os.environ.get(DEMO_SERVE_ENV, "1") != "0" and not os.environ.get("CI")
+
+
+def serve_demo(workspace: Path, login: str | None, token: str | None, port: int = 8730) -> None:
+    """Serve ``workspace`` on localhost until interrupted, after printing where and how
+    to sign in (the next free port when ``port`` is taken)."""
+    import uvicorn
+
+    from medlake.server.app import create_app
+
+    chosen = port if _port_free(port) else _free_port()
+    application = create_app(workspace)
+    url = f"http://127.0.0.1:{chosen}/"
+    console.print(f"\nServing the demo at [bold]{url}[/] (API: {url}api/v1/docs); stop with "
+                  f"Ctrl-C; {DEMO_SERVE_ENV}=0 skips this.", highlight=False)  # fmt: skip
+    if login and token:
+        console.print(f"Sign in as [bold]{login}[/] with the token {token}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
+    uvicorn.run(application, host="127.0.0.1", port=chosen, log_level="warning")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
