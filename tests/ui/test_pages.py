@@ -52,6 +52,7 @@ def lake_rows(root: Path, table: str) -> pd.DataFrame:
         return engine.execute(engine.table(table)).to_pandas()
 
 
+@pytest.mark.slow
 def test_every_pages_json_twin_is_the_context_its_template_got(app, ui_workspace) -> None:
     steward = signed_in(app, ui_workspace, "steward")
     person = int(lake_rows(ui_workspace.root, "measurement")["person_id"].min())
@@ -78,6 +79,7 @@ def test_every_pages_json_twin_is_the_context_its_template_got(app, ui_workspace
         assert json.loads(embedded.group(1).replace("<\\/", "</")) == twin.json(), path
 
 
+@pytest.mark.slow
 def test_pages_follow_the_access_policy_for_every_role_and_refusals_are_audited(
     app, ui_workspace
 ) -> None:
@@ -189,6 +191,7 @@ def test_the_builders_count_is_the_apis_count(app, ui_workspace) -> None:
     assert refused.status_code == 403
 
 
+@pytest.mark.slow
 def test_dashboard_figures_equal_pandas_over_the_lake(app, ui_workspace) -> None:
     page = signed_in(app, ui_workspace, "steward").get("/ui/dashboard.json").json()
     root = ui_workspace.root
@@ -293,6 +296,7 @@ def test_volcano_marks_the_genes_significant_after_adjustment(tmp_path: Path) ->
     )
 
 
+@pytest.mark.slow
 def test_both_languages_are_complete_and_the_workspace_sets_the_default(
     hospital_lake, tmp_path: Path
 ) -> None:
@@ -343,6 +347,7 @@ def test_an_unknown_result_or_person_is_a_clear_error_page(app, ui_workspace) ->
     assert not may(Principal("x", Role.AUDITOR), NAVIGATION[1][2])
 
 
+@pytest.mark.slow
 def test_a_gwas_job_shows_to_its_projects_members_and_stewards_only(app, ui_workspace) -> None:
     root, admin = ui_workspace.root, ui_workspace.users["admin"]
     access.create_project(root, "ldl", "LDL genetics", as_user=admin)
