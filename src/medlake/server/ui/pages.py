@@ -256,11 +256,13 @@ def person(frame: Frame) -> dict[str, Any]:
     """Patient 360 through the API's own route (same check, same audited read)."""
     assert frame.user is not None
     person_id = int(frame.request.path_params["person_id"])
-    timeline = get_person_timeline(frame.root, frame.user, person_id, notes=False)
+    notes = frame.request.query_params.get("notes") == "1"  # each note's full text
+    timeline = get_person_timeline(frame.root, frame.user, person_id, notes=notes)
     kinds: dict[str, int] = {}
     for item in timeline["items"]:
         kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
-    return timeline | {"domains": [{"kind": k, "items": n} for k, n in kinds.items()]}
+    return timeline | {"domains": [{"kind": k, "items": n} for k, n in kinds.items()],
+                       "notes": notes}  # fmt: skip
 
 
 # ---------------------------------------------------------------------- EMPI review
