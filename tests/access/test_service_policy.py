@@ -108,14 +108,22 @@ def _call(permission: Permission, root: Path, out: Path) -> Callable[[], object]
         Permission.MANAGE_PROJECTS: lambda: access.create_project(root, out.name, "t"),
         Permission.CHANGE_SETTINGS: lambda: vocabulary.load_vocabulary(root, None),
         Permission.PROTECT: lambda: watch.freeze_status(root),
+        Permission.APPROVE_RELEASE: lambda: _approve(root, out),
     }
     return calls[permission]
 
 
-#: Approving releases has no service yet (docs/access.md says so); every other permission
-#: is exercised.
-CHECKED = [p for p in Permission if p is not Permission.APPROVE_RELEASE]
-CASES = list(itertools.product(USERS, CHECKED))
+def _approve(root: Path, out: Path) -> object:
+    """Approve for release an extract the researcher rita made (so that no approver made it)."""
+    from medlake.service import extract, release
+
+    folder = out.parent / f"{out.name}_extract"
+    with acting_as("rita", project=PROJECT):
+        extract.extract_demo_cohort(root, folder)
+    return release.approve_release(root, folder, note="reviewed")
+
+
+CASES = list(itertools.product(USERS, Permission))
 
 
 def _denied_events(root: Path, user: str, action: str) -> int:
@@ -271,3 +279,35 @@ def test_reads_of_patient_data_are_audited_with_their_persons(lake: Path) -> Non
     assert events
     assert events[0]["object_type"] == "person"
     assert events[0]["object_id"] == str(person)
+
+
+def test_a_release_needs_a_second_steward_and_the_files_as_exported(
+    lake: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from medlake.errors import InputError
+    from medlake.service import extract, release
+
+    folder = tmp_path / "x"
+    with acting_as("sam"):
+        extract.extract_demo_cohort(lake, folder)
+        with pytest.raises(AccessDeniedError, match="sam made this extract"):
+            release.approve_release(lake, folder, note="mine")
+    access.add_user(lake, "sue", "steward", as_user=access.login_name())
+    (folder / "notes.txt").write_text("added later")
+    with acting_as("sue"), pytest.raises(InputError, match=r"did not write: notes\.txt"):
+        release.approve_release(lake, folder, note="x")
+    (folder / "notes.txt").unlink()
+    (folder / "dataset.csv").write_text("edited")
+    with acting_as("sue"), pytest.raises(InputError, match=r"dataset\.csv: changed"):
+        release.approve_release(lake, folder, note="x")
+
+    again = tmp_path / "y"
+    with acting_as("sam"):
+        extract.extract_demo_cohort(lake, again)
+    with acting_as("sue"):
+        approval = release.approve_release(lake, again, note="k=5 checked")
+    assert approval["approved_by"] == "sue"
+    assert approval["exported_by"] == "sam"
+    assert json.loads((again / "approval.json").read_text())["note"] == "k=5 checked"

@@ -34,6 +34,7 @@ from medlake.cli import (
     qc,
     quarantine,
     rebuild,
+    release,
     serve,
     synth,
     vocab,
@@ -116,6 +117,7 @@ app.add_typer(access.user_app, name="user")
 app.add_typer(access.project_app, name="project")
 app.add_typer(person.app, name="person")
 app.add_typer(empi.app, name="empi")
+app.add_typer(release.app, name="release")
 
 
 def run() -> None:
