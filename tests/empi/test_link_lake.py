@@ -51,8 +51,13 @@ def _lake_rows(workspace: Path) -> dict[str, list[tuple]]:
 @pytest.fixture(scope="module")
 def linked(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the hospital lake, linked once (read-only: copy it to change it)."""
+    from medlake.access import Principal, Role
+    from medlake.access.context import acting_as
+
     workspace = hospital_lake.copy(tmp_path_factory.mktemp("empi") / "ws")
-    empi.link_workspace(workspace)
+    # Module-scoped: made before the per-test acting principal, so act as the steward here.
+    with acting_as(Principal("test-steward", Role.STEWARD)):
+        empi.link_workspace(workspace)
     return workspace
 
 
@@ -99,6 +104,15 @@ def test_every_cdm_row_points_to_its_source_patients_person(linked: Path) -> Non
         assert engine.count("empi_golden") == len(held & set(_golden_persons(engine)))
 
 
+def _periods(workspace: Path) -> dict[int, tuple]:
+    with open_lake(open_workspace(workspace)) as engine:
+        rows = engine.execute(engine.table("observation_period")).to_pylist()
+    return {
+        r["person_id"]: (r["observation_period_start_date"], r["observation_period_end_date"])
+        for r in rows
+    }
+
+
 def _golden_persons(engine) -> list[int]:
     return engine.execute(engine.table("empi_golden").select("person_id")).column(0).to_pylist()
 
@@ -124,7 +138,11 @@ def test_rerun_and_retraining_keep_every_person_id(linked: Path, tmp_path: Path)
 def test_merge_then_unmerge_restores_every_table(linked: Path, tmp_path: Path) -> None:
     workspace = _copy(linked, tmp_path / "ws")
     before = _lake_rows(workspace)
-    clusters = sorted(_clusters(_persons(workspace)).items(), key=lambda kv: -len(kv[0]))
+    periods_before = _periods(workspace)
+    clusters = sorted(
+        ((m, p) for m, p in _clusters(_persons(workspace)).items() if p in periods_before),
+        key=lambda kv: -len(kv[0]),
+    )
     (members_a, keep), (members_b, other) = clusters[0], clusters[1]
     report = empi.merge_persons(workspace, keep, other, actor="test-steward")
     merged = _persons(workspace)
@@ -134,8 +152,16 @@ def test_merge_then_unmerge_restores_every_table(linked: Path, tmp_path: Path) -
     # Every row that pointed at the merged person now points at the kept one.
     assert all(str(other) not in row for rows in after_merge.values() for row in rows
                if rows is not after_merge.get("empi_golden"))  # fmt: skip
+    # Observation periods follow: the kept person's spans both persons' periods (each
+    # from its earliest to its latest record), the merged-away person has none.
+    periods = _periods(workspace)
+    assert other not in periods
+    assert periods[keep] == (
+        min(periods_before[keep][0], periods_before[other][0]),
+        max(periods_before[keep][1], periods_before[other][1]),
+    )
     empi.unmerge_operation(workspace, report.operation_id, actor="test-steward")
-    assert _lake_rows(workspace) == before
+    assert _lake_rows(workspace) == before  # observation_period included
     # The separation is remembered: a full automatic run does not join them again.
     empi.link_workspace(workspace, full=True)
     final = _persons(workspace)
@@ -168,6 +194,8 @@ def test_steward_decisions_survive_retraining(linked: Path, tmp_path: Path) -> N
 def test_incremental_batches_keep_ids_and_equal_a_full_link(hospital_lake, tmp_path: Path) -> None:
     """Ingest HIS, link; then EMR with linking after ingest: the HIS persons keep
     their ids, and a full re-link of everything changes nothing."""
+    from medlake.access import Principal, Role
+    from medlake.access.context import acting_as
     from medlake.config import write_settings
     from medlake.service.ingest import ingest_paths
     from medlake.service.workspace import init_workspace
@@ -178,14 +206,17 @@ def test_incremental_batches_keep_ids_and_equal_a_full_link(hospital_lake, tmp_p
     settings.empi.link_after_ingest = True
     write_settings(workspace / "medlake.toml", settings)
     hospital = hospital_lake.hospital
-    report = ingest_paths(
-        workspace, [hospital / "his"], source_system="his",
-        options={"mapping": hospital / "his" / "medlake-mapping.toml"},
-    )  # fmt: skip
+    admin = acting_as(Principal("test-admin", Role.ADMIN))  # ingest is an admin's job
+    with admin:
+        report = ingest_paths(
+            workspace, [hospital / "his"], source_system="his",
+            options={"mapping": hospital / "his" / "medlake-mapping.toml"},
+        )  # fmt: skip
     assert report.empi is not None
     assert report.empi.mode == "full"
     first = _clusters(_persons(workspace))
-    report = ingest_paths(workspace, [hospital / "emr"], source_system="emr")
+    with acting_as(Principal("test-admin", Role.ADMIN)):
+        report = ingest_paths(workspace, [hospital / "emr"], source_system="emr")
     assert report.empi is not None
     assert report.empi.mode == "incremental"
     second = _persons(workspace)

@@ -93,6 +93,7 @@ def run_demo(
     started = time.perf_counter()
     workspace_dir = out_dir / "workspace"
     init_workspace(workspace_dir, name="medlake-demo")
+    _link_after_ingest(workspace_dir)
     users = demo_users(workspace_dir)
     timings["init workspace"] = time.perf_counter() - started
 
@@ -176,3 +177,13 @@ def _clear_previous_demo(out_dir: Path) -> None:
             f"{out_dir} exists, is not empty and was not made by the demo; choose another"
         )
     shutil.rmtree(out_dir)
+
+
+def _link_after_ingest(workspace_dir: Path) -> None:
+    """The demo's ingest links each system's patients as they come (``[empi]
+    link_after_ingest``), so the EMPI step finds them linked and scores the lake."""
+    from medlake.config import open_workspace, write_settings
+
+    workspace = open_workspace(workspace_dir)
+    workspace.settings.empi.link_after_ingest = True
+    write_settings(workspace.settings_file, workspace.settings)

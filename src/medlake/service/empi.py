@@ -26,7 +26,7 @@ from medlake.empi.model import TrainingError
 from medlake.empi.run import LinkOptions, LinkOutcome, link, train_model
 from medlake.engine import Engine
 from medlake.errors import UsageError
-from medlake.service.empi_common import SYSTEM_ACTOR, home_ids, options_from
+from medlake.service.empi_common import SYSTEM_ACTOR, home_ids, options_from, refresh_periods
 from medlake.service.empi_steward import (
     DecisionReport,
     MergeReport,
@@ -80,6 +80,8 @@ def link_workspace(
 
 def _link(engine: Engine, options: LinkOptions, *, full: bool, actor: str) -> LinkOutcome:
     outcome = link(engine, options, home_ids=home_ids, actor=actor, full=full)
+    if outcome.changes:
+        refresh_periods(engine, [outcome.operation_id])
     if outcome.mode != "nothing":
         append_event(
             engine, actor=actor, action="empi.link", object_type="empi_operation",

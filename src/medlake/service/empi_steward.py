@@ -23,7 +23,7 @@ from medlake.empi.moves import decode_rows
 from medlake.empi.run import LinkOptions, apply_and_record, relink_persons
 from medlake.engine import Engine
 from medlake.errors import UsageError
-from medlake.service.empi_common import home_ids, options_from
+from medlake.service.empi_common import home_ids, options_from, refresh_periods
 from medlake.service.policy import authorized, record_read
 from medlake.service.workspace import open_lake
 
@@ -159,6 +159,7 @@ def decide_pair(
             detail={"decision": decision, "operation_id": operation_id,
                     "person_ids": sorted(set(persons))},
         )  # fmt: skip
+        refresh_periods(engine, [operation_id])
         return DecisionReport(pid, decision, operation_id, changes)
 
 
@@ -257,6 +258,7 @@ def merge_persons(
             engine, actor=actor, action="merge", object_type="person", object_id=str(keep),
             detail={"operation_id": operation_id, "person_ids": [keep, other]},
         )  # fmt: skip
+        refresh_periods(engine, [operation_id])
         return MergeReport(operation_id, keep, other, moved)
 
 
@@ -355,6 +357,7 @@ def unmerge_operation(
                     "person_ids": sorted({r["old_person_id"] for r in rows}
                                          | {r["new_person_id"] for r in rows})},
         )  # fmt: skip
+        refresh_periods(engine, [new_op])
         return UnmergeReport(new_op, operation_id, reverse.num_rows)
 
 
