@@ -128,10 +128,15 @@ def test_cohort_groups_take_one_sample_per_person() -> None:
 
 @pytest.mark.slow
 def test_cohort_mode_from_the_command_line(hospital_lake, tmp_path: Path) -> None:
+    from medlake.service import access
+
     definition = tmp_path / "t2d.json"
     definition.write_text(json.dumps(T2D_DIAGNOSED), encoding="utf-8")
+    # analyses on the lake are for researchers and stewards, not the workspace's admin
+    workspace = hospital_lake.copy(tmp_path / "ws")
+    access.add_user(workspace, "steward1", "steward", as_user=access.login_name())
     result = medlake(
-        "de", "-w", str(hospital_lake.workspace), "--case-cohort", str(definition),
+        "--as", "steward1", "de", "-w", str(workspace), "--case-cohort", str(definition),
         "--out", str(tmp_path / "t2d"), "--no-plots", "--json", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -169,16 +169,23 @@ def test_gwas_command_in_lake_mode(hospital_lake, tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    from medlake.service import access
+
     (tmp_path / "t2d.json").write_text(json.dumps(T2D))
     env = {k: v for k, v in os.environ.items() if k != "MEDLAKE_WORKSPACE"}
+    # analyses on the lake are for researchers and stewards, not the workspace's admin
+    workspace = hospital_lake.copy(tmp_path / "ws")
+    access.add_user(workspace, "steward1", "steward", as_user=access.login_name())
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "medlake.cli.main",
+            "--as",
+            "steward1",
             "gwas",
             "-w",
-            str(hospital_lake.workspace),
+            str(workspace),
             "--case-cohort",
             str(tmp_path / "t2d.json"),
             "--name",
