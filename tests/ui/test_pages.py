@@ -36,7 +36,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def app(ui_workspace):  # type: ignore[no-untyped-def]
-    return create_app(ui_workspace.root)
+    """The application, started as ``medlake serve`` starts it (its lifespan holds the
+    lake open and runs the job workers) for the whole module."""
+    application = create_app(ui_workspace.root)
+    with TestClient(application):
+        yield application
 
 
 def signed_in(app, ui_workspace, role: str) -> TestClient:  # type: ignore[no-untyped-def]
@@ -356,17 +360,17 @@ def test_a_gwas_job_shows_to_its_projects_members_and_stewards_only(app, ui_work
     access.add_user(root, "outsider1", "researcher", as_user=admin)
     outsider = access.issue_token(root, "outsider1", as_user="outsider1").token
     member = {"Authorization": f"Bearer {ui_workspace.tokens['researcher']}"}
-    with TestClient(app) as api:  # the application's lifespan runs its job workers
-        request = {"project_id": "ldl", "name": "ldl_job", "measurement": "22748-8", "n_pcs": 2}
-        job = api.post("/api/v1/analyses/gwas", headers=member, json=request)
-        assert job.status_code == 202, job.text
-        job_id = job.json()["job_id"]
-        deadline = time.monotonic() + 120
-        while (state := api.get(f"/api/v1/jobs/{job_id}", headers=member).json())["status"] in (
-            "queued", "running"):  # fmt: skip
-            assert time.monotonic() < deadline, state
-            time.sleep(0.5)
-        assert state["status"] == "succeeded", state
+    api = TestClient(app)  # the module's application runs its job workers
+    request = {"project_id": "ldl", "name": "ldl_job", "measurement": "22748-8", "n_pcs": 2}
+    job = api.post("/api/v1/analyses/gwas", headers=member, json=request)
+    assert job.status_code == 202, job.text
+    job_id = job.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while (state := api.get(f"/api/v1/jobs/{job_id}", headers=member).json())["status"] in (
+        "queued", "running"):  # fmt: skip
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert state["status"] == "succeeded", state
     parquet = Path(state["result"]["files"]["parquet"])
     researcher = signed_in(app, ui_workspace, "researcher")
     listed = researcher.get("/ui/analyses.json").json()["results"]
