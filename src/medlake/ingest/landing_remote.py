@@ -156,7 +156,8 @@ class RemoteRoot:
 class RemoteWrite:
     """One landed name being written: ``open`` → ``write``… → ``commit`` (or ``abort``).
 
-    Object stores: the final key, made visible by the PUT that ``commit`` completes.
+    Object stores: the final key, made visible by the PUT that ``commit`` completes (one
+    request per small file, beside the HEAD that found it missing).
     Others: a temporary name, renamed to the final one once closed and its size checked.
     """
 
@@ -186,11 +187,12 @@ class RemoteWrite:
         """Complete the upload (the PUT) and, off object stores, rename into place."""
         out, self.out = self.out, None
         self.root._call("close", lambda _fs: out.close())  # type: ignore[union-attr]
+        if self.root.atomic_put:
+            return  # the store answered the PUT: the whole object is there (no extra HEAD)
         stored = self.root._call("info", lambda fs: fs.info(self.name)["size"])
         if int(stored) != self.size:
             raise OSError(errno.EIO, f"stored {stored} bytes of {self.size}", self.name)
-        if not self.root.atomic_put:
-            self.root._call("rename", lambda fs: fs.mv(self.name, self.target))
+        self.root._call("rename", lambda fs: fs.mv(self.name, self.target))
 
     def abort(self) -> None:
         """Leave nothing under the landed name: discard the upload, remove a temporary."""
