@@ -8,12 +8,16 @@ plugin does not load under this pytest), all failures reported together."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
-from tests.server.conftest import Api
+from tests.server.conftest import Api, make_users
+
+from medlake.server.app import create_app
 
 EXAMPLES = 3
 #: Operations that start background work are fuzzed as a researcher outside any project
@@ -21,6 +25,16 @@ EXAMPLES = 3
 #: GWAS requests would run for minutes.
 STARTS_WORK = ("/jobs", "/qc/runs", "/analyses/gwas", "/analyses/de", "/uploads",
                "/cohorts/extract")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def api(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """A workspace of its own: schemathesis runs the app's lifespan itself (stopping its
+    job workers at the end), which must not touch the other tests' server."""
+    root = hospital_lake.copy(tmp_path_factory.mktemp("contract") / "ws")
+    tokens = make_users(root)
+    with TestClient(create_app(root)) as client:
+        yield Api(root, tokens, client)
 
 
 @pytest.mark.slow

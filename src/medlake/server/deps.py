@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,13 +28,34 @@ def workspace_dir(request: Request) -> Path:
 WorkspaceDir = Annotated[Path, Depends(workspace_dir)]
 
 
+#: How long a verified token's principal is reused without checking the lake again.
+#: Verifying is a deliberate scrypt hash (~50 ms of CPU), too slow for every request;
+#: a revoked token, a disabled user or a changed role takes effect within this time.
+AUTH_CACHE_SECONDS = 10.0
+_AUTH_CACHE_SIZE = 10_000
+_auth_cache: dict[tuple[Path, str], tuple[float, Principal]] = {}
+_auth_lock = threading.Lock()
+
+
 def current_principal(
     root: WorkspaceDir,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise AuthenticationError("sign in: send an API token as 'Authorization: Bearer <token>'")
-    return access.authenticate(root, credentials.credentials)
+    # keyed by a hash: the cache never holds a usable token
+    key = (root, hashlib.sha256(credentials.credentials.encode()).hexdigest())
+    now = time.monotonic()
+    with _auth_lock:
+        cached = _auth_cache.get(key)
+    if cached is not None and now - cached[0] < AUTH_CACHE_SECONDS:
+        return cached[1]
+    principal = access.authenticate(root, credentials.credentials)
+    with _auth_lock:
+        if len(_auth_cache) >= _AUTH_CACHE_SIZE:
+            _auth_cache.clear()
+        _auth_cache[key] = (now, principal)
+    return principal
 
 
 async def acting_principal(
