@@ -280,3 +280,21 @@ def test_a_mirror_that_refuses_writes_fails_the_landing_when_set_to_refuse(
     landed = land_bytes(b"y", degrading)
     assert landed.degraded == ("mirror",)
     assert degrading.status_of("mirror")["status"] == "degraded"
+
+
+def test_audit_anchors_are_copied_to_the_store(
+    s3_workspace: Callable[[], tuple[Path, str]], s3: S3Server
+) -> None:
+    from medlake.service.audit import anchor_head, anchor_log
+
+    root, prefix = s3_workspace()
+    workspace = open_workspace(root)
+    with open_lake(workspace) as engine:
+        from medlake.audit import append_event
+
+        append_event(engine, actor="test", action="test.event")
+        anchor = anchor_head(workspace, engine)
+    assert anchor is not None
+    stored = s3.objects(f"{prefix}/_anchors")
+    assert list(stored.values()) == [anchor.line().encode()]
+    assert anchor_log(workspace).last() == anchor  # the local file has it too

@@ -36,7 +36,7 @@ from medlake.audit import (
 )
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
-from medlake.service.mirror import anchor_copies
+from medlake.service.mirror import anchor_copies, anchor_sinks
 from medlake.service.policy import authorized
 from medlake.service.workspace import open_lake
 
@@ -59,7 +59,8 @@ def anchor_log(workspace: Workspace) -> AnchorLog:
     losing the primary disk does not lose the proof) and the registered sinks."""
     copies = [_resolve(workspace, path) for path in workspace.settings.audit.anchor_copies]
     copies += anchor_copies(workspace)
-    return AnchorLog(workspace.root / ANCHORS_FILE, copies=copies, sinks=list(_SINKS))
+    sinks = [*_SINKS, *anchor_sinks(workspace)]  # a URL mirror's copy
+    return AnchorLog(workspace.root / ANCHORS_FILE, copies=copies, sinks=sinks)
 
 
 def anchor_head(workspace: Workspace, engine: Engine) -> Anchor | None:

@@ -136,6 +136,9 @@ def extract_members(
     """Extract the persons of ``members`` (``person_id, cohort_start_date,
     cohort_end_date``) with the features of ``spec`` into ``out_dir`` (see module)."""
     workspace = open_workspace(workspace_dir)
+    from medlake.service.mirror import refuse_if_frozen
+
+    refuse_if_frozen(workspace)  # the extract's files are writes (the lake's: the engine refuses)
     privacy = workspace.settings.privacy
     out_dir = _fresh_out_dir(Path(out_dir))
     key = pseudonym_secret(workspace)
@@ -145,9 +148,6 @@ def extract_members(
     concept_sets = _concept_sets(spec, definition_concept_sets)
 
     with open_lake(workspace) as engine:
-    from medlake.service.mirror import refuse_if_frozen
-
-    refuse_if_frozen(workspace)  # the extract's files are writes (the lake's: the engine refuses)
         features = clinical_features(engine, persons, spec, concept_sets)
         ids = features.column(PERSON)
         omics: dict[str, pa.Array] = {}

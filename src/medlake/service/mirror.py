@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
@@ -25,6 +26,7 @@ from medlake.ingest.landing_mirror import (
     mirror_status,
     resync,
 )
+from medlake.ingest.landing_remote import RemoteRoot
 from medlake.log import get_logger
 from medlake.service.policy import authorized
 
@@ -125,12 +127,36 @@ def resync_mirror(
     from medlake.service.workspace import open_lake
 
     workspace = as_workspace(workspace_dir)
+    refuse_if_frozen(workspace)  # landing is what an attacker encrypts: review first
     report = resync(landing_store(workspace), progress)
     with open_lake(workspace) as engine:
         audit_mirror_events(engine, workspace)
     return report
 
-    refuse_if_frozen(workspace)  # landing is what an attacker encrypts: review first
+
+def anchor_sinks(workspace: Workspace) -> list[Callable[[Any], None]]:
+    """For a URL mirror: each anchor as its own object, ``<url>/_anchors/<event id>.jsonl``.
+
+    An object store cannot append, and one object per anchor is never rewritten. A store
+    that is down loses the copy of that anchor, not the anchor: the local file and
+    ``audit.anchor_copies`` hold it (a warning is logged; the next resync does not copy
+    anchors).
+    """
+    url = workspace.landing_mirror_url
+    if url is None or workspace.landing_mirror_dir is not None:
+        return []
+    root = RemoteRoot(url, dict(workspace.settings.mirror.storage_options))
+
+    def to_store(anchor: Any) -> None:
+        try:
+            fs, base = root._open_fs()
+            with fs.open(f"{base}/{ANCHOR_DIR}/{anchor.event_id:012d}.jsonl", "wb") as out:
+                out.write(anchor.line().encode())
+        except Exception as error:  # never fails the anchoring itself
+            logger.warning("audit anchor not copied to %s: %s", url, error)
+
+    return [to_store]
+
 
 def anchor_copies(workspace: Workspace) -> list[Path]:
     """Where copies of the audit trail's anchors go: ``<mirror root>/_anchors/anchors.jsonl``.
