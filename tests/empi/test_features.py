@@ -156,3 +156,38 @@ def test_a_move_counts_once_against_a_pair() -> None:
     )
     assert _label(record, "address") == "other address, same postcode"
     assert "postcode" not in comparison_labels(base_settings())
+
+
+def test_a_model_is_retrained_when_its_definition_or_the_lake_changed() -> None:
+    import copy
+
+    from medlake.empi.model import is_current
+    from medlake.empi.run import LinkOptions, needs_training
+    from medlake.empi.store import StoredModel
+
+    settings = base_settings()
+    assert is_current(settings)
+    older = copy.deepcopy(settings)  # a model from before the fuzzy-pinyin blocking rule
+    older["blocking_rules_to_generate_predictions"].pop()
+    assert not is_current(older)
+    stored = StoredModel("m", settings, dt.datetime(2026, 1, 1), records=1000)
+    assert not needs_training(stored, 1999, LinkOptions())
+    assert needs_training(stored, 2000, LinkOptions())  # the lake doubled
+    assert not needs_training(stored, 10**6, LinkOptions(retrain_growth=0))
+    assert needs_training(StoredModel("m", older, dt.datetime(2026, 1, 1), 1000), 1000,
+                          LinkOptions())  # fmt: skip
+    assert needs_training(None, 10, LinkOptions())
+
+
+def test_nothing_to_train_on_is_said_before_splink_runs() -> None:
+    from medlake.empi.model import TrainingError, check_trainable
+
+    apart = _features(
+        name_pinyin=["WANG WEI", "LI NA", "ZHAO LEI"],
+        birth_date=pa.array([dt.date(1980, 1, 1), dt.date(1980, 1, 1), None], pa.date32()),
+        phone=["13800138000", "13900139000", None],
+    )
+    with pytest.raises(TrainingError, match="no two records share"):
+        check_trainable(apart)
+    shared = _features(phone=["13800138000", "+86 138 0013 8000"])
+    check_trainable(shared)  # one shared phone is enough for an EM session

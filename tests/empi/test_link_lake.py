@@ -214,11 +214,16 @@ def test_incremental_batches_keep_ids_and_equal_a_full_link(hospital_lake, tmp_p
         )  # fmt: skip
     assert report.empi is not None
     assert report.empi.mode == "full"
+    assert report.empi.trained  # the first link trains the model on the HIS alone
     first = _clusters(_persons(workspace))
+    first_records = report.empi.records
     with acting_as(Principal("test-admin", Role.ADMIN)):
         report = ingest_paths(workspace, [hospital / "emr"], source_system="emr")
     assert report.empi is not None
     assert report.empi.mode == "incremental"
+    # The EMR brings the lake to less than twice the HIS: no retraining (retrain_growth 2).
+    assert not report.empi.trained
+    assert report.empi.records < 2 * first_records
     second = _persons(workspace)
     # Every HIS person still exists under its id, with at least its HIS records.
     for members, person in first.items():
