@@ -34,16 +34,18 @@ StewardOption = Annotated[
 ]
 
 
-def _steward(workspace: Path | None, name: str | None) -> str:
+def _steward(ctx: typer.Context, workspace: Path | None, name: str | None) -> str:
     """The acting user, who must hold the steward's review permission (refusals audited);
     the rest of the command runs as them."""
-    import click
-
     from medlake.access import Permission
     from medlake.cli.access import acting
 
-    click.get_current_context().with_resource(acting(name))
+    # The command's own context (Typer's): the standalone click package's current
+    # context is not the one Typer runs commands in.
+    ctx.with_resource(acting(name))
     return access.require(workspace, Permission.REVIEW_LINKS).user_name
+
+
 _FIELDS = (
     "name_hanzi", "name_pinyin", "family_name", "given_name", "resident_id", "birth_date",
     "sex", "phone", "address", "postcode",
@@ -128,6 +130,7 @@ def _text(value: Any) -> str:
 
 @app.command("review")
 def review(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", help="Pairs to show.")] = 10,
     interactive: Annotated[
         bool,
@@ -140,7 +143,7 @@ def review(
     """Show queued pairs side by side with the evidence per field; -i to decide them.
 
     Shows identified records: stewards only."""
-    steward = _steward(workspace, steward)
+    steward = _steward(ctx, workspace, steward)
     total, items = service.review_queue(workspace, limit=limit)
     if json:
         print_json({"queue": total, "pairs": [asdict(i) for i in items]})
@@ -161,6 +164,7 @@ def review(
 
 @app.command("decide")
 def decide(
+    ctx: typer.Context,
     pair: Annotated[str, typer.Argument(help="Pair id from the review queue, or SYS:ID,SYS:ID.")],
     decision: Annotated[str, typer.Argument(help="match or no_match.")],
     steward: StewardOption = None,
@@ -168,7 +172,7 @@ def decide(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Record and apply a steward's decision; automatic runs never override it."""
-    steward = _steward(workspace, steward)
+    steward = _steward(ctx, workspace, steward)
     target: str | tuple[str, str, str, str] = pair
     if "," in pair:
         left, _, right = pair.partition(",")
@@ -187,13 +191,14 @@ def decide(
 
 @app.command("merge")
 def merge(
+    ctx: typer.Context,
     keep: Annotated[int, typer.Argument(help="Person id that stays.")],
     other: Annotated[int, typer.Argument(help="Person id merged into it.")],
     steward: StewardOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Merge one person into another: every CDM row and omics sample moves (stewards)."""
-    steward = _steward(workspace, steward)
+    steward = _steward(ctx, workspace, steward)
     report = service.merge_persons(workspace, keep, other, actor=steward)
     console.print(
         f"Merged person {report.merged} into {report.kept}: "
@@ -203,12 +208,13 @@ def merge(
 
 @app.command("unmerge")
 def unmerge(
+    ctx: typer.Context,
     operation: Annotated[str, typer.Argument(help="Operation id (see 'medlake empi history').")],
     steward: StewardOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Reverse a merge, decision or link operation exactly (stewards)."""
-    steward = _steward(workspace, steward)
+    steward = _steward(ctx, workspace, steward)
     report = service.unmerge_operation(workspace, operation, actor=steward)
     console.print(
         f"Undid operation {report.undone}: {report.source_patients_moved:,} source patients "
