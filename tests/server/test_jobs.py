@@ -73,10 +73,14 @@ def test_a_running_job_stops_at_its_next_progress_report_when_cancelled(api: Api
     runner = api.client.app.state.jobs  # type: ignore[attr-defined]
     steward = Principal("steward1", Role.STEWARD)
     started.clear()
-    job = runner.submit("test-wait", {"sleep": 0.05}, principal=steward)
+    job = runner.submit("test-wait", {"sleep": 0.2}, principal=steward)
     assert started.wait(30)
-    time.sleep(0.6)  # at least one progress write
-    running = api.ok(api.get("steward", f"/jobs/{job['job_id']}"))
+    deadline = time.monotonic() + 20
+    while True:  # progress is written at most every half second
+        running = api.ok(api.get("steward", f"/jobs/{job['job_id']}"))
+        if running["progress"]["done"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert running["status"] == "running"
     assert 0 < running["progress"]["done"] < STEPS
     is_problem(api.post("researcher", f"/jobs/{job['job_id']}/cancel"), 404)
