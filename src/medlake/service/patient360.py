@@ -5,14 +5,25 @@ devices, notes, death and omics samples, each item with its concept, its source 
 and where it came from (source system, source record id, batch), so a clinician or a
 steward can go from the lake back to the record in the HIS, LIS or EMR. The timeline is
 built from the lake tables through the engine, one query per domain.
+
+Each query is built with Ibis and compiled once per process and lake (with a sentinel
+person id), then reused with the person's id put in the sentinel's place: building and
+compiling a dozen Ibis expressions per call cost far more than running them (patient 360
+answers many calls a second in the server).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import ibis.expr.types as ir
+import sqlglot
+import sqlglot.expressions as sge
 
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
@@ -120,19 +131,26 @@ def person_timeline(
         for domain in DOMAINS:
             items += _items(engine, domain, person_id, with_note_text)
         _name_concepts(engine, items)
-        patients = engine.table("source_patient")
-        sources = engine.execute(
-            patients.filter(patients.person_id == person_id)
-            .select("source_system", "source_patient_id", "first_seen", "last_seen")
-            .order_by(["source_system", "source_patient_id"])
-        ).to_pylist()
-        samples = engine.table("omics_sample")
-        omics = engine.execute(
-            samples.filter(samples.person_id == person_id)
-            .select("sample_id", "assay", "file_format", "source_system", "source_patient_id",
-                    "collected_date")
-            .order_by(["assay", "sample_id"])
-        ).to_pylist()  # fmt: skip
+
+        def build_sources(pid: int) -> ir.Table:
+            patients = engine.table("source_patient")
+            return (
+                patients.filter(patients.person_id == pid)
+                .select("source_system", "source_patient_id", "first_seen", "last_seen")
+                .order_by(["source_system", "source_patient_id"])
+            )
+
+        def build_omics(pid: int) -> ir.Table:
+            samples = engine.table("omics_sample")
+            return (
+                samples.filter(samples.person_id == pid)
+                .select("sample_id", "assay", "file_format", "source_system",
+                        "source_patient_id", "collected_date")
+                .order_by(["assay", "sample_id"])
+            )  # fmt: skip
+
+        sources, _ = _person_rows(engine, "sources", build_sources, person_id)
+        omics, _ = _person_rows(engine, "omics", build_omics, person_id)
         gender = _concept_names(engine, [person["gender_concept_id"]]).get(
             person["gender_concept_id"]
         )
@@ -142,26 +160,64 @@ def person_timeline(
                           omics)  # fmt: skip
 
 
+#: A person id no lake holds: marks where a cached statement takes the person's id.
+_SENTINEL = 7_316_028_455_204_913_113
+_STATEMENTS: dict[tuple[str, str, str], tuple[sge.Expression, tuple[str, ...]]] = {}
+_STATEMENTS_LOCK = threading.Lock()
+
+
+def _person_rows(engine: Engine, key: str, build: Callable[[int], ir.Table],
+                 person_id: int) -> tuple[list[dict[str, Any]], tuple[str, ...]]:  # fmt: skip
+    """The rows of ``build(person_id)`` and the first table's columns, with the statement
+    compiled once per lake and kept (see the module docstring)."""
+    cache_key = (engine.kind, str(getattr(engine, "path", "")), key)
+    with _STATEMENTS_LOCK:
+        cached = _STATEMENTS.get(cache_key)
+    if cached is None:
+        expr = build(_SENTINEL)
+        sql = str(engine.ibis.compile(expr))
+        cached = (sqlglot.parse_one(sql, read=engine.sql_dialect), tuple(expr.columns))
+        with _STATEMENTS_LOCK:
+            _STATEMENTS[cache_key] = cached
+    statement, columns = cached
+    sentinel = str(_SENTINEL)
+    bound = statement.transform(
+        lambda node: (
+            sge.convert(int(person_id))
+            if isinstance(node, sge.Literal) and not node.is_string and node.this == sentinel
+            else node
+        )
+    )
+    result = engine.run_sql(bound, dialect=engine.sql_dialect)
+    return ([] if result is None else result.to_pylist()), columns
+
+
 def _one(engine: Engine, table: str, person_id: int) -> dict[str, Any] | None:
-    t = engine.table(table)
-    rows = engine.execute(t.filter(t.person_id == person_id).limit(1)).to_pylist()
+    def build(pid: int) -> ir.Table:
+        t = engine.table(table)
+        return t.filter(t.person_id == pid).limit(1)
+
+    rows, _ = _person_rows(engine, f"one:{table}", build, person_id)
     return rows[0] if rows else None
 
 
 def _items(engine: Engine, domain: Domain, person_id: int, with_text: bool) -> list[TimelineItem]:
-    table = engine.table(domain.table)
-    rows_expr = table.filter(table.person_id == person_id)
-    if domain.row_id is not None:
-        records = engine.table("source_record")
-        current = records.filter(
-            (records.cdm_table == domain.table) & records.is_current
-        ).select(
-            _row=records.cdm_row_id, source_system=records.source_system,
-            source_record_id=records.source_record_id, batch_id=records.batch_id,
-        )  # fmt: skip
-        rows_expr = rows_expr.left_join(current, rows_expr[domain.row_id] == current._row)
-    rows = engine.execute(rows_expr).to_pylist()
-    columns = set(table.columns)
+    def build(pid: int) -> ir.Table:
+        table = engine.table(domain.table)
+        rows_expr = table.filter(table.person_id == pid)
+        if domain.row_id is not None:
+            records = engine.table("source_record")
+            current = records.filter(
+                (records.cdm_table == domain.table) & records.is_current
+            ).select(
+                _row=records.cdm_row_id, source_system=records.source_system,
+                source_record_id=records.source_record_id, batch_id=records.batch_id,
+            )  # fmt: skip
+            rows_expr = rows_expr.left_join(current, rows_expr[domain.row_id] == current._row)
+        return rows_expr
+
+    rows, all_columns = _person_rows(engine, f"items:{domain.table}", build, person_id)
+    columns = set(all_columns)
     value_columns = [c for c in domain.value if c in columns]
     if with_text and domain.table == "note":
         value_columns.append("note_text")
