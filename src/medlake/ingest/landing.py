@@ -116,8 +116,18 @@ def _refuse_if_frozen(store: LandingStore) -> None:
 
 
 def _sides_missing(store: LandingStore, digest: str) -> list[Side]:
-    """The healthy sides that do not hold this content yet."""
-    return [s for s in store.healthy_sides() if not s.holds(digest)]
+    """The healthy sides that do not hold this content yet.
+
+    A URL root is asked (one request) only when the local roots hold the content already:
+    content new to them is written to the store without asking, as a PUT of the same
+    bytes under the same content key changes nothing if it was there.
+    """
+    healthy = store.healthy_sides()
+    local_missing = [s for s in healthy if s.root is not None and not s.holds(digest)]
+    remote = [s for s in healthy if s.root is None]
+    if local_missing:
+        return local_missing + remote
+    return [s for s in remote if not s.holds(digest)]
 
 
 def _local_path(store: LandingStore, holding: list[Side], digest: str) -> Path:
