@@ -70,9 +70,19 @@ DEFAULT_ACTING_ROLE = "steward"
 _TESTS = Path(__file__).resolve().parent
 
 
+@pytest.fixture(scope="module", autouse=True)
+def acting_principal_for_module(request: pytest.FixtureRequest) -> Iterator[object]:
+    """The same for the module's own (module-scoped) fixtures, which run before a test's."""
+    yield from _acting_principal(request)
+
+
 @pytest.fixture(autouse=True)
 def acting_principal(request: pytest.FixtureRequest) -> Iterator[object]:
     """Run the test as a user of the role :data:`ACTING_ROLE` gives its package."""
+    yield from _acting_principal(request)
+
+
+def _acting_principal(request: pytest.FixtureRequest) -> Iterator[object]:
     from medlake.access import Principal, Role
     from medlake.access.context import acting_as
 
