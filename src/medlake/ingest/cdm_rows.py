@@ -120,7 +120,7 @@ def _conventional_defaults(table: str, rows: pa.Table) -> pa.Table:
 def _filled(rows: pa.Table, name: str, value: int) -> pa.Array:
     if name in rows.column_names:
         return pc.fill_null(pc.cast(rows.column(name), pa.int64()), value).combine_chunks()
-    return pa.array([value] * rows.num_rows, pa.int64())
+    return pa.repeat(pa.scalar(value, pa.int64()), rows.num_rows)
 
 
 def split_incomplete(
@@ -135,7 +135,8 @@ def split_incomplete(
         if not column.required:
             continue
         if column.name not in rows.column_names:
-            missing_masks.append((column.name, pa.array([True] * rows.num_rows)))
+            everyone = pa.repeat(pa.scalar(True, pa.bool_()), rows.num_rows)
+            missing_masks.append((column.name, everyone))
         else:
             mask = pc.is_null(rows.column(column.name)).combine_chunks()
             if pc.any(mask).as_py():

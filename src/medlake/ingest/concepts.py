@@ -11,8 +11,9 @@ mapped even without a vocabulary (to 0, counted under "(none)"); the other slots
 route, value, status) only when the reader names a vocabulary, so a numeric result in
 ``value_source_value`` does not pass for an unmapped code.
 
-Lookups are one engine query per slot for the distinct (vocabulary, code) pairs not seen
-before in this run; the answers are spread over the rows with Arrow's ``index_in``/``take``.
+Lookups are one engine query per table (all its slots together) for the distinct
+(vocabulary, code) pairs not seen before in this run; the answers are spread over the
+rows with Arrow's ``index_in``/``take`` from the cache kept as Arrow arrays.
 """
 
 from __future__ import annotations
@@ -38,12 +39,20 @@ class ConceptMapper:
         self._engine = engine
         # "vocabulary\x1fcode" -> (source concept id, standard concept id)
         self._cache: dict[str, tuple[int, int]] = {}
+        # The cache as Arrow arrays (keys, source ids, standard ids) for index_in/take,
+        # rebuilt only when the cache grew, not for every slot and chunk.
+        self._arrays: tuple[pa.Array, pa.Array, pa.Array] | None = None
         self.unmapped: Counter[tuple[str, str]] = Counter()
         # Set by the group writer: unmapped counts also per BATCH_ID of the rows.
         self.unmapped_by_batch: dict[str, Counter[tuple[str, str]]] | None = None
 
     def map_table(self, table: str, rows: pa.Table) -> pa.Table:
         """``rows`` with the concept columns of every slot filled (0 where unmapped)."""
+        slots = [s for s in CONCEPT_SLOTS.get(table, ()) if s.code_column in rows.column_names]
+        # The codes of every slot looked up together: one query per table, not per slot.
+        if slots:
+            keys = pa.chunked_array([pc.cast(_keys(rows, slot), pa.string()) for slot in slots])
+            self._look_up(pc.unique(keys).drop_null().to_pylist())
         for index, slot in enumerate(CONCEPT_SLOTS.get(table, ())):
             if slot.code_column in rows.column_names:
                 rows = self._map_slot(table, slot, rows, primary=index == 0)
@@ -53,17 +62,12 @@ class ConceptMapper:
         self, table: str, slot: ConceptSlot, rows: pa.Table, *, primary: bool
     ) -> pa.Table:
         codes = rows.column(slot.code_column).combine_chunks()
-        if slot.vocabulary_column in rows.column_names:
-            vocabularies = rows.column(slot.vocabulary_column).combine_chunks()
-        else:
-            vocabularies = pa.nulls(len(codes), pa.string())
-        keys = pc.binary_join_element_wise(vocabularies, codes, _SEPARATOR)  # null if either is
-        self._look_up(pc.unique(keys).drop_null().to_pylist())
-        known = list(self._cache)
-        value_set = pa.array(known, pa.string())
+        vocabularies = _vocabularies(rows, slot, len(codes))
+        keys = _keys(rows, slot)  # null if the code or the vocabulary is
+        value_set, known_source, known_standard = self._cache_arrays()
         positions = pc.index_in(keys, value_set=value_set)
-        source_ids = pc.take(pa.array([self._cache[k][0] for k in known], pa.int64()), positions)
-        standard_ids = pc.take(pa.array([self._cache[k][1] for k in known], pa.int64()), positions)
+        source_ids = pc.take(known_source, positions)
+        standard_ids = pc.take(known_standard, positions)
         # The table's own code (condition, drug, measurement...) maps to 0 when it has no
         # vocabulary or the vocabulary lacks it. Secondary slots (unit, route, value,
         # status) are codes only when the reader names their vocabulary: a numeric result
@@ -104,11 +108,22 @@ class ConceptMapper:
         for entry in counts.to_pylist():
             self.unmapped[(table, entry["values"])] += entry["counts"]
 
+    def _cache_arrays(self) -> tuple[pa.Array, pa.Array, pa.Array]:
+        if self._arrays is None:
+            known = list(self._cache)
+            self._arrays = (
+                pa.array(known, pa.string()),
+                pa.array([self._cache[k][0] for k in known], pa.int64()),
+                pa.array([self._cache[k][1] for k in known], pa.int64()),
+            )
+        return self._arrays
+
     def _look_up(self, keys: list[str]) -> None:
         """Fill the cache for the (vocabulary, code) keys not in it."""
         missing = [key for key in keys if key not in self._cache]
         if not missing:
             return
+        self._arrays = None
         pairs = [key.split(_SEPARATOR, 1) for key in missing]
         wanted = ibis.memtable(
             pa.table(
@@ -157,6 +172,19 @@ class ConceptMapper:
                 answered[key] = (int(row["concept_id"]), int(standard))
         for key in missing:
             self._cache[key] = answered.get(key, (0, 0))
+
+
+def _vocabularies(rows: pa.Table, slot: ConceptSlot, length: int) -> pa.Array:
+    if slot.vocabulary_column in rows.column_names:
+        return rows.column(slot.vocabulary_column).combine_chunks()
+    return pa.nulls(length, pa.string())
+
+
+def _keys(rows: pa.Table, slot: ConceptSlot) -> pa.Array:
+    """``vocabulary\x1fcode`` of a slot's rows; null where either is."""
+    codes = rows.column(slot.code_column).combine_chunks()
+    vocabularies = _vocabularies(rows, slot, len(codes))
+    return pc.binary_join_element_wise(vocabularies, codes, _SEPARATOR)
 
 
 def _column_or_nulls(rows: pa.Table, name: str) -> pa.Array:

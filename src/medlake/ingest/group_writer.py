@@ -146,7 +146,7 @@ def rounds(steps: Sequence[Step]) -> list[list[Step]]:
 
 
 def _tagged(rows: pa.Table, batch_id: str) -> pa.Table:
-    return rows.append_column(BATCH_ID, pa.array([batch_id] * rows.num_rows, pa.string()))
+    return rows.append_column(BATCH_ID, pa.repeat(pa.scalar(batch_id, pa.string()), rows.num_rows))
 
 
 class GroupWriter(LakeWriter):

@@ -74,6 +74,7 @@ from medlake.ingest.versions import (
     current_records_by_table,
     plan_versions,
     record_versions,
+    string_chunks,
 )
 from medlake.log import get_logger
 
@@ -251,13 +252,13 @@ class LakeWriter:
             if SOURCE_PATIENT_ID in t.column_names
         ]
         if patient_ids:
-            ids["person"] = ids["death"] = pa.chunked_array(patient_ids, pa.string())
+            ids["person"] = ids["death"] = string_chunks(patient_ids)
         for table, tables in chunk.tables.items():
             columns = [
                 t.column(SOURCE_RECORD_ID) for t in tables if SOURCE_RECORD_ID in t.column_names
             ]
             if columns:
-                ids[table] = pa.chunked_array(columns, pa.string())
+                ids[table] = string_chunks(columns)
         return current_records_by_table(self.engine, self.source_system, ids)
 
     def write_table(self, table: str, rows: pa.Table) -> None:
@@ -373,7 +374,7 @@ class LakeWriter:
         version = (
             pc.fill_null(rows.column(SOURCE_VERSION), self._default_version)
             if SOURCE_VERSION in rows.column_names
-            else pa.array([self._default_version] * rows.num_rows, pa.int64())
+            else pa.repeat(pa.scalar(self._default_version, pa.int64()), rows.num_rows)
         )
         rows = set_column(rows, SOURCE_VERSION, version)
         if RECORD_HASH not in rows.column_names or rows.column(RECORD_HASH).null_count:
