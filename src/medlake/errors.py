@@ -101,7 +101,7 @@ class BackupError(MedlakeError):
     exit_code = 74  # EX_IOERR
 
 
-class JobCancelled(MedlakeError):
+class JobCancelledError(MedlakeError):
     """A background job was cancelled: its progress callback raises this, so the long
     work stops at its next progress report (services must let it propagate)."""
 

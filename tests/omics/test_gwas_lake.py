@@ -214,7 +214,7 @@ def test_gwas_command_in_lake_mode(hospital_lake, tmp_path: Path) -> None:
 def test_lake_run_reports_both_passes_and_a_cancelled_run_leaves_nothing(
     hospital_lake, tmp_path: Path
 ) -> None:
-    from medlake.errors import JobCancelled
+    from medlake.errors import JobCancelledError
 
     calls: list[tuple[int, int]] = []
     phenotype = LakePhenotype("T2D", case_cohort=parse_definition(T2D))
@@ -236,10 +236,10 @@ def test_lake_run_reports_both_passes_and_a_cancelled_run_leaves_nothing(
         def cancel(done: int, total: int, seen: list[int] = seen, at: int = cancel_at) -> None:
             seen.append(done)
             if len(seen) == at:
-                raise JobCancelled("cancelled by the test")
+                raise JobCancelledError("cancelled by the test")
 
         out = tmp_path / f"cancel{cancel_at}"
         out.mkdir()
-        with pytest.raises(JobCancelled):
+        with pytest.raises(JobCancelledError):
             run_gwas_lake(hospital_lake.workspace, phenotype, out / "run", progress=cancel)
         assert list(out.iterdir()) == []

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from medlake.errors import JobCancelled
+from medlake.errors import JobCancelledError
 from medlake.omics.gwas.association import Backend, GlmOptions, run_glm
 from medlake.service.de import run_de
 from medlake.service.gwas import run_gwas_files
@@ -30,7 +30,7 @@ class Recorder:
     def __call__(self, done: int, total: int) -> None:
         self.calls.append((done, total))
         if self.cancel_at is not None and len(self.calls) >= self.cancel_at:
-            raise JobCancelled("cancelled by the test")
+            raise JobCancelledError("cancelled by the test")
 
 
 def _standalone(out: Path, progress: Recorder | None) -> list:
@@ -88,7 +88,7 @@ def test_cancelled_standalone_run_leaves_no_file(tmp_path: Path, cancel_at: obje
     out = tmp_path / "cancelled" / "run"
     out.parent.mkdir()
     progress = Recorder(cancel_at=at)
-    with pytest.raises(JobCancelled):
+    with pytest.raises(JobCancelledError):
         _standalone(out, progress)
     assert len(progress.calls) == at
     assert sorted(p.name for p in out.parent.iterdir()) == []
@@ -106,7 +106,7 @@ def test_cancelled_rerun_keeps_the_earlier_complete_reports(tmp_path: Path) -> N
     _standalone(out, None)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     # cancelled in the first phenotype's pass: nothing of that pass replaced a report
-    with pytest.raises(JobCancelled):
+    with pytest.raises(JobCancelledError):
         _standalone(out, Recorder(cancel_at=1))
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert not any(name.endswith(".part") for name in after)
@@ -140,7 +140,7 @@ def test_de_reports_each_step_and_stops_when_cancelled(tmp_path: Path) -> None:
         out = tmp_path / f"cancel{cancel_at}"
         out.mkdir()
         recorder = Recorder(cancel_at=cancel_at)
-        with pytest.raises(JobCancelled):
+        with pytest.raises(JobCancelledError):
             _de(out / "de", recorder)
         assert len(recorder.calls) == cancel_at
         assert list(out.iterdir()) == []

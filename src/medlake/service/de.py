@@ -123,7 +123,7 @@ def run_de(
 
     ``progress(done, total)`` is called after reading, after each step of the fit and
     after writing; an exception it raises (a cancelled job's
-    :class:`~medlake.errors.JobCancelled`) propagates and leaves no output file.
+    :class:`~medlake.errors.JobCancelledError`) propagates and leaves no output file.
     """
     if case_cohort is not None or counts is None:  # reads the lake: an analysis in a project
         require(workspace_dir, Permission.ANALYZE)

@@ -109,7 +109,7 @@ def run_gwas_files(
 
     ``progress(done, total)`` is called after each block of variants (``total`` counts
     every phenotype's pass over the file). An exception it raises (a cancelled job's
-    :class:`~medlake.errors.JobCancelled`) propagates, and the run leaves no output:
+    :class:`~medlake.errors.JobCancelledError`) propagates, and the run leaves no output:
     reports are renamed into place only when complete, and the files of phenotypes
     already done are removed.
     """

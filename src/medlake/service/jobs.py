@@ -5,7 +5,7 @@ A job is submitted (authorized for its kind's permission, stored ``queued``), pi
 by a :class:`JobRunner` worker (``running``), and ends ``succeeded`` (with a JSON
 summary and files under ``<workspace>/jobs/<job_id>/``), ``failed`` (with the error) or
 ``cancelled``. Progress goes through the ``progress(done, total)`` callback every long
-service takes; a cancelled job's callback raises :class:`~medlake.errors.JobCancelled`,
+service takes; a cancelled job's callback raises :class:`~medlake.errors.JobCancelledError`,
 so the work stops at its next progress report. Because the table is in the lake, a
 restarted server loses nothing silently (:meth:`JobRunner.recover`): jobs still queued
 run, jobs that were running are marked failed with the reason.
@@ -37,7 +37,7 @@ from medlake.access import Permission, Principal, Role, authorize
 from medlake.access.context import acting_as
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
-from medlake.errors import JobCancelled, MedlakeError, NotFoundError, UsageError
+from medlake.errors import JobCancelledError, MedlakeError, NotFoundError, UsageError
 from medlake.log import get_logger
 from medlake.schema.job_tables import JOB
 from medlake.service.access import require_on
@@ -444,14 +444,14 @@ class JobRunner:
         try:
             spec = job_kind(row["kind"])
             if cancelled.is_set():
-                raise JobCancelled("cancelled")
+                raise JobCancelledError("cancelled")
             # The services check the policy as the submitter (role and projects as they
             # are now, not at submission) in the job's project.
             with acting_as(row["submitted_by"], project=row["project_id"]):
                 result = spec.run(context)
             if cancelled.is_set():  # the work ended before it saw the request
-                raise JobCancelled("cancelled")
-        except JobCancelled:
+                raise JobCancelledError("cancelled")
+        except JobCancelledError:
             _update(self.workspace, job_id, status=CANCELLED, finished_at=_now(),
                     error="cancelled while running")  # fmt: skip
             return
@@ -483,7 +483,7 @@ class _Reporter:
 
     def __call__(self, done: int, total: int) -> None:
         if self.cancelled.is_set():
-            raise JobCancelled(f"job {self.job_id} was cancelled")
+            raise JobCancelledError(f"job {self.job_id} was cancelled")
         self.last = (int(done), int(total))
         now = time.monotonic()
         if now - self._written >= _PROGRESS_EVERY_S:
