@@ -31,9 +31,10 @@ files are read by :mod:`medlake.ingest.omics_h5ad` into the same stored layout.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, ClassVar
 
@@ -45,6 +46,7 @@ import pyarrow.parquet as pq
 from medlake.errors import InputError
 from medlake.ingest.omics_plink import omics_dir
 from medlake.ingest.omics_samples import (
+    Manifest,
     StoredFile,
     context_manifest,
     parse_sample_sheet,
@@ -300,11 +302,21 @@ class CountsReader:
             stored.folder,
             "stored" if stored.created else "already stored",
         )
-        file = StoredFile(stored.uri(COUNTS_MEMBER), "parquet", stored.digests[COUNTS_MEMBER])
-        chunk = ParsedChunk(records_read=len(samples))
-        if manifest is not None:
-            chunk.quarantine.extend(manifest.quarantine)
-        chunk.omics_samples.append(
-            sample_rows(context, samples, RNASEQ_ASSAY, file, manifest, dates)
-        )
-        yield chunk
+        yield registration_chunk(context, samples, stored, manifest, dates)
+
+
+def registration_chunk(
+    context: SourceContext,
+    samples: list[str],
+    stored: StoredFileset,
+    manifest: Manifest | None,
+    dates: Mapping[str, dt.date],
+) -> ParsedChunk:
+    """The chunk that registers a stored count matrix's samples (with the manifest's
+    quarantined rows): the last step of every expression reader."""
+    file = StoredFile(stored.uri(COUNTS_MEMBER), "parquet", stored.digests[COUNTS_MEMBER])
+    chunk = ParsedChunk(records_read=len(samples))
+    if manifest is not None:
+        chunk.quarantine.extend(manifest.quarantine)
+    chunk.omics_samples.append(sample_rows(context, samples, RNASEQ_ASSAY, file, manifest, dates))
+    return chunk

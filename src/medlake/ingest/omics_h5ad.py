@@ -31,16 +31,11 @@ from medlake.errors import InputError
 from medlake.ingest.omics_counts import (
     COUNTS_MEMBER,
     EXPRESSION_KIND,
-    RNASEQ_ASSAY,
+    registration_chunk,
     write_count_batches,
 )
 from medlake.ingest.omics_plink import omics_dir
-from medlake.ingest.omics_samples import (
-    StoredFile,
-    context_manifest,
-    parse_sample_sheet,
-    sample_rows,
-)
+from medlake.ingest.omics_samples import context_manifest, parse_sample_sheet
 from medlake.ingest.omics_store import StoredFileset, build_fileset
 from medlake.ingest.staging import ParsedChunk, SourceContext
 
@@ -131,11 +126,4 @@ class H5adReader:
                 fileset.tmp / COUNTS_MEMBER, schema, _typed_blocks(matrix, genes, samples, name)
             )
             fileset.adopt(COUNTS_MEMBER)
-        file = StoredFile(stored.uri(COUNTS_MEMBER), "parquet", stored.digests[COUNTS_MEMBER])
-        chunk = ParsedChunk(records_read=len(samples))
-        if manifest is not None:
-            chunk.quarantine.extend(manifest.quarantine)
-        chunk.omics_samples.append(
-            sample_rows(context, samples, RNASEQ_ASSAY, file, manifest, dates)
-        )
-        yield chunk
+        yield registration_chunk(context, samples, stored, manifest, dates)
