@@ -237,6 +237,21 @@ def test_gb18030_message_with_hanzi_name(tmp_path: Path) -> None:
     assert patient["gender_concept_id"] == 8507
 
 
+def test_pid3_identifiers_give_source_id_resident_id_and_mrn(tmp_path: Path) -> None:
+    text = msg(
+        "ADT^A04^ADT_A01",
+        "C1",
+        "PID|1||MR778^^^HOSP^MR~P1^^^LIS^PI~110101198001020014^^^CHN^NNCHN||李^华||19800102|F",
+    )
+    (patient,) = read_file(write(tmp_path, "ids.hl7", text)).patients().to_pylist()
+    assert patient["_source_patient_id"] == "P1"  # the sender's own PI wins over the MR
+    assert patient["resident_id"] == "110101198001020014"
+    assert patient["mrn"] == "MR778"
+    plain = msg("ADT^A04^ADT_A01", "C2", "PID|1||P2^^^LIS^PI||李^华||19800102|F")
+    (patient,) = read_file(write(tmp_path, "plain.hl7", plain)).patients().to_pylist()
+    assert patient["mrn"] is None
+
+
 def test_undeclared_gb18030_is_detected(tmp_path: Path) -> None:
     text = msg("ADT^A04^ADT_A01", "C1", "PID|1||P1^^^LIS^PI||李^华||19800102|F")
     read = read_file(write(tmp_path, "gb.hl7", text.encode("gb18030")))

@@ -1,4 +1,4 @@
-"""The EMR's medical record number reaches ``pii_person.mrn`` (and only there).
+"""The medical record number reaches ``pii_person.mrn`` (and only there).
 
 Checked against the generator's truth: ``truth/source_records.csv`` lists each EMR
 patient by MRN, and the EMR's FHIR Patient id is derived from seed and MRN.
@@ -32,6 +32,21 @@ def test_every_emr_identity_row_carries_its_mrn(hospital_lake: Any) -> None:
         assert row["mrn"] == by_id[row["source_patient_id"]]
     # most EMR patients are in the lake (some Patient records are planted bad)
     assert len({r["mrn"] for r in rows}) > 0.9 * len(truth)
+
+
+def test_his_patients_carry_their_his_patient_number_as_mrn(hospital_lake: Any) -> None:
+    with (hospital_lake.truth / "source_records.csv").open(encoding="utf-8") as handle:
+        truth = {row["source_patient_id"] for row in csv.DictReader(handle)
+                 if row["system"] == "HIS"}  # fmt: skip
+    with open_workspace_engine(open_workspace(hospital_lake.workspace)) as engine:
+        pii = engine.table("pii_person")
+        rows = engine.execute(
+            pii.filter(pii.source_system == "his").select("source_patient_id", "mrn")
+        ).to_pylist()
+    assert len(rows) > 0.9 * len(truth)
+    for row in rows:
+        assert row["mrn"] == row["source_patient_id"]
+        assert row["mrn"] in truth
 
 
 def test_the_mrn_is_an_identifier_kept_out_of_the_cdm() -> None:

@@ -8,9 +8,10 @@ that is no number, an unreadable OBX-14) is quarantined alone and its siblings l
 Mapping (HL7 v2.5 field numbers):
 - ADT^A01/A04/A08 (A28/A31): PID → a patient row. PID-3: the identifier of type PI
   assigned by the sending application (MSH-3, or ``patient_id_authority``) is the source
-  patient id, NNCHN the resident ID. PID-5 repetitions: hanzi (detected by CJK code
-  points) or pinyin. PID-7 birth, PID-8 sex (gender 8507/8532/8551), PID-11 address,
-  PID-13 phone, PID-29 death. Version: MSH-7 in epoch ms, so a later A08 replaces.
+  patient id, NNCHN the resident ID, MR the hospital's medical record number. PID-5
+  repetitions: hanzi (detected by CJK code points) or pinyin. PID-7 birth, PID-8 sex
+  (gender 8507/8532/8551), PID-11 address, PID-13 phone, PID-29 death. Version: MSH-7
+  in epoch ms, so a later A08 replaces.
 - ADT^A40: each MRG-1 (merged id) joins the PID-3 before it (surviving id).
 - ORU^R01: one measurement per OBX: OBX-3 (LN → LOINC, else the sender's local
   vocabulary), OBX-2/5 value (NM/SN numbers with comparator, CWE/CE codes with LN
@@ -106,6 +107,7 @@ PATIENT_ROW_COLUMNS = (
     "address",
     "postcode",
     "death_date",
+    "mrn",
 )
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -186,9 +188,11 @@ class MessageMapper:
 
     # --- patients -----------------------------------------------------------------------
 
-    def _ids(self, value: str, message: Hl7Message, authority: str) -> tuple[str, str | None]:
-        """(source patient id, resident id) from a PID-3 / MRG-1 list of CX."""
-        source = fallback = resident = None
+    def _ids(
+        self, value: str, message: Hl7Message, authority: str
+    ) -> tuple[str, str | None, str | None]:
+        """(source patient id, resident id, MRN) from a PID-3 / MRG-1 list of CX."""
+        source = fallback = resident = mrn = None
         for repetition in value.split(message.repetition):
             parts = components(repetition, message)
             number = parts[0].strip()
@@ -202,13 +206,15 @@ class MessageMapper:
                 source = number
             elif fallback is None and kind in ("PI", "MR", "PT", ""):
                 fallback = number
-        return source or fallback or "", resident
+            if kind == "MR" and mrn is None:
+                mrn = number
+        return source or fallback or "", resident, mrn
 
     def _patient(
         self, message: Hl7Message, pid: list[str], authority: str, version: int
     ) -> dict[str, object]:
         get = lambda n: pid[n] if n < len(pid) else ""  # noqa: E731
-        patient_id, resident = self._ids(get(3), message, authority)
+        patient_id, resident, mrn = self._ids(get(3), message, authority)
         if not patient_id:
             raise MessageError("PID-3 has no patient identifier", "PID-3")
         birth = _date(get(7), "PID-7")
@@ -219,6 +225,7 @@ class MessageMapper:
             "_source_version": version,
             "_record_hash": record_hash("|".join(pid)),
             "resident_id": resident,
+            "mrn": mrn,
             "birth_date": birth.date() if birth else None,
             "sex": sex or None,
             "gender_concept_id": GENDER_CONCEPTS.get(sex.upper(), GENDER_UNKNOWN),
@@ -261,9 +268,9 @@ class MessageMapper:
         surviving = None
         for fields in message.segments:
             if fields[0] == "PID":
-                surviving, _ = self._ids(fields[3] if len(fields) > 3 else "", message, authority)
+                surviving = self._ids(fields[3] if len(fields) > 3 else "", message, authority)[0]
             elif fields[0] == "MRG":
-                merged, _ = self._ids(fields[1] if len(fields) > 1 else "", message, authority)
+                merged, _, _ = self._ids(fields[1] if len(fields) > 1 else "", message, authority)
                 if not surviving:
                     raise MessageError("A40 MRG without a PID-3 surviving id before it", "PID-3")
                 if not merged:
@@ -283,7 +290,7 @@ class MessageMapper:
         mapped: MappedMessage,
     ) -> None:
         pid = message.first("PID")
-        patient_id, _ = self._ids(pid[3] if pid and len(pid) > 3 else "", message, authority)
+        patient_id, _, _ = self._ids(pid[3] if pid and len(pid) > 3 else "", message, authority)
         if not patient_id:
             raise MessageError("PID-3 has no patient identifier", "PID-3")
         pv1 = message.first("PV1")
