@@ -115,6 +115,17 @@ class PrivacySection(_Section):
     )
 
 
+class CohortSection(_Section):
+    """Cohort counts (``medlake.service.cohort``): the result cache and concurrent statements."""
+
+    cache_results: bool = Field(
+        default=True, description="keep counts until the tables they read change"
+    )
+    concurrent_statements: int | None = Field(
+        default=None, ge=1, description="cohort statements run at once per process (unset: cores)"
+    )
+
+
 class AuditSection(_Section):
     """Anchoring the audit chain's head outside the lake (``medlake.audit``)."""
 
@@ -177,6 +188,7 @@ class Settings(_Section):
     backup: BackupSection = BackupSection()
     watch: WatchSection = WatchSection()
     privacy: PrivacySection = PrivacySection()
+    cohort: CohortSection = CohortSection()
 
 
 def read_settings(path: Path) -> Settings:

@@ -24,7 +24,7 @@ import abc
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self, final
@@ -54,6 +54,79 @@ logger = get_logger(__name__)
 _MAX_CAUSE_CHARS = 600
 
 Statement = str | Callable[[], str | None] | None
+
+#: What :meth:`Engine.data_version` counts a write as when it cannot say which table.
+ANY_TABLE = "*"
+
+
+class _DataVersions:
+    """Write counters per lake and table, for the whole process.
+
+    Each lake (a backend's :meth:`Engine._lake_identity`) has an epoch, bumped when
+    its storage may have been changed from outside this process (DuckDB: the database
+    opened afresh), and a counter per table, bumped after every write to it commits.
+    Every write passes the engine's public methods, so a result computed under one
+    version is still right while the version is unchanged: the cohort count cache
+    (:mod:`medlake.service.cohort_query`) relies on it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epochs: dict[str, int] = {}
+        self._tables: dict[str, dict[str, int]] = {}
+
+    def new_epoch(self, lake: str) -> None:
+        with self._lock:
+            self._epochs[lake] = self._epochs.get(lake, 0) + 1
+
+    def bump(self, lake: str, tables: Iterable[str]) -> None:
+        with self._lock:
+            counters = self._tables.setdefault(lake, {})
+            for table in tables:
+                counters[table] = counters.get(table, 0) + 1
+
+    def version(self, lake: str, tables: Iterable[str]) -> tuple[Hashable, ...]:
+        with self._lock:
+            counters = self._tables.get(lake, {})
+            per_table = tuple((t, counters.get(t, 0)) for t in sorted(set(tables)))
+            return (lake, self._epochs.get(lake, 0), counters.get(ANY_TABLE, 0), per_table)
+
+
+DATA_VERSIONS = _DataVersions()
+
+
+@dataclass
+class _Step:
+    """What a running public operation reports in its timing line (e.g. rows)."""
+
+    detail: str = ""
+
+
+class SupportsTransactions(abc.ABC):
+    """Capability mixin: the engine can run a block of statements atomically."""
+
+    @abc.abstractmethod
+    def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None: ...
+
+
+class SupportsScratchSession(abc.ABC):
+    """Capability mixin: a scratch SQL session for a library that runs its own SQL.
+
+    Splink (the EMPI's record linkage) generates and runs SQL itself and needs a
+    connection of the engine's own kind (a DuckDB connection, a Spark session). A
+    scratch session reads the lake's tables but creates its own (Splink's intermediate
+    tables) where the lake cannot see them, and they are gone when the block ends.
+    """
+
+    @abc.abstractmethod
+    def scratch_session(self) -> contextlib.AbstractContextManager[Any]:
+        """``with engine.scratch_session() as con:`` the backend's raw connection/session."""
 
 
 @dataclass
@@ -116,6 +189,8 @@ class Engine(abc.ABC):
         # The workspace's freeze (ransomware read-only mode): every write asks it first.
         self._write_guard: Callable[[], str | None] | None = None
         self._exempt = threading.local()
+        # Tables written in the open transaction: their versions move when it ends.
+        self._tx_written: set[str] = set()
 
     # ------------------------------------------------------------------ identity
 
@@ -133,6 +208,38 @@ class Engine(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}{' (closed)' if self._closed else ''}>"
+
+    # ------------------------------------------------------------------ data version
+
+    @final
+    def data_version(self, tables: Iterable[str]) -> Hashable | None:
+        """A value that changes whenever any of ``tables`` may have changed, or None.
+
+        Every write through this process's engines to the same lake moves it once the
+        write has committed (a transaction's writes when it ends); so does the lake
+        being opened afresh, when another process may have written it. Read it *before*
+        computing a result from those tables: the result is then never newer than a
+        later version says. None when the backend cannot tell (Spark's warehouse is
+        written by other processes at any time; an in-memory lake): cache nothing then.
+        """
+        lake = self._lake_identity()
+        return None if lake is None else DATA_VERSIONS.version(lake, tables)
+
+    def _written(self, tables: Iterable[str]) -> None:
+        """Record a write to ``tables`` (:data:`ANY_TABLE`: unknown): now, or when the
+        open transaction ends."""
+        lake = self._lake_identity()
+        if lake is None:
+            return
+        if self._tx_depth:
+            self._tx_written.update(tables)
+        else:
+            DATA_VERSIONS.bump(lake, tables)
+
+    def _lake_identity(self) -> str | None:
+        """The lake this engine reads, the same for every engine on it in this process,
+        when all writes to it in this process go through engines; else None."""
+        return None
 
     # ------------------------------------------------------------------ write guard
 
@@ -191,8 +298,11 @@ class Engine(abc.ABC):
                     properties=self._table_properties(),
                 )
                 with self._step(f"create table {spec.name}", statement=statement):
-                    self._run_statement(statement, returns_rows=False)
-                    self._table_created(spec.name)
+                    try:
+                        self._run_statement(statement, returns_rows=False)
+                        self._table_created(spec.name)
+                    finally:
+                        self._written([spec.name])
                 existing.add(spec.name)
                 created.append(spec.name)
             step.detail = f"{len(created)} created"
@@ -222,7 +332,10 @@ class Engine(abc.ABC):
             self._refuse_if_guarded(f"drop table {name}")
             statement = drop_table_statement(name, dialect=self.sql_dialect)
             with self._step(f"drop table {name}", statement=statement):
-                self._drop_table(name, statement)
+                try:
+                    self._drop_table(name, statement)
+                finally:
+                    self._written([name])
             self._specs.pop(name, None)
             self._load_targets.pop(name, None)
 
@@ -250,6 +363,8 @@ class Engine(abc.ABC):
                 if progress.error is not None:
                     raise progress.error from None
                 raise
+            finally:
+                self._written([table])
             step.detail = f"{progress.rows} rows"
             return progress.rows
 
@@ -264,7 +379,10 @@ class Engine(abc.ABC):
             raise TypeError(f"predicate must be an Ibis boolean expression, not {type(predicate)}")
         self._refuse_if_guarded(f"delete from {table}")
         with self._step(f"delete from {table}") as step:
-            deleted = self._delete_where(table, predicate)
+            try:
+                deleted = self._delete_where(table, predicate)
+            finally:
+                self._written([table])
             step.detail = f"{deleted} rows"
             return deleted
 
@@ -294,10 +412,13 @@ class Engine(abc.ABC):
                 self._load_targets.clear()  # DDL may have changed a table's columns
             for expression in expressions:
                 sql = expression.sql(dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE)
+                query = isinstance(expression, sge.Query)
                 with self._step("run statement", statement=sql):
-                    result = self._run_statement(
-                        sql, returns_rows=isinstance(expression, sge.Query)
-                    )
+                    try:
+                        result = self._run_statement(sql, returns_rows=query)
+                    finally:
+                        if not query:
+                            self._written(_tables_named(expression))
             return result
 
     # ------------------------------------------------------------------ reading
@@ -386,20 +507,29 @@ class Engine(abc.ABC):
         with self._step("begin transaction"):
             self._begin()
         self._tx_depth, self._tx_failed = 1, False
+        self._tx_written = set()
         try:
-            yield self
-        except BaseException:
+            try:
+                yield self
+            except BaseException:
+                self._tx_depth = 0
+                self._rollback_quietly(self)
+                raise
             self._tx_depth = 0
-            self._rollback_quietly(self)
-            raise
-        self._tx_depth = 0
-        if self._tx_failed:
-            self._rollback_quietly(self)
-            raise EngineError(
-                "transaction rolled back: a nested transaction block failed", engine=self.name
-            )
-        with self._step("commit"):
-            self._commit()
+            if self._tx_failed:
+                self._rollback_quietly(self)
+                raise EngineError(
+                    "transaction rolled back: a nested transaction block failed",
+                    engine=self.name,
+                )
+            with self._step("commit"):
+                self._commit()
+        finally:
+            # After the commit (or rollback): a count that read the version before it
+            # and cached what it saw is never served once the new rows are visible.
+            written, self._tx_written = self._tx_written, set()
+            if written:
+                self._written(written)
 
     def _rollback_quietly(self, engine: SupportsTransactions) -> None:
         # A failed rollback must not hide the exception that caused it.
@@ -542,6 +672,13 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def _close(self) -> None:
         """Release the connection or session."""
+
+
+def _tables_named(expression: sge.Expression) -> set[str]:
+    """The tables a statement that changes the lake names (read ones too: a superset is
+    safe); :data:`ANY_TABLE` when it names none (``SET``, ``CHECKPOINT``, ...)."""
+    names = {table.name for table in expression.find_all(sge.Table) if table.name}
+    return names or {ANY_TABLE}
 
 
 def _nullable(schema: pa.Schema) -> pa.Schema:

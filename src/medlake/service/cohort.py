@@ -41,7 +41,7 @@ from medlake.privacy import (
     SuppressedAttrition,
     suppress_attrition,
 )
-from medlake.service.cohort_query import resolve_concept_sets, run_cohort_query
+from medlake.service.cohort_query import remembered, resolve_concept_sets, run_cohort_query
 from medlake.service.policy import authorized, record_read, require
 from medlake.service.workspace import open_lake
 
@@ -104,7 +104,12 @@ def _compiled(
             else:
                 continue
             omics[omics_key(criterion)] = omics_memtable(events)
-        periods = "table" if engine.count("observation_period") else "derived"
+        periods = remembered(
+            engine,
+            ["observation_period"],
+            ("observation periods", engine.name),
+            lambda: "table" if engine.count("observation_period") else "derived",
+        )
         # Concept sets resolved ahead become literal lists the engine filters on while
         # scanning, instead of a join per criterion.
         compiler = CohortCompiler(
@@ -117,11 +122,24 @@ def _compiled(
         yield workspace, engine, compiler
 
 
-def _run(engine: Engine, compiler: CohortCompiler, query: Literal["count", "cohort"]) -> pa.Table:
+def _run(
+    workspace: Workspace,
+    engine: Engine,
+    compiler: CohortCompiler,
+    query: Literal["count", "cohort"],
+) -> pa.Table:
     """The attrition row (``count``) or the members (``cohort``), as one statement whose
-    SQL is cached per definition (:mod:`medlake.service.cohort_query`)."""
+    SQL is cached per definition (:mod:`medlake.service.cohort_query`); the attrition
+    row is kept until the tables it reads change (``[cohort] cache_results``)."""
+    settings = workspace.settings.cohort
     build = compiler.count_query if query == "count" else compiler.cohort_query
-    return run_cohort_query(engine, build, compiler.cache_key(query))
+    return run_cohort_query(
+        engine,
+        build,
+        compiler.cache_key(query),
+        keep_result=query == "count" and settings.cache_results,
+        concurrent=settings.concurrent_statements,
+    )
 
 
 # ---------------------------------------------------------------------- counting
@@ -203,7 +221,7 @@ def count_cohort(
     Small cells are suppressed unless ``exact`` (stewards: ``count_exact``)."""
     require(workspace_dir, Permission.COUNT_EXACT if exact else Permission.COUNT)
     with _compiled(workspace_dir, definition) as (workspace, engine, compiler):
-        row = _run(engine, compiler, "count").to_pylist()[0]
+        row = _run(workspace, engine, compiler, "count").to_pylist()[0]
         threshold = small_cell_threshold(workspace)
     initial = int(row["initial"] or 0)
     rules: list[RuleCount] = []
@@ -238,8 +256,8 @@ def members_for_service(workspace_dir: Path | None, definition: CohortDefinition
     """:func:`cohort_members` unchecked, for services that use the members inside their
     own checked entry point (extract, GWAS, DE) and release only de-identified results.
     Never return its rows to a caller."""
-    with _compiled(workspace_dir, definition) as (_, engine, compiler):
-        members = _run(engine, compiler, "cohort").cast(MEMBER_SCHEMA)
+    with _compiled(workspace_dir, definition) as (workspace, engine, compiler):
+        members = _run(workspace, engine, compiler, "cohort").cast(MEMBER_SCHEMA)
         return members.sort_by([("person_id", "ascending"), ("cohort_start_date", "ascending")])
 
 
@@ -265,8 +283,8 @@ def create_cohort(
     Stewards, or researchers inside a project; audited with the member persons.
     """
     name = name or definition.name
-    with _compiled(workspace_dir, definition) as (_, engine, compiler):
-        members = _run(engine, compiler, "cohort").cast(MEMBER_SCHEMA)
+    with _compiled(workspace_dir, definition) as (workspace, engine, compiler):
+        members = _run(workspace, engine, compiler, "cohort").cast(MEMBER_SCHEMA)
         defs = engine.table("cohort_definition")
         existing = (
             engine.execute(

@@ -23,13 +23,31 @@ itself, so their steps are computed one after another instead.
 
 Concept sets are resolved here as well (:func:`resolve_concept_sets`): the cohort
 domain builds the lookups, the engine runs them.
+
+**Results** are cached too, as OHDSI tools cache cohort generation
+(:func:`remembered`): a count is kept under its statement's key (definition, resolved
+concept ids, periods, engine) and the lake's data version of the tables the statement
+reads (:meth:`medlake.engine.Engine.data_version`: it moves after every committed write
+to them, and when the lake is opened afresh), so a count after an ingest, a merge or a
+retraction is computed again while the audit trail's own appends leave counts cached.
+Only the raw attrition row is kept; the policy check, small-cell suppression and audit
+of a request all happen after, per request. Identical counts that arrive while one is
+running wait for it and share its row (single flight), and at most
+``[cohort] concurrent_statements`` statements run at once (default: the number of
+cores): 32 concurrent counts on 2 cores otherwise share DuckDB's threads and memory and
+all finish late. Written here rather than taken from a caching library because the
+version must be read before computing and the in-flight table shares the same lock.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TypeVar
 
 import ibis
 import ibis.expr.types as ir
@@ -44,13 +62,101 @@ from medlake.engine import Engine
 
 #: Statements kept (each a few kB of SQL syntax tree).
 CACHE_SIZE = 128
+#: Results kept (a count is one row; concept sets a few lists of ids).
+RESULT_CACHE_SIZE = 1024
 
-_cache: OrderedDict[Hashable, sge.Expression] = OrderedDict()
+#: The vocabulary tables concept sets are resolved from.
+VOCABULARY_TABLES = ("concept", "concept_ancestor", "concept_relationship")
+
+T = TypeVar("T")
+
+_cache: OrderedDict[Hashable, tuple[sge.Expression, frozenset[str]]] = OrderedDict()
 _cache_lock = threading.Lock()
+_results: OrderedDict[Hashable, object] = OrderedDict()
+_in_flight: dict[Hashable, Future[object]] = {}
+_results_lock = threading.Lock()
+_gates: dict[int, threading.BoundedSemaphore] = {}
+
+
+@dataclass
+class CacheStats:
+    """What :func:`remembered` did since the last :func:`clear_cache`."""
+
+    hits: int = 0  # served from the cache
+    computed: int = 0  # computed by this caller
+    shared: int = 0  # waited for an identical computation already running
+    uncached: int = 0  # the engine has no data version: computed, not kept
+
+
+_stats = CacheStats()
+
+
+def cache_stats() -> CacheStats:
+    """A copy of the result cache's counters (tests, benchmarks)."""
+    with _results_lock:
+        return CacheStats(**vars(_stats))
+
+
+def remembered(
+    engine: Engine, tables: Iterable[str], key: Hashable, compute: Callable[[], T]
+) -> T:
+    """``compute()``, kept under ``key`` while the data version of ``tables`` stands.
+
+    Concurrent callers with the same key and version share one computation (an error
+    is raised to all of them, and nothing is kept). Keep only immutable values.
+    """
+    version = engine.data_version(tables)
+    if version is None:
+        with _results_lock:
+            _stats.uncached += 1
+        return compute()
+    full = (key, version)
+    with _results_lock:
+        if full in _results:
+            _results.move_to_end(full)
+            _stats.hits += 1
+            return _results[full]  # type: ignore[return-value]
+        running = _in_flight.get(full)
+        if running is None:
+            future: Future[object] = Future()
+            _in_flight[full] = future
+            _stats.computed += 1
+        else:
+            _stats.shared += 1
+    if running is not None:
+        return running.result()  # type: ignore[return-value]
+    try:
+        value = compute()
+    except BaseException as error:
+        with _results_lock:
+            del _in_flight[full]
+        future.set_exception(error)
+        raise
+    with _results_lock:
+        _results[full] = value
+        while len(_results) > RESULT_CACHE_SIZE:
+            _results.popitem(last=False)
+        del _in_flight[full]
+    future.set_result(value)
+    return value
+
+
+def statement_gate(size: int | None) -> threading.BoundedSemaphore:
+    """The process's gate for heavy statements: ``size`` at once (None: the cores)."""
+    size = max(1, size or os.cpu_count() or 1)
+    with _results_lock:
+        return _gates.setdefault(size, threading.BoundedSemaphore(size))
 
 
 def resolve_concept_sets(engine: Engine, definition: CohortDefinition) -> dict[int, list[int]]:
-    """Each concept set's concept ids on the lake's vocabulary (at most three lookups)."""
+    """Each concept set's concept ids on the lake's vocabulary (at most three lookups),
+    kept while the vocabulary tables are unchanged."""
+    key = ("concept sets", engine.name, tuple(c.model_dump_json() for c in definition.concept_sets))
+    found = remembered(engine, VOCABULARY_TABLES, key, lambda: _resolve(engine, definition))
+    return {k: list(v) for k, v in found.items()}
+
+
+def _resolve(engine: Engine, definition: CohortDefinition) -> dict[int, tuple[int, ...]]:
     resolver = ConceptSetResolver(definition.concept_sets)
     lookup = resolver.lookup_query(engine.table("concept"))
     rows = [] if lookup is None else engine.execute(lookup).to_pylist()
@@ -59,7 +165,8 @@ def resolve_concept_sets(engine: Engine, definition: CohortDefinition) -> dict[i
     pairs = [] if below is None else _pairs(engine.execute(below))
     found = resolver.with_descendants(named, pairs)
     mapped = resolver.mapped_query(engine.table("concept_relationship"), found)
-    return resolver.resolve(found, [] if mapped is None else _pairs(engine.execute(mapped)))
+    resolved = resolver.resolve(found, [] if mapped is None else _pairs(engine.execute(mapped)))
+    return {k: tuple(v) for k, v in resolved.items()}
 
 
 def _pairs(table: pa.Table) -> list[tuple[int, int]]:
@@ -67,12 +174,20 @@ def _pairs(table: pa.Table) -> list[tuple[int, int]]:
 
 
 def run_cohort_query(
-    engine: Engine, build: Callable[[Step], ir.Table], key: Hashable | None
+    engine: Engine,
+    build: Callable[[Step], ir.Table],
+    key: Hashable | None,
+    *,
+    keep_result: bool = False,
+    concurrent: int | None = None,
 ) -> pa.Table:
     """Run ``build(step)`` (e.g. ``compiler.count_query``) on ``engine``.
 
     With a ``key``, the steps become common table expressions of one statement, cached
-    under the key; without (omics criteria), each step is computed in turn.
+    under the key, run when the gate for ``concurrent`` statements lets it
+    (:func:`statement_gate`); with ``keep_result`` too, its result is
+    :func:`remembered` (small results only: counts). Without a key (omics criteria),
+    each step is computed in turn and nothing is kept.
     """
     if key is None:
 
@@ -82,24 +197,44 @@ def run_cohort_query(
         return engine.execute(build(computed))
     full_key = (engine.name, key)
     with _cache_lock:
-        statement = _cache.get(full_key)
-        if statement is not None:
+        cached = _cache.get(full_key)
+        if cached is not None:
             _cache.move_to_end(full_key)
-    if statement is None:
+    if cached is None:
         statement = _statement(engine, build)
+        cached = (statement, _tables_read(statement))
         with _cache_lock:
-            _cache[full_key] = statement
+            _cache[full_key] = cached
             while len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
-    result = engine.run_sql(statement, dialect=engine.sql_dialect)
-    assert result is not None  # a query returns rows
-    return result
+    statement, tables = cached
+
+    def run() -> pa.Table:
+        with statement_gate(concurrent):
+            result = engine.run_sql(statement, dialect=engine.sql_dialect)
+        assert result is not None  # a query returns rows
+        return result
+
+    if not keep_result:
+        return run()
+    return remembered(engine, tables, ("result", full_key), run)
 
 
 def clear_cache() -> None:
-    """Forget every cached statement (tests; a changed compiler in a long-lived process)."""
+    """Forget every cached statement and result (tests; a changed compiler in a
+    long-lived process)."""
     with _cache_lock:
         _cache.clear()
+    with _results_lock:
+        _results.clear()
+        global _stats
+        _stats = CacheStats()
+
+
+def _tables_read(statement: sge.Expression) -> frozenset[str]:
+    """The lake tables a statement reads: its table references that are not its CTEs."""
+    steps = {cte.alias_or_name for cte in statement.find_all(sge.CTE)}
+    return frozenset(t.name for t in statement.find_all(sge.Table) if t.name not in steps)
 
 
 def _statement(engine: Engine, build: Callable[[Step], ir.Table]) -> sge.Expression:

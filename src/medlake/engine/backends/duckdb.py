@@ -15,6 +15,7 @@ here on the DuckDB connection, with SQL that Ibis compiles.
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import sqlglot
 import sqlglot.expressions as sge
 
 from medlake.engine.base import (
+    DATA_VERSIONS,
     Engine,
     SupportsCheckpoint,
     SupportsScratchSession,
@@ -38,6 +40,13 @@ from medlake.engine.ddl import table_ref
 from medlake.errors import EngineError
 
 MEMORY = ":memory:"
+
+# Engines open per lake file in this process. DuckDB keeps one database instance per file
+# while any connection to it is open, and its file lock keeps other processes from
+# writing meanwhile; when the count falls to zero another process may write the file,
+# so opening it again starts a new data-version epoch (Engine.data_version).
+_open_files: dict[str, int] = {}
+_open_lock = threading.Lock()
 
 
 class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint, SupportsScratchSession):
@@ -69,10 +78,20 @@ class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint, SupportsScr
                 f"cannot open the DuckDB lake {database}: {exc}", engine="duckdb"
             ) from exc
         self.path = path
+        self._identity = None if database == MEMORY else str(Path(database).resolve())
         super().__init__(ibis.duckdb.from_connection(self._con))
+        if self._identity is not None:
+            with _open_lock:
+                if not _open_files.get(self._identity):
+                    DATA_VERSIONS.new_epoch(self._identity)
+                _open_files[self._identity] = _open_files.get(self._identity, 0) + 1
 
     def __repr__(self) -> str:
         return f"<DuckDBEngine {self.path}>"
+
+    def _lake_identity(self) -> str | None:
+        # An in-memory lake is private to its connection: nothing to share a version with.
+        return self._identity
 
     # ------------------------------------------------------------------ statements
 
@@ -189,7 +208,12 @@ class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint, SupportsScr
         self._con.rollback()
 
     def _close(self) -> None:
-        self._con.close()
+        try:
+            self._con.close()
+        finally:
+            if self._identity is not None:
+                with _open_lock:
+                    _open_files[self._identity] -= 1
 
     def _checkpoint(self) -> None:
         self._con.execute("CHECKPOINT").fetchall()
