@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medlake.access.context import acting_as
+from medlake.access.policy import Principal, Role
 from medlake.config import open_workspace, write_settings
 from medlake.empi.evaluate import pairwise_score
 from medlake.ingest.ids import stable_ids
@@ -141,7 +143,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/medlake-empi-bench"))
     parser.add_argument("--memory-limit", default="8GB")
     args = parser.parse_args()
+    # Linking is a data steward's permission (as `medlake empi link` checks it).
+    with acting_as(Principal("benchmark", Role.STEWARD)):
+        run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     records, truth_list = make_records(args.records + 2 * args.new, args.seed)
     r = random.Random(args.seed)

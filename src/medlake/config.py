@@ -157,7 +157,7 @@ class EmpiSection(_Section):
         default=0.5, gt=0, le=1, description="pairs from here up to link_threshold are reviewed"
     )
     link_after_ingest: bool = Field(
-        default=False, description="link each ingest run's new source patients right after it"
+        default=True, description="link each ingest run's new source patients right after it"
     )
     survivorship: Literal["most_recent", "most_frequent", "most_trusted"] = "most_trusted"
     trusted_sources: list[str] = Field(

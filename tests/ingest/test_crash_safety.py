@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from medlake.config import open_workspace
+from medlake.config import open_workspace, write_settings
 from medlake.ingest.batches import CLOCK_ENV
 from medlake.ingest.pause_points import PAUSE_AT_ENV, PAUSE_FILE_ENV
 from medlake.service.ingest import ingest_paths
@@ -47,7 +47,11 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return init_workspace(tmp_path_factory.mktemp("template") / "ws").root
+    root = init_workspace(tmp_path_factory.mktemp("template") / "ws").root
+    settings = open_workspace(root).settings
+    settings.empi.link_after_ingest = False  # ingest alone: linking is tests/empi's
+    write_settings(root / "medlake.toml", settings)
+    return root
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medlake.config import open_workspace
+from medlake.config import open_workspace, write_settings
 from medlake.engine import Engine
 from medlake.ingest.batches import CLOCK_ENV, IngestBatch
 from medlake.ingest.writer import WriteSummary
@@ -87,6 +87,9 @@ def test_grouped_ingest_builds_the_same_lake_as_one_by_one(
 ) -> None:
     monkeypatch.setenv(CLOCK_ENV, CLOCK)
     template = init_workspace(tmp_path / "template").root
+    settings = open_workspace(template).settings
+    settings.empi.link_after_ingest = False  # ingest alone: linking is tests/empi's
+    write_settings(template / "medlake.toml", settings)
     reference, grouped = tmp_path / "reference", tmp_path / "grouped"
     shutil.copytree(template, reference)
     shutil.copytree(template, grouped)

@@ -54,6 +54,17 @@ _HEAD_KEY = "main"
 _RETRIES = 200
 # Writers in this process take turns; other connections are kept out by audit_head.
 _LOCK = threading.Lock()
+#: Fixes "now" (an ISO datetime, UTC) as for the lake's other timestamps, so two runs of
+#: the same work build the same trail and head (crash-safety and grouping tests).
+CLOCK_ENV = "MEDLAKE_CLOCK"
+
+
+def _utc_now() -> dt.datetime:
+    """Now as naive UTC, or ``$MEDLAKE_CLOCK`` when set."""
+    fixed = os.environ.get(CLOCK_ENV)
+    if fixed:
+        return dt.datetime.fromisoformat(fixed).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -170,7 +181,10 @@ def append_event(
         raise UsageError("audit event needs an action")
     if outcome not in OUTCOMES:
         raise UsageError(f"audit outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
-    when = (occurred_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
+    if occurred_at is None:
+        when = _utc_now()
+    else:
+        when = occurred_at.astimezone(dt.UTC).replace(tzinfo=None)
     draft = AuditEvent(
         event_id=0,
         occurred_at=when,
@@ -260,7 +274,7 @@ def _has_head_table(engine: Engine) -> bool:
                     "chain": [_HEAD_KEY],
                     "event_id": [event_id],
                     "event_hash": [event_hash_],
-                    "updated_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+                    "updated_at": [_utc_now()],
                 }
             ),
         )
@@ -287,9 +301,7 @@ def _set_head(engine: Engine, event: AuditEvent) -> None:
             {
                 "event_id": sge.convert(event.event_id),
                 "event_hash": sge.convert(event.event_hash),
-                "updated_at": sge.cast(
-                    sge.convert(_timestamp(dt.datetime.now(dt.UTC))), "timestamp"
-                ),
+                "updated_at": sge.cast(sge.convert(_timestamp(_utc_now())), "timestamp"),
             },
             where=_head_predicate(),
         )

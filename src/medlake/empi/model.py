@@ -262,7 +262,38 @@ def train(
             "cannot train the linkage model: no two records share a resident ID, a phone "
             "number, or a name and birth date"
         )
-    return linker.misc.save_model_to_json(overwrite=True)
+    settings = linker.misc.save_model_to_json(overwrite=True)
+    # Splink's random name for its cached tables: not part of the model, and kept it
+    # would make the same training on the same records store a different model.
+    settings.pop("linker_uid", None)
+    return _rounded(settings)
+
+
+_SIGNIFICANT = 8
+
+
+def _rounded(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the estimated probabilities to 8 significant digits.
+
+    EM's sums run in parallel in DuckDB, so two trainings on the same records differ
+    in the 13th digit; rounded, they store the same model (and model id) but for the
+    rare value that falls on a rounding boundary. Eight digits are far finer than the
+    estimates' own error.
+    """
+
+    def rounded(value: Any) -> Any:
+        return float(f"{value:.{_SIGNIFICANT}g}") if isinstance(value, float) else value
+
+    out = copy.deepcopy(settings)
+    key = "probability_two_random_records_match"
+    if key in out:
+        out[key] = rounded(out[key])
+    for comparison in out.get("comparisons", []):
+        for level in comparison.get("comparison_levels", []):
+            for name in ("m_probability", "u_probability"):
+                if name in level:
+                    level[name] = rounded(level[name])
+    return out
 
 
 def _definition(settings: dict[str, Any]) -> list[Any]:

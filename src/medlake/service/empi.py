@@ -37,7 +37,7 @@ from medlake.service.empi_steward import (
     review_queue,
     unmerge_operation,
 )
-from medlake.service.policy import authorized
+from medlake.service.policy import acting_user_name, authorized, current_principal
 from medlake.service.workspace import open_lake
 
 __all__ = [
@@ -78,18 +78,29 @@ def link_workspace(
         return _link(engine, options_from(workspace.settings.empi), full=full, actor=actor)
 
 
-def _link(engine: Engine, options: LinkOptions, *, full: bool, actor: str) -> LinkOutcome:
+def _link(
+    engine: Engine,
+    options: LinkOptions,
+    *,
+    full: bool,
+    actor: str,
+    role: str | None = None,
+    triggered_by: str | None = None,
+) -> LinkOutcome:
     outcome = link(engine, options, home_ids=home_ids, actor=actor, full=full)
     if outcome.changes:
         refresh_periods(engine, [outcome.operation_id])
     if outcome.mode != "nothing":
+        detail: dict[str, Any] = {
+            "mode": outcome.mode, "records": outcome.records, "changes": outcome.changes,
+            "review_queue": outcome.review_queue, "person_ids": outcome.person_ids[:1000],
+            "trained": outcome.trained,
+        }  # fmt: skip
+        if triggered_by:
+            detail["triggered_by"] = triggered_by
         append_event(
-            engine, actor=actor, action="empi.link", object_type="empi_operation",
-            object_id=outcome.operation_id,
-            detail={"mode": outcome.mode, "records": outcome.records,
-                    "changes": outcome.changes, "review_queue": outcome.review_queue,
-                    "person_ids": outcome.person_ids[:1000], "trained": outcome.trained},
-            occurred_at=store.now(),
+            engine, actor=actor, role=role, action="empi.link", object_type="empi_operation",
+            object_id=outcome.operation_id, detail=detail, occurred_at=store.now(),
         )  # fmt: skip
     return outcome
 
@@ -100,11 +111,20 @@ def link_engine(engine: Engine, workspace: Workspace) -> LinkOutcome | None:
     None when there is nothing to link yet: no identifiers, or no two records sharing
     anything a model could be trained on (a first small ingest); the next run tries
     again. A run that brought no new or changed identifiers costs one anti-join.
+
+    The run, its audit event and any model it trains are the acting user's (who ran the
+    ingest; ``$MEDLAKE_USER`` or the login outside a checked call), the event's detail
+    saying ``"triggered_by": "ingest"``.
     """
     if engine.count("pii_person") == 0:
         return None
+    principal = current_principal()
     try:
-        return _link(engine, options_from(workspace.settings.empi), full=False, actor=SYSTEM_ACTOR)
+        return _link(
+            engine, options_from(workspace.settings.empi), full=False,
+            actor=acting_user_name(None), role=principal.role.value if principal else None,
+            triggered_by="ingest",
+        )  # fmt: skip
     except TrainingError:
         return None
 
