@@ -1,0 +1,276 @@
+"""Benchmark: cohort counts under concurrent load: the result cache, single flight, the gate.
+
+On the cohort benchmark's lake (``--persons`` persons, ``--events`` events each; copied
+from ``--from`` like ``server_load.py`` does), with a realistic mix: **16 distinct
+definitions**, variants of ``cohort_count.py``'s 5-rule definition (age bound 18/40/50/65
+x HbA1c above 7/8 % x metformin within 90/180 days), so the cache is not trivially hit.
+
+1. ``engine`` (in this process, no HTTP): the 16 statements run by ``C`` concurrent
+   cursors (threads, each its own connection) with DuckDB ``threads = T``, for several
+   (T, C): what gives most statements per second on these cores.
+2. ``server`` (a real ``medlake serve``, ``--clients`` concurrent HTTP clients on
+   loopback, signed in as a steward; ``[cohort]`` settings written to the workspace's
+   ``medlake.toml`` before each start):
+
+   * ``no cache``: ``cache_results = false``, every request computes: ``--computed``
+     requests over the 16 definitions, with the gate at the cores and with no gate
+     (``concurrent_statements = clients``);
+   * ``cache``: a fresh server; **cold**: every client at once on definitions never
+     counted (2 requests per definition, so half wait on the other's statement: single
+     flight); **warm**: ``--warm`` requests drawn at random from the 16, all counted
+     before; then a fresh server again, **mixed**: ``--mixed`` random requests from a
+     cold start, reported as a whole and split into cold (no answer for that definition
+     had come back when the request was sent) and warm.
+
+Reports requests, errors (any status but 200), throughput, p50/p95/p99 against the
+issue's target (p95 <= 2 s), and the reference: one count in this process, statement
+compiled, cache empty (``count_cohort``), median of 3.
+
+Usage: ``flock /tmp/medlake-heavy.lock python benchmarks/cohort_load.py --from
+/work/cohort-bench --workdir /tmp/cohort-load`` (1M persons by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import copy
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cohort_count import DEFINITION
+from medlake.access import Principal, Role
+from medlake.access.context import acting_as
+from medlake.config import open_workspace, write_settings
+from medlake.engine import open_engine
+from medlake.service import access
+from medlake.service.cohort import _compiled, count_cohort, parse_definition
+from medlake.service.cohort_query import _statement, clear_cache
+from server_load import STEWARD, free_port, percentile, prepare
+
+TARGET_P95 = 2.0
+
+
+def variants() -> list[dict[str, Any]]:
+    """16 definitions: age bound x HbA1c threshold x metformin window."""
+    out = []
+    for age in (18, 40, 50, 65):
+        for hba1c in (7, 8):
+            for days in (90, 180):
+                d = copy.deepcopy(DEFINITION)
+                d["name"] = f"T2D, HbA1c > {hba1c}, metformin {days} d, age {age}+"
+                rules = d["inclusion_rules"]
+                rules[0]["expression"]["criteria"][0]["criterion"]["value_as_number"]["value"] = (
+                    hba1c
+                )
+                rules[1]["expression"]["criteria"][0]["start_window"]["end"] = days
+                rules[2]["expression"]["demographics"][0]["age"]["value"] = age
+                out.append(d)
+    return out
+
+
+# ---------------------------------------------------------------------- 1. engine modes
+
+
+def engine_modes(workspace: Path, definitions: list[dict[str, Any]],
+                 modes: list[tuple[int, int]]) -> None:  # fmt: skip
+    """The 16 statements with DuckDB threads T and C concurrent cursors, per (T, C)."""
+    with acting_as(Principal(STEWARD, Role.STEWARD)):
+        sqls = []
+        for d in definitions:
+            with _compiled(workspace, parse_definition(d)) as (_, engine, compiler):
+                sqls.append(_statement(engine, compiler.count_query).sql(dialect="duckdb"))
+    settings = open_workspace(workspace).settings.engine
+    for threads, cursors in modes:
+        mode = settings.model_copy(update={"threads": threads})
+        # one engine held for the mode: each statement's engine is a cursor on its database
+        with open_engine(mode, workspace) as held:
+            held.run_sql(sqls[0])  # the tables into the buffer pool
+
+            def run(sql: str, mode: Any = mode) -> float:
+                with open_engine(mode, workspace) as engine:
+                    started = time.perf_counter()
+                    engine.run_sql(sql)
+                    return time.perf_counter() - started
+
+            cpu = time.process_time()
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(cursors) as pool:
+                each = list(pool.map(run, sqls))
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu
+        print(f"engine threads={threads} concurrent={cursors}: {len(sqls)} statements "
+              f"in {wall:.2f} s = {len(sqls) / wall:.2f} statements/s; each median "
+              f"{statistics.median(each):.2f} s, max {max(each):.2f} s; CPU {cpu:.1f} s")
+
+
+# ---------------------------------------------------------------------- 2. server
+
+
+class Server:
+    """``medlake serve`` on the workspace with ``[cohort]`` settings, for a ``with`` block."""
+
+    def __init__(self, workspace: Path, *, cache: bool, gate: int | None) -> None:
+        settings = open_workspace(workspace).settings
+        settings.cohort.cache_results = cache
+        settings.cohort.concurrent_statements = gate
+        write_settings(workspace / "medlake.toml", settings)
+        self.workspace = workspace
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/api/v1"
+
+    def __enter__(self) -> Server:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(self.port),
+             "--workspace", str(self.workspace)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            env={**os.environ, "MEDLAKE_LOG_LEVEL": "WARNING"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{self.base}/health").raise_for_status()
+                return self
+            except httpx.HTTPError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the server did not start") from None
+                time.sleep(0.3)
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+async def load(base: str, token: str, order: list[int], definitions: list[dict[str, Any]],
+               clients: int) -> tuple[list[tuple[int, float, bool, bool]], float]:  # fmt: skip
+    """POST the definitions numbered in ``order`` with ``clients`` concurrent clients.
+
+    Returns (definition, latency s, ok, cold) per request and the wall time; a request
+    is cold when no answer for its definition had come back when it was sent.
+    """
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for item in order:
+        queue.put_nowait(item)
+    answered: set[int] = set()
+    results: list[tuple[int, float, bool, bool]] = []
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def client() -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
+                                     timeout=600) as http:  # fmt: skip
+            while True:
+                try:
+                    which = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                cold = which not in answered
+                started = time.perf_counter()
+                try:
+                    response = await http.post("/cohorts/count", json=definitions[which])
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                results.append((which, time.perf_counter() - started, ok, cold))
+                answered.add(which)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return results, time.perf_counter() - started
+
+
+def report(name: str, results: list[tuple[int, float, bool, bool]], wall: float | None) -> None:
+    if not results:
+        print(f"{name}: no requests")
+        return
+    latencies = [r[1] for r in results]
+    errors = sum(not r[2] for r in results)
+    p95 = percentile(latencies, 95)
+    rate = f"{len(results) / wall:.1f} req/s, " if wall else ""
+    print(f"{name}: {len(results)} requests, {errors} errors, {rate}"
+          f"p50 {percentile(latencies, 50):.3f} s, p95 {p95:.3f} s, "
+          f"p99 {percentile(latencies, 99):.3f} s, max {max(latencies):.3f} s "
+          f"(p95 <= {TARGET_P95:.0f} s: {'met' if p95 <= TARGET_P95 else 'NOT met'})")  # fmt: skip
+
+
+def run(server: Server, token: str, order: list[int], definitions: list[dict[str, Any]],
+        clients: int) -> tuple[list[tuple[int, float, bool, bool]], float]:  # fmt: skip
+    return asyncio.run(load(server.base, token, order, definitions, clients))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--persons", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=52)
+    parser.add_argument("--workdir", type=Path, default=Path("bench-work"))
+    parser.add_argument("--from", dest="source", type=Path, default=None,
+                        help="a folder holding an already built lake_P_E to copy")  # fmt: skip
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--computed", type=int, default=64, help="requests without the cache")
+    parser.add_argument("--warm", type=int, default=640)
+    parser.add_argument("--mixed", type=int, default=480)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["engine", "nocache", "cache"])
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.p360 = 0
+    workspace = prepare(args)
+    token = access.issue_token(workspace, STEWARD).token
+    definitions = variants()
+    cores = os.cpu_count() or 1
+    rng = random.Random(11)
+    print(f"lake: {args.persons:,} persons, ~{args.events} events each; {len(definitions)} "
+          f"definitions; {args.clients} clients; {cores} cores; load average "
+          f"{os.getloadavg()[0]:.1f} at the start")  # fmt: skip
+
+    with acting_as(Principal(STEWARD, Role.STEWARD)):
+        one = []
+        for _ in range(3):
+            clear_cache()
+            started = time.perf_counter()
+            count_cohort(workspace, parse_definition(definitions[0]))
+            one.append(time.perf_counter() - started)
+    print(f"reference: one count in-process, compiled, cache empty: median "
+          f"{statistics.median(one):.3f} s")  # fmt: skip
+
+    if "engine" not in args.skip:
+        modes = [(cores, 1), (1, cores), (cores, cores), (cores, 4 * cores), (1, 16)]
+        engine_modes(workspace, definitions, modes)
+
+    if "nocache" not in args.skip:
+        order = [i % len(definitions) for i in range(args.computed)]
+        for gate in (None, args.clients):
+            with Server(workspace, cache=False, gate=gate) as server:
+                results, wall = run(server, token, order, definitions, args.clients)
+            label = f"gate {gate or cores}" + (" (none)" if gate else " (cores)")
+            report(f"no cache, {label}, every request computed", results, wall)
+
+    if "cache" not in args.skip:
+        with Server(workspace, cache=True, gate=None) as server:
+            cold_order = [i % len(definitions) for i in range(2 * len(definitions))]
+            results, wall = run(server, token, cold_order, definitions, args.clients)
+            report("cache, cold (each definition's first 2 requests, all at once)", results,
+                   wall)  # fmt: skip
+            warm_order = [rng.randrange(len(definitions)) for _ in range(args.warm)]
+            results, wall = run(server, token, warm_order, definitions, args.clients)
+            report("cache, warm (every definition counted before)", results, wall)
+        with Server(workspace, cache=True, gate=None) as server:
+            mixed = [rng.randrange(len(definitions)) for _ in range(args.mixed)]
+            results, wall = run(server, token, mixed, definitions, args.clients)
+            report("cache, mixed from a cold start (all)", results, wall)
+            report("  of which cold", [r for r in results if r[3]], None)
+            report("  of which warm", [r for r in results if not r[3]], None)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
