@@ -12,6 +12,9 @@ Appends are serialized: on engines with transactions the new event and the one-r
 ``audit_head`` table are written in one transaction, so two writers that read the same
 head conflict on ``audit_head`` and the loser retries on the new head instead of forking
 the chain. Engines without transactions (Spark) rely on a single writer process.
+Concurrent appends in one process are grouped (:mod:`medlake.audit.group_commit`): the
+events queued while a write is under way go into the next transaction together, in
+queue order, and each caller returns once its event has committed.
 
 Written here rather than taken from a library: the chain is a few lines of
 :mod:`hashlib` over a canonical JSON text, and a library (e.g. an append-only log
@@ -31,13 +34,14 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import sqlglot.expressions as sge
 
+from medlake.audit.group_commit import GroupCommit
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import EngineError, UsageError
 from medlake.log import get_logger
@@ -200,15 +204,24 @@ def append_event(
         prev_hash=ZERO_HASH,
         event_hash="",
     )
+    if isinstance(engine, SupportsTransactions) and not engine.in_transaction:
+        # Concurrent appends to one lake share a transaction (group commit); each call
+        # still returns only once its own event has committed.
+        return _GROUPS.submit(_lake_key(engine), draft, lambda drafts: _write(engine, drafts))
+    return _write(engine, [draft])[0]
+
+
+def _write(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
+    """Append ``drafts`` in order, in one transaction where the engine has them."""
     # The trail is written even while the workspace is frozen read-only: it must record
     # the alert, the refused attempts and the review that lifts the freeze.
     with _LOCK, engine.writes_while_frozen():
         if not isinstance(engine, SupportsTransactions):
-            return _append(engine, draft, guarded=False)
+            return _append(engine, drafts, guarded=False)
         for attempt in range(_RETRIES):
             try:
                 with engine.transaction():
-                    return _append(engine, draft, guarded=True)
+                    return _append(engine, drafts, guarded=True)
             except EngineError as error:
                 if not _is_conflict(error) or attempt == _RETRIES - 1:
                     raise
@@ -216,6 +229,17 @@ def append_event(
                 # Random back-off, so racing writers do not meet again in step.
                 time.sleep(random.uniform(0.001, 0.004) * min(attempt + 1, 10))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_GROUPS: GroupCommit[AuditEvent] = GroupCommit()
+
+
+def _lake_key(engine: Engine) -> Hashable:
+    """Engines on the same lake file share a queue; an in-memory lake is its own."""
+    path = str(getattr(engine, "path", "") or "")
+    if not path or path == ":memory:":
+        return ("engine", id(engine))
+    return (engine.kind, os.path.realpath(path))
 
 
 def _is_conflict(error: EngineError) -> bool:
@@ -234,7 +258,7 @@ def chain_head(engine: Engine) -> tuple[int, str]:
     return int(last[0]["event_id"]), str(last[0]["event_hash"])
 
 
-def _append(engine: Engine, draft: AuditEvent, *, guarded: bool) -> int:
+def _append(engine: Engine, drafts: list[AuditEvent], *, guarded: bool) -> list[int]:
     if guarded and _has_head_table(engine):
         # Claim the head row first: a second writer holding it conflicts right here.
         engine.run_sql(
@@ -244,14 +268,18 @@ def _append(engine: Engine, draft: AuditEvent, *, guarded: bool) -> int:
     else:
         guarded = False
         last_id, last_hash = chain_head(engine)
-    event = AuditEvent(
-        **{**draft.__dict__, "event_id": last_id + 1, "prev_hash": last_hash, "event_hash": ""}
-    )
-    event = AuditEvent(**{**event.__dict__, "event_hash": event_hash(event)})
-    engine.load_arrow(EVENT_TABLE, pa.Table.from_pylist([event.__dict__]))
+    events = []
+    for draft in drafts:
+        event = AuditEvent(
+            **{**draft.__dict__, "event_id": last_id + 1, "prev_hash": last_hash, "event_hash": ""}
+        )
+        event = AuditEvent(**{**event.__dict__, "event_hash": event_hash(event)})
+        events.append(event)
+        last_id, last_hash = event.event_id, event.event_hash
+    engine.load_arrow(EVENT_TABLE, pa.Table.from_pylist([event.__dict__ for event in events]))
     if guarded:
-        _set_head(engine, event)
-    return event.event_id
+        _set_head(engine, events[-1])
+    return [event.event_id for event in events]
 
 
 # Engines whose lake is known to have the head row (it is made once, then only updated).
@@ -293,8 +321,7 @@ def _read_head_row(engine: Engine) -> tuple[int, str]:
 
 
 def _set_head(engine: Engine, event: AuditEvent) -> None:
-    if not engine.has_table(HEAD_TABLE):
-        return
+    # Only called once _has_head_table said the table is there.
     engine.run_sql(
         sge.update(
             HEAD_TABLE,

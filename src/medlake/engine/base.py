@@ -44,6 +44,7 @@ from medlake.engine.loading import (
     conform_batches,
     iter_record_batches,
 )
+from medlake.engine.prepared import PreparedQuery
 from medlake.engine.spec import TableSpec
 from medlake.errors import EngineCapabilityError, EngineError, MedlakeError, WorkspaceFrozenError
 from medlake.log import get_logger
@@ -476,7 +477,33 @@ class Engine(abc.ABC):
         expr = self.table(name_or_expr) if isinstance(name_or_expr, str) else name_or_expr
         return int(self.scalar(expr.count()))
 
+    @final
+    def run_prepared(self, query: PreparedQuery, parameters: Sequence[Any] = ()) -> pa.Table:
+        """Run a :class:`~medlake.engine.prepared.PreparedQuery` with its ``?`` placeholders
+        bound to ``parameters`` (in order); return its rows.
+
+        For reads made many times a second with different values (one person's rows):
+        the SQL is transpiled once, and the backend binds the values.
+        """
+        if len(parameters) != query.parameter_count:
+            raise EngineError(
+                f"the prepared query takes {query.parameter_count} parameters, "
+                f"not {len(parameters)}",
+                engine=self.name,
+            )
+        sql = query.sql(self.sql_dialect)
+        with self._step("run prepared", statement=sql) as step:
+            result = self._run_prepared(query, sql, parameters)
+            step.detail = f"{result.num_rows} rows"
+            return result
+
     # ------------------------------------------------------------------ transactions
+
+    @final
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a :meth:`transaction` block is open on this engine."""
+        return self._tx_depth > 0
 
     @final
     @contextlib.contextmanager
@@ -643,6 +670,17 @@ class Engine(abc.ABC):
     def _execute_arrow(self, expr: ir.Table) -> pa.Table:
         """Run a table expression and return all its rows."""
         return self._backend.to_pyarrow(expr)
+
+    def _run_prepared(
+        self, query: PreparedQuery, sql: str, parameters: Sequence[Any]
+    ) -> pa.Table:
+        """Run a prepared query; by default with the values put in as literals."""
+        bound = query.with_literals(parameters).sql(
+            dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE
+        )
+        result = self._run_statement(bound, returns_rows=True)
+        assert result is not None
+        return result
 
     def _drop_table(self, name: str, statement: str) -> None:
         self._run_statement(statement, returns_rows=False)

@@ -4,33 +4,38 @@ Visits, diagnoses, drugs, procedures, measurements with values, observations, sp
 devices, notes, death and omics samples, each item with its concept, its source code,
 and where it came from (source system, source record id, batch), so a clinician or a
 steward can go from the lake back to the record in the HIS, LIS or EMR. The timeline is
-built from the lake tables through the engine, one query per domain.
+built from the lake tables through the engine in four statements: the person, every
+domain's items at once, the source patients and the omics samples.
 
-Each query is built with Ibis and compiled once per process and lake (with a sentinel
-person id), then reused with the person's id put in the sentinel's place: building and
-compiling a dozen Ibis expressions per call cost far more than running them (patient 360
-answers many calls a second in the server).
+Patient 360 answers many calls a second in the server, and per call the work around the
+query used to cost far more than running it (a dozen Ibis expressions built and
+compiled, each table's schema looked up, the concept names fetched in a second round).
+So the items are one ``UNION ALL`` over the domains, with the concept names and the
+current source record joined in the same statement, built once per process and lake as
+a :class:`~medlake.engine.prepared.PreparedQuery` and run with the person id bound. Each
+branch filters ``person_id = ?``: on a lake whose tables are in person order (zone maps:
+DuckDB reads only the row groups whose min/max hold the id) that touches one row group
+per table. In the server the engine comes from :func:`~medlake.service.lake_pool.pooled_lake`
+rather than a fresh connection per call.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ibis.expr.types as ir
-import sqlglot
 import sqlglot.expressions as sge
 
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
+from medlake.engine.prepared import PreparedQuery
 from medlake.errors import UsageError
+from medlake.service.lake_pool import pooled_lake
 from medlake.service.policy import authorized, record_read
-from medlake.service.workspace import open_lake
 
 
 @dataclass(frozen=True)
@@ -121,136 +126,196 @@ def person_timeline(
         UsageError: no person with that id.
     """
     workspace = as_workspace(workspace_dir)
-    with open_lake(workspace) as engine:
-        person = _one(engine, "person", person_id)
-        if person is None:
+    pid = int(person_id)
+    with pooled_lake(workspace) as engine:
+        statements = _statements(engine)
+        person = engine.run_prepared(statements.person, [pid]).to_pylist()
+        if not person:
             raise UsageError(f"no person {person_id} in the lake")
         record_read(engine, "person", str(person_id), person_ids=[person_id],
                     detail={"view": "timeline", "note_text": with_note_text})  # fmt: skip
-        items = []
-        for domain in DOMAINS:
-            items += _items(engine, domain, person_id, with_note_text)
-        _name_concepts(engine, items)
-
-        def build_sources(pid: int) -> ir.Table:
-            patients = engine.table("source_patient")
-            return (
-                patients.filter(patients.person_id == pid)
-                .select("source_system", "source_patient_id", "first_seen", "last_seen")
-                .order_by(["source_system", "source_patient_id"])
-            )
-
-        def build_omics(pid: int) -> ir.Table:
-            samples = engine.table("omics_sample")
-            return (
-                samples.filter(samples.person_id == pid)
-                .select("sample_id", "assay", "file_format", "source_system",
-                        "source_patient_id", "collected_date")
-                .order_by(["assay", "sample_id"])
-            )  # fmt: skip
-
-        sources, _ = _person_rows(engine, "sources", build_sources, person_id)
-        omics, _ = _person_rows(engine, "omics", build_omics, person_id)
-        gender = _concept_names(engine, [person["gender_concept_id"]]).get(
-            person["gender_concept_id"]
-        )
+        items_query = statements.items_with_text if with_note_text else statements.items
+        rows = engine.run_prepared(items_query, [pid] * items_query.parameter_count)
+        items = _items(rows.to_pylist(), with_note_text)
+        sources = engine.run_prepared(statements.sources, [pid]).to_pylist()
+        omics = engine.run_prepared(statements.omics, [pid]).to_pylist()
+    first = person[0]
+    gender = first["concept_name"] if first["gender_concept_id"] else None
     death = next((item.start for item in items if item.kind == "death"), None)
     items.sort(key=lambda item: (item.start is None, item.start or dt.date.min, item.kind))
-    return PersonTimeline(person_id, person.get("year_of_birth"), gender, death, sources, items,
-                          omics)  # fmt: skip
+    return PersonTimeline(pid, first["year_of_birth"], gender, death, sources, items, omics)
 
 
-#: A person id no lake holds: marks where a cached statement takes the person's id.
-_SENTINEL = 7_316_028_455_204_913_113
-_STATEMENTS: dict[tuple[str, str, str], tuple[sge.Expression, tuple[str, ...]]] = {}
+@dataclass(frozen=True)
+class _Statements:
+    person: PreparedQuery
+    items: PreparedQuery
+    items_with_text: PreparedQuery
+    sources: PreparedQuery
+    omics: PreparedQuery
+
+
+_STATEMENTS: dict[tuple[str, str], _Statements] = {}
 _STATEMENTS_LOCK = threading.Lock()
+# Column names of the items statement (value columns are "<kind>__<column>").
+_DOMAIN, _ROW, _TABLE, _START, _END, _CONCEPT, _NAME, _SOURCE_VALUE, _VISIT = (
+    "_domain", "_row", "_table", "_start", "_end", "_concept_id", "_concept_name",
+    "_source_value", "_visit",
+)  # fmt: skip
+_PROVENANCE = ("source_system", "source_record_id", "batch_id")
 
 
-def _person_rows(engine: Engine, key: str, build: Callable[[int], ir.Table],
-                 person_id: int) -> tuple[list[dict[str, Any]], tuple[str, ...]]:  # fmt: skip
-    """The rows of ``build(person_id)`` and the first table's columns, with the statement
-    compiled once per lake and kept (see the module docstring)."""
-    cache_key = (engine.kind, str(getattr(engine, "path", "")), key)
+def _statements(engine: Engine) -> _Statements:
+    """The prepared statements for this lake, built on the first call in this process."""
+    key = (engine.kind, str(getattr(engine, "path", "")))
     with _STATEMENTS_LOCK:
-        cached = _STATEMENTS.get(cache_key)
+        cached = _STATEMENTS.get(key)
     if cached is None:
-        expr = build(_SENTINEL)
-        sql = str(engine.ibis.compile(expr))
-        cached = (sqlglot.parse_one(sql, read=engine.sql_dialect), tuple(expr.columns))
+        cached = _build_statements(engine)
         with _STATEMENTS_LOCK:
-            _STATEMENTS[cache_key] = cached
-    statement, columns = cached
-    sentinel = str(_SENTINEL)
-    bound = statement.transform(
-        lambda node: (
-            sge.convert(int(person_id))
-            if isinstance(node, sge.Literal) and not node.is_string and node.this == sentinel
-            else node
-        )
+            _STATEMENTS[key] = cached
+    return cached
+
+
+def _by_person(table: str, columns: list[str], order: list[str]) -> PreparedQuery:
+    return PreparedQuery(
+        sge.select(*columns)
+        .from_(table)
+        .where(sge.column("person_id").eq(sge.Placeholder()))
+        .order_by(*order)
     )
-    result = engine.run_sql(bound, dialect=engine.sql_dialect)
-    return ([] if result is None else result.to_pylist()), columns
 
 
-def _one(engine: Engine, table: str, person_id: int) -> dict[str, Any] | None:
-    def build(pid: int) -> ir.Table:
-        t = engine.table(table)
-        return t.filter(t.person_id == pid).limit(1)
+def _build_statements(engine: Engine) -> _Statements:
+    person = (
+        sge.select("p.year_of_birth", "p.gender_concept_id", "c.concept_name")
+        .from_("person AS p")
+        .join("concept AS c", on="c.concept_id = p.gender_concept_id", join_type="left")
+        .where(sge.column("person_id", table="p").eq(sge.Placeholder()))
+        .limit(1)
+    )
+    return _Statements(
+        person=PreparedQuery(person),
+        items=PreparedQuery(_items_statement(engine, with_text=False)),
+        items_with_text=PreparedQuery(_items_statement(engine, with_text=True)),
+        sources=_by_person(
+            "source_patient",
+            ["source_system", "source_patient_id", "first_seen", "last_seen"],
+            ["source_system", "source_patient_id"],
+        ),
+        omics=_by_person(
+            "omics_sample",
+            [
+                "sample_id",
+                "assay",
+                "file_format",
+                "source_system",
+                "source_patient_id",
+                "collected_date",
+            ],
+            ["assay", "sample_id"],
+        ),
+    )
 
-    rows, _ = _person_rows(engine, f"one:{table}", build, person_id)
-    return rows[0] if rows else None
+
+def _value_columns(domain: Domain, columns: set[str], with_text: bool) -> list[str]:
+    wanted = [c for c in domain.value if c in columns]
+    if with_text and domain.table == "note" and "note_text" in columns:
+        wanted.append("note_text")
+    return wanted
 
 
-def _items(engine: Engine, domain: Domain, person_id: int, with_text: bool) -> list[TimelineItem]:
-    def build(pid: int) -> ir.Table:
-        table = engine.table(domain.table)
-        rows_expr = table.filter(table.person_id == pid)
-        if domain.row_id is not None:
-            records = engine.table("source_record")
-            current = records.filter(
-                (records.cdm_table == domain.table) & records.is_current
-            ).select(
-                _row=records.cdm_row_id, source_system=records.source_system,
-                source_record_id=records.source_record_id, batch_id=records.batch_id,
-            )  # fmt: skip
-            rows_expr = rows_expr.left_join(current, rows_expr[domain.row_id] == current._row)
-        return rows_expr
+def _items_statement(engine: Engine, *, with_text: bool) -> sge.Query:
+    """Every domain's rows of one person (``?`` per domain), each with its concept name
+    and current source record: one ``UNION ALL`` joined once to ``concept`` and
+    ``source_record``."""
+    mapper = engine.ibis.compiler.type_mapper  # type: ignore[attr-defined]
+    schemas = {d.table: engine.table(d.table).schema() for d in DOMAINS}
 
-    rows, all_columns = _person_rows(engine, f"items:{domain.table}", build, person_id)
-    columns = set(all_columns)
-    value_columns = [c for c in domain.value if c in columns]
-    if with_text and domain.table == "note":
-        value_columns.append("note_text")
+    def typed_null(table: str, column: str, fallback: str) -> sge.Expression:
+        schema = schemas[table]
+        kind = (
+            mapper.from_ibis(schema[column]) if column in schema else sge.DataType.build(fallback)
+        )
+        return sge.cast(sge.null(), kind)
+
+    values = [(d, c) for d in DOMAINS for c in _value_columns(d, set(schemas[d.table]), with_text)]
+    branches: list[sge.Select] = []
+    for index, domain in enumerate(DOMAINS):
+        columns = set(schemas[domain.table])
+
+        def own(column: str | None, fallback: str, *, columns: set[str] = columns,
+                table: str = domain.table) -> sge.Expression:  # fmt: skip
+            if column is not None and column in columns:
+                return sge.column(column, table="t")
+            return sge.cast(sge.null(), sge.DataType.build(fallback))
+
+        has_row = domain.row_id is not None and domain.row_id in columns
+        select = [
+            sge.convert(index).as_(_DOMAIN),
+            own(domain.row_id, "bigint").as_(_ROW),
+            (sge.convert(domain.table) if has_row else sge.cast(sge.null(), "varchar")).as_(_TABLE),
+            own(domain.start, "date").as_(_START),
+            own(domain.end, "date").as_(_END),
+            own(domain.concept, "bigint").as_(_CONCEPT),
+            own(domain.source_value, "varchar").as_(_SOURCE_VALUE),
+            own("visit_occurrence_id", "bigint").as_(_VISIT),
+        ]
+        for owner, column in values:
+            value = (
+                sge.column(column, table="t")
+                if owner is domain
+                else typed_null(owner.table, column, "varchar")
+            )
+            select.append(value.as_(f"{owner.kind}__{column}"))
+        branches.append(
+            sge.select(*select)
+            .from_(sge.to_table(domain.table).as_("t"))
+            .where(sge.column("person_id", table="t").eq(sge.Placeholder()))
+        )
+    union: sge.Query = branches[0]
+    for branch in branches[1:]:
+        union = sge.union(union, branch, distinct=False)
+    return (
+        sge.select(
+            "i.*",
+            sge.column("concept_name", table="c").as_(_NAME),
+            *[sge.column(c, table="r") for c in _PROVENANCE],
+        )
+        .with_("i", as_=union)
+        .from_("i")
+        .join("concept AS c", on=f"c.concept_id = i.{_CONCEPT}", join_type="left")
+        .join(
+            "source_record AS r",
+            on=f"r.is_current AND r.cdm_table = i.{_TABLE} AND r.cdm_row_id = i.{_ROW}",
+            join_type="left",
+        )
+        .order_by(_DOMAIN, _ROW)
+    )
+
+
+def _items(rows: list[dict[str, Any]], with_text: bool) -> list[TimelineItem]:
     items = []
     for row in rows:
+        domain = DOMAINS[row[_DOMAIN]]
+        prefix = f"{domain.kind}__"
+        values = {
+            name[len(prefix) :]: value
+            for name, value in row.items()
+            if name.startswith(prefix) and value is not None
+        }
+        concept_id = row[_CONCEPT] if domain.concept else None
         items.append(TimelineItem(
             kind=domain.kind,
-            start=row.get(domain.start),
-            end=row.get(domain.end) if domain.end else None,
-            concept_id=row.get(domain.concept) if domain.concept else None,
-            concept_name=None,
-            source_value=row.get(domain.source_value) if domain.source_value else None,
-            values={c: row[c] for c in value_columns if row.get(c) is not None},
-            visit_occurrence_id=row.get("visit_occurrence_id"),
-            source_system=row.get("source_system"),
-            source_record_id=row.get("source_record_id"),
-            batch_id=row.get("batch_id"),
+            start=row[_START],
+            end=row[_END] if domain.end else None,
+            concept_id=concept_id,
+            concept_name=row[_NAME] if concept_id else None,
+            source_value=row[_SOURCE_VALUE] if domain.source_value else None,
+            values=values,
+            visit_occurrence_id=row[_VISIT],
+            source_system=row["source_system"],
+            source_record_id=row["source_record_id"],
+            batch_id=row["batch_id"],
         ))  # fmt: skip
     return items
-
-
-def _name_concepts(engine: Engine, items: list[TimelineItem]) -> None:
-    names = _concept_names(engine, [item.concept_id for item in items])
-    for item in items:
-        item.concept_name = names.get(item.concept_id)
-
-
-def _concept_names(engine: Engine, ids: list[int | None]) -> dict[int | None, str]:
-    wanted = sorted({i for i in ids if i})
-    if not wanted:
-        return {}
-    concept = engine.table("concept")
-    rows = engine.execute(
-        concept.filter(concept.concept_id.isin(wanted)).select("concept_id", "concept_name")
-    ).to_pylist()
-    return {row["concept_id"]: row["concept_name"] for row in rows}

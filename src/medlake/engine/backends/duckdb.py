@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -37,6 +37,7 @@ from medlake.engine.base import (
     SupportsTransactions,
 )
 from medlake.engine.ddl import table_ref
+from medlake.engine.prepared import PreparedQuery
 from medlake.errors import EngineError
 
 MEMORY = ":memory:"
@@ -101,6 +102,12 @@ class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint, SupportsScr
         # DuckDB 2 refuses new work while a result is unread, so drain it.
         self._con.execute(sql).fetchall()
         return None
+
+    def _run_prepared(
+        self, query: PreparedQuery, sql: str, parameters: Sequence[object]
+    ) -> pa.Table:
+        # DuckDB binds the values itself: no literal is ever spliced into the text.
+        return self._con.sql(sql, params=list(parameters)).to_arrow_table()
 
     def _list_tables(self) -> list[str]:
         rows = self._con.execute(
