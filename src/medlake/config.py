@@ -175,6 +175,19 @@ class EmpiSection(_Section):
     )
 
 
+class JobsSection(_Section):
+    """Background jobs of ``medlake serve``: how long their working files are kept."""
+
+    keep_days: int = Field(
+        default=30, ge=0,
+        description="delete finished jobs' uploads and failed jobs' files after this many "
+        "days (0: keep them)",
+    )  # fmt: skip
+    cleanup_interval_minutes: float = Field(
+        default=60.0, gt=0, description="how often the server runs the cleanup"
+    )
+
+
 class Settings(_Section):
     """Everything ``medlake.toml`` can say; every field has a working default."""
 
@@ -188,6 +201,7 @@ class Settings(_Section):
     backup: BackupSection = BackupSection()
     watch: WatchSection = WatchSection()
     privacy: PrivacySection = PrivacySection()
+    jobs: JobsSection = JobsSection()
     cohort: CohortSection = CohortSection()
 
 

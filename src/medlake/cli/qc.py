@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
+from medlake.access import Permission
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, print_json, print_table, progress_bar
 from medlake.config import open_workspace
+from medlake.service import access
 from medlake.service import quality as service
 
 app = typer.Typer(
@@ -29,6 +31,7 @@ def run(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Run the checks now and keep the results (each check's history grows by one)."""
+    access.require(workspace, Permission.RUN_QC)  # refused before any progress is drawn
     if json:
         result = service.run_qc(workspace, tables=table or None)
     else:

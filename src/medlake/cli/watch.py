@@ -8,6 +8,7 @@ import typer
 
 from medlake.cli.options import JsonOption, WorkspaceOption
 from medlake.cli.render import console, error_console, print_json, print_table
+from medlake.errors import EngineError, UsageError
 from medlake.service import watch as service
 
 app = typer.Typer(
@@ -68,6 +69,20 @@ def clear(
     ],
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Lift the read-only freeze after review; audited with the note."""
-    record = service.clear(workspace, note=note)
+    """Lift the read-only freeze after review; audited with the note.
+
+    With ``medlake serve`` running, the server holds the lake: clear it there instead
+    (``POST /api/v1/protect/watch/clear`` or the dashboard's button, as an admin).
+    """
+    try:
+        record = service.clear(workspace, note=note)
+    except EngineError as error:
+        if "lock" not in error.message.lower():
+            raise
+        raise UsageError(
+            "another process holds the lake (a running 'medlake serve'): clear the freeze "
+            "through it instead, as an admin: the dashboard's 'Clear the freeze' button "
+            "(/ui/dashboard) or POST /api/v1/protect/watch/clear with {\"note\": ...}; "
+            "or stop the server and run this again"
+        ) from error
     console.print(f"freeze since {record.get('since')} lifted", highlight=False)

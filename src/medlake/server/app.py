@@ -21,6 +21,7 @@ from medlake.server.routers import (
     ingest,
     jobs,
     persons,
+    protect,
     quality,
     quarantine,
     system,
@@ -75,6 +76,10 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     from medlake.service.watch import with_background_watch
 
     app.router.lifespan_context = with_background_watch(app.router.lifespan_context, workspace)
+    # Finished jobs' working files are cleaned at start and then periodically ([jobs]).
+    from medlake.service.job_retention import with_job_retention
+
+    app.router.lifespan_context = with_job_retention(app.router.lifespan_context, workspace)
     problems.install(app)
     routers = (
         system.router,
@@ -88,6 +93,7 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
         quality.router,
         analyses.router,
         audit.router,
+        protect.router,
     )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)

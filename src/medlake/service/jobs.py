@@ -33,11 +33,18 @@ from typing import Any
 
 import pyarrow as pa
 
-from medlake.access import Permission, Principal, Role, authorize
+from medlake.access import Permission, Principal, Role, is_allowed
 from medlake.access.context import acting_as
+from medlake.audit import append_event
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
-from medlake.errors import JobCancelledError, MedlakeError, NotFoundError, UsageError
+from medlake.errors import (
+    AccessDeniedError,
+    JobCancelledError,
+    MedlakeError,
+    NotFoundError,
+    UsageError,
+)
 from medlake.log import get_logger
 from medlake.schema.job_tables import JOB
 from medlake.service.access import require_on
@@ -230,8 +237,26 @@ def new_job_id() -> str:
 
 
 def _may_see(principal: Principal, row: dict[str, Any]) -> bool:
+    """Admins and stewards see every job; others their own, and the jobs of the projects
+    they are a member of whose kind they may run there (a researcher's colleagues' analyses
+    and extractions)."""
     every = principal.role in (Role.ADMIN, Role.STEWARD)
-    return every or row["submitted_by"] == principal.user_name
+    if every or row["submitted_by"] == principal.user_name:
+        return True
+    project, kind = row.get("project_id"), _KINDS.get(row["kind"])
+    return (project is not None and project in principal.projects and kind is not None
+            and is_allowed(principal, kind.permission, project))  # fmt: skip
+
+
+def may_cancel(principal: Principal, job: dict[str, Any]) -> bool:
+    """Whether ``principal`` may cancel ``job`` (a row or :func:`as_public`'s dict): its
+    submitter, an admin (the operator stops any work), or a steward who may run its kind.
+    A researcher never stops a colleague's job."""
+    if job["submitted_by"] == principal.user_name or principal.role == Role.ADMIN:
+        return True
+    kind = _KINDS.get(job["kind"])
+    return (principal.role == Role.STEWARD and kind is not None
+            and is_allowed(principal, kind.permission, job.get("project_id")))  # fmt: skip
 
 
 def list_jobs(
@@ -274,10 +299,15 @@ def request_cancel(
         row = _one(engine, job_id)
         if not _may_see(principal, row):
             raise NotFoundError(f"job {job_id!r}: no such job")
-        if row["submitted_by"] != principal.user_name:
-            # admins and stewards may stop anyone's job: check and audit it as such
-            authorize(principal, _KINDS[row["kind"]].permission if row["kind"] in _KINDS
-                      else Permission.MANAGE_USERS, row["project_id"])  # fmt: skip
+        if not may_cancel(principal, row):
+            # audited as every refusal is
+            error = AccessDeniedError(f"{principal.user_name} may not cancel job {job_id}: "
+                                      "only its submitter, an admin or a steward may")
+            append_event(engine, actor=principal.user_name, role=principal.role.value,
+                         action="job.cancel", object_type="job", object_id=job_id,
+                         project_id=row["project_id"], outcome="denied",
+                         detail={"reason": error.message})  # fmt: skip
+            raise error
         if row["status"] in FINISHED:
             return as_public(row)
         row = row | {"cancel_requested": True}

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 
-from medlake.access import Permission
+from medlake.access import Permission, Principal
 from medlake.config import open_workspace
 from medlake.errors import UsageError
 from medlake.server.deps import CurrentUser, Jobs, WorkspaceDir, require
 from medlake.server.routers.jobs import Job, present
 from medlake.service import jobs as job_service
 from medlake.service.fhir_transaction import post_bundle
+from medlake.service.jobs import JobRunner
 
 router = APIRouter(tags=["ingest"])
 
@@ -29,6 +31,15 @@ def _safe_name(name: str | None, n: int) -> str:
     return base[:200] or f"upload-{n}"
 
 
+def _safe_relative(name: str | None, n: int) -> Path:
+    """The client's file name as a relative path of safe parts (a folder upload sends
+    ``emr/Patient.ndjson``: the folder names the source system, as in ``medlake ingest``);
+    never absolute, never ``..``, at most four parts deep."""
+    parts = [_SAFE.sub("_", p).lstrip(".")[:100] for p in re.split(r"[/\\]+", name or "")]
+    parts = [p for p in parts if p][-4:]
+    return Path(*parts) if parts else Path(f"upload-{n}")
+
+
 @router.post("/uploads", status_code=202, response_model=Job)
 def upload_files(
     root: WorkspaceDir,
@@ -39,28 +50,62 @@ def upload_files(
     source_system: Annotated[
         str | None, Form(max_length=50, description="Their source system (e.g. his, lis).")
     ] = None,
+    mapping: Annotated[
+        UploadFile | None,
+        File(description="A mapping file (TOML) for CSV or Excel files (docs/ingest.md)."),
+    ] = None,
 ) -> Job:
     """Store the uploaded files (fsync'd) and queue a job that lands and ingests them."""
+    return present(store_upload(root, user, jobs, files, format=format,
+                                source_system=source_system, mapping=mapping))  # fmt: skip
+
+
+def _store(upload: UploadFile, target: Path) -> None:
+    with target.open("wb") as out:
+        while chunk := upload.file.read(_CHUNK):
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def store_upload(
+    root: Path,
+    user: Principal,
+    jobs: JobRunner,
+    files: list[UploadFile],
+    *,
+    format: str | None = None,
+    source_system: str | None = None,
+    mapping: UploadFile | None = None,
+) -> dict[str, Any]:
+    """Check ``ingest``, store ``files`` (and the mapping file, apart from them) under the
+    new job's ``upload/`` folder and queue its ingest job; the API's and the web UI's
+    upload share this."""
     require(root, user, Permission.INGEST)
+    files = [f for f in files if f.filename]  # a browser sends an empty part for no file
     if not files or len(files) > MAX_FILES:
         raise UsageError(f"files: send 1 to {MAX_FILES} files")
+    if mapping is not None and not mapping.filename:
+        mapping = None
     workspace = open_workspace(root)
     job_id = job_service.new_job_id()
     folder = job_service.job_dir(workspace, job_id) / "upload"
     folder.mkdir(parents=True)
     paths = []
     for n, upload in enumerate(files, 1):
-        target = folder / _safe_name(upload.filename, n)
+        target = folder / _safe_relative(upload.filename, n)
         if target.exists():
-            target = folder / f"{n}-{target.name}"
-        with target.open("wb") as out:
-            while chunk := upload.file.read(_CHUNK):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+            target = target.with_name(f"{n}-{target.name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _store(upload, target)
         paths.append(str(target))
-    params: dict[str, Any] = {"paths": paths, "format": format, "source_system": source_system}
-    return present(jobs.submit("ingest", params, principal=user, job_id=job_id))
+    params: dict[str, Any] = {"paths": paths, "format": format or None,
+                              "source_system": source_system or None}  # fmt: skip
+    if mapping is not None:  # beside the folder, so it is not ingested as data
+        target = folder.parent / f"mapping-{_safe_name(mapping.filename, 0)}"
+        _store(mapping, target)
+        params["mapping"] = str(target)
+    return jobs.submit("ingest", params, principal=user, job_id=job_id)
 
 
 @router.post("/fhir")

@@ -23,7 +23,7 @@ def plotly_js() -> Path:
 
 def install(app: FastAPI) -> None:
     """Serve the pages (``/ui/...``), their static files and ``/`` → the dashboard."""
-    from medlake.server.ui import analyses, pages  # noqa: F401  (registers the pages)
+    from medlake.server.ui import analyses, jobs, pages  # noqa: F401  (registers the pages)
     from medlake.server.ui.web import router
 
     @app.get("/ui/static/plotly.min.js", include_in_schema=False)

@@ -46,6 +46,7 @@ from medlake.server.ui.web import (
 from medlake.service import access, webui
 from medlake.service import audit as audit_service
 from medlake.service import quality as quality_service
+from medlake.service import watch as watch_service
 from medlake.service.empi import decide_pair, review_queue
 from medlake.service.workspace import lake_summary
 
@@ -168,7 +169,34 @@ def dashboard(frame: Frame) -> dict[str, Any]:
         if is_allowed(user, Permission.RUN_QC) else None,
         "recent_events": audit_service.show_events(frame.root, EventFilter(limit=RECENT_EVENTS))
         if is_allowed(user, Permission.READ_AUDIT) else None,
+        "watch": _watch(frame) if is_allowed(user, Permission.PROTECT) else None,
     }  # fmt: skip
+
+
+def _watch(frame: Frame) -> dict[str, Any]:
+    """The ransomware watch's freeze as admins see it (``protect``): frozen or not, and
+    the freeze record; ``?cleared=1`` after the freeze was lifted here."""
+    record = watch_service.freeze_status(frame.root)
+    cleared = frame.request.query_params.get("cleared") == "1"
+    return {"frozen": record is not None, "record": record, "cleared": cleared}
+
+
+@router.post("/watch/clear", name="ui_clear_watch_freeze")
+def ui_clear_watch_freeze(request: Request, note: Annotated[str, Form()] = "") -> Response:
+    """Lift the ransomware watch's freeze through the running server (the API's
+    ``POST /protect/watch/clear``: admins, audited with the note)."""
+    frame = frame_for(request)
+    if frame.user is None or not _same_origin(request):
+        return to_login(request)
+    try:
+        access.require(frame.root, Permission.PROTECT, user=frame.user.user_name)
+        if not note.strip():
+            raise UsageError("note: say what was reviewed")
+        with running_as(frame.user):
+            watch_service.clear(frame.root, note=note.strip())
+    except MedlakeError as error:
+        return error_page(frame, error)
+    return RedirectResponse("/ui/dashboard?cleared=1", status_code=303)
 
 
 # ---------------------------------------------------------------------- cohorts

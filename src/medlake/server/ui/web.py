@@ -40,23 +40,33 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
+#: What a page needs: one permission, any one of several, or None (any signed-in user).
+Needs = Permission | tuple[Permission, ...] | None
+
+#: The permissions of the kinds of background job (ingest, GWAS/DE, extraction, QC): a user
+#: holding none of them has no job to see.
+JOB_PERMISSIONS = (Permission.INGEST, Permission.ANALYZE, Permission.EXPORT, Permission.RUN_QC)
+
 #: The navigation, in order: translation key, path, permission needed (None: any user).
-NAVIGATION: tuple[tuple[str, str, Permission | None], ...] = (
+NAVIGATION: tuple[tuple[str, str, Needs], ...] = (
     ("nav.dashboard", "/ui/dashboard", None),
     ("nav.cohorts", "/ui/cohorts", Permission.COUNT),
     ("nav.person", "/ui/persons", Permission.READ_IDENTIFIED),
     ("nav.empi", "/ui/empi", Permission.REVIEW_LINKS),
     ("nav.analyses", "/ui/analyses", Permission.ANALYZE),
     ("nav.qc", "/ui/qc", Permission.RUN_QC),
+    ("nav.jobs", "/ui/jobs", JOB_PERMISSIONS),
     ("nav.audit", "/ui/audit", Permission.READ_AUDIT),
 )
 
 
-def may(user: Principal, permission: Permission | None) -> bool:
+def may(user: Principal, permission: Needs) -> bool:
     """Whether ``user`` may open a page needing ``permission`` (anywhere, or in one of
-    their projects for project-scoped permissions)."""
+    their projects for project-scoped permissions; any one of a tuple)."""
     if permission is None:
         return True
+    if isinstance(permission, tuple):
+        return any(may(user, one) for one in permission)
     return any(is_allowed(user, permission, p) for p in (None, *sorted(user.projects)))
 
 
@@ -173,12 +183,13 @@ def to_login(request: Request) -> Response:
 PageBuilder = Callable[[Frame], dict[str, Any]]
 
 
-def page(path: str, template: str, permission: Permission | None = None,
+def page(path: str, template: str, permission: Needs = None,
          project_arg: str | None = None) -> Callable[[PageBuilder], PageBuilder]:  # fmt: skip
     """Register a page at ``path`` and ``path.json``, checked with ``permission``.
 
     ``project_arg`` names a query parameter holding the project the check is made in
-    (researchers' project-scoped permissions).
+    (researchers' project-scoped permissions). A tuple of permissions lets in a user
+    holding any one of them (a refusal names, and audits, the first).
     """
 
     def decorate(build: PageBuilder) -> PageBuilder:
@@ -187,7 +198,10 @@ def page(path: str, template: str, permission: Permission | None = None,
             if frame.user is None:
                 return to_login(request)
             try:
-                if permission is not None:
+                if isinstance(permission, tuple):
+                    if not may(frame.user, permission):
+                        access.require(frame.root, permission[0], user=frame.user.user_name)
+                elif permission is not None:
                     project = request.query_params.get(project_arg) if project_arg else None
                     access.require(frame.root, permission, user=frame.user.user_name,
                                    project_id=project or None)  # fmt: skip
