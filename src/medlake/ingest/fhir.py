@@ -39,15 +39,18 @@ did not foresee. Resource types medlake does not map are counted in
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
 from medlake.errors import InputError
+from medlake.ingest import fhir_lines, fhir_sql
 from medlake.ingest import fhir_values as v
 from medlake.ingest.fhir_resources import COLUMNS, MAPPERS, Record, StagedRows
 from medlake.ingest.staging import (
@@ -60,6 +63,8 @@ from medlake.ingest.staging import (
 )
 
 CHUNK_SIZE = 50_000
+#: ``SourceContext.options`` key of the local SQL runner (:mod:`medlake.engine.arrow_sql`).
+ARROW_SQL = fhir_sql.ARROW_SQL
 #: How many leading lines may fail to parse before a file is judged not FHIR at all.
 SNIFF_LINES = 100
 _MAX_DEPTH = 2  # Bundles inside Bundles inside a file
@@ -94,6 +99,10 @@ class _Chunk:
         self.name = name
         self.staged = StagedRows()
         self.parsed = ParsedChunk()
+        # The SQL fast path: its rows per table (with line and part), and the line and
+        # part of every row the Python path staged in the same chunk.
+        self.sql_rows: dict[str, pa.Table] = {}
+        self.lines: dict[str, tuple[list[int], list[int]]] = {}
 
     def __len__(self) -> int:
         return self.parsed.records_read
@@ -105,23 +114,22 @@ class _Chunk:
 
     def take(self) -> ParsedChunk:
         parsed, staged = self.parsed, self.staged
+        sql_rows, lines = self.sql_rows, self.lines
         self.staged, self.parsed = StagedRows(), ParsedChunk()
-        for table, rows in staged.rows.items():
-            if not rows:
+        self.sql_rows, self.lines = {}, {}
+        for table in COLUMNS:
+            rows = staged.rows[table]
+            batch = self._python_rows(table, rows, staged.retracted.get(table)) if rows else None
+            if table in sql_rows or (batch is not None and table in lines):
+                parts = [sql_rows[table]] if table in sql_rows else []
+                if batch is not None:  # rows of the lines the SQL did not take
+                    numbers, positions = lines[table]
+                    batch = batch.append_column(fhir_sql.LINE, pa.array(numbers, pa.int64()))
+                    batch = batch.append_column(fhir_sql.PART, pa.array(positions, pa.int64()))
+                    parts.append(batch)
+                batch = fhir_sql.in_line_order(parts, SCHEMAS[table])
+            if batch is None:
                 continue
-            schema = SCHEMAS[table]
-            columns = pa.array(rows, type=ROW_TYPES[table]).flatten()
-            arrays = [
-                c if c.type == f.type else c.cast(f.type)
-                for c, f in zip(columns, schema, strict=True)
-            ]
-            batch = pa.Table.from_arrays(arrays, schema=schema)
-            retracted = staged.retracted.get(table)
-            if retracted:
-                flags = [False] * batch.num_rows
-                for position in retracted:
-                    flags[position] = True
-                batch = batch.append_column(RETRACTED, pa.array(flags, pa.bool_()))
             if table == "patient":
                 parsed.patients.append(batch)
             else:
@@ -129,14 +137,33 @@ class _Chunk:
         parsed.merges.extend(staged.merges)
         return parsed
 
+    @staticmethod
+    def _python_rows(table: str, rows: list[tuple[object, ...]],
+                     retracted: list[int] | None) -> pa.Table:  # fmt: skip
+        schema = SCHEMAS[table]
+        columns = pa.array(rows, type=ROW_TYPES[table]).flatten()
+        arrays = [
+            c if c.type == f.type else c.cast(f.type) for c, f in zip(columns, schema, strict=True)
+        ]
+        batch = pa.Table.from_arrays(arrays, schema=schema)
+        if retracted:
+            flags = [False] * batch.num_rows
+            for position in retracted:
+                flags[position] = True
+            batch = batch.append_column(RETRACTED, pa.array(flags, pa.bool_()))
+        return batch
+
 
 class FhirReader:
     """Reads FHIR R4 NDJSON and Bundles (see the module docstring for the mapping)."""
 
     format: ClassVar[str] = "fhir"
+    #: Given a local SQL runner in ``options[ARROW_SQL]``, NDJSON takes the SQL fast path.
+    uses_arrow_sql: ClassVar[bool] = True
 
-    def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, chunk_size: int = CHUNK_SIZE, use_sql: bool = True) -> None:
         self.chunk_size = chunk_size
+        self.use_sql = use_sql
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A JSON object naming its ``resourceType`` near the start of the file."""
@@ -172,29 +199,78 @@ class FhirReader:
         return "empty" if blank and path.stat().st_size < 1 << 20 else "document"
 
     def _read_ndjson(self, context: SourceContext) -> Iterator[ParsedChunk]:
-        name, default, size = context.original_name, context.default_version, self.chunk_size
-        chunk = _Chunk(name)
+        run = context.options.get(ARROW_SQL) if self.use_sql else None
+        chunk = _Chunk(context.original_name)
+        any_line = False
         with context.path.open("rb") as f:
-            for number, line in enumerate(f, 1):
-                try:
-                    resource = orjson.loads(line)
-                except orjson.JSONDecodeError as e:
-                    if not line.strip():
-                        continue
-                    chunk.parsed.records_read += 1
-                    chunk.quarantine(number, f"malformed JSON: {e}", _text(line), None)
-                else:
-                    if type(resource) is dict and resource.get("resourceType") == "Bundle":
-                        for _ in _bundle(resource, f"{name}:{number}", default, chunk, 1):
-                            if len(chunk) >= size:
-                                yield chunk.take()
-                        continue
-                    chunk.parsed.records_read += 1
-                    _stage(resource, line, number, default, _NO_URLS, chunk)
-                if len(chunk) >= size:
-                    yield chunk.take()
-        if len(chunk) or not number:
+            if run is None:
+                lines: Iterator[tuple[int, bytes]] | None = enumerate(f, 1)
+            else:
+                mapper = fhir_sql.SqlMapper(run, context.default_version)  # type: ignore[arg-type]
+                groups = fhir_lines.line_groups(f, self.chunk_size)
+                lines = None
+                for group in groups:
+                    any_line = True
+                    if fhir_lines.HAS_BUNDLE(group.data):  # Bundles count their entries:
+                        lines = itertools.chain(group.lines(),  # the rest goes line by line
+                                                (x for g in groups for x in g.lines()))  # fmt: skip
+                        break
+                    self._sql_group(group, mapper, context, chunk)
+                    if len(chunk):
+                        yield chunk.take()
+            if lines is not None:
+                for number, line in lines:
+                    any_line = True
+                    for _ in self._stage_line(number, line, context, chunk):
+                        yield chunk.take()
+        if len(chunk) or not any_line:
             yield chunk.take()
+
+    def _stage_line(self, number: int, line: bytes, context: SourceContext,
+                    chunk: _Chunk) -> Iterator[None]:  # fmt: skip
+        """Stage one NDJSON line into ``chunk``, yielding whenever the chunk is full."""
+        name, default, size = context.original_name, context.default_version, self.chunk_size
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            if not line.strip():
+                return
+            chunk.parsed.records_read += 1
+            chunk.quarantine(number, f"malformed JSON: {e}", _text(line), None)
+        else:
+            if type(resource) is dict and resource.get("resourceType") == "Bundle":
+                for _ in _bundle(resource, f"{name}:{number}", default, chunk, 1):
+                    if len(chunk) >= size:
+                        yield
+                return
+            chunk.parsed.records_read += 1
+            _stage(resource, line, number, default, _NO_URLS, chunk)
+        if len(chunk) >= size:
+            yield
+
+    def _sql_group(self, group: fhir_lines.LineGroup, mapper: fhir_sql.SqlMapper,
+                   context: SourceContext, chunk: _Chunk) -> None:  # fmt: skip
+        """One chunk's lines: the SQL maps what it can, the Python path the rest."""
+        strings = group.strings()
+        if strings is None:  # not UTF-8 throughout: every line the Python way
+            taken = np.zeros(group.count, dtype=bool)
+        else:
+            chunk.sql_rows, taken = mapper.map(strings, group.numbers, group.data,
+                                               group.starts, group.ends)  # fmt: skip
+        chunk.parsed.records_read += int(taken.sum())
+        rows = chunk.staged.rows
+        for i in np.flatnonzero(~taken).tolist():
+            number = int(group.numbers[i])
+            before = {table: len(staged) for table, staged in rows.items()}
+            line = group.data[group.starts[i] : group.ends[i]]
+            for _ in self._stage_line(number, line, context, chunk):
+                pass  # (a Bundle not seen by the byte check: the chunk grows past its size)
+            for table, staged in rows.items():
+                grown = len(staged) - before[table]
+                if grown:
+                    numbers, parts = chunk.lines.setdefault(table, ([], []))
+                    numbers.extend([number] * grown)
+                    parts.extend(range(grown))
 
     def _read_document(self, context: SourceContext) -> Iterator[ParsedChunk]:
         name = context.original_name
