@@ -349,5 +349,6 @@ def frozen_message(freeze_file: Path | None) -> str | None:
     return (
         f"the workspace is frozen read-only since {freeze.get('since', '?')} "
         f"({freeze.get('reason', 'ransomware watch alert')}); nothing is written until an "
-        "operator has reviewed it and run 'medlake watch clear'"
+        "operator has reviewed it and run 'medlake watch clear' (while 'medlake serve' runs: "
+        "an admin's 'Clear the freeze' on the dashboard, or POST /api/v1/protect/watch/clear)"
     )

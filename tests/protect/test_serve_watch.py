@@ -1,6 +1,8 @@
 """The ransomware watch inside a real ``medlake serve``: an attacker encrypting landed
 files gets the workspace frozen, and the API then refuses writes with a problem document
-(423) while it still answers reads; after ``medlake watch clear`` writes work again."""
+(423) while it still answers reads; ``medlake watch clear`` cannot open the lake the
+server holds and says to clear it through the server, where an admin's
+``POST /protect/watch/clear`` lifts it (audited) and writes work again."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from medlake.audit.query import EventFilter
 from medlake.config import open_workspace, write_settings
 from medlake.ingest.landing_mirror import landed_names
-from medlake.service import access, watch
+from medlake.service import access, audit, watch
 
 
 def _bundle(patient: str) -> dict[str, object]:
@@ -91,26 +94,38 @@ def test_watch_in_serve_freezes_the_workspace_and_the_api_refuses_writes(
         assert "frozen read-only" in problem["detail"]
         assert "medlake watch clear" in problem["detail"]
         assert http.get(f"{base}/lake", headers=headers).status_code == 200  # reads go on
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        assert "/api/v1/protect/watch/clear" in problem["detail"]
 
-    # The operator reviews with the server stopped (DuckDB: one process holds the lake).
-    cleared = subprocess.run(
-        [sys.executable, "-m", "medlake.cli.main", "watch", "clear", "--note",
-         "test: reviewed, landing restored from the mirror", "--workspace", str(root)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert cleared.returncode == 0, cleared.stdout + cleared.stderr
-    server = _serve(root, port)
-    try:
-        _wait_until_up(server, http, base)
+        # The server holds the lake (DuckDB: one process): the CLI says to clear it there.
+        refused_cli = subprocess.run(
+            [sys.executable, "-m", "medlake.cli.main", "watch", "clear", "--note",
+             "test: reviewed", "--workspace", str(root)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        said = " ".join((refused_cli.stdout + refused_cli.stderr).split())
+        assert refused_cli.returncode != 0
+        assert "/api/v1/protect/watch/clear" in said, said
+        assert "dashboard" in said, said
+        assert workspace.freeze_file.exists()  # nothing cleared
+
+        # The admin clears it through the running server (audited); writes work again.
+        seen = http.get(f"{base}/protect/watch", headers=headers).json()
+        assert seen["frozen"]
+        assert seen["reason"] == record["reason"]
+        note = "test: reviewed, landing restored from the mirror"
+        cleared = http.post(f"{base}/protect/watch/clear", json={"note": note}, headers=headers)
+        assert cleared.status_code == 200, cleared.text
+        assert cleared.json()["since"] == record["since"]
+        assert not workspace.freeze_file.exists()
         again = http.post(f"{base}/fhir?source=watchtest", json=_bundle("w3"), headers=headers)
         assert again.status_code == 200, again.text
+        assert not http.get(f"{base}/protect/watch", headers=headers).json()["frozen"]
     finally:
         http.close()
         server.terminate()
         server.wait(timeout=30)
+    events = audit.show_events(root, EventFilter(action="watch.clear"))
+    assert [(e["actor"], e["detail"]["note"]) for e in events] == [(access.login_name(), note)]
 
 
 def _serve(root: Path, port: int) -> subprocess.Popen[bytes]:

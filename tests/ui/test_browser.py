@@ -233,3 +233,68 @@ def test_the_language_switch_shows_chinese_and_roles_see_only_their_pages(
     assert response.status == 403
     page.screenshot(path=artifacts / "09-refused-zh.png")
     page.close()
+
+
+def _payload(path: Path, name: str) -> dict[str, object]:
+    return {"name": name, "mimeType": "application/octet-stream", "buffer": path.read_bytes()}
+
+
+def test_an_admin_uploads_files_watches_the_job_finish_and_cancels_another(
+    browser_context, served_ui, ui_workspace, artifacts, tmp_path_factory
+) -> None:
+    from medlake.synth import generate_hospital
+
+    hospital = tmp_path_factory.mktemp("upload-hospital")
+    generate_hospital(hospital, patients=30, seed=31, workers=1)
+    fhir = hospital / "emr" / "Patient.ndjson"
+    day_files = sorted((hospital / "lis").rglob("*.hl7"))
+    page = sign_in(browser_context, served_ui, ui_workspace.users["admin"],
+                   ui_workspace.tokens["admin"])  # fmt: skip
+    page.click("a[href='/ui/jobs']")
+    page.wait_for_selector("#upload-form")
+    page.set_input_files("#upload-files", [_payload(fhir, "Patient.ndjson"),
+                                           _payload(day_files[0], day_files[0].name)])  # fmt: skip
+    page.fill("#upload-source", "upload-test")
+    page.screenshot(path=artifacts / "10-jobs-upload.png", full_page=True)
+    page.click("#upload-submit")
+    page.wait_for_url(re.compile(r"/ui/jobs\?submitted="))
+    job_id = page.url.split("submitted=")[1]
+    row = page.locator(f"tr[data-job='{job_id}']")
+    row.wait_for()
+    page.screenshot(path=artifacts / "11-jobs-running.png", full_page=True)
+    # The page polls its twin: the job reaches done and its per-source table appears.
+    page.wait_for_selector(f"tr[data-job='{job_id}'][data-status='succeeded'] table.sources",
+                           timeout=180_000)  # fmt: skip
+    assert row.locator(".progress").get_attribute("data-fraction") == "1.000"
+    shown = row.locator("table.sources tbody tr").all_inner_texts()
+    bearer = {"Authorization": f"Bearer {ui_workspace.tokens['admin']}"}
+    job = httpx.get(f"{served_ui}/api/v1/jobs/{job_id}", headers=bearer, timeout=60).json()
+    (source,) = job["result"]["sources"]  # what the API says the job did
+    assert [r.split("\t")[:5] for r in shown] == [[
+        "upload-test", "2", str(source["read"]), str(source["loaded"]), str(source["updated"])]]
+    # The generator wrote one FHIR resource a line; HL7 messages start with MSH.
+    resources = sum(1 for line in fhir.read_text("utf-8").splitlines() if line.strip())
+    messages = day_files[0].read_bytes().count(b"MSH|")
+    assert source["read"] == resources + messages
+    page.screenshot(path=artifacts / "12-jobs-done.png", full_page=True)
+
+    # A second, larger upload (every LIS day file) is cancelled while it waits or runs.
+    page.set_input_files("#upload-files", [_payload(p, p.name) for p in day_files])
+    page.fill("#upload-source", "lis")
+    page.click("#upload-submit")
+    page.wait_for_url(re.compile(r"/ui/jobs\?submitted="))
+    second = page.url.split("submitted=")[1]
+    assert second != job_id
+    page.locator(f"tr[data-job='{second}'] button.cancel").click()
+    page.wait_for_selector(f"tr[data-job='{second}'][data-status='cancelled']", timeout=120_000)
+    cancelled = httpx.get(f"{served_ui}/api/v1/jobs/{second}", headers=bearer, timeout=60).json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["cancel_requested"]
+    assert (cancelled["progress"]["done"] or 0) < len(day_files)  # stopped before the end
+    page.screenshot(path=artifacts / "13-jobs-cancelled.png", full_page=True)
+    page.click("a.lang")
+    page.wait_for_selector("html[lang='zh-CN']")
+    assert page.locator(".sidebar a.active").inner_text() == "任务与上传"
+    page.wait_for_selector(f"tr[data-job='{job_id}'] .state:text('已完成')")
+    page.screenshot(path=artifacts / "14-jobs-zh.png", full_page=True)
+    page.close()

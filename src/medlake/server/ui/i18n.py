@@ -184,6 +184,7 @@ WORDS: dict[str, tuple[str, str]] = {
         "FHIR（JSON、NDJSON、Bundle）、HL7 v2、带映射文件的 CSV 或 Excel、组学文件；"
         "可多选，或选择文件夹。",
     ),
+    "jobs.folder": ("or a folder", "或文件夹"),
     "jobs.format": ("Format", "格式"),
     "jobs.detect": ("detect", "自动识别"),
     "jobs.source": ("Source system", "来源系统"),

@@ -6,7 +6,7 @@
   const words = JSON.parse(document.getElementById("jobs-words").textContent);
   const body = document.querySelector("#jobs tbody");
   const live = document.getElementById("live");
-  const ACTIVE = new Set(["queued", "running"]);
+  const SHOWN_INPUTS = 6;  // uploaded file names listed; all of them in the tooltip
   const SOURCE_KEYS = ["source_system", "files", "read", "loaded", "updated", "unchanged",
                        "quarantined", "unmapped", "failed", "seconds"];
 
@@ -46,8 +46,10 @@
     const parts = [];
     if (job.error) parts.push(el("div", {class: "bad small"}, job.error));
     if (job.inputs && job.inputs.length) {
-      parts.push(el("div", {class: "small muted"}, `${words.inputs}: `,
-                    el("span", {class: "mono"}, job.inputs.join(", "))));
+      const first = job.inputs.slice(0, SHOWN_INPUTS).join(", ");
+      const more = job.inputs.length > SHOWN_INPUTS ? ` … (${job.inputs.length})` : "";
+      parts.push(el("div", {class: "small muted inputs", title: job.inputs.join("\n")},
+                    `${words.inputs}: `, el("span", {class: "mono"}, first + more)));
     }
     parts.push(sources(job));
     if (job.failed_files && job.failed_files.length) {
