@@ -64,7 +64,8 @@ def test_every_pages_json_twin_is_the_context_its_template_got(app, ui_workspace
     pages = ["/ui/dashboard", "/ui/cohorts", "/ui/persons?q=" + str(person),
              f"/ui/persons/{person}", f"/ui/persons/{person}?notes=1", "/ui/empi",
              "/ui/analyses", f"/ui/analyses/{result}",
-             "/ui/qc", "/ui/qc?status=all&table=person"]  # fmt: skip
+             "/ui/qc", "/ui/qc?status=all&table=person", "/ui/jobs",
+             "/ui/jobs?status=succeeded&kind=ingest"]  # fmt: skip
     clients = [(steward, path) for path in pages]
     clients.append((signed_in(app, ui_workspace, "auditor"), "/ui/audit?outcome=denied"))
     for client, path in clients:
