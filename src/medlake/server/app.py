@@ -28,7 +28,7 @@ from medlake.server.routers import (
 )
 from medlake.server.ui import install as install_ui
 from medlake.service.jobs import JobRunner
-from medlake.service.workspace import open_lake
+from medlake.service.lake_pool import serving
 
 API_PREFIX = "/api/v1"
 
@@ -52,8 +52,9 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One connection held while serving keeps DuckDB's database instance open, so
         # each request's connection is a cheap cursor on it rather than a re-open of the
-        # file (and threads never race to re-attach it as the last one closes).
-        with open_lake(workspace):
+        # file (and threads never race to re-attach it as the last one closes); services
+        # that read per request borrow open engines from the pool (lake_pool.pooled_lake).
+        with serving(workspace):
             runner.start()
             try:
                 yield

@@ -42,6 +42,7 @@ from medlake.privacy import (
     suppress_attrition,
 )
 from medlake.service.cohort_query import remembered, resolve_concept_sets, run_cohort_query
+from medlake.service.lake_pool import pooled_lake
 from medlake.service.policy import authorized, record_read, require
 from medlake.service.workspace import open_lake
 
@@ -94,7 +95,9 @@ def _compiled(
     workspace_dir: Path | None, definition: CohortDefinition
 ) -> Iterator[tuple[Workspace, Engine, CohortCompiler]]:
     workspace = open_workspace(workspace_dir)
-    with open_lake(workspace) as engine:
+    # In the server an engine lent from the pool: opening the lake per count (a
+    # connection, Ibis's set-up, the schema check) costs more than a cached count.
+    with pooled_lake(workspace) as engine:
         omics = {}
         for criterion in iter_criteria(definition):
             if isinstance(criterion, Genotype):
