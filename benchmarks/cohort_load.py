@@ -38,6 +38,8 @@ import concurrent.futures
 import copy
 import os
 import random
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +50,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cohort_count import DEFINITION
+from cohort_count import DEFINITION, build_lake
 from medlake.access import Principal, Role
 from medlake.access.context import acting_as
 from medlake.config import open_workspace, write_settings
@@ -56,9 +58,34 @@ from medlake.engine import open_engine
 from medlake.service import access
 from medlake.service.cohort import _compiled, count_cohort, parse_definition
 from medlake.service.cohort_query import _statement, clear_cache
-from server_load import STEWARD, free_port, percentile, prepare
+from medlake.service.workspace import upgrade_schema
 
 TARGET_P95 = 2.0
+STEWARD = "bench-steward"
+
+
+def prepare(args: argparse.Namespace) -> Path:
+    """The lake (copied from ``--from`` when not built yet) with a steward to sign in as."""
+    name = f"lake_{args.persons}_{args.events}"
+    workspace = args.workdir / name
+    if not (workspace / "medlake.toml").exists() and args.source is not None:
+        shutil.copytree(args.source / name, workspace)
+    workspace = build_lake(args.workdir, args.persons, args.events)
+    upgrade_schema(workspace)
+    if STEWARD not in {u["user_name"] for u in access.list_users(workspace)}:
+        access.add_user(workspace, STEWARD, "steward")
+    return workspace
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def variants() -> list[dict[str, Any]]:
@@ -222,7 +249,6 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["engine", "nocache", "cache"])
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    args.p360 = 0
     workspace = prepare(args)
     token = access.issue_token(workspace, STEWARD).token
     definitions = variants()
