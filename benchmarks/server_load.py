@@ -1,23 +1,30 @@
-"""Benchmark: the HTTP API under load: patient 360 and cohort counts with 32 clients.
+"""Benchmark: the HTTP API under load: patient 360 (and cohort counts) with 32 clients.
 
-A real ``medlake serve`` process serves a lake of ``--persons`` persons (built by
-``benchmarks/cohort_count.py``'s builder: persons, observation periods and about
-``--events`` events each; reused when it exists, or copied from ``--from``); this
-process is the load: ``--clients`` concurrent HTTP clients on loopback (asyncio +
-httpx, one connection each), signed in as a data steward, for
+A real ``medlake serve`` process (``tests/serve_process.py``) serves a lake of
+``--persons`` persons (built by ``benchmarks/cohort_count.py``'s builder: persons,
+observation periods and about ``--events`` events each; reused when it exists, or copied
+from ``--from``); this process is the load: ``--clients`` concurrent HTTP clients on
+loopback (asyncio + httpx, one connection each), signed in as a data steward, sending
+``GET /persons/{id}/timeline`` (patient 360) for random persons, in two modes:
 
-* ``GET /persons/{id}/timeline`` (patient 360) on random persons, ``--p360`` requests;
-* ``POST /cohorts/count`` with the cohort benchmark's 5-rule definition, ``--counts``
-  requests.
+* **closed loop** (always): every client sends its next request as soon as the last
+  one is answered: the most the server can take, and latency is mostly queueing;
+* **think time** (``--think-time S``): each client waits a random, exponentially
+  distributed time of mean ``S`` seconds before each request, as interactive users do:
+  the latency a clinician sees at that rate.
 
-Reports per endpoint: requests, errors (any status but 200, or a transport error),
-throughput, p50/p95/p99 latency, against the issue's targets (patient 360 p95 <= 20 ms,
-cohort count p95 <= 2 s). The reference, in the same script: the same service call in
-this process, one at a time, without HTTP (``person_timeline``/``count_cohort``), so
-the ratio shows what HTTP, the sign-in and concurrency add on this machine.
+Then ``POST /cohorts/count`` with the cohort benchmark's 5-rule definition, ``--counts``
+requests, closed loop (0 to skip; ``benchmarks/cohort_load.py`` measures counts fully).
 
-Usage: ``python benchmarks/server_load.py --persons 1000000 --events 52
---from /path/with/lake_1000000_52`` (under the heavy lock on a shared machine).
+Reports per run: requests, errors (any status but 200, or a transport error), throughput,
+p50/p95/p99 latency against the issue's targets (patient 360 p95 <= 20 ms, count p95 <=
+2 s), and CPU per request: the server process's CPU seconds (all its threads, from
+``/proc``) and this load process's, divided by the requests. The reference, in the same
+script: the same service call in this process, one at a time, without HTTP, on engines
+lent by the pool as the server does (``person_timeline`` inside ``lake_pool.serving``).
+
+Usage: ``flock /tmp/medlake-heavy.lock python benchmarks/server_load.py --from
+/work/cohort-bench --workdir /tmp/srvbench --think-time 1`` (1M persons by default).
 """
 
 from __future__ import annotations
@@ -27,26 +34,31 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cohort_count import DEFINITION, build_lake
-from medlake.access import Principal, Role
-from medlake.access.context import acting_as
-from medlake.config import open_workspace
-from medlake.service import access
-from medlake.service.cohort import count_cohort, parse_definition
-from medlake.service.patient360 import person_timeline
-from medlake.service.workspace import open_lake, upgrade_schema
+sys.path.insert(0, str(REPO))
+from cohort_count import DEFINITION, build_lake  # noqa: E402
+from tests.serve_process import medlake_serve  # noqa: E402
+
+from medlake.access import Principal, Role  # noqa: E402
+from medlake.access.context import acting_as  # noqa: E402
+from medlake.config import open_workspace  # noqa: E402
+from medlake.service import access  # noqa: E402
+from medlake.service.cohort import count_cohort, parse_definition  # noqa: E402
+from medlake.service.lake_pool import serving  # noqa: E402
+from medlake.service.patient360 import person_timeline  # noqa: E402
+from medlake.service.workspace import open_lake, upgrade_schema  # noqa: E402
 
 STEWARD = "bench-steward"
+Request = tuple[str, str, object]
 
 
 def prepare(args: argparse.Namespace) -> Path:
@@ -61,33 +73,46 @@ def prepare(args: argparse.Namespace) -> Path:
     return workspace
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def load(base: str, token: str, requests: list[tuple[str, str, object]],
-               clients: int) -> tuple[list[float], int, float]:  # fmt: skip
-    """Send ``requests`` with ``clients`` concurrent clients; (latencies s, errors, wall s)."""
-    queue: asyncio.Queue[tuple[str, str, object]] = asyncio.Queue()
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    latencies: list[float]
+    errors: int
+    wall: float
+    server_cpu: float
+    client_cpu: float
+
+
+async def load(base: str, token: str, requests: list[Request], clients: int,
+               think: float, seed: int) -> tuple[list[float], int, float]:  # fmt: skip
+    """Send ``requests`` from ``clients`` concurrent clients, each waiting an exponential
+    think time of mean ``think`` s before each request (0: back to back)."""
+    queue: asyncio.Queue[Request] = asyncio.Queue()
     for item in requests:
         queue.put_nowait(item)
     latencies: list[float] = []
     errors = 0
     headers = {"Authorization": f"Bearer {token}"}
 
-    async def client() -> None:
+    async def client(number: int) -> None:
         nonlocal errors
+        rng = random.Random(seed * 1000 + number)
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
                                      timeout=120) as http:  # fmt: skip
             while True:
+                if think > 0:
+                    await asyncio.sleep(rng.expovariate(1 / think))
                 try:
                     method, url, body = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -102,19 +127,28 @@ async def load(base: str, token: str, requests: list[tuple[str, str, object]],
                 errors += not ok
 
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(n) for n in range(clients)))
     return latencies, errors, time.perf_counter() - started
 
 
-def report(name: str, latencies: list[float], errors: int, wall: float, target: float,
-           reference: float) -> None:  # fmt: skip
-    p95 = percentile(latencies, 95)
-    print(f"{name}: {len(latencies)} requests, {errors} errors, "
-          f"{len(latencies) / wall:.1f} req/s; p50 {percentile(latencies, 50) * 1000:.1f} ms, "
-          f"p95 {p95 * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms "
+def measured(pid: int, base: str, token: str, requests: list[Request], clients: int,
+             think: float = 0.0, seed: int = 1) -> Run:  # fmt: skip
+    server0, client0 = process_cpu(pid), time.process_time()
+    latencies, errors, wall = asyncio.run(load(base, token, requests, clients, think, seed))
+    return Run(latencies, errors, wall, process_cpu(pid) - server0,
+               time.process_time() - client0)  # fmt: skip
+
+
+def report(name: str, run: Run, target: float, reference: float) -> None:
+    n = len(run.latencies)
+    p95 = percentile(run.latencies, 95)
+    print(f"{name}: {n} requests, {run.errors} errors, {n / run.wall:.1f} req/s; "
+          f"p50 {percentile(run.latencies, 50) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
+          f"p99 {percentile(run.latencies, 99) * 1000:.1f} ms "
           f"(target p95 <= {target * 1000:.0f} ms: {'met' if p95 <= target else 'NOT met'}); "
-          f"in-process service call one at a time: median {reference * 1000:.1f} ms, "
-          f"p95/reference {p95 / reference:.1f}x")  # fmt: skip
+          f"CPU per request: server {run.server_cpu / n * 1000:.1f} ms, load client "
+          f"{run.client_cpu / n * 1000:.1f} ms; in-process call one at a time: median "
+          f"{reference * 1000:.1f} ms, p95/reference {p95 / reference:.1f}x")  # fmt: skip
 
 
 def main() -> None:
@@ -125,8 +159,10 @@ def main() -> None:
     parser.add_argument("--from", dest="source", type=Path, default=None,
                         help="a folder holding an already built lake_P_E to copy")  # fmt: skip
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--p360", type=int, default=2000)
-    parser.add_argument("--counts", type=int, default=96)
+    parser.add_argument("--p360", type=int, default=2000, help="requests per patient 360 run")
+    parser.add_argument("--think-time", type=float, default=0.0, metavar="SECONDS",
+                        help="also run with this mean exponential think time per client")  # fmt: skip
+    parser.add_argument("--counts", type=int, default=96, help="cohort counts (0: none)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     workspace = prepare(args)
@@ -135,51 +171,44 @@ def main() -> None:
         people = engine.table("person")
         ids = engine.execute(people.select("person_id").limit(200_000)).column(0).to_pylist()
     rng = random.Random(7)
-    persons = [rng.choice(ids) for _ in range(args.p360)]
+    persons = [rng.choice(ids) for _ in range(args.p360 + 200)]
 
-    # the reference: the services in this process, one call at a time
-    definition = parse_definition(DEFINITION)
+    # the reference: the services in this process, one call at a time, as the server runs them
     with acting_as(Principal(STEWARD, Role.STEWARD)):
         one: list[float] = []
-        for person in persons[:50]:
-            started = time.perf_counter()
-            person_timeline(workspace, person)
-            one.append(time.perf_counter() - started)
+        with serving(open_workspace(workspace)):
+            person_timeline(workspace, persons[-1])  # statements prepared
+            cpu = time.process_time()
+            for person in persons[-100:]:
+                started = time.perf_counter()
+                person_timeline(workspace, person)
+                one.append(time.perf_counter() - started)
+            cpu = (time.process_time() - cpu) / 100
         counts: list[float] = []
-        for _ in range(3):
+        definition = parse_definition(DEFINITION)
+        for _ in range(3 if args.counts else 0):
             started = time.perf_counter()
             count_cohort(workspace, definition)
             counts.append(time.perf_counter() - started)
+    print(f"patient 360 in-process, one call at a time (100 calls): median "
+          f"{statistics.median(one) * 1000:.1f} ms, p95 {percentile(one, 95) * 1000:.1f} ms, "
+          f"CPU {cpu * 1000:.1f} ms per call")  # fmt: skip
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(port),
-         "--workspace", str(workspace)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        env={**os.environ, "MEDLAKE_LOG_LEVEL": "WARNING"},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{base}/health").raise_for_status()
-                break
-            except httpx.HTTPError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start") from None
-                time.sleep(0.3)
-        warm = [("GET", f"/persons/{p}/timeline", None) for p in persons[:64]]
-        asyncio.run(load(base, token, warm, args.clients))
-        p360 = [("GET", f"/persons/{p}/timeline", None) for p in persons]
-        lat, err, wall = asyncio.run(load(base, token, p360, args.clients))
-        report("patient 360", lat, err, wall, 0.020, statistics.median(one))
-        count_requests = [("POST", "/cohorts/count", DEFINITION)] * args.counts
-        lat, err, wall = asyncio.run(load(base, token, count_requests, args.clients))
-        report("cohort count", lat, err, wall, 2.0, statistics.median(counts))
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with medlake_serve(workspace, env={"MEDLAKE_LOG_LEVEL": "WARNING"}, timeout=180) as server:
+        pid, base = server.process.pid, server.api
+        warm = [("GET", f"/persons/{p}/timeline", None) for p in persons[-200:-136]]
+        measured(pid, base, token, warm, args.clients)
+        p360 = [("GET", f"/persons/{p}/timeline", None) for p in persons[: args.p360]]
+        run = measured(pid, base, token, p360, args.clients)
+        report("patient 360, closed loop", run, 0.020, statistics.median(one))
+        if args.think_time > 0:
+            run = measured(pid, base, token, p360, args.clients, think=args.think_time, seed=2)
+            report(f"patient 360, think time {args.think_time:g} s", run, 0.020,
+                   statistics.median(one))  # fmt: skip
+        if args.counts:
+            count_requests: list[Request] = [("POST", "/cohorts/count", DEFINITION)] * args.counts
+            run = measured(pid, base, token, count_requests, args.clients)
+            report("cohort count, closed loop", run, 2.0, statistics.median(counts))
     print(f"lake: {args.persons:,} persons, ~{args.events} events each; {args.clients} "
           f"clients on loopback; {os.cpu_count()} cores; load average "
           f"{os.getloadavg()[0]:.1f} at the end")  # fmt: skip

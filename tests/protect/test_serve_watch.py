@@ -7,7 +7,6 @@ server holds and says to clear it through the server, where an admin's
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.serve_process import start_medlake_serve
 
 from medlake.audit.query import EventFilter
 from medlake.config import open_workspace, write_settings
@@ -29,12 +29,6 @@ def _bundle(patient: str) -> dict[str, object]:
     entry = {"fullUrl": f"urn:uuid:{patient}", "request": {"method": "POST", "url": "Patient"},
              "resource": resource}  # fmt: skip
     return {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _encrypt(path: Path) -> None:
@@ -63,12 +57,10 @@ def test_watch_in_serve_freezes_the_workspace_and_the_api_refuses_writes(
     write_settings(workspace.settings_file, settings)
     token = access.issue_token(root, access.login_name()).token
     headers = {"Authorization": f"Bearer {token}"}
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/api/v1"
     http = httpx.Client(timeout=120)  # a loaded machine answers slowly; not what is tested
-    server = _serve(root, port)
+    server = start_medlake_serve(root)
+    base = server.api
     try:
-        _wait_until_up(server, http, base)
         written = http.post(f"{base}/fhir?source=watchtest", json=_bundle("w1"), headers=headers)
         assert written.status_code == 200, written.text
         time.sleep(2)  # the watch's baseline scan is done
@@ -122,30 +114,9 @@ def test_watch_in_serve_freezes_the_workspace_and_the_api_refuses_writes(
         assert not http.get(f"{base}/protect/watch", headers=headers).json()["frozen"]
     finally:
         http.close()
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     events = audit.show_events(root, EventFilter(action="watch.clear"))
     assert [(e["actor"], e["detail"]["note"]) for e in events] == [(access.login_name(), note)]
-
-
-def _serve(root: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(port),
-         "--workspace", str(root)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-
-
-def _wait_until_up(server: subprocess.Popen[bytes], http: httpx.Client, base: str) -> None:
-    def up() -> bool:
-        assert server.poll() is None, server.stdout.read().decode()  # type: ignore[union-attr]
-        try:
-            return http.get(f"{base}/health").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    _wait(up, 90, "medlake serve")
 
 
 def test_the_watch_is_off_in_serve_when_the_setting_says_so(tmp_path: Path) -> None:

@@ -4,16 +4,12 @@ documents, cohort counts equal to the service's, and a real `medlake serve` proc
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from tests.serve_process import medlake_serve
 
 from medlake.cohort import examples
 from medlake.config import open_workspace
@@ -136,32 +132,9 @@ def test_patient_timeline_is_for_stewards_and_every_read_is_audited(client, serv
     is_problem(client.get("/api/v1/persons/1/timeline", headers=auth(tokens, "steward")), 400)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_medlake_serve_answers_over_http(served) -> None:
     root, tokens = served
-    port = _free_port()
-    command = [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(port),
-               "--workspace", str(root)]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}/api/v1"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert httpx.get(f"{base}/health").json()["status"] == "ok"
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.stdout.read().decode()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.3)
-        me = httpx.get(f"{base}/me", headers=auth(tokens, "steward")).json()
+    with medlake_serve(root, timeout=60) as server:
+        assert httpx.get(f"{server.api}/health").json()["status"] == "ok"
+        me = httpx.get(f"{server.api}/me", headers=auth(tokens, "steward")).json()
         assert me["role"] == "steward"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

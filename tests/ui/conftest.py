@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from tests.serve_process import medlake_serve
 
 from medlake.service import access
 
@@ -72,12 +68,6 @@ def ui_workspace(hospital_lake, tmp_path_factory: pytest.TempPathFactory) -> UiW
     return UiWorkspace(root, tokens, users, person, source_id, timeline)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def served_ui(ui_workspace: UiWorkspace) -> Iterator[str]:
     """A real ``medlake serve`` on a free port over a copy of the workspace (a served
@@ -85,29 +75,9 @@ def served_ui(ui_workspace: UiWorkspace) -> Iterator[str]:
     base URL."""
     served = ui_workspace.root.parent / "served"
     shutil.copytree(ui_workspace.root, served, symlinks=True)
-    port = free_port()
-    command = [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(port),
-               "--workspace", str(served)]  # fmt: skip
     log = ui_workspace.root.parent / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "medlake serve did not start"
-            time.sleep(0.2)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with medlake_serve(served, log=log, timeout=60) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ import sqlglot.expressions as sge
 
 from medlake.audit.group_commit import GroupCommit
 from medlake.engine import Engine, SupportsTransactions
+from medlake.engine.prepared import PreparedQuery
 from medlake.errors import EngineError, UsageError
 from medlake.log import get_logger
 
@@ -310,10 +311,16 @@ def _has_head_table(engine: Engine) -> bool:
     return True
 
 
+# Read on every append: prepared once (the key is bound), not transpiled each time.
+_HEAD_ROW = PreparedQuery(
+    sge.select("event_id", "event_hash")
+    .from_(HEAD_TABLE)
+    .where(sge.column("chain").eq(sge.Placeholder()))
+)
+
+
 def _read_head_row(engine: Engine) -> tuple[int, str]:
-    query = sge.select("event_id", "event_hash").from_(HEAD_TABLE).where(_head_predicate())
-    rows = engine.run_sql(query)
-    assert rows is not None
+    rows = engine.run_prepared(_HEAD_ROW, [_HEAD_KEY])
     if rows.num_rows != 1:
         raise EngineError(f"{HEAD_TABLE} must hold one row for the chain, not {rows.num_rows}")
     row = rows.to_pylist()[0]

@@ -410,7 +410,8 @@ class Engine(abc.ABC):
             result: pa.Table | None = None
             if not all(isinstance(e, sge.Query) for e in expressions):
                 self._refuse_if_guarded("SQL that changes the lake")
-                self._load_targets.clear()  # DDL may have changed a table's columns
+                if not all(isinstance(e, _DATA_CHANGES) for e in expressions):
+                    self._load_targets.clear()  # DDL may have changed a table's columns
             for expression in expressions:
                 sql = expression.sql(dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE)
                 query = isinstance(expression, sge.Query)
@@ -671,9 +672,7 @@ class Engine(abc.ABC):
         """Run a table expression and return all its rows."""
         return self._backend.to_pyarrow(expr)
 
-    def _run_prepared(
-        self, query: PreparedQuery, sql: str, parameters: Sequence[Any]
-    ) -> pa.Table:
+    def _run_prepared(self, query: PreparedQuery, sql: str, parameters: Sequence[Any]) -> pa.Table:
         """Run a prepared query; by default with the values put in as literals."""
         bound = query.with_literals(parameters).sql(
             dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE
@@ -717,6 +716,10 @@ def _tables_named(expression: sge.Expression) -> set[str]:
     safe); :data:`ANY_TABLE` when it names none (``SET``, ``CHECKPOINT``, ...)."""
     names = {table.name for table in expression.find_all(sge.Table) if table.name}
     return names or {ANY_TABLE}
+
+
+#: Statements that change rows but never a table's columns (the load-target cache stays).
+_DATA_CHANGES = (sge.Query, sge.Insert, sge.Update, sge.Delete, sge.Merge)
 
 
 def _nullable(schema: pa.Schema) -> pa.Schema:

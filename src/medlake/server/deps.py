@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from medlake.access import Permission, Principal
-from medlake.access.context import enter_request
+from medlake.access.context import acting_as, enter_request
 from medlake.errors import AuthenticationError
 from medlake.service import access
 from medlake.service.jobs import JobRunner
@@ -73,8 +73,13 @@ CurrentUser = Annotated[Principal, Depends(acting_principal)]
 
 def require(root: Path, user: Principal, permission: Permission,
             project_id: str | None = None) -> Principal:  # fmt: skip
-    """Authorize ``permission`` for the signed-in user (refusals are audited)."""
-    return access.require(root, permission, user=user.user_name, project_id=project_id)
+    """Authorize ``permission`` for the signed-in user (refusals are audited).
+
+    Checked on the principal the token gave (no lake is opened when it is allowed): looking
+    the user up by name again cost a connection per request.
+    """
+    with acting_as(user):
+        return access.require(root, permission, project_id=project_id)
 
 
 def job_runner(request: Request) -> JobRunner:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,11 @@ def person_timeline(
             raise UsageError(f"no person {person_id} in the lake")
         record_read(engine, "person", str(person_id), person_ids=[person_id],
                     detail={"view": "timeline", "note_text": with_note_text})  # fmt: skip
-        items_query = statements.items_with_text if with_note_text else statements.items
-        rows = engine.run_prepared(items_query, [pid] * items_query.parameter_count)
-        items = _items(rows.to_pylist(), with_note_text)
+        items_query = _items_query(engine, statements, with_note_text)
+        items = []
+        if items_query is not None:
+            rows = engine.run_prepared(items_query, [pid] * items_query.parameter_count)
+            items = _items(rows.to_pylist())
         sources = engine.run_prepared(statements.sources, [pid]).to_pylist()
         omics = engine.run_prepared(statements.omics, [pid]).to_pylist()
     first = person[0]
@@ -146,13 +149,22 @@ def person_timeline(
     return PersonTimeline(pid, first["year_of_birth"], gender, death, sources, items, omics)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Statements:
+    """One lake's prepared statements (and what building them needs), per process."""
+
     person: PreparedQuery
-    items: PreparedQuery
-    items_with_text: PreparedQuery
     sources: PreparedQuery
     omics: PreparedQuery
+    #: whether each domain's table (and source_record) holds any row: one statement, run
+    #: again when the data version of those tables moves
+    any_rows: PreparedQuery
+    schemas: dict[str, Any]  # the domain tables' Ibis schemas
+    type_mapper: Any
+    #: items statements by (tables included, with note text)
+    items: dict[tuple[tuple[str, ...], bool], PreparedQuery] = field(default_factory=dict)
+    #: (data version of the tables, the tables with rows then)
+    present: tuple[Hashable, tuple[str, ...]] | None = None
 
 
 _STATEMENTS: dict[tuple[str, str], _Statements] = {}
@@ -163,6 +175,7 @@ _DOMAIN, _ROW, _TABLE, _START, _END, _CONCEPT, _NAME, _SOURCE_VALUE, _VISIT = (
     "_source_value", "_visit",
 )  # fmt: skip
 _PROVENANCE = ("source_system", "source_record_id", "batch_id")
+_SOURCE_RECORD = "source_record"
 
 
 def _statements(engine: Engine) -> _Statements:
@@ -186,6 +199,45 @@ def _by_person(table: str, columns: list[str], order: list[str]) -> PreparedQuer
     )
 
 
+def _items_query(engine: Engine, statements: _Statements, with_text: bool) -> PreparedQuery | None:
+    """The items statement over the domains whose tables hold rows (None: none do).
+
+    Each branch of the ``UNION ALL`` (and the join to ``source_record``) costs DuckDB a
+    table to bind and plan, about as much as scanning the person's row group, so tables
+    with no rows at all are left out; which those are is asked again whenever the
+    engine's data version of the tables moves.
+    """
+    present = _present_tables(engine, statements)
+    domains = tuple(d for d in DOMAINS if d.table in present)
+    if not domains:
+        return None
+    key = (present, with_text)
+    with _STATEMENTS_LOCK:
+        query = statements.items.get(key)
+    if query is None:
+        provenance = _SOURCE_RECORD in present
+        query = PreparedQuery(
+            _items_statement(statements, domains, provenance=provenance, with_text=with_text)
+        )
+        with _STATEMENTS_LOCK:
+            statements.items[key] = query
+    return query
+
+
+def _present_tables(engine: Engine, statements: _Statements) -> tuple[str, ...]:
+    tables = [d.table for d in DOMAINS] + [_SOURCE_RECORD]
+    version = engine.data_version(tables)  # read before the check
+    if version is None:
+        return tuple(tables)  # the backend cannot tell when they change: keep them all
+    present = statements.present
+    if present is not None and present[0] == version:
+        return present[1]
+    (flags,) = engine.run_prepared(statements.any_rows).to_pylist()
+    with_rows = tuple(t for t in tables if flags[t])
+    statements.present = (version, with_rows)
+    return with_rows
+
+
 def _build_statements(engine: Engine) -> _Statements:
     person = (
         sge.select("p.year_of_birth", "p.gender_concept_id", "c.concept_name")
@@ -194,10 +246,13 @@ def _build_statements(engine: Engine) -> _Statements:
         .where(sge.column("person_id", table="p").eq(sge.Placeholder()))
         .limit(1)
     )
+    tables = [d.table for d in DOMAINS] + [_SOURCE_RECORD]
+    any_rows = sge.select(*[sge.Exists(this=sge.select("1").from_(t)).as_(t) for t in tables])
     return _Statements(
         person=PreparedQuery(person),
-        items=PreparedQuery(_items_statement(engine, with_text=False)),
-        items_with_text=PreparedQuery(_items_statement(engine, with_text=True)),
+        any_rows=PreparedQuery(any_rows),
+        schemas={d.table: engine.table(d.table).schema() for d in DOMAINS},
+        type_mapper=engine.ibis.compiler.type_mapper,  # type: ignore[attr-defined]
         sources=_by_person(
             "source_patient",
             ["source_system", "source_patient_id", "first_seen", "last_seen"],
@@ -225,12 +280,13 @@ def _value_columns(domain: Domain, columns: set[str], with_text: bool) -> list[s
     return wanted
 
 
-def _items_statement(engine: Engine, *, with_text: bool) -> sge.Query:
-    """Every domain's rows of one person (``?`` per domain), each with its concept name
+def _items_statement(
+    statements: _Statements, domains: tuple[Domain, ...], *, provenance: bool, with_text: bool
+) -> sge.Query:
+    """The ``domains``' rows of one person (``?`` per domain), each with its concept name
     and current source record: one ``UNION ALL`` joined once to ``concept`` and
     ``source_record``."""
-    mapper = engine.ibis.compiler.type_mapper  # type: ignore[attr-defined]
-    schemas = {d.table: engine.table(d.table).schema() for d in DOMAINS}
+    mapper, schemas = statements.type_mapper, statements.schemas
 
     def typed_null(table: str, column: str, fallback: str) -> sge.Expression:
         schema = schemas[table]
@@ -239,9 +295,10 @@ def _items_statement(engine: Engine, *, with_text: bool) -> sge.Query:
         )
         return sge.cast(sge.null(), kind)
 
-    values = [(d, c) for d in DOMAINS for c in _value_columns(d, set(schemas[d.table]), with_text)]
+    values = [(d, c) for d in domains for c in _value_columns(d, set(schemas[d.table]), with_text)]
     branches: list[sge.Select] = []
-    for index, domain in enumerate(DOMAINS):
+    for domain in domains:
+        index = DOMAINS.index(domain)
         columns = set(schemas[domain.table])
 
         def own(column: str | None, fallback: str, *, columns: set[str] = columns,
@@ -276,25 +333,26 @@ def _items_statement(engine: Engine, *, with_text: bool) -> sge.Query:
     union: sge.Query = branches[0]
     for branch in branches[1:]:
         union = sge.union(union, branch, distinct=False)
-    return (
-        sge.select(
-            "i.*",
-            sge.column("concept_name", table="c").as_(_NAME),
-            *[sge.column(c, table="r") for c in _PROVENANCE],
-        )
+    sources = [
+        sge.column(c, table="r") if provenance else sge.cast(sge.null(), "varchar").as_(c)
+        for c in _PROVENANCE
+    ]
+    query = (
+        sge.select("i.*", sge.column("concept_name", table="c").as_(_NAME), *sources)
         .with_("i", as_=union)
         .from_("i")
         .join("concept AS c", on=f"c.concept_id = i.{_CONCEPT}", join_type="left")
-        .join(
-            "source_record AS r",
+    )
+    if provenance:
+        query = query.join(
+            f"{_SOURCE_RECORD} AS r",
             on=f"r.is_current AND r.cdm_table = i.{_TABLE} AND r.cdm_row_id = i.{_ROW}",
             join_type="left",
         )
-        .order_by(_DOMAIN, _ROW)
-    )
+    return query.order_by(_DOMAIN, _ROW)
 
 
-def _items(rows: list[dict[str, Any]], with_text: bool) -> list[TimelineItem]:
+def _items(rows: list[dict[str, Any]]) -> list[TimelineItem]:
     items = []
     for row in rows:
         domain = DOMAINS[row[_DOMAIN]]
