@@ -263,10 +263,9 @@ def test_an_admin_uploads_files_watches_the_job_finish_and_cancels_another(
     row.wait_for()
     page.screenshot(path=artifacts / "11-jobs-running.png", full_page=True)
     # The page polls its twin: the job reaches done and its per-source table appears.
-    page.wait_for_selector(f"tr[data-job='{job_id}'][data-status='succeeded'] table.sources",
-                           timeout=180_000)  # fmt: skip
+    page.wait_for_selector(f"tr[data-job='{job_id}'][data-status='succeeded']", timeout=180_000)
     assert row.locator(".progress").get_attribute("data-fraction") == "1.000"
-    shown = row.locator("table.sources tbody tr").all_inner_texts()
+    shown = page.locator(f"tr[data-detail='{job_id}'] table.sources tbody tr").all_inner_texts()
     bearer = {"Authorization": f"Bearer {ui_workspace.tokens['admin']}"}
     job = httpx.get(f"{served_ui}/api/v1/jobs/{job_id}", headers=bearer, timeout=60).json()
     (source,) = job["result"]["sources"]  # what the API says the job did

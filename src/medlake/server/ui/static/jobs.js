@@ -51,7 +51,6 @@
       parts.push(el("div", {class: "small muted inputs", title: job.inputs.join("\n")},
                     `${words.inputs}: `, el("span", {class: "mono"}, first + more)));
     }
-    parts.push(sources(job));
     if (job.failed_files && job.failed_files.length) {
       parts.push(el("div", {class: "small bad"}, `${words.failed_files}: `,
         job.failed_files.map((f) => `${f.path}: ${f.message || ""}`).join("; ")));
@@ -76,7 +75,7 @@
         : el("form", {method: "post", action: `/ui/jobs/${job.job_id}/cancel`, class: "inline"},
             el("button", {type: "submit", class: "danger cancel"}, words.cancel));
     }
-    return el("tr", {"data-job": job.job_id, "data-status": job.status, "data-kind": job.kind},
+    const main = el("tr", {"data-job": job.job_id, "data-status": job.status, "data-kind": job.kind},
       el("td", {}, el("span", {class: "pill"}, job.kind), el("div", {class: "mono small muted"}, job.job_id.slice(0, 8))),
       el("td", {}, job.submitted_by),
       el("td", {}, job.project_id || "—"),
@@ -86,10 +85,15 @@
       el("td", {class: "nowrap small"}, when(job.finished_at)),
       el("td", {class: "result"}, result(job)),
       el("td", {}, action));
+    const table = sources(job);  // the per-source table: a row of its own, full width
+    if (!table) return [main];
+    main.classList.add("has-detail");
+    return [main, el("tr", {class: "job-detail", "data-detail": job.job_id},
+                     el("td", {}), el("td", {colspan: 8}, table))];
   }
 
   function draw(page) {
-    body.replaceChildren(...page.jobs.map(row));
+    body.replaceChildren(...page.jobs.flatMap(row));
     document.getElementById("jobs-empty").classList.toggle("hidden", page.jobs.length > 0);
     live.classList.toggle("hidden", !page.active);
     document.body.dataset.activeJobs = String(page.active);
