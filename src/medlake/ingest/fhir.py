@@ -39,8 +39,9 @@ did not foresee. Resource types medlake does not map are counted in
 
 from __future__ import annotations
 
+import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, ClassVar
@@ -179,6 +180,36 @@ class FhirReader:
         else:
             yield from self._read_document(context)
 
+    def chunk_plan(self, path: Path) -> list[tuple[int, int, int]] | None:
+        """Where the chunks :meth:`read` gives of a bulk NDJSON file lie, so that several
+        processes can parse them at once: ``(start byte, end byte, first line number)``
+        per chunk, in order; None for a file that is not plain NDJSON of resources (a
+        line that may hold a Bundle counts its entries, so only reading tells)."""
+        if self._kind(path) != "ndjson":
+            return None
+        plan, offset = [], 0
+        with path.open("rb") as f:
+            for group in fhir_lines.line_groups(f, self.chunk_size):
+                if fhir_lines.HAS_BUNDLE(group.data):
+                    return None
+                if group.count:
+                    plan.append((offset, offset + len(group.data), int(group.numbers[0])))
+                offset += len(group.data)
+        return plan
+
+    def read_range(self, context: SourceContext, start: int, end: int,
+                   first_line: int) -> ParsedChunk:  # fmt: skip
+        """The chunk of :meth:`chunk_plan` at bytes ``start:end`` (its first line's number)."""
+        with context.path.open("rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        chunk = _Chunk(context.original_name)
+        lines = enumerate(io.BytesIO(data), first_line)  # split at b"\n" only, as a file is
+        for _ in self._python_lines(lines, (context.original_name, context.default_version),
+                                    chunk):  # fmt: skip
+            pass  # (full at its last line: a planned chunk holds one chunk's records)
+        return chunk.take()
+
     def _kind(self, path: Path) -> str:
         """``ndjson`` when one of the first lines is a resource on its own, ``empty`` for
         a blank file, else ``document``."""
@@ -219,34 +250,38 @@ class FhirReader:
                     if len(chunk):
                         yield chunk.take()
             if lines is not None:
-                for number, line in lines:
-                    any_line = True
-                    for _ in self._stage_line(number, line, context, chunk):
-                        yield chunk.take()
+                at = (context.original_name, context.default_version)
+                for _ in self._python_lines(lines, at, chunk):
+                    yield chunk.take()
+            any_line = any_line or f.tell() > 0
         if len(chunk) or not any_line:
             yield chunk.take()
 
-    def _stage_line(self, number: int, line: bytes, context: SourceContext,
-                    chunk: _Chunk) -> Iterator[None]:  # fmt: skip
-        """Stage one NDJSON line into ``chunk``, yielding whenever the chunk is full."""
-        name, default, size = context.original_name, context.default_version, self.chunk_size
-        try:
-            resource = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            if not line.strip():
-                return
-            chunk.parsed.records_read += 1
-            chunk.quarantine(number, f"malformed JSON: {e}", _text(line), None)
-        else:
-            if type(resource) is dict and resource.get("resourceType") == "Bundle":
-                for _ in _bundle(resource, f"{name}:{number}", default, chunk, 1):
-                    if len(chunk) >= size:
-                        yield
-                return
-            chunk.parsed.records_read += 1
-            _stage(resource, line, number, default, _NO_URLS, chunk)
-        if len(chunk) >= size:
-            yield
+    def _python_lines(self, lines: Iterable[tuple[int, bytes]], at: tuple[str, int],
+                      chunk: _Chunk) -> Iterator[None]:  # fmt: skip
+        """Stage NDJSON lines into ``chunk`` one by one, yielding whenever it is full.
+
+        ``at``: the file's original name and default version (read once per file).
+        """
+        (name, default), size = at, self.chunk_size
+        for number, line in lines:
+            try:
+                resource = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                if not line.strip():
+                    continue
+                chunk.parsed.records_read += 1
+                chunk.quarantine(number, f"malformed JSON: {e}", _text(line), None)
+            else:
+                if type(resource) is dict and resource.get("resourceType") == "Bundle":
+                    for _ in _bundle(resource, f"{name}:{number}", default, chunk, 1):
+                        if len(chunk) >= size:
+                            yield
+                    continue
+                chunk.parsed.records_read += 1
+                _stage(resource, line, number, default, _NO_URLS, chunk)
+            if len(chunk) >= size:
+                yield
 
     def _sql_group(self, group: fhir_lines.LineGroup, mapper: fhir_sql.SqlMapper,
                    context: SourceContext, chunk: _Chunk) -> None:  # fmt: skip
@@ -259,11 +294,12 @@ class FhirReader:
                                                group.starts, group.ends)  # fmt: skip
         chunk.parsed.records_read += int(taken.sum())
         rows = chunk.staged.rows
+        at = (context.original_name, context.default_version)
         for i in np.flatnonzero(~taken).tolist():
             number = int(group.numbers[i])
             before = {table: len(staged) for table, staged in rows.items()}
             line = group.data[group.starts[i] : group.ends[i]]
-            for _ in self._stage_line(number, line, context, chunk):
+            for _ in self._python_lines(((number, line),), at, chunk):
                 pass  # (a Bundle not seen by the byte check: the chunk grows past its size)
             for table, staged in rows.items():
                 grown = len(staged) - before[table]

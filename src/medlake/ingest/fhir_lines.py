@@ -25,8 +25,9 @@ _WHITESPACE = np.frombuffer(b" \t\r\n\x0b\x0c", np.uint8)
 
 
 def HAS_BUNDLE(data: bytes) -> bool:  # noqa: N802 - reads as a constant test
-    """Might a line here be a Bundle (whose entries count as records)?"""
-    return b'"Bundle"' in data
+    """Might a line here be a Bundle (whose entries count as records)? (``undle"`` also
+    catches a type name written with a JSON escape.)"""
+    return b'undle"' in data
 
 
 @dataclass

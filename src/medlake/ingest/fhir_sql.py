@@ -28,6 +28,8 @@ are made in Python, as the Python path makes them.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Mapping
 from hashlib import blake2b
 
@@ -60,8 +62,56 @@ def _case(expr: str, mapping: Mapping[str, object]) -> str:
     return f"(CASE {expr} {whens} END)"
 
 
+def _segments(path: str) -> list[str]:
+    """``$.a.b[0].c`` -> ``["a", "b", "[0]", "c"]``."""
+    return re.findall(r"[^.\[\]$]+|\[\d*\]", path)
+
+
+def _insert(node: dict, segments: list[str], leaf: str) -> None:
+    head, rest = segments[0], segments[1:]
+    if not rest:
+        node[head] = leaf
+        return
+    if rest[0].startswith("["):  # a list: its elements share one structure
+        element = node.setdefault(head, [{}])[0] if len(rest) > 1 else None
+        if element is None:
+            node[head] = [leaf]
+        else:
+            _insert(element, rest[1:], leaf)
+        return
+    _insert(node.setdefault(head, {}), rest, leaf)
+
+
+def _access(path: str) -> str:
+    """SQL reading ``path`` from the transformed line ``j``."""
+    out = "j"
+    for segment in _segments(path):
+        out += f"[{int(segment[1:-1]) + 1}]" if segment.startswith("[") else f'."{segment}"'
+    return out
+
+
+def _kind(fragment: str) -> str:
+    """The JSON type of a ``JSON`` leaf (NULL when absent), named as ``json_type`` names it."""
+    first = f"left({fragment}, 1)"
+    return (f"(CASE WHEN {fragment} IS NULL THEN NULL WHEN {first} = '\"' THEN 'VARCHAR' "
+            f"WHEN {first} = '{{' THEN 'OBJECT' WHEN {first} = '[' THEN 'ARRAY' "
+            f"WHEN {first} IN ('t', 'f') THEN 'BOOLEAN' WHEN {first} = 'n' THEN 'NULL' "
+            f"WHEN regexp_matches({fragment}, '[.eE]') THEN 'DOUBLE' "
+            f"WHEN {first} = '-' THEN 'BIGINT' ELSE 'UBIGINT' END)")
+
+
 class _Paths:
-    """JSON paths read from each line: one ``json_type`` and one string list per line."""
+    """JSON paths read from each line, as SQL over one ``json_transform`` of the line.
+
+    ``t(path)`` is the JSON type of the element (``VARCHAR``, ``OBJECT``, ``ARRAY``,
+    ``UBIGINT``, ``BIGINT``, ``DOUBLE``, ``BOOLEAN``, ``NULL``; SQL NULL when absent) and
+    ``s(path)`` its value as text. The expressions are placeholders until :meth:`resolve`
+    knows every path: elements read as values (leaves) come from one ``json_transform``
+    of the line with ``JSON`` leaves (a string's text is its quoted form with the quotes
+    taken off: lines holding a backslash never get here); the type of an element that has
+    elements below it comes from ``json_type`` (``json_transform`` turns a wrongly typed
+    object into an object of NULLs, where the Python mapper would refuse it).
+    """
 
     def __init__(self) -> None:
         self.paths: list[str] = []
@@ -69,31 +119,74 @@ class _Paths:
     def _index(self, path: str) -> int:
         if path not in self.paths:
             self.paths.append(path)
-        return self.paths.index(path) + 1
+        return self.paths.index(path)
 
     def t(self, path: str) -> str:
-        return f"t[{self._index(path)}]"
+        return f"\x00T{self._index(path)}\x00"
 
     def s(self, path: str) -> str:
-        return f"s[{self._index(path)}]"
+        return f"\x00S{self._index(path)}\x00"
+
+    def resolve(self, sql: str) -> tuple[str, str, str, list[str]]:
+        """``sql`` over the fragment columns ``f_i``; the SQL making them; the transform's
+        structure; the paths whose type ``json_type`` gives (in ``ct``)."""
+        collapsed = {path: re.sub(r"\[\d+\]", "[]", path) for path in self.paths}
+        inner = set()
+        for path in collapsed.values():
+            for cut in re.finditer(r"[.\[]", path):
+                if cut.start() > 1:
+                    inner.add(path[: cut.start()])
+        leaves = sorted({c for c in collapsed.values() if c not in inner})
+        structure: dict = {}
+        for leaf in leaves:
+            _insert(structure, _segments(leaf), "JSON")
+        typed = [path for path in self.paths if collapsed[path] in inner]
+        fragments = [f"({_access(path)}::VARCHAR) AS f_{i}"
+                     for i, path in enumerate(self.paths) if collapsed[path] not in inner]
+
+        def expression(match: re.Match[str]) -> str:
+            what, i = match.group(1), int(match.group(2))
+            path = self.paths[i]
+            if collapsed[path] in inner:  # its type only, from json_type
+                t = f"ct[{typed.index(path) + 1}]"
+                if what == "T":
+                    return t
+                if what == "M":
+                    return f"{t} IS NULL"
+                if what == "V":
+                    return f"coalesce({t} = 'VARCHAR', false)"
+                raise ValueError(f"{path} has elements below it: no value to read")
+            f = f"f_{i}"
+            if what == "T":
+                return _kind(f)
+            if what == "M":
+                return f"{f} IS NULL"
+            if what == "V":
+                return f"coalesce(left({f}, 1) = '\"', false)"
+            if what == "F":
+                return f
+            return f"(CASE WHEN left({f}, 1) = '\"' THEN {f}[2:-2] ELSE {f} END)"
+
+        body = re.sub("\x00([TMVFS])(\\d+)\x00", expression, sql)
+        return body, ", ".join(fragments), json.dumps(structure), typed
 
     # predicates -----------------------------------------------------------------------
     def missing(self, path: str) -> str:
-        return f"({self.t(path)} IS NULL)"
+        return f"(\x00M{self._index(path)}\x00)"
 
     def is_str(self, path: str) -> str:
-        return f"({self.t(path)} = 'VARCHAR')"
+        return f"(\x00V{self._index(path)}\x00)"
 
     def str_or_missing(self, path: str) -> str:
-        return f"coalesce({self.t(path)} = 'VARCHAR', true)"
+        return f"({self.missing(path)} OR {self.is_str(path)})"
 
     def nonempty(self, path: str) -> str:
-        return f"({self.t(path)} = 'VARCHAR' AND {self.s(path)} <> '')"
+        return f"({self.is_str(path)} AND {self.s(path)} <> '')"
 
     def number_or_missing(self, path: str) -> str:
-        t, s = self.t(path), self.s(path)
-        return (f"({t} IS NULL OR ({t} IN ('UBIGINT', 'BIGINT', 'DOUBLE') "
-                f"AND regexp_full_match({s}, '{_NUMBER}')))")
+        # A fragment that reads as a plain number is a JSON number (strings are quoted).
+        return f"({self.missing(path)} OR regexp_full_match(\x00F{self._index(path)}\x00, " \
+               f"'{_NUMBER}'))"
 
     def date_ok(self, path: str) -> str:
         s = self.s(path)
@@ -109,7 +202,9 @@ class _Paths:
 
     def reference_ok(self, path: str, kind: str) -> str:
         ref = f"{path}.reference"
-        return f"({self.is_str(ref)} AND regexp_full_match({self.s(ref)}, '{kind}/[^/]+'))"
+        value, start = self.s(ref), len(kind) + 2
+        return (f"({self.is_str(ref)} AND starts_with({value}, '{kind}/') AND "
+                f"length({value}) >= {start} AND NOT contains(substr({value}, {start}), '/'))")
 
     def reference(self, path: str, kind: str) -> str:
         return f"substr({self.s(path + '.reference')}, {len(kind) + 2})"
@@ -131,7 +226,10 @@ class _Paths:
         return self.s(f"{path}.coding[0].code")
 
     def vocabulary(self, path: str, systems: Mapping[str, str]) -> str:
-        return _case(self.s(f"{path}.coding[0].system"), systems)
+        # The system's URI: the writer's vocabulary ids are put in after the query
+        # (SqlMapper: a lookup in Arrow costs less than a CASE over every system).
+        del systems
+        return self.s(f"{path}.coding[0].system")
 
     def quantity_ok(self, path: str) -> str:
         return (f"({self.t(path)} = 'OBJECT' AND {self.number_or_missing(path + '.value')} AND "
@@ -145,7 +243,7 @@ class _Paths:
         return (
             f"CAST({self.s(path + '.value')} AS DOUBLE)",
             f"(CASE WHEN {has_code} THEN {code} ELSE nullif({unit}, '') END)",
-            f"(CASE WHEN {has_code} THEN {_case(self.s(path + '.system'), v.CODE_SYSTEMS)} END)",
+            f"(CASE WHEN {has_code} THEN {self.s(path + '.system')} END)",
             f"CAST({_case(self.s(path + '.comparator'), v.OPERATORS)} AS BIGINT)",
         )
 
@@ -164,7 +262,7 @@ class _Paths:
             f"(CASE WHEN {self.t(coding)} IS NULL THEN nullif({self.s(path + '.text')}, '') "
             f"ELSE {self.s(coding + '[0].code')} END)",
             f"(CASE WHEN {self.t(coding)} IS NOT NULL "
-            f"THEN {_case(self.s(coding + '[0].system'), v.CODE_SYSTEMS)} END)",
+            f"THEN {self.s(coding + '[0].system')} END)",
         )
 
     def range_kind(self, path: str) -> str:
@@ -201,11 +299,12 @@ def _query(rtype: str, paths: _Paths, ok: str, selects: list[tuple[str, str]],
     version_ok = (f"({paths.missing('$.meta')} OR ({paths.is_str('$.meta.versionId')} AND "
                   f"regexp_full_match({paths.s('$.meta.versionId')}, '[0-9]{{1,17}}')))")
     base_ok = f"{paths.nonempty('$.id')} AND {version_ok} AND {ok}"
-    listed = ", ".join(_lit(p) for p in paths.paths)
     prefix = _lit(f'{{"resourceType":"{rtype}",')
+    # JSON DuckDB reads and orjson refuses (trailing commas, NaN), escapes, very long
+    # numbers, entered-in-error (its rows are flagged): the Python path's.
     sane = (
         "json_valid(line) AND NOT contains(line, 'entered-in-error') "
-        r"AND NOT contains(line, '\u') AND NOT contains(line, 'NaN') "
+        "AND NOT contains(line, chr(92)) AND NOT contains(line, 'NaN') "
         r"AND NOT contains(line, 'Infinity') AND NOT regexp_matches(line, ',\s*[\]}]')"
     )
     version = (f"coalesce(CAST({paths.s('$.meta.versionId')} AS BIGINT), "
@@ -213,21 +312,24 @@ def _query(rtype: str, paths: _Paths, ok: str, selects: list[tuple[str, str]],
     parts = []
     for where, columns in selects:
         parts.append(f"SELECT n AS {LINE}, {columns} FROM p WHERE ok AND {where}")
+    ok = f"coalesce(len(keys) = len(list_distinct(keys)) AND {base_ok}{extra_keys}, false)"
+    body, fragments, structure, typed = paths.resolve(
+        f"{ok} AS ok, {version} AS version\n  FROM frags\n)\n" + " UNION ALL ".join(parts)
+    )
+    types = f"json_type(line, [{', '.join(_lit(p) for p in typed)}])" if typed else "[]"
     return f"""
 WITH src AS (
   SELECT n, line FROM {{lines}} WHERE starts_with(line, {prefix})
 ), checked AS (
   SELECT n, line FROM src WHERE {sane}
 ), parsed AS (
-  SELECT n, json_type(line, [{listed}]) AS t, json_extract_string(line, [{listed}]) AS s,
+  SELECT n, json_transform(line, {_lit(structure)}) AS j, {types} AS ct,
          json_keys(line) AS keys
   FROM checked
+), frags AS (
+  SELECT n, keys, ct, {fragments} FROM parsed
 ), p AS MATERIALIZED (
-  SELECT *, coalesce(len(keys) = len(list_distinct(keys)) AND {base_ok}{extra_keys}, false) AS ok,
-         {version} AS version
-  FROM parsed
-)
-{" UNION ALL ".join(parts)}
+  SELECT *, {body}
 """
 
 
@@ -461,7 +563,8 @@ def specimen_sql(default_version: int) -> str:
         f"({p.t('$.accessionIdentifier')} = 'OBJECT' AND "
         f"{p.str_or_missing('$.accessionIdentifier.value')}))"
     )
-    code, vocabulary = p.code("$.type"), p.vocabulary("$.type", v.CODE_SYSTEMS)
+    code = p.code("$.type")
+    vocabulary = _case(p.vocabulary("$.type", v.CODE_SYSTEMS), v.CODE_SYSTEMS)
     local = f"{vocabulary} = 'HL7 0487' AND {code} IN ({', '.join(map(_lit, v.SPECIMEN_TYPES))})"
     collected = collection + ".collectedDateTime"
     has = f"({p.t(collected)} IS NOT NULL)"
@@ -529,8 +632,27 @@ class SqlMapper:
             rows = rows.set_column(rows.column_names.index(RECORD_HASH), RECORD_HASH,
                                    pa.array(hashes, pa.string()))
             rows = rows.set_column(0, LINE, pa.array(numbers[index]))
-            out[staged] = rows
+            out[staged] = _vocabularies(staged, rows)
         return out, taken
+
+
+_LOOKUPS = {
+    systems_id: (pa.array(list(systems)), pa.array(list(systems.values())))
+    for systems_id, systems in ((0, v.CODE_SYSTEMS), (1, v.PROCEDURE_VOCABULARIES))
+}
+
+
+def _vocabularies(table: str, rows: pa.Table) -> pa.Table:
+    """Code system URIs -> vocabulary ids in the ``_*_vocabulary`` columns (not Specimen's,
+    mapped in its SQL); an unknown system is NULL, as in the Python path."""
+    if table == "specimen":
+        return rows
+    for i, name in enumerate(rows.column_names):
+        if name.startswith("_") and name.endswith("_vocabulary"):
+            uris, vocabularies = _LOOKUPS[int(name == "_procedure_vocabulary")]
+            found = pc.index_in(rows.column(i), value_set=uris)
+            rows = rows.set_column(i, name, vocabularies.take(found))
+    return rows
 
 
 def in_line_order(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:

@@ -138,3 +138,81 @@ def prefetch_in_process(format: str, context: SourceContext, depth: int = 2) -> 
             child.terminate()
         child.join()
         out.close()
+
+
+# ---------------------------------------------------------------------- in processes
+#
+# On two cores the FHIR reader (Python) is the longer side of a large file's pipeline.
+# A reader that can say where its chunks lie (FhirReader.chunk_plan: byte ranges found by
+# counting lines, no parsing) has them parsed by several children at once, each taking
+# every n-th chunk; the chunks come back in file order, so the writer sees exactly what
+# one reader would give.
+
+
+def _read_ranges_in_child(format: str, context: SourceContext,
+                          ranges: list[tuple[int, int, int]],
+                          out: multiprocessing.Queue) -> None:  # fmt: skip
+    from medlake.ingest.formats import reader_for
+
+    try:
+        reader = reader_for(format)
+        for start, end, first_line in ranges:
+            out.put(reader.read_range(context, start, end, first_line))  # type: ignore[attr-defined]
+        out.put(_END)
+    except BaseException as error:  # raised in the parent, after the chunks before it
+        try:
+            pickle.dumps(error)
+        except Exception:
+            error = MedlakeError(f"{type(error).__name__}: {error}")
+        out.put(error)
+
+
+def prefetch_ranges_in_processes(format: str, context: SourceContext,
+                                 plan: list[tuple[int, int, int]], workers: int = 2,
+                                 depth: int = 2) -> Iterator[object]:  # fmt: skip
+    """The chunks of ``plan`` (see above), parsed by ``workers`` children, in order."""
+    mp = _process_context()
+    workers = max(1, min(workers, len(plan)))
+    queues: list[multiprocessing.Queue] = [mp.Queue(maxsize=depth) for _ in range(workers)]
+    children = [
+        mp.Process(target=_read_ranges_in_child, args=(format, context, plan[k::workers], q),
+                   name=f"medlake-read-ahead-{k}", daemon=True)
+        for k, q in enumerate(queues)
+    ]
+    for child in children:
+        child.start()
+    finished = False
+    try:
+        for index in range(len(plan) + workers):
+            k = index % workers
+            item = _next_from(queues[k], children[k], context)
+            if isinstance(item, str) and item == _END:
+                if index < len(plan):
+                    raise MedlakeError(f"{context.original_name}: a reading process ended early")
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        finished = True
+    finally:
+        for child in children:
+            if finished:
+                child.join(timeout=10)
+            if child.is_alive():  # the consumer stopped early (the writer failed)
+                child.terminate()
+            child.join()
+        for q in queues:
+            q.close()
+
+
+def _next_from(out: multiprocessing.Queue, child: multiprocessing.process.BaseProcess,
+               context: SourceContext) -> object:  # fmt: skip
+    while True:
+        try:
+            return out.get(timeout=_POLL_SECONDS * 10)
+        except queue.Empty:
+            if not child.is_alive() and out.empty():
+                raise MedlakeError(
+                    f"{context.original_name}: the reading process ended unexpectedly "
+                    f"(exit code {child.exitcode})"
+                ) from None
