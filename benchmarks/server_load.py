@@ -9,7 +9,7 @@ loopback (asyncio + httpx, one connection each), signed in as a data steward, se
 
 * **closed loop** (always): every client sends its next request as soon as the last
   one is answered: the most the server can take, and latency is mostly queueing;
-* **think time** (``--think-time S``): each client waits a random, exponentially
+* **think time** (``--think-time S``, repeatable): each client waits a random, exponentially
   distributed time of mean ``S`` seconds before each request, as interactive users do:
   the latency a clinician sees at that rate.
 
@@ -45,9 +45,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
-from cohort_count import DEFINITION, build_lake  # noqa: E402
 from tests.serve_process import medlake_serve  # noqa: E402
 
+from cohort_count import DEFINITION, build_lake  # noqa: E402
 from medlake.access import Principal, Role  # noqa: E402
 from medlake.access.context import acting_as  # noqa: E402
 from medlake.config import open_workspace  # noqa: E402
@@ -160,8 +160,9 @@ def main() -> None:
                         help="a folder holding an already built lake_P_E to copy")  # fmt: skip
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--p360", type=int, default=2000, help="requests per patient 360 run")
-    parser.add_argument("--think-time", type=float, default=0.0, metavar="SECONDS",
-                        help="also run with this mean exponential think time per client")  # fmt: skip
+    parser.add_argument("--think-time", type=float, action="append", default=[],
+                        metavar="SECONDS", help="also run with this mean exponential think "
+                        "time per client (repeat for several runs)")  # fmt: skip
     parser.add_argument("--counts", type=int, default=96, help="cohort counts (0: none)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -201,10 +202,9 @@ def main() -> None:
         p360 = [("GET", f"/persons/{p}/timeline", None) for p in persons[: args.p360]]
         run = measured(pid, base, token, p360, args.clients)
         report("patient 360, closed loop", run, 0.020, statistics.median(one))
-        if args.think_time > 0:
-            run = measured(pid, base, token, p360, args.clients, think=args.think_time, seed=2)
-            report(f"patient 360, think time {args.think_time:g} s", run, 0.020,
-                   statistics.median(one))  # fmt: skip
+        for seed, think in enumerate(args.think_time, start=2):
+            run = measured(pid, base, token, p360, args.clients, think=think, seed=seed)
+            report(f"patient 360, think time {think:g} s", run, 0.020, statistics.median(one))
         if args.counts:
             count_requests: list[Request] = [("POST", "/cohorts/count", DEFINITION)] * args.counts
             run = measured(pid, base, token, count_requests, args.clients)

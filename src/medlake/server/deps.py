@@ -35,6 +35,7 @@ AUTH_CACHE_SECONDS = 10.0
 _AUTH_CACHE_SIZE = 10_000
 _auth_cache: dict[tuple[Path, str], tuple[float, Principal]] = {}
 _auth_lock = threading.Lock()
+_auth_flights: dict[tuple[Path, str], threading.Lock] = {}
 
 
 def current_principal(
@@ -45,16 +46,25 @@ def current_principal(
         raise AuthenticationError("sign in: send an API token as 'Authorization: Bearer <token>'")
     # keyed by a hash: the cache never holds a usable token
     key = (root, hashlib.sha256(credentials.credentials.encode()).hexdigest())
-    now = time.monotonic()
     with _auth_lock:
         cached = _auth_cache.get(key)
-    if cached is not None and now - cached[0] < AUTH_CACHE_SECONDS:
+        flight = _auth_flights.setdefault(key, threading.Lock())
+    if cached is not None and time.monotonic() - cached[0] < AUTH_CACHE_SECONDS:
         return cached[1]
-    principal = access.authenticate(root, credentials.credentials)
-    with _auth_lock:
-        if len(_auth_cache) >= _AUTH_CACHE_SIZE:
-            _auth_cache.clear()
-        _auth_cache[key] = (now, principal)
+    # One verification per token at a time: when the entry expires under load, the
+    # token's other requests wait for it instead of each paying the scrypt hash.
+    with flight:
+        with _auth_lock:
+            cached = _auth_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < AUTH_CACHE_SECONDS:
+            return cached[1]
+        now = time.monotonic()
+        principal = access.authenticate(root, credentials.credentials)
+        with _auth_lock:
+            if len(_auth_cache) >= _AUTH_CACHE_SIZE:
+                _auth_cache.clear()
+                _auth_flights.clear()
+            _auth_cache[key] = (now, principal)
     return principal
 
 
