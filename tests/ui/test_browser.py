@@ -297,3 +297,31 @@ def test_an_admin_uploads_files_watches_the_job_finish_and_cancels_another(
     page.wait_for_selector(f"tr[data-job='{job_id}'] .state:text('已完成')")
     page.screenshot(path=artifacts / "14-jobs-zh.png", full_page=True)
     page.close()
+
+
+def test_an_admin_clears_the_ransomware_freeze_from_the_dashboard(
+    browser_context, served_ui, ui_workspace, artifacts
+) -> None:
+    from medlake.ingest.landing_mirror import write_json_atomically
+
+    served = ui_workspace.root.parent / "served"  # the served copy (conftest's served_ui)
+    freeze_file = served / "protect" / "frozen.json"
+    record = {"since": "2026-01-02T03:04:05+00:00", "frozen_at": "2026-01-02T03:04:09+00:00",
+              "reason": "test: 3 renames to ransom extensions within 60 s", "file_count": 1,
+              "files": [{"path": "landing/ab/x.locked", "what": "rename",
+                         "seen_at": "2026-01-02T03:04:09+00:00"}]}  # fmt: skip
+    write_json_atomically(freeze_file, record)
+    page = sign_in(browser_context, served_ui, ui_workspace.users["admin"],
+                   ui_workspace.tokens["admin"])  # fmt: skip
+    assert record["reason"] in page.locator("#watch-frozen").inner_text()
+    page.fill("#watch-note", "browser test: reviewed, nothing was encrypted")
+    page.screenshot(path=artifacts / "15-dashboard-frozen.png", full_page=True)
+    page.click("#watch-clear button[type=submit]")
+    page.wait_for_selector("#watch-ok")
+    assert not freeze_file.exists()
+    events = twin(served_ui, "auditor1", ui_workspace.tokens["auditor"],
+                  "/ui/audit.json?action=watch.clear")["events"]  # fmt: skip
+    assert [(e["actor"], e["detail"]["note"]) for e in events][:1] == [
+        (ui_workspace.users["admin"], "browser test: reviewed, nothing was encrypted")]
+    page.screenshot(path=artifacts / "16-dashboard-cleared.png", full_page=True)
+    page.close()
