@@ -142,6 +142,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/medlake-empi-bench"))
     parser.add_argument("--memory-limit", default="8GB")
+    parser.add_argument(
+        "--name-frequency",
+        action="store_true",
+        help="[empi] name_frequency_adjustment on (term-frequency adjustments)",
+    )
     args = parser.parse_args()
     # Linking is a data steward's permission (as `medlake empi link` checks it).
     with acting_as(Principal("benchmark", Role.STEWARD)):
@@ -171,6 +176,7 @@ def run(args: argparse.Namespace) -> None:
     init_workspace(workspace, name="empi-bench")
     settings = open_workspace(workspace).settings
     settings.engine.memory_limit = args.memory_limit
+    settings.empi.name_frequency_adjustment = args.name_frequency
     write_settings(workspace / "medlake.toml", settings)
     load(workspace, first)
 

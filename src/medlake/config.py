@@ -173,6 +173,11 @@ class EmpiSection(_Section):
         description="retrain before linking once the lake holds this many times the records "
         "the model was trained on (0: never)",
     )
+    name_frequency_adjustment: bool = Field(
+        default=False,
+        description="weigh an agreeing name by how common it is (Splink term-frequency "
+        "adjustments; changing it retrains)",
+    )
 
 
 class JobsSection(_Section):

@@ -93,6 +93,10 @@ def predict_new(
     all_frame = api.register(combined)
     new_frame = api.register(new)
     linker = Linker(all_frame, settings, log_level=None)
+    # Term frequencies over every record, existing and new (predict_between and
+    # predict_within do not derive them from what they are given).
+    for column in tf_columns(settings):
+        linker.table_management.compute_tf_table(column)
     parts = []
     if existing.num_rows:
         old_frame = api.register(existing)
@@ -113,3 +117,14 @@ def predict_new(
     if not parts:
         return pa.table({})
     return pa.concat_tables(parts, promote_options="permissive")
+
+
+def tf_columns(settings: dict[str, Any]) -> list[str]:
+    """The columns the model's term-frequency adjustments look up, in order."""
+    columns: list[str] = []
+    for comparison in settings["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            column = level.get("tf_adjustment_column")
+            if column and column not in columns:
+                columns.append(column)
+    return columns

@@ -191,12 +191,36 @@ _DETERMINISTIC = [
 ]
 
 
-def base_settings(link_type: str = "dedupe_only") -> dict[str, Any]:
-    """The untrained model as a Splink settings dictionary."""
+#: The name levels that compare one column for equality, and that column: with name
+#: frequencies on, their evidence follows how common the agreeing name is.
+_NAME_FREQUENCY_COLUMNS = ("name_hanzi", "name_py", "name_sorted", "name_fuzzy")
+
+
+def _comparisons(name_frequency: bool) -> list[dict[str, Any]]:
+    """:data:`COMPARISONS`, with term-frequency adjustments on the exact name levels when
+    ``name_frequency``: Splink then scores a pair agreeing on a name with the frequency
+    of that name in the records (u = its share) instead of the level's average u, so an
+    agreeing 王伟 counts for less than an agreeing 欧阳雪."""
+    comparisons = copy.deepcopy(COMPARISONS)
+    if not name_frequency:
+        return comparisons
+    for level in comparisons[0]["comparison_levels"]:
+        for column in _NAME_FREQUENCY_COLUMNS:
+            if level["sql_condition"] == f'"{column}_l" = "{column}_r"':
+                level["tf_adjustment_column"] = column
+                level["tf_adjustment_weight"] = 1.0
+    return comparisons
+
+
+def base_settings(
+    link_type: str = "dedupe_only", *, name_frequency: bool = False
+) -> dict[str, Any]:
+    """The untrained model as a Splink settings dictionary (``name_frequency``: with
+    term-frequency adjustments on the name; ``[empi] name_frequency_adjustment``)."""
     creator = SettingsCreator(
         link_type=link_type,
         unique_id_column_name="unique_id",
-        comparisons=copy.deepcopy(COMPARISONS),
+        comparisons=_comparisons(name_frequency),
         blocking_rules_to_generate_predictions=BLOCKING_RULES,
         retain_matching_columns=True,
         retain_intermediate_calculation_columns=True,
@@ -235,13 +259,14 @@ def train(
     max_pairs: float = 1e6,
     recall: float = 0.8,
     seed: int = 1,
+    name_frequency: bool = False,
 ) -> dict[str, Any]:
     """Train the model on the records of ``linker_factory(settings)``; return the settings.
 
     Unsupervised: the prior from deterministic rules, u from random pairs (seeded, so
     retraining on the same records gives the same model), m by EM.
     """
-    linker: Linker = linker_factory(base_settings())
+    linker: Linker = linker_factory(base_settings(name_frequency=name_frequency))
     # No record pairs agreeing on the rules: keep the default prior.
     with contextlib.suppress(SplinkException, ValueError, ZeroDivisionError):
         linker.training.estimate_probability_two_random_records_match(_DETERMINISTIC, recall=recall)
@@ -266,7 +291,29 @@ def train(
     # Splink's random name for its cached tables: not part of the model, and kept it
     # would make the same training on the same records store a different model.
     settings.pop("linker_uid", None)
-    return _rounded(settings)
+    return _rounded(_bound_unobserved_u(settings, max_pairs))
+
+
+def _bound_unobserved_u(settings: dict[str, Any], max_pairs: float) -> dict[str, Any]:
+    """``settings`` with a u-probability for every level that no random pair reached.
+
+    Random sampling leaves such a level without u (a rare agreement: at a million
+    records, "same name parts in another order" is about 2e-6, so a million random
+    pairs may see none), and Splink then scores the level with a fallback u three
+    orders of magnitude too high: a given-name-first pair with the same birth date fell
+    to the review queue. Not seen in ``max_pairs`` pairs puts u below 3 / max_pairs
+    with 95 % confidence (the rule of three): that bound is used, so the level's
+    evidence is, if anything, understated.
+    """
+    out = copy.deepcopy(settings)
+    bound = 3.0 / max(max_pairs, 1.0)
+    for comparison in out.get("comparisons", []):
+        for level in comparison.get("comparison_levels", []):
+            if level.get("is_null_level") or level.get("sql_condition") == "ELSE":
+                continue
+            if not isinstance(level.get("u_probability"), float):
+                level["u_probability"] = bound
+    return out
 
 
 _SIGNIFICANT = 8
@@ -298,7 +345,13 @@ def _rounded(settings: dict[str, Any]) -> dict[str, Any]:
 
 def _definition(settings: dict[str, Any]) -> list[Any]:
     comparisons = [
-        [c["output_column_name"], [lv["sql_condition"] for lv in c["comparison_levels"]]]
+        [
+            c["output_column_name"],
+            [
+                [lv["sql_condition"], lv.get("tf_adjustment_column")]
+                for lv in c["comparison_levels"]
+            ],
+        ]
         for c in settings["comparisons"]
     ]
     rules = [r["blocking_rule"] if isinstance(r, dict) else r
@@ -306,10 +359,11 @@ def _definition(settings: dict[str, Any]) -> list[Any]:
     return [comparisons, rules]
 
 
-def is_current(settings: dict[str, Any]) -> bool:
-    """Whether a stored model has this module's comparisons and blocking rules."""
+def is_current(settings: dict[str, Any], *, name_frequency: bool = False) -> bool:
+    """Whether a stored model has this module's comparisons and blocking rules (with
+    term-frequency adjustments on the name or not, as ``name_frequency`` says)."""
     try:
-        return _definition(settings) == _definition(base_settings())
+        return _definition(settings) == _definition(base_settings(name_frequency=name_frequency))
     except (KeyError, TypeError):
         return False
 

@@ -45,6 +45,8 @@ class LinkOptions:
     #: Retrain before linking once the lake holds this many times the records the
     #: active model was trained on (0: never); see :func:`needs_training`.
     retrain_growth: float = 2.0
+    #: Term-frequency adjustments on the name levels (``[empi] name_frequency_adjustment``).
+    name_frequency: bool = False
 
 
 @dataclass
@@ -75,7 +77,9 @@ def train_model(engine: Engine, options: LinkOptions, actor: str) -> tuple[str, 
     linkage_model.check_trainable(features)
     with splink_api(engine) as api:
         settings = linkage_model.train(
-            linker_factory(api, features), max_pairs=options.train_max_pairs
+            linker_factory(api, features),
+            max_pairs=options.train_max_pairs,
+            name_frequency=options.name_frequency,
         )
     return store.save_model(
         engine, settings, records=records.num_rows, actor=actor
@@ -91,7 +95,9 @@ def needs_training(stored: store.StoredModel | None, records: int, options: Link
     say) has seen none of the spellings the next systems bring (pinyin names, given
     name first), and would score their pairs with m-probabilities it never estimated.
     """
-    if stored is None or not linkage_model.is_current(stored.settings):
+    if stored is None or not linkage_model.is_current(
+        stored.settings, name_frequency=options.name_frequency
+    ):
         return True
     growth = options.retrain_growth
     return bool(growth) and records >= growth * max(stored.records, 1)
@@ -278,6 +284,18 @@ def _decision_edges(
     return must, cannot
 
 
+def _bayes_factor(pair: dict[str, Any], name: str) -> float | None:
+    """The comparison's Bayes factor, its term-frequency adjustment included.
+
+    Splink 5 scores in match weights (``mw_<name>``, log2 of the Bayes factor, and
+    ``mw_tf_adj_<name>`` for a term-frequency adjustment), not Bayes factors.
+    """
+    weight = pair.get(f"mw_{name}")
+    if weight is None:
+        return None
+    return float(2.0 ** (float(weight) + float(pair.get(f"mw_tf_adj_{name}") or 0.0)))
+
+
 def evidence(pair: dict[str, Any], labels: dict[str, dict[int, str]]) -> dict[str, Any]:
     """Per field: the level reached, its label and its Bayes factor."""
     out = {}
@@ -286,7 +304,7 @@ def evidence(pair: dict[str, Any], labels: dict[str, dict[int, str]]) -> dict[st
         out[name] = {
             "level": gamma,
             "label": named.get(gamma, str(gamma)) if gamma is not None else None,
-            "bayes_factor": pair.get(f"bf_{name}"),
+            "bayes_factor": _bayes_factor(pair, name),
         }
     return out
 

@@ -31,6 +31,7 @@ def options_from(section: EmpiSection) -> LinkOptions:
         trusted_sources=tuple(section.trusted_sources),
         train_max_pairs=section.train_max_pairs,
         retrain_growth=section.retrain_growth,
+        name_frequency=section.name_frequency_adjustment,
     )
 
 
