@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import os
 import pickle
 import queue
 import threading
@@ -150,21 +151,33 @@ def prefetch_in_process(format: str, context: SourceContext, depth: int = 2) -> 
 
 
 def _read_ranges_in_child(format: str, context: SourceContext,
-                          ranges: list[tuple[int, int, int]],
-                          out: multiprocessing.Queue) -> None:  # fmt: skip
+                          ranges: list[tuple[int, int, int]], out: multiprocessing.Queue,
+                          parent: int) -> None:  # fmt: skip
     from medlake.ingest.formats import reader_for
 
     try:
         reader = reader_for(format)
         for start, end, first_line in ranges:
-            out.put(reader.read_range(context, start, end, first_line))  # type: ignore[attr-defined]
-        out.put(_END)
+            chunk = reader.read_range(context, start, end, first_line)  # type: ignore[attr-defined]
+            _put(out, chunk, parent)
+        _put(out, _END, parent)
     except BaseException as error:  # raised in the parent, after the chunks before it
         try:
             pickle.dumps(error)
         except Exception:
             error = MedlakeError(f"{type(error).__name__}: {error}")
-        out.put(error)
+        _put(out, error, parent)
+
+
+def _put(out: multiprocessing.Queue, item: object, parent: int) -> None:
+    """``out.put(item)``, but give up once the parent is gone (killed: nobody reads)."""
+    while True:
+        try:
+            out.put(item, timeout=_POLL_SECONDS * 10)
+            return
+        except queue.Full:
+            if os.getppid() != parent:
+                os._exit(1)
 
 
 def prefetch_ranges_in_processes(format: str, context: SourceContext,
@@ -175,7 +188,8 @@ def prefetch_ranges_in_processes(format: str, context: SourceContext,
     workers = max(1, min(workers, len(plan)))
     queues: list[multiprocessing.Queue] = [mp.Queue(maxsize=depth) for _ in range(workers)]
     children = [
-        mp.Process(target=_read_ranges_in_child, args=(format, context, plan[k::workers], q),
+        mp.Process(target=_read_ranges_in_child,
+                   args=(format, context, plan[k::workers], q, os.getpid()),
                    name=f"medlake-read-ahead-{k}", daemon=True)
         for k, q in enumerate(queues)
     ]
