@@ -80,6 +80,12 @@ def serving(workspace: Workspace) -> Iterator[Engine]:
             pool.close()
 
 
+def is_serving(workspace: Workspace) -> bool:
+    """Whether :func:`serving` holds this workspace's lake (engines are lent, not opened)."""
+    with _pools_lock:
+        return workspace.root in _pools
+
+
 @contextmanager
 def pooled_lake(workspace: Workspace) -> Iterator[Engine]:
     """An open engine on the workspace's lake for the block: lent from the pool while

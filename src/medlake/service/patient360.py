@@ -21,9 +21,11 @@ rather than a fresh connection per call.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import threading
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.engine.prepared import PreparedQuery
 from medlake.errors import UsageError
-from medlake.service.lake_pool import pooled_lake
+from medlake.service.lake_pool import is_serving, pooled_lake
 from medlake.service.policy import authorized, record_read
 
 
@@ -133,20 +135,49 @@ def person_timeline(
         person = engine.run_prepared(statements.person, [pid]).to_pylist()
         if not person:
             raise UsageError(f"no person {person_id} in the lake")
-        record_read(engine, "person", str(person_id), person_ids=[person_id],
-                    detail={"view": "timeline", "note_text": with_note_text})  # fmt: skip
-        items_query = _items_query(engine, statements, with_note_text)
-        items = []
-        if items_query is not None:
-            rows = engine.run_prepared(items_query, [pid] * items_query.parameter_count)
-            items = _items(rows.to_pylist())
-        sources = engine.run_prepared(statements.sources, [pid]).to_pylist()
-        omics = engine.run_prepared(statements.omics, [pid]).to_pylist()
+        detail = {"view": "timeline", "note_text": with_note_text}
+        if is_serving(workspace):
+            # The audited read's commit and the reads below overlap (another pooled
+            # engine, in a thread with this call's context); the call still returns
+            # only once its event is in the trail, and not at all if that failed.
+            audit = _AUDIT_THREADS.submit(contextvars.copy_context().run, _audit_read,
+                                          workspace, pid, detail)  # fmt: skip
+        else:
+            record_read(engine, "person", str(pid), person_ids=[pid], detail=detail)
+            audit = None
+        try:
+            items, sources, omics = _read(engine, statements, pid, with_note_text)
+        except BaseException:
+            if audit is not None:
+                wait([audit])
+            raise
+        if audit is not None:
+            audit.result()
     first = person[0]
     gender = first["concept_name"] if first["gender_concept_id"] else None
     death = next((item.start for item in items if item.kind == "death"), None)
     items.sort(key=lambda item: (item.start is None, item.start or dt.date.min, item.kind))
     return PersonTimeline(pid, first["year_of_birth"], gender, death, sources, items, omics)
+
+
+def _read(engine: Engine, statements: _Statements, pid: int, with_text: bool
+          ) -> tuple[list[TimelineItem], list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    items_query = _items_query(engine, statements, with_text)
+    items = []
+    if items_query is not None:
+        rows = engine.run_prepared(items_query, [pid] * items_query.parameter_count)
+        items = _items(rows.to_pylist())
+    sources = engine.run_prepared(statements.sources, [pid]).to_pylist()
+    omics = engine.run_prepared(statements.omics, [pid]).to_pylist()
+    return items, sources, omics
+
+
+_AUDIT_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="p360-audit")
+
+
+def _audit_read(workspace: Workspace, pid: int, detail: dict[str, Any]) -> None:
+    with pooled_lake(workspace) as engine:
+        record_read(engine, "person", str(pid), person_ids=[pid], detail=detail)
 
 
 @dataclass
