@@ -122,7 +122,9 @@ class CohortSection(_Section):
         default=True, description="keep counts until the tables they read change"
     )
     concurrent_statements: int | None = Field(
-        default=None, ge=1, description="cohort statements run at once per process (unset: cores)"
+        default=None,
+        ge=1,
+        description="cohort statements run at once per process (unset: twice the cores)",
     )
 
 

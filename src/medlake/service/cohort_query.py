@@ -33,10 +33,12 @@ retraction is computed again while the audit trail's own appends leave counts ca
 Only the raw attrition row is kept; the policy check, small-cell suppression and audit
 of a request all happen after, per request. Identical counts that arrive while one is
 running wait for it and share its row (single flight), and at most
-``[cohort] concurrent_statements`` statements run at once (default: the number of
-cores): 32 concurrent counts on 2 cores otherwise share DuckDB's threads and memory and
-all finish late. Written here rather than taken from a caching library because the
-version must be read before computing and the in-flight table shares the same lock.
+``[cohort] concurrent_statements`` statements run at once (default: twice the cores):
+one statement alone leaves DuckDB's threads partly idle (serial pipeline phases), while
+beyond a few at once each running statement adds its own hash tables to memory for
+little more throughput (benchmarks/RESULTS.md, "Cohort counts under load"). Written
+here rather than taken from a caching library because the version must be read before
+computing and the in-flight table shares the same lock.
 """
 
 from __future__ import annotations
@@ -142,8 +144,8 @@ def remembered(
 
 
 def statement_gate(size: int | None) -> threading.BoundedSemaphore:
-    """The process's gate for heavy statements: ``size`` at once (None: the cores)."""
-    size = max(1, size or os.cpu_count() or 1)
+    """The process's gate for heavy statements: ``size`` at once (None: twice the cores)."""
+    size = max(1, size or 2 * (os.cpu_count() or 1))
     with _results_lock:
         return _gates.setdefault(size, threading.BoundedSemaphore(size))
 
