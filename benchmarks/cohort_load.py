@@ -9,11 +9,11 @@ x HbA1c above 7/8 % x metformin within 90/180 days), so the cache is not trivial
    cursors (threads, each its own connection) with DuckDB ``threads = T``, for several
    (T, C): what gives most statements per second on these cores.
 2. ``server`` (a real ``medlake serve``, ``--clients`` concurrent HTTP clients on
-   loopback, signed in as a steward; ``[cohort]`` settings written to the workspace's
-   ``medlake.toml`` before each start):
+   loopback, signed in as a steward; ``[cohort]`` settings, and ``[engine] threads``
+   from ``--threads``, written to the workspace's ``medlake.toml`` before each start):
 
    * ``no cache``: ``cache_results = false``, every request computes: ``--computed``
-     requests over the 16 definitions, with the gate at the cores and with no gate
+     requests over the 16 definitions, with the default gate (twice the cores) and none
      (``concurrent_statements = clients``);
    * ``cache``: a fresh server; **cold**: every client at once on definitions never
      counted (2 requests per definition, so half wait on the other's statement: single
@@ -147,10 +147,12 @@ def engine_modes(workspace: Path, definitions: list[dict[str, Any]],
 class Server:
     """``medlake serve`` on the workspace with ``[cohort]`` settings, for a ``with`` block."""
 
-    def __init__(self, workspace: Path, *, cache: bool, gate: int | None) -> None:
+    def __init__(self, workspace: Path, *, cache: bool, gate: int | None,
+                 threads: int | None = None) -> None:  # fmt: skip
         settings = open_workspace(workspace).settings
         settings.cohort.cache_results = cache
         settings.cohort.concurrent_statements = gate
+        settings.engine.threads = threads
         write_settings(workspace / "medlake.toml", settings)
         self.workspace = workspace
         self.port = free_port()
@@ -247,6 +249,8 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=640)
     parser.add_argument("--mixed", type=int, default=480)
     parser.add_argument("--skip", nargs="*", default=[], choices=["engine", "nocache", "cache"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="[engine] threads for the server (default: all cores)")  # fmt: skip
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     workspace = prepare(args)
@@ -275,13 +279,13 @@ def main() -> None:
     if "nocache" not in args.skip:
         order = [i % len(definitions) for i in range(args.computed)]
         for gate in (None, args.clients):
-            with Server(workspace, cache=False, gate=gate) as server:
+            with Server(workspace, cache=False, gate=gate, threads=args.threads) as server:
                 results, wall = run(server, token, order, definitions, args.clients)
-            label = f"gate {gate or cores}" + (" (none)" if gate else " (cores)")
+            label = f"gate {gate or 2 * cores}" + (" (none)" if gate else " (default)")
             report(f"no cache, {label}, every request computed", results, wall)
 
     if "cache" not in args.skip:
-        with Server(workspace, cache=True, gate=None) as server:
+        with Server(workspace, cache=True, gate=None, threads=args.threads) as server:
             cold_order = [i % len(definitions) for i in range(2 * len(definitions))]
             results, wall = run(server, token, cold_order, definitions, args.clients)
             report("cache, cold (each definition's first 2 requests, all at once)", results,
@@ -289,7 +293,7 @@ def main() -> None:
             warm_order = [rng.randrange(len(definitions)) for _ in range(args.warm)]
             results, wall = run(server, token, warm_order, definitions, args.clients)
             report("cache, warm (every definition counted before)", results, wall)
-        with Server(workspace, cache=True, gate=None) as server:
+        with Server(workspace, cache=True, gate=None, threads=args.threads) as server:
             mixed = [rng.randrange(len(definitions)) for _ in range(args.mixed)]
             results, wall = run(server, token, mixed, definitions, args.clients)
             report("cache, mixed from a cold start (all)", results, wall)
