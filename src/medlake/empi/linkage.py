@@ -1,10 +1,11 @@
 """Scoring candidate pairs with Splink on the engine's own SQL backend.
 
-Splink runs its SQL on a connection of the engine's kind, obtained through the
-engine's :class:`~medlake.engine.SupportsScratchSession` capability: on DuckDB a cursor
-on the lake's database whose intermediate tables live in a scratch in-memory catalog;
-Splink's Spark backend would take the Spark session the same way (not wired yet: the
-Spark engine does not offer a scratch session, and linking on it raises a clear error).
+Splink runs its SQL on the engine's backend, through the engine's
+:class:`~medlake.engine.SupportsSplink` capability: on DuckDB a ``DuckDBAPI`` on a
+cursor of the lake whose intermediate tables live in a scratch in-memory catalog; on
+Spark a ``SparkAPI`` on the engine's session (temporary views, scratch Parquet). The
+model's SQL is rewritten for the backend's dialect (:mod:`medlake.empi.dialect`) each
+time a :class:`~splink.Linker` is made, so one stored model runs on either.
 
 Two ways to score: :func:`predict_all` (every candidate pair among the records, for a
 first or full link) and :func:`predict_new` (new records against existing ones and among
@@ -22,8 +23,9 @@ from typing import Any
 import pyarrow as pa
 from splink import Linker
 
+from medlake.empi.dialect import dialect_of, for_backend
 from medlake.empi.features import with_derived
-from medlake.engine import Engine, SupportsScratchSession
+from medlake.engine import Engine, SupportsSplink
 from medlake.errors import EngineCapabilityError
 
 # Splink logs every step at INFO; the EMPI reports its own progress.
@@ -35,20 +37,18 @@ PAIR_COLUMNS = ("unique_id_l", "unique_id_r", "match_probability", "match_weight
 @contextlib.contextmanager
 def splink_api(engine: Engine) -> Iterator[Any]:
     """A Splink database API on the engine's backend, for the duration of the block."""
-    if not isinstance(engine, SupportsScratchSession):
+    if not isinstance(engine, SupportsSplink):
         raise EngineCapabilityError(
-            f"the {engine.name} engine offers no scratch session for Splink; "
-            "link on a duckdb workspace",
+            f"the {engine.name} engine cannot run Splink; link on a duckdb or spark workspace",
             engine=engine.name,
         )
-    if engine.name != "duckdb":
-        raise EngineCapabilityError(
-            f"EMPI linkage on the {engine.name} engine is not wired yet", engine=engine.name
-        )
-    from splink import DuckDBAPI
+    with engine.splink_api() as api:
+        yield api
 
-    with engine.scratch_session() as connection:
-        yield DuckDBAPI(connection=connection)
+
+def _linker(api: Any, frame: Any, settings: dict[str, Any]) -> Linker:
+    """A Linker over ``frame`` with the model's SQL in the API's dialect."""
+    return Linker(frame, for_backend(settings, dialect_of(api)), log_level=None)
 
 
 def linker_factory(api: Any, features: pa.Table) -> Callable[[dict[str, Any]], Linker]:
@@ -56,7 +56,7 @@ def linker_factory(api: Any, features: pa.Table) -> Callable[[dict[str, Any]], L
     frame = api.register(with_derived(features))
 
     def make(settings: dict[str, Any]) -> Linker:
-        return Linker(frame, settings, log_level=None)
+        return _linker(api, frame, settings)
 
     return make
 
@@ -74,7 +74,7 @@ def predict_all(
     """Every blocked pair among ``features`` with match probability ≥ ``threshold``."""
     if features.num_rows < 2:
         return pa.table({})
-    linker = Linker(api.register(with_derived(features)), settings, log_level=None)
+    linker = _linker(api, api.register(with_derived(features)), settings)
     return _pairs(linker.inference.predict(threshold_match_probability=threshold))
 
 
@@ -92,7 +92,7 @@ def predict_new(
     combined = pa.concat_tables([existing, new]) if existing.num_rows else new
     all_frame = api.register(combined)
     new_frame = api.register(new)
-    linker = Linker(all_frame, settings, log_level=None)
+    linker = _linker(api, all_frame, settings)
     # Term frequencies over every record, existing and new (predict_between and
     # predict_within do not derive them from what they are given).
     for column in tf_columns(settings):

@@ -7,7 +7,8 @@ they were last linked, against every record and among themselves (Splink's
 except where a new record joins or bridges them. Steward decisions are applied in
 both: *match* pairs are joined first, *not a match* pairs are never joined.
 
-Everything the run changes in the lake happens in one transaction.
+Everything the run changes in the lake happens in one transaction (on engines that have
+transactions; see :func:`medlake.empi.store.atomically`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 from medlake.empi import model as linkage_model
 from medlake.empi import store
 from medlake.empi.cluster import assign_person_ids, cluster, pair_edges
+from medlake.empi.dialect import stored_form
 from medlake.empi.features import feature_table
 from medlake.empi.golden import GOLDEN_FIELDS, golden_records
 from medlake.empi.linkage import linker_factory, predict_all, predict_new, splink_api
@@ -81,6 +83,8 @@ def train_model(engine: Engine, options: LinkOptions, actor: str) -> tuple[str, 
             max_pairs=options.train_max_pairs,
             name_frequency=options.name_frequency,
         )
+    # Stored in one dialect whichever engine trained it (see medlake.empi.dialect).
+    settings = stored_form(settings, linkage_model.base_settings())
     return store.save_model(
         engine, settings, records=records.num_rows, actor=actor
     ), records.num_rows
@@ -249,7 +253,7 @@ def link(
     linked_keys = features.filter(fresh).column("unique_id").to_pylist()
     linked_hashes = store.features_hashes(features.filter(fresh))
     affected = sorted({new_person[i] for i in chosen})
-    with engine.transaction():
+    with store.atomically(engine):
         moves = apply_changes(engine, changes, operation_id=operation_id)
         store.write_operation(
             engine, operation_id=operation_id, seq=seq, kind=kind, actor=actor,
@@ -404,7 +408,7 @@ def apply_and_record(
     drop_created: dict[tuple[str, int], bool] | None = None,
 ) -> tuple[str, MoveResult]:
     """Apply a change set as one recorded operation (merge, split, unmerge, decision)."""
-    with engine.transaction():
+    with store.atomically(engine):
         seq = store.next_seq(engine)
         operation_id = store.derived_id("operation", seq, kind)
         moves = apply_changes(

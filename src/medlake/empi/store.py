@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +18,28 @@ import pyarrow.compute as pc
 
 from medlake.empi.features import FEATURE_SCHEMA, feature_table
 from medlake.empi.moves import CHANGE_SCHEMA, MoveResult
+from medlake.engine import SupportsTransactions
 
 SEPARATOR = "\x1f"  # between source system and source patient id in a record's key
 IDENTIFIER_COLUMNS = (
     "name_hanzi", "name_pinyin", "family_name", "given_name", "name_latin", "resident_id",
     "birth_date", "sex", "phone", "address", "postcode", "email",
 )  # fmt: skip
+
+
+@contextlib.contextmanager
+def atomically(engine: Any) -> Iterator[None]:
+    """One transaction where the engine has them (DuckDB); the block as is elsewhere.
+
+    Spark's Parquet tables have no transactions: a run interrupted there is not rolled
+    back. Its writes are keyed (rows deleted, then written again), and records are marked
+    linked only after their rows moved, so the next ``link`` scores them again.
+    """
+    if isinstance(engine, SupportsTransactions):
+        with engine.transaction():
+            yield
+    else:
+        yield
 
 
 def record_key(system: str, patient: str) -> str:
@@ -216,7 +234,7 @@ def save_model(engine: Any, settings: dict[str, Any], *, records: int, actor: st
     text = json.dumps(settings, ensure_ascii=False, sort_keys=True)
     model_id = derived_id("model", engine.count(models), text)
     old = engine.execute(models.filter(models.is_active))
-    with engine.transaction():
+    with atomically(engine):
         if old.num_rows:
             engine.delete_where("empi_model", models.is_active)
             engine.load_arrow(

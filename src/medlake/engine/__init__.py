@@ -7,7 +7,12 @@ runs transactions and owns logging, timing and error wrapping. Backend drivers
 lazily, so ``import medlake.engine`` stays cheap.
 """
 
-from medlake.engine.base import Engine, SupportsScratchSession, SupportsTransactions
+from medlake.engine.base import (
+    Engine,
+    SupportsScratchSession,
+    SupportsSplink,
+    SupportsTransactions,
+)
 from medlake.engine.factory import open_engine, open_workspace_engine
 from medlake.engine.spec import ColumnSpec, TableSpec, ibis_type
 
@@ -15,6 +20,7 @@ __all__ = [
     "ColumnSpec",
     "Engine",
     "SupportsScratchSession",
+    "SupportsSplink",
     "SupportsTransactions",
     "TableSpec",
     "ibis_type",

@@ -130,38 +130,19 @@ class SupportsScratchSession(abc.ABC):
         """``with engine.scratch_session() as con:`` the backend's raw connection/session."""
 
 
-@dataclass
-class _Step:
-    """What a running public operation reports in its timing line (e.g. rows)."""
+class SupportsSplink(abc.ABC):
+    """Capability mixin: Splink (the EMPI's record linkage) runs on the engine's backend.
 
-    detail: str = ""
-
-
-class SupportsTransactions(abc.ABC):
-    """Capability mixin: the engine can run a block of statements atomically."""
-
-    @abc.abstractmethod
-    def _begin(self) -> None: ...
-
-    @abc.abstractmethod
-    def _commit(self) -> None: ...
-
-    @abc.abstractmethod
-    def _rollback(self) -> None: ...
-
-
-class SupportsScratchSession(abc.ABC):
-    """Capability mixin: a scratch SQL session for a library that runs its own SQL.
-
-    Splink (the EMPI's record linkage) generates and runs SQL itself and needs a
-    connection of the engine's own kind (a DuckDB connection, a Spark session). A
-    scratch session reads the lake's tables but creates its own (Splink's intermediate
-    tables) where the lake cannot see them, and they are gone when the block ends.
+    :meth:`splink_api` gives a Splink ``DatabaseAPI`` of the engine's own kind
+    (``DuckDBAPI``, ``SparkAPI``) on the lake's connection or session, so the domain never
+    imports a driver. Splink's intermediate tables live where the lake cannot see them
+    and are gone when the block ends. The API's ``sql_dialect`` says which SQL Splink
+    speaks there; the caller writes its comparisons in that dialect.
     """
 
     @abc.abstractmethod
-    def scratch_session(self) -> contextlib.AbstractContextManager[Any]:
-        """``with engine.scratch_session() as con:`` the backend's raw connection/session."""
+    def splink_api(self) -> contextlib.AbstractContextManager[Any]:
+        """``with engine.splink_api() as api:`` a Splink database API for the block."""
 
 
 class Engine(abc.ABC):

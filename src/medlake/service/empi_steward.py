@@ -121,7 +121,7 @@ def decide_pair(
     with open_lake(workspace) as engine:
         left, right = _pair_records(engine, pair)
         pid = store.pair_id(store.record_key(*left), store.record_key(*right))
-        with engine.transaction():
+        with store.atomically(engine):
             engine.load_arrow(
                 "empi_decision",
                 pa.table(
@@ -343,7 +343,7 @@ def unmerge_operation(
             if s["kind"] == "removed"
         }
         drop = {(s["table_name"], s["person_id"]): True for s in snaps if s["kind"] == "created"}
-        with engine.transaction():
+        with store.atomically(engine):
             _separate(engine, rows, now_at, actor)
             new_op, _ = apply_and_record(
                 engine, reverse, kind="unmerge", actor=actor,

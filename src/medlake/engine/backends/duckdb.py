@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import duckdb
 import ibis
@@ -34,6 +34,7 @@ from medlake.engine.base import (
     Engine,
     SupportsCheckpoint,
     SupportsScratchSession,
+    SupportsSplink,
     SupportsTransactions,
 )
 from medlake.engine.ddl import table_ref
@@ -50,7 +51,9 @@ _open_files: dict[str, int] = {}
 _open_lock = threading.Lock()
 
 
-class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint, SupportsScratchSession):
+class DuckDBEngine(
+    Engine, SupportsTransactions, SupportsCheckpoint, SupportsScratchSession, SupportsSplink
+):
     """The lake in a DuckDB database file (or in memory, for tests).
 
     ``threads`` and ``memory_limit`` (e.g. ``"8GB"``) are passed to DuckDB; unset, it
@@ -202,6 +205,14 @@ class DuckDBEngine(Engine, SupportsTransactions, SupportsCheckpoint, SupportsScr
                 cursor.execute(f"DETACH {scratch}")
             finally:
                 cursor.close()
+
+    @contextlib.contextmanager
+    def splink_api(self) -> Iterator[Any]:
+        """Splink's ``DuckDBAPI`` on a :meth:`scratch_session` of the lake."""
+        from splink import DuckDBAPI
+
+        with self.scratch_session() as connection:
+            yield DuckDBAPI(connection=connection)
 
     @property
     def lake_catalog(self) -> str:

@@ -10,32 +10,44 @@ Spark drops ``NOT NULL`` on Parquet tables; required columns are still checked b
 :meth:`~medlake.engine.Engine.load_arrow` (from the table specs given to
 ``create_schema``), so loads behave as on DuckDB.
 
+The engine is :class:`~medlake.engine.base.SupportsSplink`: the EMPI's record linkage
+runs with Splink's ``SparkAPI`` on the engine's own session. Splink's string
+similarities on Spark (``jaro_winkler``, ``damerau_levenshtein``) are Scala UDFs in a jar
+that ships inside the installed ``splink`` package; the session is started with that jar
+on its class path (``spark.jars``, read from the package, no download), and the API
+registers the functions.
+
 Only this module imports PySpark; without it, opening a Spark engine raises
 :class:`~medlake.errors.MissingDependencyError` naming the extra to install.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 import sqlglot.expressions as sge
 
-from medlake.engine.base import Engine
+from medlake.engine.base import Engine, SupportsSplink
 from medlake.engine.ddl import drop_table_statement, table_ref
-from medlake.errors import EngineError, MissingDependencyError
+from medlake.errors import EngineCapabilityError, EngineError, MissingDependencyError
 from medlake.log import get_logger
 
 try:
+    import pyspark
     from pyspark.logger import PySparkLogger
     from pyspark.sql import SparkSession
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -60,19 +72,35 @@ logger.hadoop.level = error
 # Loading Arrow data from the driver ships it inside tasks, which this warns about.
 logger.tasks.name = org.apache.spark.scheduler.TaskSetManager
 logger.tasks.level = error
+# Splink registers its similarity UDFs on every API it makes (warns they are replaced),
+# and reads back scratch results that are empty (warns no file matched).
+logger.udfs.name = org.apache.spark.sql.catalyst.analysis.SimpleFunctionRegistry
+logger.udfs.level = error
+logger.sources.name = org.apache.spark.sql.execution.datasources.DataSource
+logger.sources.level = error
 """
 
 # Directory names in the warehouse that are not tables (hidden, or Spark's markers).
 _NOT_A_TABLE_PREFIXES = (".", "_")
 # Staging tables of delete_where; one left behind means a delete was interrupted.
 _STAGE_PREFIX = "medlake_stage_"
+# Splink's intermediate results are written under this warehouse folder (the leading
+# underscore keeps start-up from taking it for a table), one folder per linkage.
+_SPLINK_SCRATCH = "_splink_scratch"
+# Splink names every table it makes (temporary views here) with this prefix.
+_SPLINK_PREFIX = "__splink__"
+
+# Engines open per warehouse in this process: they share its one session.
+_sessions_open: dict[Path, int] = {}
+_sessions_lock = threading.Lock()
 
 
-class SparkEngine(Engine):
+class SparkEngine(Engine, SupportsSplink):
     """The lake as Parquet tables in a Spark warehouse (local mode or a cluster).
 
     One SparkSession exists per process: opening a second engine with another
-    warehouse while one is running is an error.
+    warehouse while one is running is an error. Engines on the same warehouse share
+    the session, which stops when the last of them closes.
     """
 
     kind: ClassVar[str] = "spark"
@@ -91,9 +119,11 @@ class SparkEngine(Engine):
         self.warehouse_dir = Path(warehouse_dir).expanduser().resolve()
         self.warehouse_dir.mkdir(parents=True, exist_ok=True)
         self._load_chunk_rows = load_chunk_rows
-        self._session = _start_session(
-            master, self.warehouse_dir, app_name, shuffle_partitions, dict(conf or {})
-        )
+        with _sessions_lock:
+            self._session = _start_session(
+                master, self.warehouse_dir, app_name, shuffle_partitions, dict(conf or {})
+            )
+            _sessions_open[self.warehouse_dir] = _sessions_open.get(self.warehouse_dir, 0) + 1
         super().__init__(ibis.pyspark.connect(self._session))
         self._attach_warehouse_tables()
 
@@ -186,7 +216,43 @@ class SparkEngine(Engine):
         return iter(self._execute_arrow(expr).to_batches(max_chunksize=batch_size))
 
     def _close(self) -> None:
-        self._session.stop()
+        with _sessions_lock:
+            _sessions_open[self.warehouse_dir] -= 1
+            if _sessions_open[self.warehouse_dir] == 0:
+                self._session.stop()
+
+    # ------------------------------------------------------------------ splink
+
+    @contextlib.contextmanager
+    def splink_api(self) -> Iterator[Any]:
+        """Splink's ``SparkAPI`` on the engine's session.
+
+        Splink's tables are temporary views of this session (never in the lake's
+        catalog); the results it materializes to break Spark's lineage are Parquet
+        files in a scratch folder of the warehouse (shared storage on a cluster). The
+        views and the folder are removed when the block ends.
+        """
+        if _splink_jar() is None:
+            raise EngineCapabilityError(
+                "Splink's similarity functions for Spark (its bundled scala-udf-similarity "
+                f"jar for Spark {pyspark.__version__}) were not found in the installed splink",
+                engine=self.kind,
+            )
+        from splink import SparkAPI
+
+        scratch = self.warehouse_dir / _SPLINK_SCRATCH / uuid.uuid4().hex
+        scratch.mkdir(parents=True)
+        self._session.sparkContext.setCheckpointDir(str(scratch))
+        try:
+            # Registering the UDFs again is cheap; a second API in the session reuses them.
+            yield SparkAPI(spark_session=self._session, break_lineage_method="parquet")
+        finally:
+            try:
+                for row in self._session.sql("SHOW TABLES").collect():
+                    if row.isTemporary and row.tableName.startswith(_SPLINK_PREFIX):
+                        self._session.catalog.dropTempView(row.tableName)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     # ------------------------------------------------------------------ start-up
 
@@ -266,6 +332,10 @@ def _start_session(
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_log4j2_file()}",
         **conf,
     }
+    jar = _splink_jar()
+    if jar is not None:
+        # Class-path jars are fixed when the JVM starts: Splink cannot add its own later.
+        settings["spark.jars"] = ",".join(filter(None, [conf.get("spark.jars"), str(jar)]))
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
@@ -281,6 +351,23 @@ def _start_session(
     for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
         PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
     return session
+
+
+def _splink_jar() -> Path | None:
+    """The similarity-UDF jar bundled with the installed Splink for this Spark's major
+    version (newest if several), found without importing Splink (a quarter second)."""
+    spec = importlib.util.find_spec("splink")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "internals/files/spark_jars"
+    major = pyspark.__version__.split(".")[0]
+    pattern = re.compile(rf"scala-udf-similarity-([\d.]+)_spark{major}\.x\.jar")
+    found = []
+    for jar in folder.glob("*.jar"):
+        match = pattern.fullmatch(jar.name)
+        if match:
+            found.append((tuple(int(x) for x in match.group(1).split(".") if x), jar))
+    return max(found)[1] if found else None
 
 
 def _log4j2_file() -> Path:
