@@ -187,15 +187,7 @@ class FhirReader:
         line that may hold a Bundle counts its entries, so only reading tells)."""
         if self._kind(path) != "ndjson":
             return None
-        plan, offset = [], 0
-        with path.open("rb") as f:
-            for group in fhir_lines.line_groups(f, self.chunk_size):
-                if fhir_lines.HAS_BUNDLE(group.data):
-                    return None
-                if group.count:
-                    plan.append((offset, offset + len(group.data), int(group.numbers[0])))
-                offset += len(group.data)
-        return plan
+        return fhir_lines.chunk_ranges(path, self.chunk_size)
 
     def read_range(self, context: SourceContext, start: int, end: int,
                    first_line: int) -> ParsedChunk:  # fmt: skip

@@ -13,8 +13,11 @@ both paths start and end at the same lines.
 
 from __future__ import annotations
 
+import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -124,3 +127,47 @@ def _join(parts: list[tuple[bytes, np.ndarray, np.ndarray, np.ndarray]], count: 
         np.concatenate([p[3] for p in parts]),
         count,
     )
+
+
+def chunk_ranges(path: Path, size: int) -> list[tuple[int, int, int]] | None:
+    """``(start byte, end byte, first line number)`` of the groups :func:`line_groups`
+    gives that hold a record, without copying their bytes (the file is memory-mapped);
+    None if a line may be a Bundle (its entries count as records: only parsing tells
+    where its chunk ends)."""
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return []
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            if mapped.find(b'undle"') >= 0:
+                return None
+            return _ranges(np.frombuffer(mapped, np.uint8), size)
+
+
+def _ranges(buf: np.ndarray, size: int) -> list[tuple[int, int, int]]:
+    ranges: list[tuple[int, int, int]] = []
+    counted, line_base, line_start = 0, 1, 0  # before the block: non-blank lines, lines
+    start, first = 0, 1  # of the chunk being planned
+    for lo in range(0, len(buf), BLOCK_BYTES):
+        block = buf[lo : lo + BLOCK_BYTES]
+        ends = np.flatnonzero(block == 10) + (lo + 1)  # one past each newline
+        if lo + len(block) == len(buf) and (not len(ends) or ends[-1] != len(buf)):
+            ends = np.append(ends, len(buf))  # the last line has no newline
+        if not len(ends):
+            continue
+        starts = np.concatenate(([line_start], ends[:-1]))
+        line_start = int(ends[-1])
+        nonblank = np.ones(len(ends), dtype=bool)
+        # Only lines that start with white space can be blank; look at those alone.
+        for i in np.flatnonzero(np.isin(buf[starts], _WHITESPACE)).tolist():
+            nonblank[i] = bool(bytes(buf[starts[i] : ends[i]]).strip())
+        running = counted + np.cumsum(nonblank)
+        total = int(running[-1])
+        full = np.arange(counted // size + 1, total // size + 1) * size
+        for i in np.searchsorted(running, full).tolist():  # the lines that fill a chunk
+            end = int(ends[i])
+            ranges.append((start, end, first))
+            start, first = end, line_base + i + 1
+        counted, line_base = total, line_base + len(ends)
+    if counted > len(ranges) * size:  # a last chunk, not full
+        ranges.append((start, len(buf), first))
+    return ranges
