@@ -11,14 +11,58 @@ import datetime as dt
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from tests.ingest.test_fhir_sql import _observation, _same_chunks
 
 from medlake.ingest.fhir import FhirReader
 from medlake.ingest.prefetch import prefetch_ranges_in_processes
-from medlake.ingest.staging import SourceContext
+from medlake.ingest.staging import ParsedChunk, SourceContext
 
 RECEIVED = dt.datetime(2026, 1, 1)
+
+
+def _same_chunks(fast: list[ParsedChunk], slow: list[ParsedChunk]) -> None:
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.records_read == b.records_read
+        assert a.skipped == b.skipped
+        assert [(q.location, q.reason, q.raw_payload, q.field) for q in a.quarantine] == [
+            (q.location, q.reason, q.raw_payload, q.field) for q in b.quarantine
+        ]
+        assert a.merges == b.merges
+        assert sorted(a.tables) == sorted(b.tables)
+        for table in a.tables:
+            left = pa.concat_tables(a.tables[table], promote_options="permissive")
+            right = pa.concat_tables(b.tables[table], promote_options="permissive")
+            # The reader adds the retraction flag only where a row is retracted; the
+            # writer reads a missing flag as False.
+            left, right = _flags_filled(left), _flags_filled(right)
+            assert left.schema == right.schema, table
+            assert left.to_pylist() == right.to_pylist(), table
+
+
+def _flags_filled(rows: pa.Table) -> pa.Table:
+    if "_retracted" not in rows.column_names:
+        return rows
+    flags = pc.fill_null(rows.column("_retracted"), False)
+    if not pc.any(flags).as_py():
+        return rows.drop_columns(["_retracted"])
+    return rows.set_column(rows.column_names.index("_retracted"), "_retracted", flags)
+
+
+def _observation(i: int, **extra: object) -> dict:
+    return {
+        "resourceType": "Observation", "id": f"o{i}", "status": "final",
+        "category": [{"coding": [{"code": "laboratory"}]}],
+        "subject": {"reference": f"Patient/p{i % 3}"},
+        "encounter": {"reference": f"Encounter/e{i % 2}"},
+        "effectiveDateTime": "2024-06-30T08:45:00+08:00",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+        "valueQuantity": {"value": 5.5 + i, "unit": "mmol/L",
+                          "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+        "referenceRange": [{"text": "3.9-6.1"}], **extra,
+    }  # fmt: skip
 
 
 def _context(path: Path) -> SourceContext:

@@ -40,18 +40,16 @@ did not foresee. Resource types medlake does not map are counted in
 from __future__ import annotations
 
 import io
-import itertools
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import orjson
 import pyarrow as pa
 
 from medlake.errors import InputError
-from medlake.ingest import fhir_lines, fhir_sql
+from medlake.ingest import fhir_lines
 from medlake.ingest import fhir_values as v
 from medlake.ingest.fhir_resources import COLUMNS, MAPPERS, Record, StagedRows
 from medlake.ingest.staging import (
@@ -64,8 +62,6 @@ from medlake.ingest.staging import (
 )
 
 CHUNK_SIZE = 50_000
-#: ``SourceContext.options`` key of the local SQL runner (:mod:`medlake.engine.arrow_sql`).
-ARROW_SQL = fhir_sql.ARROW_SQL
 #: How many leading lines may fail to parse before a file is judged not FHIR at all.
 SNIFF_LINES = 100
 _MAX_DEPTH = 2  # Bundles inside Bundles inside a file
@@ -100,10 +96,6 @@ class _Chunk:
         self.name = name
         self.staged = StagedRows()
         self.parsed = ParsedChunk()
-        # The SQL fast path: its rows per table (with line and part), and the line and
-        # part of every row the Python path staged in the same chunk.
-        self.sql_rows: dict[str, pa.Table] = {}
-        self.lines: dict[str, tuple[list[int], list[int]]] = {}
 
     def __len__(self) -> int:
         return self.parsed.records_read
@@ -115,22 +107,12 @@ class _Chunk:
 
     def take(self) -> ParsedChunk:
         parsed, staged = self.parsed, self.staged
-        sql_rows, lines = self.sql_rows, self.lines
         self.staged, self.parsed = StagedRows(), ParsedChunk()
-        self.sql_rows, self.lines = {}, {}
         for table in COLUMNS:
             rows = staged.rows[table]
-            batch = self._python_rows(table, rows, staged.retracted.get(table)) if rows else None
-            if table in sql_rows or (batch is not None and table in lines):
-                parts = [sql_rows[table]] if table in sql_rows else []
-                if batch is not None:  # rows of the lines the SQL did not take
-                    numbers, positions = lines[table]
-                    batch = batch.append_column(fhir_sql.LINE, pa.array(numbers, pa.int64()))
-                    batch = batch.append_column(fhir_sql.PART, pa.array(positions, pa.int64()))
-                    parts.append(batch)
-                batch = fhir_sql.in_line_order(parts, SCHEMAS[table])
-            if batch is None:
+            if not rows:
                 continue
+            batch = self._python_rows(table, rows, staged.retracted.get(table))
             if table == "patient":
                 parsed.patients.append(batch)
             else:
@@ -159,12 +141,9 @@ class FhirReader:
     """Reads FHIR R4 NDJSON and Bundles (see the module docstring for the mapping)."""
 
     format: ClassVar[str] = "fhir"
-    #: Given a local SQL runner in ``options[ARROW_SQL]``, NDJSON takes the SQL fast path.
-    uses_arrow_sql: ClassVar[bool] = True
 
-    def __init__(self, chunk_size: int = CHUNK_SIZE, use_sql: bool = True) -> None:
+    def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
         self.chunk_size = chunk_size
-        self.use_sql = use_sql
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A JSON object naming its ``resourceType`` near the start of the file."""
@@ -222,30 +201,12 @@ class FhirReader:
         return "empty" if blank and path.stat().st_size < 1 << 20 else "document"
 
     def _read_ndjson(self, context: SourceContext) -> Iterator[ParsedChunk]:
-        run = context.options.get(ARROW_SQL) if self.use_sql else None
         chunk = _Chunk(context.original_name)
-        any_line = False
         with context.path.open("rb") as f:
-            if run is None:
-                lines: Iterator[tuple[int, bytes]] | None = enumerate(f, 1)
-            else:
-                mapper = fhir_sql.SqlMapper(run, context.default_version)  # type: ignore[arg-type]
-                groups = fhir_lines.line_groups(f, self.chunk_size)
-                lines = None
-                for group in groups:
-                    any_line = True
-                    if fhir_lines.HAS_BUNDLE(group.data):  # Bundles count their entries:
-                        lines = itertools.chain(group.lines(),  # the rest goes line by line
-                                                (x for g in groups for x in g.lines()))  # fmt: skip
-                        break
-                    self._sql_group(group, mapper, context, chunk)
-                    if len(chunk):
-                        yield chunk.take()
-            if lines is not None:
-                at = (context.original_name, context.default_version)
-                for _ in self._python_lines(lines, at, chunk):
-                    yield chunk.take()
-            any_line = any_line or f.tell() > 0
+            at = (context.original_name, context.default_version)
+            for _ in self._python_lines(enumerate(f, 1), at, chunk):
+                yield chunk.take()
+            any_line = f.tell() > 0
         if len(chunk) or not any_line:
             yield chunk.take()
 
@@ -274,31 +235,6 @@ class FhirReader:
                 _stage(resource, line, number, default, _NO_URLS, chunk)
             if len(chunk) >= size:
                 yield
-
-    def _sql_group(self, group: fhir_lines.LineGroup, mapper: fhir_sql.SqlMapper,
-                   context: SourceContext, chunk: _Chunk) -> None:  # fmt: skip
-        """One chunk's lines: the SQL maps what it can, the Python path the rest."""
-        strings = group.strings()
-        if strings is None:  # not UTF-8 throughout: every line the Python way
-            taken = np.zeros(group.count, dtype=bool)
-        else:
-            chunk.sql_rows, taken = mapper.map(strings, group.numbers, group.data,
-                                               group.starts, group.ends)  # fmt: skip
-        chunk.parsed.records_read += int(taken.sum())
-        rows = chunk.staged.rows
-        at = (context.original_name, context.default_version)
-        for i in np.flatnonzero(~taken).tolist():
-            number = int(group.numbers[i])
-            before = {table: len(staged) for table, staged in rows.items()}
-            line = group.data[group.starts[i] : group.ends[i]]
-            for _ in self._python_lines(((number, line),), at, chunk):
-                pass  # (a Bundle not seen by the byte check: the chunk grows past its size)
-            for table, staged in rows.items():
-                grown = len(staged) - before[table]
-                if grown:
-                    numbers, parts = chunk.lines.setdefault(table, ([], []))
-                    numbers.extend([number] * grown)
-                    parts.extend(range(grown))
 
     def _read_document(self, context: SourceContext) -> Iterator[ParsedChunk]:
         name = context.original_name

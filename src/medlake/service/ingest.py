@@ -25,11 +25,9 @@ from pathlib import Path
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
-from medlake.engine.arrow_sql import arrow_sql_for
 from medlake.errors import MedlakeError
 from medlake.ingest.batches import BATCH_TABLE, LOADED, IngestBatch, batches_of
 from medlake.ingest.concepts import ConceptMapper
-from medlake.ingest.fhir_sql import ARROW_SQL
 from medlake.ingest.formats import reader_for
 from medlake.ingest.inputs import IngestInput, plan_inputs
 from medlake.ingest.landing import land_bytes, land_file
@@ -71,11 +69,6 @@ _LIST_BATCHES_FROM = 8  # inputs in a run from which batches are listed, not loo
 # (medlake.ingest.prefetch: a thread shares the GIL with the writer's Python).
 _READ_IN_PROCESS = frozenset({"fhir", "hl7v2", "csv", "xlsx"})
 _READ_IN_PROCESS_FROM = 16 << 20
-# FHIR NDJSON mapped in the lake's local SQL (medlake.ingest.fhir_sql): the lake comes out
-# identical, but the checks that keep it so (every element's JSON type and shape) cost
-# DuckDB more CPU than orjson and the Python mappers (0.9 vs 0.55 s per 50,000
-# Observations), so it stays off until that is reversed.
-_FHIR_SQL = False
 # A large file whose reader can plan its chunks (FHIR NDJSON) is parsed by this many child
 # processes at once (on two cores the Python reader is the longer side of the pipeline).
 _READERS = 2
@@ -104,10 +97,6 @@ def ingest_paths(
     report = IngestReport(ignored=plan.ignored)
     with open_lake(workspace) as engine:
         concepts = ConceptMapper(engine)
-        # Readers with a SQL fast path (FHIR NDJSON) run it on the lake's local SQL.
-        local_sql = arrow_sql_for(engine) if _FHIR_SQL else None
-        if local_sql is not None:
-            options[ARROW_SQL] = local_sql
         # Many inputs: list the sources' batches once. Few (the listener's bundles): look
         # each up, rather than read a long batch history every time.
         systems = sorted({item.source_system for item in plan.inputs})
@@ -133,9 +122,6 @@ def ingest_paths(
                 known,
             )
         group.flush()
-        if local_sql is not None:
-            local_sql.close()
-            options.pop(ARROW_SQL)
         report.files.extend(r for r in group.results if r is not None)
         audit_mirror_events(engine, workspace)  # a landing root that failed during the run
         _land_run_record(engine, workspace, plan.inputs, group.results, options,
@@ -271,12 +257,7 @@ def _ingest_one(
             },
         )
         reader = reader_for(item.format)  # an unknown or unavailable format fails here, named
-        # A reader that maps in the lake's local SQL reads in a thread (the SQL releases
-        # the GIL, and the runner is not for another process); a Python reader of a
-        # large file reads in a child process.
-        fast = ARROW_SQL in options and getattr(reader, "uses_arrow_sql", False)
-        if not fast and item.format in _READ_IN_PROCESS and size >= _READ_IN_PROCESS_FROM:
-            context.options.pop(ARROW_SQL, None)  # (not for pickling into the child)
+        if item.format in _READ_IN_PROCESS and size >= _READ_IN_PROCESS_FROM:
             plan = reader.chunk_plan(context.path) if hasattr(reader, "chunk_plan") else None
             if _READERS > 1 and plan is not None and len(plan) > 1:
                 chunks = prefetch_ranges_in_processes(item.format, context, plan, _READERS)
