@@ -7,8 +7,8 @@ runs transactions and owns logging, timing and error wrapping. Backend drivers
 lazily, so ``import medlake.engine`` stays cheap.
 """
 
-from medlake.engine.base import (
-    Engine,
+from medlake.engine.base import Engine
+from medlake.engine.capabilities import (
     SupportsScratchSession,
     SupportsSplink,
     SupportsTransactions,

@@ -36,6 +36,8 @@ import sqlglot
 import sqlglot.expressions as sge
 from sqlglot.errors import ErrorLevel
 
+from medlake.engine.capabilities import SupportsTransactions
+from medlake.engine.data_versions import ANY_TABLE, DATA_VERSIONS
 from medlake.engine.ddl import create_table_statement, drop_table_statement
 from medlake.engine.loading import (
     ArrowData,
@@ -56,44 +58,8 @@ _MAX_CAUSE_CHARS = 600
 
 Statement = str | Callable[[], str | None] | None
 
-#: What :meth:`Engine.data_version` counts a write as when it cannot say which table.
-ANY_TABLE = "*"
 
 
-class _DataVersions:
-    """Write counters per lake and table, for the whole process.
-
-    Each lake (a backend's :meth:`Engine._lake_identity`) has an epoch, bumped when
-    its storage may have been changed from outside this process (DuckDB: the database
-    opened afresh), and a counter per table, bumped after every write to it commits.
-    Every write passes the engine's public methods, so a result computed under one
-    version is still right while the version is unchanged: the cohort count cache
-    (:mod:`medlake.service.cohort_query`) relies on it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._epochs: dict[str, int] = {}
-        self._tables: dict[str, dict[str, int]] = {}
-
-    def new_epoch(self, lake: str) -> None:
-        with self._lock:
-            self._epochs[lake] = self._epochs.get(lake, 0) + 1
-
-    def bump(self, lake: str, tables: Iterable[str]) -> None:
-        with self._lock:
-            counters = self._tables.setdefault(lake, {})
-            for table in tables:
-                counters[table] = counters.get(table, 0) + 1
-
-    def version(self, lake: str, tables: Iterable[str]) -> tuple[Hashable, ...]:
-        with self._lock:
-            counters = self._tables.get(lake, {})
-            per_table = tuple((t, counters.get(t, 0)) for t in sorted(set(tables)))
-            return (lake, self._epochs.get(lake, 0), counters.get(ANY_TABLE, 0), per_table)
-
-
-DATA_VERSIONS = _DataVersions()
 
 
 @dataclass
@@ -101,48 +67,6 @@ class _Step:
     """What a running public operation reports in its timing line (e.g. rows)."""
 
     detail: str = ""
-
-
-class SupportsTransactions(abc.ABC):
-    """Capability mixin: the engine can run a block of statements atomically."""
-
-    @abc.abstractmethod
-    def _begin(self) -> None: ...
-
-    @abc.abstractmethod
-    def _commit(self) -> None: ...
-
-    @abc.abstractmethod
-    def _rollback(self) -> None: ...
-
-
-class SupportsScratchSession(abc.ABC):
-    """Capability mixin: a scratch SQL session for a library that runs its own SQL.
-
-    Splink (the EMPI's record linkage) generates and runs SQL itself and needs a
-    connection of the engine's own kind (a DuckDB connection, a Spark session). A
-    scratch session reads the lake's tables but creates its own (Splink's intermediate
-    tables) where the lake cannot see them, and they are gone when the block ends.
-    """
-
-    @abc.abstractmethod
-    def scratch_session(self) -> contextlib.AbstractContextManager[Any]:
-        """``with engine.scratch_session() as con:`` the backend's raw connection/session."""
-
-
-class SupportsSplink(abc.ABC):
-    """Capability mixin: Splink (the EMPI's record linkage) runs on the engine's backend.
-
-    :meth:`splink_api` gives a Splink ``DatabaseAPI`` of the engine's own kind
-    (``DuckDBAPI``, ``SparkAPI``) on the lake's connection or session, so the domain never
-    imports a driver. Splink's intermediate tables live where the lake cannot see them
-    and are gone when the block ends. The API's ``sql_dialect`` says which SQL Splink
-    speaks there; the caller writes its comparisons in that dialect.
-    """
-
-    @abc.abstractmethod
-    def splink_api(self) -> contextlib.AbstractContextManager[Any]:
-        """``with engine.splink_api() as api:`` a Splink database API for the block."""
 
 
 class Engine(abc.ABC):
@@ -719,21 +643,3 @@ def _cause(exc: BaseException) -> str:
     if len(head) > _MAX_CAUSE_CHARS:
         head = head[:_MAX_CAUSE_CHARS] + "..."
     return f"{type(exc).__name__}: {head}"
-
-
-class SupportsCheckpoint(abc.ABC):
-    """Capability mixin: the engine can make its files a consistent copy of the lake.
-
-    Once :meth:`checkpoint` returns, and while this connection holds the lake (DuckDB
-    lets no other process write the file meanwhile), copying the engine's files copies
-    the lake as of that moment: what ``medlake backup`` reads.
-    """
-
-    @final
-    def checkpoint(self) -> None:
-        """Write every committed change into the lake's main file (DuckDB: ``CHECKPOINT``)."""
-        with self._step("checkpoint", statement="CHECKPOINT"):  # type: ignore[attr-defined]
-            self._checkpoint()
-
-    @abc.abstractmethod
-    def _checkpoint(self) -> None: ...

@@ -31,7 +31,7 @@ from pathlib import Path
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace, open_workspace
 from medlake.engine import Engine
-from medlake.engine.base import SupportsCheckpoint
+from medlake.engine.capabilities import SupportsCheckpoint
 from medlake.errors import BackupError, UsageError
 from medlake.ingest.landing_mirror import file_sha256, landed_names
 from medlake.log import get_logger

@@ -29,14 +29,14 @@ import pyarrow as pa
 import sqlglot
 import sqlglot.expressions as sge
 
-from medlake.engine.base import (
-    DATA_VERSIONS,
-    Engine,
+from medlake.engine.base import Engine
+from medlake.engine.capabilities import (
     SupportsCheckpoint,
     SupportsScratchSession,
     SupportsSplink,
     SupportsTransactions,
 )
+from medlake.engine.data_versions import DATA_VERSIONS
 from medlake.engine.ddl import table_ref
 from medlake.engine.prepared import PreparedQuery
 from medlake.errors import EngineError

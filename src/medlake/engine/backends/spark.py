@@ -41,7 +41,8 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import sqlglot.expressions as sge
 
-from medlake.engine.base import Engine, SupportsSplink
+from medlake.engine.base import Engine
+from medlake.engine.capabilities import SupportsSplink
 from medlake.engine.ddl import drop_table_statement, table_ref
 from medlake.errors import EngineCapabilityError, EngineError, MissingDependencyError
 from medlake.log import get_logger

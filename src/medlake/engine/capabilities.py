@@ -1,0 +1,73 @@
+"""Optional engine capabilities, as mixins checked with ``isinstance``.
+
+After Ibis's ``SupportsTemporaryTables`` and friends: an engine that is also
+:class:`SupportsTransactions` can run :meth:`Engine.transaction`; the others raise
+:class:`~medlake.errors.EngineCapabilityError`. Domain code asks for a capability,
+never for a backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Any, final
+
+
+class SupportsTransactions(abc.ABC):
+    """Capability mixin: the engine can run a block of statements atomically."""
+
+    @abc.abstractmethod
+    def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None: ...
+
+
+class SupportsScratchSession(abc.ABC):
+    """Capability mixin: a scratch SQL session for a library that runs its own SQL.
+
+    Splink (the EMPI's record linkage) generates and runs SQL itself and needs a
+    connection of the engine's own kind (a DuckDB connection, a Spark session). A
+    scratch session reads the lake's tables but creates its own (Splink's intermediate
+    tables) where the lake cannot see them, and they are gone when the block ends.
+    """
+
+    @abc.abstractmethod
+    def scratch_session(self) -> contextlib.AbstractContextManager[Any]:
+        """``with engine.scratch_session() as con:`` the backend's raw connection/session."""
+
+
+class SupportsSplink(abc.ABC):
+    """Capability mixin: Splink (the EMPI's record linkage) runs on the engine's backend.
+
+    :meth:`splink_api` gives a Splink ``DatabaseAPI`` of the engine's own kind
+    (``DuckDBAPI``, ``SparkAPI``) on the lake's connection or session, so the domain never
+    imports a driver. Splink's intermediate tables live where the lake cannot see them
+    and are gone when the block ends. The API's ``sql_dialect`` says which SQL Splink
+    speaks there; the caller writes its comparisons in that dialect.
+    """
+
+    @abc.abstractmethod
+    def splink_api(self) -> contextlib.AbstractContextManager[Any]:
+        """``with engine.splink_api() as api:`` a Splink database API for the block."""
+
+
+class SupportsCheckpoint(abc.ABC):
+    """Capability mixin: the engine can make its files a consistent copy of the lake.
+
+    Once :meth:`checkpoint` returns, and while this connection holds the lake (DuckDB
+    lets no other process write the file meanwhile), copying the engine's files copies
+    the lake as of that moment: what ``medlake backup`` reads.
+    """
+
+    @final
+    def checkpoint(self) -> None:
+        """Write every committed change into the lake's main file (DuckDB: ``CHECKPOINT``)."""
+        with self._step("checkpoint", statement="CHECKPOINT"):  # type: ignore[attr-defined]
+            self._checkpoint()
+
+    @abc.abstractmethod
+    def _checkpoint(self) -> None: ...
