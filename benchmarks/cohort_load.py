@@ -38,10 +38,7 @@ import concurrent.futures
 import copy
 import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,38 +46,22 @@ from typing import Any
 
 import httpx
 
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cohort_count import DEFINITION, build_lake
-from medlake.access import Principal, Role
-from medlake.access.context import acting_as
-from medlake.config import open_workspace, write_settings
-from medlake.engine import open_engine
-from medlake.service import access
-from medlake.service.cohort import _compiled, count_cohort, parse_definition
-from medlake.service.cohort_query import _statement, clear_cache
-from medlake.service.workspace import upgrade_schema
+sys.path.insert(0, str(REPO))
+from tests.serve_process import start_medlake_serve  # noqa: E402
+
+from cohort_count import DEFINITION  # noqa: E402
+from medlake.access import Principal, Role  # noqa: E402
+from medlake.access.context import acting_as  # noqa: E402
+from medlake.config import open_workspace, write_settings  # noqa: E402
+from medlake.engine import open_engine  # noqa: E402
+from medlake.service import access  # noqa: E402
+from medlake.service.cohort import _compiled, count_cohort, parse_definition  # noqa: E402
+from medlake.service.cohort_query import _statement, clear_cache  # noqa: E402
+from server_load import STEWARD, prepare  # noqa: E402
 
 TARGET_P95 = 2.0
-STEWARD = "bench-steward"
-
-
-def prepare(args: argparse.Namespace) -> Path:
-    """The lake (copied from ``--from`` when not built yet) with a steward to sign in as."""
-    name = f"lake_{args.persons}_{args.events}"
-    workspace = args.workdir / name
-    if not (workspace / "medlake.toml").exists() and args.source is not None:
-        shutil.copytree(args.source / name, workspace)
-    workspace = build_lake(args.workdir, args.persons, args.events)
-    upgrade_schema(workspace)
-    if STEWARD not in {u["user_name"] for u in access.list_users(workspace)}:
-        access.add_user(workspace, STEWARD, "steward")
-    return workspace
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -155,29 +136,16 @@ class Server:
         settings.engine.threads = threads
         write_settings(workspace / "medlake.toml", settings)
         self.workspace = workspace
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}/api/v1"
 
     def __enter__(self) -> Server:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(self.port),
-             "--workspace", str(self.workspace)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            env={**os.environ, "MEDLAKE_LOG_LEVEL": "WARNING"},
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{self.base}/health").raise_for_status()
-                return self
-            except httpx.HTTPError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start") from None
-                time.sleep(0.3)
+        self.served = start_medlake_serve(
+            self.workspace, env={"MEDLAKE_LOG_LEVEL": "WARNING"}, timeout=120
+        )
+        self.base = self.served.api
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
+        self.served.stop()
 
 
 async def load(base: str, token: str, order: list[int], definitions: list[dict[str, Any]],

@@ -117,15 +117,7 @@ def prefetch_in_process(format: str, context: SourceContext, depth: int = 2) -> 
     finished = False
     try:
         while True:
-            try:
-                item = out.get(timeout=_POLL_SECONDS * 10)
-            except queue.Empty:
-                if not child.is_alive() and out.empty():
-                    raise MedlakeError(
-                        f"{context.original_name}: the reading process ended unexpectedly "
-                        f"(exit code {child.exitcode})"
-                    ) from None
-                continue
+            item = _next_from(out, child, context)
             if isinstance(item, str) and item == _END:
                 finished = True
                 return
