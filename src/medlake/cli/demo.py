@@ -73,7 +73,7 @@ def demo(
     for section in result.sections:
         print_table(section.title, section.columns, section.rows)
         for note in section.notes:
-            console.print(f"  {note}", highlight=False)
+            console.print(f"  {note}", highlight=False, markup=False)  # "[empi] ..." is text
     timings = [(step, f"{seconds:.1f}") for step, seconds in result.timings.items()]
     print_table("Timings", ["step", "seconds"], timings)
     console.print(f"Hospital exports: [bold]{result.hospital_dir}[/]")
