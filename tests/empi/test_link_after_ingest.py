@@ -12,8 +12,8 @@ import pytest
 
 from medlake.access import Principal, Role
 from medlake.access.context import acting_as
+from medlake.clock import CLOCK_ENV
 from medlake.config import open_workspace
-from medlake.ingest.batches import CLOCK_ENV
 from medlake.service.ingest import IngestReport, ingest_paths
 from medlake.service.workspace import init_workspace, open_lake
 from medlake.synth import generate_hospital

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from medlake.clock import CLOCK_ENV
 from medlake.config import open_workspace, write_settings
-from medlake.ingest.batches import CLOCK_ENV
 from medlake.ingest.pause_points import PAUSE_AT_ENV, PAUSE_FILE_ENV
 from medlake.service.ingest import ingest_paths
 from medlake.service.workspace import init_workspace, open_lake

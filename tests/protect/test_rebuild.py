@@ -10,9 +10,9 @@ import pytest
 from tests.protect.conftest import hospital_inputs, hospital_options
 from tests.protect.lakes import assert_same_lake
 
+from medlake.clock import CLOCK_ENV
 from medlake.config import open_workspace
 from medlake.errors import UsageError
-from medlake.ingest.batches import CLOCK_ENV
 from medlake.service.ingest import ingest_paths
 from medlake.service.rebuild import NOT_DERIVED, rebuild, run_records
 

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from medlake.access import Permission, Principal, Role
+from medlake.clock import CLOCK_ENV
 from medlake.config import open_workspace, write_settings
 from medlake.errors import UsageError
-from medlake.ingest.batches import CLOCK_ENV
 from medlake.server.app import create_app
 from medlake.service import access
 from medlake.service import jobs as job_service

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from medlake.clock import CLOCK_ENV
 from medlake.config import open_workspace, write_settings
 from medlake.engine import Engine
-from medlake.ingest.batches import CLOCK_ENV, IngestBatch
+from medlake.ingest.batches import IngestBatch
 from medlake.ingest.writer import WriteSummary
 from medlake.service.ingest import IngestReport, ingest_paths
 from medlake.service.workspace import init_workspace, open_lake

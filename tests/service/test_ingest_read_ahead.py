@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from medlake.clock import CLOCK_ENV
 from medlake.config import open_workspace
-from medlake.ingest.batches import CLOCK_ENV
 from medlake.service.ingest import ingest_paths
 from medlake.service.workspace import init_workspace, open_lake
 from medlake.synth import generate_hospital

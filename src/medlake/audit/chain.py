@@ -42,6 +42,7 @@ import pyarrow as pa
 import sqlglot.expressions as sge
 
 from medlake.audit.group_commit import GroupCommit
+from medlake.clock import utc_now
 from medlake.engine import Engine, SupportsTransactions
 from medlake.engine.prepared import PreparedQuery
 from medlake.errors import EngineError, UsageError
@@ -59,19 +60,6 @@ _HEAD_KEY = "main"
 _RETRIES = 200
 # Writers in this process take turns; other connections are kept out by audit_head.
 _LOCK = threading.Lock()
-#: Fixes "now" (an ISO datetime, UTC) as for the lake's other timestamps, so two runs of
-#: the same work build the same trail and head (crash-safety and grouping tests).
-CLOCK_ENV = "MEDLAKE_CLOCK"
-
-
-def _utc_now() -> dt.datetime:
-    """Now as naive UTC, or ``$MEDLAKE_CLOCK`` when set."""
-    fixed = os.environ.get(CLOCK_ENV)
-    if fixed:
-        return dt.datetime.fromisoformat(fixed).replace(tzinfo=None)
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 @dataclass(frozen=True)
 class AuditEvent:
     """One event as stored in ``audit_event``."""
@@ -186,10 +174,7 @@ def append_event(
         raise UsageError("audit event needs an action")
     if outcome not in OUTCOMES:
         raise UsageError(f"audit outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
-    if occurred_at is None:
-        when = _utc_now()
-    else:
-        when = occurred_at.astimezone(dt.UTC).replace(tzinfo=None)
+    when = utc_now() if occurred_at is None else occurred_at.astimezone(dt.UTC).replace(tzinfo=None)
     draft = AuditEvent(
         event_id=0,
         occurred_at=when,
@@ -303,7 +288,7 @@ def _has_head_table(engine: Engine) -> bool:
                     "chain": [_HEAD_KEY],
                     "event_id": [event_id],
                     "event_hash": [event_hash_],
-                    "updated_at": [_utc_now()],
+                    "updated_at": [utc_now()],
                 }
             ),
         )
@@ -335,7 +320,7 @@ def _set_head(engine: Engine, event: AuditEvent) -> None:
             {
                 "event_id": sge.convert(event.event_id),
                 "event_hash": sge.convert(event.event_hash),
-                "updated_at": sge.cast(sge.convert(_timestamp(_utc_now())), "timestamp"),
+                "updated_at": sge.cast(sge.convert(_timestamp(utc_now())), "timestamp"),
             },
             where=_head_predicate(),
         )

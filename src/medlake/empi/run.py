@@ -24,6 +24,7 @@ import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medlake.clock import utc_now
 from medlake.empi import model as linkage_model
 from medlake.empi import store
 from medlake.empi.cluster import assign_person_ids, cluster, pair_edges
@@ -347,7 +348,7 @@ def _queue(
     taken = set(
         engine.execute(engine.table("empi_pair").select("pair_id")).column("pair_id").to_pylist()
     )
-    queued_at = store.now()
+    queued_at = utc_now()
     subset = pairs.take(pa.array(band, pa.int64())).to_pylist() if band else []
     for pair in subset:
         a, b = pair["unique_id_l"], pair["unique_id_r"]
@@ -388,7 +389,7 @@ def update_golden(engine: Engine, person_ids: list[int], options: LinkOptions) -
     ids = ibis.memtable(pa.table({"id": pa.array(person_ids, pa.int64())}))
     engine.delete_where("empi_golden", golden.person_id.isin(ids.id))
     if rows:
-        stamp = store.now()
+        stamp = utc_now()
         for row in rows:
             row["updated_at"] = stamp
         engine.load_arrow("empi_golden", pa.Table.from_pylist(rows))

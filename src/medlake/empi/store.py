@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medlake.clock import utc_now
 from medlake.empi.features import FEATURE_SCHEMA, feature_table
 from medlake.empi.moves import CHANGE_SCHEMA, MoveResult
 from medlake.engine import SupportsTransactions
@@ -54,19 +54,6 @@ def split_key(key: str) -> tuple[str, str]:
 def pair_id(a: str, b: str) -> str:
     left, right = sorted((a, b))
     return hashlib.sha256(f"{left}\x1e{right}".encode()).hexdigest()[:32]
-
-
-#: Ingest's fixed clock (``medlake.ingest.batches.CLOCK_ENV``): with it set, two runs
-#: over the same input build identical lakes, the EMPI's link after ingest included.
-CLOCK_ENV = "MEDLAKE_CLOCK"
-
-
-def now() -> dt.datetime:
-    """Now as naive UTC, or ``$MEDLAKE_CLOCK`` when set (reproducible lakes)."""
-    fixed = os.environ.get(CLOCK_ENV)
-    if fixed:
-        return dt.datetime.fromisoformat(fixed).replace(tzinfo=None)
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def new_id() -> str:
@@ -250,7 +237,7 @@ def save_model(engine: Any, settings: dict[str, Any], *, records: int, actor: st
             pa.table(
                 {
                     "model_id": [model_id],
-                    "trained_at": pa.array([now()], pa.timestamp("us")),
+                    "trained_at": pa.array([utc_now()], pa.timestamp("us")),
                     "trained_by": [actor],
                     "records": pa.array([records], pa.int64()),
                     "settings_json": [text],
@@ -322,7 +309,7 @@ def write_operation(
                 "seq": pa.array([seq], pa.int64()),
                 "kind": [kind],
                 "actor": [actor],
-                "performed_at": pa.array([now()], pa.timestamp("us")),
+                "performed_at": pa.array([utc_now()], pa.timestamp("us")),
                 "changes": pa.array([changes.num_rows], pa.int64()),
                 "detail_json": [json.dumps(detail, ensure_ascii=False, default=str)],
                 "undoes": pa.array([undoes], pa.string()),
@@ -361,7 +348,7 @@ def establish(engine: Any, person_ids: list[int], seq: int) -> None:
                 {
                     "person_id": pa.array(fresh, pa.int64()),
                     "established_seq": pa.array([seq] * len(fresh), pa.int64()),
-                    "established_at": pa.array([now()] * len(fresh), pa.timestamp("us")),
+                    "established_at": pa.array([utc_now()] * len(fresh), pa.timestamp("us")),
                 }
             ),
         )
@@ -377,7 +364,7 @@ def mark_linked(engine: Any, keys: list[str], hashes: list[str], operation_id: s
             "source_system": list(systems),
             "source_patient_id": list(patients),
             "features_sha256": hashes,
-            "linked_at": pa.array([now()] * len(keys), pa.timestamp("us")),
+            "linked_at": pa.array([utc_now()] * len(keys), pa.timestamp("us")),
             "operation_id": [operation_id] * len(keys),
         }
     )

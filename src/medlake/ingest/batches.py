@@ -18,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import os
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from medlake.clock import utc_now
 from medlake.engine import Engine
 from medlake.ingest.lake_tables import atomically, lake_table
 
@@ -44,22 +44,6 @@ def batch_id_for(source_system: str, sha256: str, *companions: str) -> str:
     """
     key = "\x1f".join(("batch", source_system, sha256, *companions))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-CLOCK_ENV = "MEDLAKE_CLOCK"
-
-
-def utc_now() -> dt.datetime:
-    """Now, as the naive UTC datetime the lake stores.
-
-    ``MEDLAKE_CLOCK`` (an ISO datetime, UTC) fixes it, so two ingests of the same input
-    build byte-identical lakes (receive times become record versions): for tests that
-    compare a crashed-and-resumed lake with an uninterrupted one, and for benchmarks.
-    """
-    fixed = os.environ.get(CLOCK_ENV)
-    if fixed:
-        return dt.datetime.fromisoformat(fixed).replace(tzinfo=None)
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

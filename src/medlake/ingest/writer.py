@@ -25,8 +25,9 @@ import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medlake.clock import utc_now
 from medlake.engine import Engine
-from medlake.ingest.batches import FAILED, LOADED, RUNNING, IngestBatch, set_batch_status, utc_now
+from medlake.ingest.batches import FAILED, LOADED, RUNNING, IngestBatch, set_batch_status
 from medlake.ingest.cdm_rows import (
     cdm_columns,
     derive_columns,

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from medlake.access import Permission
 from medlake.audit import append_event
+from medlake.clock import utc_now
 from medlake.config import EmpiSection, Workspace, open_workspace
 from medlake.empi import store
 from medlake.empi.evaluate import pairwise_score
@@ -100,7 +101,7 @@ def _link(
             detail["triggered_by"] = triggered_by
         append_event(
             engine, actor=actor, role=role, action="empi.link", object_type="empi_operation",
-            object_id=outcome.operation_id, detail=detail, occurred_at=store.now(),
+            object_id=outcome.operation_id, detail=detail, occurred_at=utc_now(),
         )  # fmt: skip
     return outcome
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from medlake.access import Permission
 from medlake.audit import append_event
+from medlake.clock import utc_now
 from medlake.config import open_workspace
 from medlake.empi import store
 from medlake.empi.moves import decode_rows
@@ -130,7 +131,7 @@ def decide_pair(
                         "left_system": [left[0]], "left_id": [left[1]],
                         "right_system": [right[0]], "right_id": [right[1]],
                         "decision": [decision], "steward": [steward],
-                        "decided_at": pa.array([store.now()], pa.timestamp("us")),
+                        "decided_at": pa.array([utc_now()], pa.timestamp("us")),
                         "note": pa.array([note], pa.string()),
                     }
                 ),
@@ -275,7 +276,7 @@ def _store_decision(
                 "left_system": [left[0]], "left_id": [left[1]],
                 "right_system": [right[0]], "right_id": [right[1]],
                 "decision": [decision], "steward": [actor],
-                "decided_at": pa.array([store.now()], pa.timestamp("us")), "note": [note],
+                "decided_at": pa.array([utc_now()], pa.timestamp("us")), "note": [note],
             }
         ),
     )  # fmt: skip

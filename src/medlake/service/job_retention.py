@@ -17,7 +17,7 @@ finished for longer than ``[jobs] keep_days``:
 Queued and running jobs are never touched, and the job rows stay in the ``job`` table
 (the history). Each cleanup that deletes something writes one ``jobs.cleanup`` audit
 event. :func:`with_job_retention` runs a cleanup when ``medlake serve`` starts and then
-every ``[jobs] cleanup_interval_minutes``. "Now" is :func:`medlake.ingest.batches.utc_now`
+every ``[jobs] cleanup_interval_minutes``. "Now" is :func:`medlake.clock.utc_now`
 (``$MEDLAKE_CLOCK`` fixes it for tests), so retention follows the same clock as the lake.
 """
 
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from medlake.audit import append_event
+from medlake.clock import utc_now
 from medlake.config import Workspace
-from medlake.ingest.batches import utc_now
 from medlake.log import get_logger
 from medlake.service import jobs as job_service
 from medlake.service.policy import login_name
