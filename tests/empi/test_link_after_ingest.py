@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.service.test_ingest_groups import lake_state
 
 from medlake.access import Principal, Role
 from medlake.access.context import acting_as
@@ -19,8 +20,6 @@ from medlake.service.workspace import init_workspace, open_lake
 from medlake.synth import generate_hospital
 
 CLOCK = "2026-03-04T05:06:07.890000"
-#: When quality checks ran is history with run ids of its own, not lake content.
-QC_HISTORY = {"qc_run", "qc_result"}
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +43,6 @@ def ingest_his_then_emr(root: Path, template: Path, hospital: Path) -> list[Inge
                          options={"mapping": hospital / "his" / "medlake-mapping.toml"}),
             ingest_paths(root, [hospital / "emr"], source_system="emr"),
         ]  # fmt: skip
-
-
-def lake_state(root: Path) -> dict[str, object]:
-    state: dict[str, object] = {}
-    with open_lake(open_workspace(root)) as engine:
-        for table in sorted(set(engine.list_tables()) - QC_HISTORY):
-            rows = engine.execute(engine.table(table)).to_pylist()
-            state[table] = sorted((tuple(row.items()) for row in rows), key=repr)
-    return state
 
 
 @pytest.fixture(scope="module")

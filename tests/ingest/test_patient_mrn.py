@@ -16,16 +16,25 @@ from medlake.schema import table_spec
 from medlake.synth.emr import fhir_patient_id
 
 
-def test_every_emr_identity_row_carries_its_mrn(hospital_lake: Any) -> None:
-    seed = json.loads((hospital_lake.truth / "manifest.json").read_text())["seed"]
+def _truth_ids(hospital_lake: Any, system: str) -> set[str]:
+    """The system's source patient ids as the generator wrote them."""
     with (hospital_lake.truth / "source_records.csv").open(encoding="utf-8") as handle:
-        truth = {row["source_patient_id"] for row in csv.DictReader(handle)
-                 if row["system"] == "EMR"}  # fmt: skip
+        return {row["source_patient_id"] for row in csv.DictReader(handle)
+                if row["system"] == system}  # fmt: skip
+
+
+def _identity_rows(hospital_lake: Any, system: str) -> list[dict[str, Any]]:
     with open_workspace_engine(open_workspace(hospital_lake.workspace)) as engine:
         pii = engine.table("pii_person")
-        rows = engine.execute(
-            pii.filter(pii.source_system == "emr").select("source_patient_id", "mrn")
+        return engine.execute(
+            pii.filter(pii.source_system == system).select("source_patient_id", "mrn")
         ).to_pylist()
+
+
+def test_every_emr_identity_row_carries_its_mrn(hospital_lake: Any) -> None:
+    seed = json.loads((hospital_lake.truth / "manifest.json").read_text())["seed"]
+    truth = _truth_ids(hospital_lake, "EMR")
+    rows = _identity_rows(hospital_lake, "emr")
     assert rows
     by_id = {fhir_patient_id(seed, mrn): mrn for mrn in truth}
     for row in rows:
@@ -35,14 +44,8 @@ def test_every_emr_identity_row_carries_its_mrn(hospital_lake: Any) -> None:
 
 
 def test_his_patients_carry_their_his_patient_number_as_mrn(hospital_lake: Any) -> None:
-    with (hospital_lake.truth / "source_records.csv").open(encoding="utf-8") as handle:
-        truth = {row["source_patient_id"] for row in csv.DictReader(handle)
-                 if row["system"] == "HIS"}  # fmt: skip
-    with open_workspace_engine(open_workspace(hospital_lake.workspace)) as engine:
-        pii = engine.table("pii_person")
-        rows = engine.execute(
-            pii.filter(pii.source_system == "his").select("source_patient_id", "mrn")
-        ).to_pylist()
+    truth = _truth_ids(hospital_lake, "HIS")
+    rows = _identity_rows(hospital_lake, "his")
     assert len(rows) > 0.9 * len(truth)
     for row in rows:
         assert row["mrn"] == row["source_patient_id"]

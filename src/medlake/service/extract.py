@@ -185,7 +185,7 @@ def extract_members(
             object_id=str((definition or {}).get("name", "members"))[:255],
             detail={
                 "out_dir": str(out_dir),
-                "files": files | {MANIFEST: _sha256(out_dir / MANIFEST)},
+                "files": files | {MANIFEST: sha256_of(out_dir / MANIFEST)},
                 "rows": result.rows,
                 "k": k,
                 "k_achieved": result.k_achieved,
@@ -277,12 +277,10 @@ def _deidentify(
     return pa.table(columns)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 in hex, as the manifest records it."""
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _write(out_dir: Path, dataset: pa.Table) -> dict[str, str]:
@@ -290,7 +288,7 @@ def _write(out_dir: Path, dataset: pa.Table) -> dict[str, str]:
     csv = out_dir / f"{DATASET}.csv"
     pq.write_table(dataset, parquet)
     pacsv.write_csv(dataset, csv)
-    return {parquet.name: _sha256(parquet), csv.name: _sha256(csv)}
+    return {parquet.name: sha256_of(parquet), csv.name: sha256_of(csv)}
 
 
 def _manifest(

@@ -12,7 +12,6 @@ Approval is a record, not a copy: handing the folder over stays an act outside m
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from medlake.access import Permission
 from medlake.audit import EventFilter, append_event, events_query
 from medlake.config import Workspace, as_workspace
 from medlake.errors import AccessDeniedError, InputError, UsageError
+from medlake.service.extract import sha256_of
 from medlake.service.mirror import refuse_if_frozen
 from medlake.service.policy import acting_user_name, authorized
 from medlake.service.workspace import open_lake
@@ -28,12 +28,6 @@ from medlake.service.workspace import open_lake
 APPROVAL = "approval.json"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @authorized(Permission.APPROVE_RELEASE)
@@ -66,7 +60,7 @@ def approve_release(
         expected: dict[str, str] = detail["files"]
         for name, sha in sorted(expected.items()):
             path = out_dir / name
-            if not path.is_file() or _sha256(path) != sha:
+            if not path.is_file() or sha256_of(path) != sha:
                 raise InputError(f"{path}: changed since the export wrote it; extract again")
         extra = sorted(p.name for p in out_dir.iterdir() if p.name not in expected)
         if extra:
