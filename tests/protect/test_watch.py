@@ -198,3 +198,31 @@ def test_entropy_tells_random_bytes_from_text_and_compressed_formats(tmp_path: P
     assert not looks_encrypted(tmp_path / "text", 7.5)
     assert not looks_encrypted(tmp_path / "gz", 7.5)
     shutil.rmtree(tmp_path)
+
+
+def test_a_scan_in_the_middle_of_a_landing_raises_no_alert(
+    empty_workspace: Path, tmp_path: Path
+) -> None:
+    """A busy server lands while the watch scans: a scan that sees the lander's temporary
+    file must not read its removal (after it is linked to its content name) as a deleted
+    immutable file. The watch scans from inside the real lander, between its steps."""
+    workspace = open_workspace(shutil.copytree(empty_workspace, tmp_path / "ws"))
+    watcher = watch.watcher_for(workspace)
+    watcher.scan()
+    steps: list[str] = []
+
+    def scan_now(side: str, step: str) -> None:
+        steps.append(step)
+        watcher.scan()
+
+    land_bytes(os.urandom(64) + b"MSH|^~\\&|" * 100, landing_store(workspace, fault=scan_now))
+    watcher.scan()
+    assert steps  # the scans did run mid-landing
+    assert watcher.alert() is None
+    # A landed file removed is still an alert: the temporaries alone are not tracked.
+    landed = [p for p in workspace.landing_dir.rglob("*") if p.is_file()]
+    assert len(landed) == 1
+    os.chmod(landed[0].parent, 0o755)
+    landed[0].unlink()
+    watcher.scan()
+    assert watcher.alert() is not None

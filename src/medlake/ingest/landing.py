@@ -40,7 +40,7 @@ from medlake.ingest.landing_mirror import LandingStore, Side, fetch_verified
 from medlake.ingest.landing_remote import as_os_error
 
 _READ_SIZE = 1 << 20  # 1 MiB: large enough for disk throughput, small enough for RSS
-_TEMP_PREFIX = ".landing-"
+TEMPORARY_PREFIX = ".landing-"
 _READ_ONLY = 0o444
 
 __all__ = [
@@ -157,7 +157,7 @@ class _SideWriter:
 
     def __init__(self, store: LandingStore, side: Side) -> None:
         self.store, self.side = store, side
-        self.temp = side.root / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+        self.temp = side.root / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}"
         self.error: OSError | None = None
         self.out = None
         self.linked_new = False
@@ -330,4 +330,4 @@ def leftover_temporaries(landing_dir: Path) -> list[Path]:
     """Temporary files a killed lander left behind (never landed content; safe to remove)."""
     if not landing_dir.is_dir():
         return []
-    return sorted(landing_dir.glob(f"{_TEMP_PREFIX}*"))
+    return sorted(landing_dir.glob(f"{TEMPORARY_PREFIX}*"))

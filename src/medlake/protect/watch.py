@@ -120,13 +120,17 @@ def looks_encrypted(path: Path, bits: float) -> bool:
 @dataclass
 class Watcher:
     """Scans ``roots`` and counts the signs above; ``immutable`` and ``append_only`` are
-    folders under the roots, ``ignore`` folders it does not look into."""
+    folders under the roots, ``ignore`` folders it does not look into. Files whose name
+    starts with one of ``transient_prefixes`` (a writer's temporary file, linked to its
+    content name and removed within one write) are not tracked: one seen by a scan in the
+    middle of a landing would otherwise read as a deleted immutable file at the next."""
 
     roots: Sequence[Path]
     rules: WatchRules
     immutable: Sequence[Path] = ()
     append_only: Sequence[Path] = ()
     ignore: Sequence[Path] = ()
+    transient_prefixes: tuple[str, ...] = ()
     clock: Callable[[], float] = time.time
     _seen: dict[Path, _Seen] = field(default_factory=dict)
     _recent: deque[Finding] = field(default_factory=deque)
@@ -156,6 +160,10 @@ class Watcher:
                         if entry.path not in ignored:
                             stack.append(entry.path)
                     elif entry.is_file(follow_symlinks=False):
+                        if self.transient_prefixes and entry.name.startswith(
+                            self.transient_prefixes
+                        ):
+                            continue
                         yield Path(entry.path), entry.stat(follow_symlinks=False)
                 except OSError:
                     continue

@@ -19,6 +19,7 @@ from typing import Any
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.errors import UsageError
+from medlake.ingest.landing import TEMPORARY_PREFIX
 from medlake.ingest.landing_mirror import write_json_atomically
 from medlake.log import get_logger
 from medlake.protect.watch import Alert, Watcher, WatchRules
@@ -60,6 +61,7 @@ def watcher_for(workspace: Workspace, *, clock: Callable[[], float] | None = Non
         immutable=[p.resolve() for p in immutable],
         append_only=[p.resolve() for p in append_only],
         ignore=[workspace.protect_dir.resolve()],  # its own state, Borg's cache
+        transient_prefixes=(TEMPORARY_PREFIX,),  # landing's own temporaries
         **extra,  # type: ignore[arg-type]
     )
 
@@ -163,7 +165,6 @@ def watch(
 
 def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
-
 
 
 class BackgroundWatch:
