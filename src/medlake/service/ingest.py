@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
@@ -30,7 +32,7 @@ from medlake.ingest.batches import BATCH_TABLE, LOADED, IngestBatch, batches_of
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.formats import reader_for
 from medlake.ingest.inputs import IngestInput, plan_inputs
-from medlake.ingest.landing import land_bytes, land_file
+from medlake.ingest.landing import LandedFile, land_bytes, land_file
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.prefetch import prefetch, prefetch_in_process, prefetch_ranges_in_processes
 from medlake.ingest.run_record import RecordedInput, RunRecord
@@ -105,23 +107,26 @@ def ingest_paths(
         grouping = isinstance(engine, SupportsTransactions) and not after_batch
         group = BatchGroup(engine, concepts, known, after_batch, progress, len(plan.inputs),
                            lambda: landing_store(workspace))  # fmt: skip
-        for index, item in enumerate(plan.inputs):
-            if grouping and small_input(item):
-                group.add(workspace, item, options, index)
-                continue
+        alone = [not (grouping and small_input(item)) for item in plan.inputs]
+        with _LandAhead(workspace, plan.inputs, alone) as ahead:
+            for index, item in enumerate(plan.inputs):
+                if not alone[index]:
+                    group.add(workspace, item, options, index)
+                    continue
+                group.flush()
+                group.results[index] = _ingest_one(
+                    engine,
+                    workspace,
+                    item,
+                    options,
+                    (index, len(plan.inputs)),
+                    progress,
+                    after_batch,
+                    concepts,
+                    known,
+                    ahead.take(index),
+                )
             group.flush()
-            group.results[index] = _ingest_one(
-                engine,
-                workspace,
-                item,
-                options,
-                (index, len(plan.inputs)),
-                progress,
-                after_batch,
-                concepts,
-                known,
-            )
-        group.flush()
         report.files.extend(r for r in group.results if r is not None)
         audit_mirror_events(engine, workspace)  # a landing root that failed during the run
         _land_run_record(engine, workspace, plan.inputs, group.results, options,
@@ -217,6 +222,7 @@ def _ingest_one(
     after_batch: Sequence[BatchHook],
     concepts: ConceptMapper,
     known: dict[str, IngestBatch] | None,
+    landing: Future[_Landed],
 ) -> FileResult:
     started = time.perf_counter()
     index, total = position
@@ -229,9 +235,7 @@ def _ingest_one(
     report(0)
     batch_id = None
     try:
-        store = landing_store(workspace)
-        landed = land_file(item.path, store)
-        companions = {role: land_file(p, store) for role, p in item.companions.items()}
+        landed, companions, plan = landing.result()
         pause_point("landed")
         batch_id = batch_id_of(item, landed, companions)
         batch = batch_for(engine, item, landed, batch_id, known)
@@ -258,8 +262,7 @@ def _ingest_one(
         )
         reader = reader_for(item.format)  # an unknown or unavailable format fails here, named
         if item.format in _READ_IN_PROCESS and size >= _READ_IN_PROCESS_FROM:
-            plan = reader.chunk_plan(context.path) if hasattr(reader, "chunk_plan") else None
-            if _READERS > 1 and plan is not None and len(plan) > 1:
+            if plan is not None and len(plan) > 1:
                 chunks = prefetch_ranges_in_processes(item.format, context, plan, _READERS)
             else:
                 chunks = prefetch_in_process(item.format, context)
@@ -293,3 +296,68 @@ def _ingest_one(
         str(item.path), item.format, item.source_system, batch_id, "loaded",
         time.perf_counter() - started, summary, message,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- landing ahead
+#
+# Landing a large file is mostly waiting for the disk (fsync of the copy) and hashing
+# (hashlib releases the GIL); planning its chunks is NumPy over a memory map. Both are
+# done for the next file written alone in a thread while this one is read and written,
+# instead of with both cores idle between two files. Files are still landed in input
+# order, each before its batch is registered; only one landing runs at a time, and never
+# beside the grouped small files' landing (those are not landed ahead).
+
+
+class _Landed(NamedTuple):
+    landed: LandedFile
+    companions: dict[str, LandedFile]
+    plan: list[tuple[int, int, int]] | None  # chunks for several reading processes
+
+
+def _land_input(workspace: Workspace, item: IngestInput) -> _Landed:
+    store = landing_store(workspace)
+    landed = land_file(item.path, store)
+    companions = {role: land_file(p, store) for role, p in item.companions.items()}
+    plan = None
+    if _READERS > 1 and item.format in _READ_IN_PROCESS and landed.size >= _READ_IN_PROCESS_FROM:
+        try:
+            reader = reader_for(item.format)
+        except MedlakeError:  # reported when the file is read, after its batch is registered
+            return _Landed(landed, companions, None)
+        if hasattr(reader, "chunk_plan"):
+            plan = reader.chunk_plan(landed.path)
+    return _Landed(landed, companions, plan)
+
+
+class _LandAhead:
+    """Lands input ``i + 1`` (if written alone) in a thread once input ``i`` is taken."""
+
+    def __init__(self, workspace: Workspace, inputs: Sequence[IngestInput],
+                 alone: Sequence[bool]) -> None:  # fmt: skip
+        self.workspace, self.inputs, self.alone = workspace, inputs, alone
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medlake-land-ahead")
+        self.futures: dict[int, Future[_Landed]] = {}
+
+    def __enter__(self) -> _LandAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self.futures.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+    def _submit(self, index: int) -> Future[_Landed]:
+        future = self.futures.get(index)
+        if future is None:
+            future = self.pool.submit(_land_input, self.workspace, self.inputs[index])
+            self.futures[index] = future
+        return future
+
+    def take(self, index: int) -> Future[_Landed]:
+        """Input ``index``'s landing (started now if not yet); the next one's is started."""
+        future = self._submit(index)
+        self.futures.pop(index, None)
+        following = index + 1
+        if following < len(self.inputs) and self.alone[following]:
+            self._submit(following)
+        return future
