@@ -126,6 +126,11 @@ class CohortSection(_Section):
         ge=1,
         description="cohort statements run at once per process (unset: twice the cores)",
     )
+    step_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="memory for count steps shared across definitions (0: one statement each)",
+    )
 
 
 class AuditSection(_Section):

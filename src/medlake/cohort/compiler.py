@@ -114,6 +114,16 @@ class CohortCompiler:
         periods = "derived" if self._derived_periods else "table"
         return (query, self.definition.model_dump_json(), periods, codesets)
 
+    @property
+    def resolved_codesets(self) -> Mapping[int, Sequence[int]] | None:
+        """The concept ids of each concept set when resolved ahead, else None."""
+        return self._codesets
+
+    @property
+    def periods_mode(self) -> str:
+        """``"table"`` or ``"derived"``: how observation periods are read."""
+        return "derived" if self._derived_periods else "table"
+
     def _table(self, name: str) -> ir.Table:
         # Opening a table reads its schema from the backend: once per table is enough.
         if name not in self._tables:
@@ -212,6 +222,20 @@ class CohortCompiler:
     def cohort_query(self, step: Step = inline) -> ir.Table:
         """:meth:`members_query` over the index events and rules, named by ``step``."""
         return self.members_query(*self._rule_steps(step))
+
+    def flags_query(
+        self,
+        index: ir.Table,
+        rules: Sequence[int],
+        step: Step = inline,
+        keep: Sequence[str] = ("event_id",),
+    ) -> ir.Table:
+        """``keep`` columns of ``index`` with a ``rule_<i>`` flag per rule in ``rules``,
+        ordered by ``event_id``: the rule steps a count shares with other definitions
+        (:mod:`medlake.cohort.steps`), each rule's passing events named by ``step``."""
+        hits = {i: step(f"cohort_rule_{i}", self.rule_query(i, index)) for i in rules}
+        flags = {f"rule_{i}": index.event_id.isin(hit.event_id) for i, hit in hits.items()}
+        return index.select(*keep, **flags).order_by("event_id")
 
     def _rule_steps(self, step: Step) -> tuple[ir.Table, list[ir.Table]]:
         index = step("cohort_index", self.index_events(step))

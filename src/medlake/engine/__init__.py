@@ -9,6 +9,7 @@ lazily, so ``import medlake.engine`` stays cheap.
 
 from medlake.engine.base import Engine
 from medlake.engine.capabilities import (
+    SupportsArrowInputs,
     SupportsScratchSession,
     SupportsSplink,
     SupportsTransactions,
@@ -19,6 +20,7 @@ from medlake.engine.spec import ColumnSpec, TableSpec, ibis_type
 __all__ = [
     "ColumnSpec",
     "Engine",
+    "SupportsArrowInputs",
     "SupportsScratchSession",
     "SupportsSplink",
     "SupportsTransactions",

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Mapping
 from typing import Any, final
+
+import pyarrow as pa
+import sqlglot.expressions as sge
+from sqlglot.errors import ErrorLevel
 
 
 class SupportsTransactions(abc.ABC):
@@ -71,3 +76,31 @@ class SupportsCheckpoint(abc.ABC):
 
     @abc.abstractmethod
     def _checkpoint(self) -> None: ...
+
+
+class SupportsArrowInputs(abc.ABC):
+    """Capability mixin: a query may read in-memory Arrow tables by name.
+
+    For results computed once and read again by later queries (a cohort count's shared
+    steps, :mod:`medlake.service.cohort_steps`): the tables are visible to that one
+    query only, on this engine's own connection, under the names given, and are not
+    copied into the lake (DuckDB scans the Arrow buffers where they are).
+    """
+
+    @final
+    def query_with_inputs(
+        self, statement: sge.Expression, inputs: Mapping[str, pa.Table]
+    ) -> pa.Table:
+        """Run the query ``statement`` (SQLGlot, transpiled to the backend's dialect) with
+        ``inputs`` readable as tables of those names; return its rows."""
+        sql = statement.sql(
+            dialect=self.sql_dialect,  # type: ignore[attr-defined]
+            unsupported_level=ErrorLevel.RAISE,
+        )
+        if not isinstance(statement, sge.Query):
+            raise TypeError("query_with_inputs runs queries only")
+        with self._step("query with inputs", statement=sql):  # type: ignore[attr-defined]
+            return self._query_with_inputs(sql, inputs)
+
+    @abc.abstractmethod
+    def _query_with_inputs(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table: ...

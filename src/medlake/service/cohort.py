@@ -32,6 +32,7 @@ from medlake.cohort.compiler import CohortCompiler
 from medlake.cohort.events import omics_key
 from medlake.cohort.model import CohortDefinition, Expression, Genotype, iter_criteria
 from medlake.cohort.omics import expression_events, genotype_events, omics_memtable
+from medlake.cohort.steps import COUNT_TABLES
 from medlake.config import Workspace, open_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import InputError, UsageError
@@ -42,6 +43,7 @@ from medlake.privacy import (
     suppress_attrition,
 )
 from medlake.service.cohort_query import remembered, resolve_concept_sets, run_cohort_query
+from medlake.service.cohort_steps import count_by_steps
 from medlake.service.lake_pool import pooled_lake
 from medlake.service.policy import authorized, record_read, require
 from medlake.service.workspace import open_lake
@@ -135,6 +137,16 @@ def _run(
     SQL is cached per definition (:mod:`medlake.service.cohort_query`); the attrition
     row is kept until the tables it reads change (``[cohort] cache_results``)."""
     settings = workspace.settings.cohort
+    if query == "count" and settings.cache_results:
+        # Steps shared with other definitions (cohort_steps), the row kept as a whole too.
+        def by_steps() -> pa.Table | None:
+            return count_by_steps(engine, compiler, limit_mb=settings.step_cache_mb,
+                                  concurrent=settings.concurrent_statements)  # fmt: skip
+
+        key = ("steps row", engine.name, compiler.cache_key("count"))
+        row = remembered(engine, COUNT_TABLES, key, by_steps) if key[2] else None
+        if row is not None:
+            return row
     build = compiler.count_query if query == "count" else compiler.cohort_query
     return run_cohort_query(
         engine,

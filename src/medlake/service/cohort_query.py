@@ -99,9 +99,7 @@ def cache_stats() -> CacheStats:
         return CacheStats(**vars(_stats))
 
 
-def remembered(
-    engine: Engine, tables: Iterable[str], key: Hashable, compute: Callable[[], T]
-) -> T:
+def remembered(engine: Engine, tables: Iterable[str], key: Hashable, compute: Callable[[], T]) -> T:
     """``compute()``, kept under ``key`` while the data version of ``tables`` stands.
 
     Concurrent callers with the same key and version share one computation (an error
@@ -198,18 +196,7 @@ def run_cohort_query(
 
         return engine.execute(build(computed))
     full_key = (engine.name, key)
-    with _cache_lock:
-        cached = _cache.get(full_key)
-        if cached is not None:
-            _cache.move_to_end(full_key)
-    if cached is None:
-        statement = _statement(engine, build)
-        cached = (statement, _tables_read(statement))
-        with _cache_lock:
-            _cache[full_key] = cached
-            while len(_cache) > CACHE_SIZE:
-                _cache.popitem(last=False)
-    statement, tables = cached
+    statement, tables = cached_statement(engine, key, build)
 
     def run() -> pa.Table:
         with statement_gate(concurrent):
@@ -222,15 +209,38 @@ def run_cohort_query(
     return remembered(engine, tables, ("result", full_key), run)
 
 
+def cached_statement(
+    engine: Engine, key: Hashable, build: Callable[[Step], ir.Table]
+) -> tuple[sge.Expression, frozenset[str]]:
+    """``build``'s steps stitched into one statement (:func:`_statement`) and the lake
+    tables it reads, from the statement cache under ``key`` and the engine kind."""
+    full_key = (engine.name, key)
+    with _cache_lock:
+        cached = _cache.get(full_key)
+        if cached is not None:
+            _cache.move_to_end(full_key)
+            return cached
+    statement = _statement(engine, build)
+    cached = (statement, _tables_read(statement))
+    with _cache_lock:
+        _cache[full_key] = cached
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return cached
+
+
 def clear_cache() -> None:
-    """Forget every cached statement and result (tests; a changed compiler in a
-    long-lived process)."""
+    """Forget every cached statement and result, shared count steps included (tests; a
+    changed compiler in a long-lived process)."""
     with _cache_lock:
         _cache.clear()
     with _results_lock:
         _results.clear()
         global _stats
         _stats = CacheStats()
+    from medlake.service.cohort_steps import clear_steps  # it imports this module
+
+    clear_steps()
 
 
 def _tables_read(statement: sge.Expression) -> frozenset[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +31,7 @@ import sqlglot.expressions as sge
 
 from medlake.engine.base import Engine
 from medlake.engine.capabilities import (
+    SupportsArrowInputs,
     SupportsCheckpoint,
     SupportsScratchSession,
     SupportsSplink,
@@ -52,7 +53,12 @@ _open_lock = threading.Lock()
 
 
 class DuckDBEngine(
-    Engine, SupportsTransactions, SupportsCheckpoint, SupportsScratchSession, SupportsSplink
+    Engine,
+    SupportsTransactions,
+    SupportsCheckpoint,
+    SupportsScratchSession,
+    SupportsSplink,
+    SupportsArrowInputs,
 ):
     """The lake in a DuckDB database file (or in memory, for tests).
 
@@ -117,6 +123,19 @@ class DuckDBEngine(
         names = [column[0] for column in cursor.description or ()]
         rows = cursor.fetchall()
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
+
+    def _query_with_inputs(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table:
+        # A registered Arrow table is a view of this connection only (another engine's
+        # connection, even on the same database, never sees it), read in place.
+        registered: list[str] = []
+        try:
+            for name, table in inputs.items():
+                self._con.register(name, table)
+                registered.append(name)
+            return self._con.sql(sql).to_arrow_table()
+        finally:
+            for name in registered:
+                self._con.unregister(name)
 
     def _list_tables(self) -> list[str]:
         rows = self._con.execute(
