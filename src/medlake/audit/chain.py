@@ -8,13 +8,25 @@ event therefore breaks the chain at that event (:mod:`medlake.audit.verify` says
 ``event_id`` is the event's position (1, 2, 3, ...); it is not hashed because the
 position is already fixed by the links, and verification checks that ids follow them.
 
-Appends are serialized: on engines with transactions the new event and the one-row
-``audit_head`` table are written in one transaction, so two writers that read the same
-head conflict on ``audit_head`` and the loser retries on the new head instead of forking
-the chain. Engines without transactions (Spark) rely on a single writer process.
-Concurrent appends in one process are grouped (:mod:`medlake.audit.group_commit`): the
-events queued while a write is under way go into the next transaction together, in
-queue order, and each caller returns once its event has committed.
+Appends are serialized: on engines with transactions the new events and the one-row
+``audit_head`` table are written in one transaction, and the head row is moved by a
+compare-and-set (``UPDATE ... WHERE event_id = <the head the events link to> AND
+event_hash = ...``), so two writers that start from the same head cannot both commit:
+the loser hits no row (or DuckDB's write conflict on that row) and retries on the new
+head instead of forking the chain. Engines without transactions (Spark) rely on a single
+writer process. Concurrent appends in one process are grouped
+(:mod:`medlake.audit.group_commit`): the events queued while a write is under way go
+into the next transaction together, in queue order, and each caller returns once its
+event has committed.
+
+An audited read answers a user many times a second, so a group's transaction is kept
+to what durability needs: one prepared multi-row ``INSERT`` and the head's
+compare-and-set, with the head the events link to taken from memory (what this process
+last committed on that lake) rather than read back. The memory is only a hint: the
+compare-and-set checks it against the stored row in the same transaction, and a stale
+hint (another connection or process appended meanwhile) rolls back and retries from
+the stored head. Appends inside a caller's own transaction never use the hint: they
+claim and read the head row there, as a stale hint would abort the caller's work.
 
 Written here rather than taken from a library: the chain is a few lines of
 :mod:`hashlib` over a canonical JSON text, and a library (e.g. an append-only log
@@ -44,7 +56,7 @@ import sqlglot.expressions as sge
 from medlake.audit.group_commit import GroupCommit
 from medlake.clock import utc_now
 from medlake.engine import Engine, SupportsTransactions
-from medlake.engine.prepared import PreparedQuery
+from medlake.engine.prepared import PreparedQuery, PreparedWrite
 from medlake.errors import EngineError, UsageError
 from medlake.log import get_logger
 
@@ -60,6 +72,8 @@ _HEAD_KEY = "main"
 _RETRIES = 200
 # Writers in this process take turns; other connections are kept out by audit_head.
 _LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """One event as stored in ``audit_event``."""
@@ -202,22 +216,43 @@ def _write(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
     # The trail is written even while the workspace is frozen read-only: it must record
     # the alert, the refused attempts and the review that lifts the freeze.
     with _LOCK, engine.writes_while_frozen():
-        if not isinstance(engine, SupportsTransactions):
-            return _append(engine, drafts, guarded=False)
+        if not isinstance(engine, SupportsTransactions) or not _has_head_table(engine):
+            return _append(engine, drafts)
+        # In a caller's transaction the commit is the caller's: no hint taken or kept.
+        own = not engine.in_transaction
+        key = _lake_key(engine)
         for attempt in range(_RETRIES):
+            hint = _HEADS.get(key) if own else None
             try:
                 with engine.transaction():
-                    return _append(engine, drafts, guarded=True)
+                    events = _append_guarded(engine, drafts, hint)
+            except _HeadMovedError:
+                _HEADS.pop(key, None)  # another writer appended: start from the stored head
+                continue
             except EngineError as error:
+                _HEADS.pop(key, None)
                 if not _is_conflict(error) or attempt == _RETRIES - 1:
                     raise
                 logger.debug("audit append met another writer; retrying (%s)", attempt + 1)
                 # Random back-off, so racing writers do not meet again in step.
                 time.sleep(random.uniform(0.001, 0.004) * min(attempt + 1, 10))
-    raise AssertionError("unreachable")  # pragma: no cover
+                continue
+            if own:
+                _HEADS[key] = (events[-1].event_id, events[-1].event_hash)  # committed
+            else:
+                _HEADS.pop(key, None)  # the caller may still roll it back
+            return [event.event_id for event in events]
+    raise EngineError(f"audit append gave up after {_RETRIES} attempts: {HEAD_TABLE} kept moving")
 
 
 _GROUPS: GroupCommit[AuditEvent] = GroupCommit()
+# Per lake (_lake_key): the (event_id, event_hash) this process last committed as the
+# head. A hint, checked by the compare-and-set of every append that uses it.
+_HEADS: dict[Hashable, tuple[int, str]] = {}
+
+
+class _HeadMovedError(Exception):
+    """The stored head is not the hint the events were linked to: roll back, retry."""
 
 
 def _lake_key(engine: Engine) -> Hashable:
@@ -244,16 +279,8 @@ def chain_head(engine: Engine) -> tuple[int, str]:
     return int(last[0]["event_id"]), str(last[0]["event_hash"])
 
 
-def _append(engine: Engine, drafts: list[AuditEvent], *, guarded: bool) -> list[int]:
-    if guarded and _has_head_table(engine):
-        # Claim the head row first: a second writer holding it conflicts right here.
-        engine.run_sql(
-            sge.update(HEAD_TABLE, {"chain": sge.convert(_HEAD_KEY)}, where=_head_predicate())
-        )
-        last_id, last_hash = _read_head_row(engine)
-    else:
-        guarded = False
-        last_id, last_hash = chain_head(engine)
+def _chained(drafts: list[AuditEvent], last_id: int, last_hash: str) -> list[AuditEvent]:
+    """``drafts`` numbered and linked after the event ``(last_id, last_hash)``."""
     events = []
     for draft in drafts:
         event = AuditEvent(
@@ -262,10 +289,85 @@ def _append(engine: Engine, drafts: list[AuditEvent], *, guarded: bool) -> list[
         event = AuditEvent(**{**event.__dict__, "event_hash": event_hash(event)})
         events.append(event)
         last_id, last_hash = event.event_id, event.event_hash
+    return events
+
+
+def _append(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
+    """Append on an engine without transactions or a lake from before ``audit_head``:
+    a single writer, the head read from the trail itself."""
+    events = _chained(drafts, *chain_head(engine))
     engine.load_arrow(EVENT_TABLE, pa.Table.from_pylist([event.__dict__ for event in events]))
-    if guarded:
-        _set_head(engine, events[-1])
     return [event.event_id for event in events]
+
+
+def _append_guarded(
+    engine: Engine, drafts: list[AuditEvent], hint: tuple[int, str] | None
+) -> list[AuditEvent]:
+    """Insert ``drafts`` after the head and move the head row, in the open transaction:
+    after ``hint`` when given (checked by the compare-and-set), else after the stored head."""
+    hinted = hint is not None
+    if hint is None:
+        # Claimed before it is read: a second writer conflicts right here.
+        engine.run_prepared_write(_CLAIM_HEAD, [_HEAD_KEY])
+        hint = _read_head_row(engine)
+    events = _chained(drafts, *hint)
+    for start in range(0, len(events), _INSERT_ROWS):
+        chunk = events[start : start + _INSERT_ROWS]
+        engine.run_prepared_write(
+            _insert_statement(len(chunk)),
+            [getattr(event, name) for event in chunk for name in _COLUMNS],
+        )
+    last = events[-1]
+    moved = engine.run_prepared_write(
+        _MOVE_HEAD, [last.event_id, last.event_hash, utc_now(), _HEAD_KEY, *hint]
+    )
+    if moved != 1:
+        if hinted:
+            raise _HeadMovedError()
+        raise EngineError(f"{HEAD_TABLE} moved under a claimed append; nothing was written")
+    return events
+
+
+# The event's columns, in the order the prepared INSERT binds them.
+_COLUMNS = tuple(AuditEvent.__dataclass_fields__)
+# Rows per INSERT statement: one statement text per batch size up to this, kept.
+_INSERT_ROWS = 64
+_INSERTS: dict[int, PreparedWrite] = {}
+
+
+def _insert_statement(rows: int) -> PreparedWrite:
+    statement = _INSERTS.get(rows)
+    if statement is None:
+        row = sge.Tuple(expressions=[sge.Placeholder() for _ in _COLUMNS])
+        values = sge.values([row.copy() for _ in range(rows)])
+        statement = PreparedWrite(sge.insert(values, EVENT_TABLE, columns=list(_COLUMNS)))
+        _INSERTS[rows] = statement
+    return statement
+
+
+def _head_where(*columns: str) -> sge.Expression:
+    condition: sge.Expression = sge.column("chain").eq(sge.Placeholder())
+    for column in columns:
+        condition = condition.and_(sge.column(column).eq(sge.Placeholder()))
+    return condition
+
+
+# Take the head row for this transaction without changing it (a caller's transaction).
+_CLAIM_HEAD = PreparedWrite(
+    sge.update(HEAD_TABLE, {"chain": sge.column("chain")}, where=_head_where())
+)
+# Compare-and-set: move the head only from the event the new ones link to.
+_MOVE_HEAD = PreparedWrite(
+    sge.update(
+        HEAD_TABLE,
+        {
+            "event_id": sge.Placeholder(),
+            "event_hash": sge.Placeholder(),
+            "updated_at": sge.Placeholder(),
+        },
+        where=_head_where("event_id", "event_hash"),
+    )
+)
 
 
 # Engines whose lake is known to have the head row (it is made once, then only updated).
@@ -310,25 +412,6 @@ def _read_head_row(engine: Engine) -> tuple[int, str]:
         raise EngineError(f"{HEAD_TABLE} must hold one row for the chain, not {rows.num_rows}")
     row = rows.to_pylist()[0]
     return int(row["event_id"]), str(row["event_hash"])
-
-
-def _set_head(engine: Engine, event: AuditEvent) -> None:
-    # Only called once _has_head_table said the table is there.
-    engine.run_sql(
-        sge.update(
-            HEAD_TABLE,
-            {
-                "event_id": sge.convert(event.event_id),
-                "event_hash": sge.convert(event.event_hash),
-                "updated_at": sge.cast(sge.convert(_timestamp(utc_now())), "timestamp"),
-            },
-            where=_head_predicate(),
-        )
-    )
-
-
-def _head_predicate() -> sge.Expression:
-    return sge.column("chain").eq(sge.convert(_HEAD_KEY))
 
 
 __all__ = [

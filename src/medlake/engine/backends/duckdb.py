@@ -39,7 +39,7 @@ from medlake.engine.capabilities import (
 )
 from medlake.engine.data_versions import DATA_VERSIONS
 from medlake.engine.ddl import table_ref
-from medlake.engine.prepared import PreparedQuery
+from medlake.engine.prepared import PreparedQuery, PreparedWrite
 from medlake.errors import EngineError
 
 MEMORY = ":memory:"
@@ -114,6 +114,13 @@ class DuckDBEngine(
 
     def _run_prepared(
         self, query: PreparedQuery, sql: str, parameters: Sequence[object]
+    def _run_prepared_write(
+        self, write: PreparedWrite, sql: str, parameters: Sequence[object]
+    ) -> int | None:
+        # DuckDB answers INSERT, UPDATE and DELETE with one row: the count of rows changed.
+        rows = self._con.execute(sql, list(parameters)).fetchall()
+        return int(rows[0][0]) if rows else None
+
     ) -> pa.Table:
         # DuckDB binds the values itself: no literal is ever spliced into the text. The
         # DB-API path, not the relational one: for a small result it costs about half the

@@ -1,0 +1,110 @@
+"""Prepared writes: INSERT, UPDATE and DELETE with bound values, counted, guarded, versioned.
+
+``Engine.run_prepared_write`` is how the audit trail appends (one multi-row ``INSERT`` and
+a compare-and-set ``UPDATE`` of its head per commit), so the count it returns must be the
+rows really changed (the compare-and-set relies on it), values must be bound (never
+spliced into the text), a frozen workspace must refuse it like every other write, and it
+must move the data version of the tables it writes (cached results depend on that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlglot.expressions as sge
+
+from medlake.engine import ColumnSpec, TableSpec
+from medlake.engine.backends.duckdb import DuckDBEngine
+from medlake.engine.prepared import PreparedWrite
+from medlake.errors import EngineError, WorkspaceFrozenError
+
+NOTES = TableSpec(
+    name="notes",
+    group="test",
+    columns=(
+        ColumnSpec("note_id", "integer", required=True),
+        ColumnSpec("body", "varchar(200)"),
+    ),
+)
+P = sge.Placeholder
+
+INSERT_TWO = PreparedWrite(
+    sge.insert(sge.values([(P(), P()), (P(), P())]), "notes", columns=["note_id", "body"])
+)
+SET_BODY = PreparedWrite(sge.update("notes", {"body": P()}, where=sge.column("note_id").eq(P())))
+DELETE_BELOW = PreparedWrite(
+    sge.delete("notes", where=sge.LT(this=sge.column("note_id"), expression=P()))
+)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
+    with DuckDBEngine(tmp_path / "lake.duckdb") as engine:
+        engine.create_schema([NOTES])
+        yield engine
+
+
+def _rows(engine: DuckDBEngine) -> list[tuple[int, str | None]]:
+    table = engine.execute(engine.table("notes").order_by("note_id"))
+    return list(zip(table.column("note_id").to_pylist(), table.column("body").to_pylist(),
+                    strict=True))  # fmt: skip
+
+
+def test_counts_are_the_rows_changed(engine: DuckDBEngine) -> None:
+    quote = "O'Brien; DROP TABLE notes; --"
+    assert engine.run_prepared_write(INSERT_TWO, [1, "a", 2, quote]) == 2
+    assert engine.run_prepared_write(INSERT_TWO, [3, None, 4, "d"]) == 2
+    assert _rows(engine) == [(1, "a"), (2, quote), (3, None), (4, "d")]  # bound, not spliced
+    assert engine.run_prepared_write(SET_BODY, ["b", 2]) == 1
+    assert engine.run_prepared_write(SET_BODY, ["x", 99]) == 0  # no such row: nothing changed
+    assert engine.run_prepared_write(DELETE_BELOW, [3]) == 2
+    assert _rows(engine) == [(3, None), (4, "d")]
+
+
+def _insert_then_fail(engine: DuckDBEngine) -> None:
+    with engine.transaction():
+        engine.run_prepared_write(INSERT_TWO, [1, "a", 2, "b"])
+        raise RuntimeError("the work failed")
+
+
+def test_a_prepared_write_commits_and_rolls_back_with_the_transaction(
+    engine: DuckDBEngine,
+) -> None:
+    with pytest.raises(RuntimeError, match="work failed"):
+        _insert_then_fail(engine)
+    assert _rows(engine) == []
+    with engine.transaction():
+        engine.run_prepared_write(INSERT_TWO, [1, "a", 2, "b"])
+    assert _rows(engine) == [(1, "a"), (2, "b")]
+
+
+def test_a_frozen_lake_refuses_it_unless_exempted(engine: DuckDBEngine) -> None:
+    engine.guard_writes(lambda: "frozen for the test")
+    with pytest.raises(WorkspaceFrozenError, match="notes"):
+        engine.run_prepared_write(INSERT_TWO, [1, "a", 2, "b"])
+    assert _rows(engine) == []
+    with engine.writes_while_frozen():  # how the audit trail still records the alert
+        assert engine.run_prepared_write(INSERT_TWO, [1, "a", 2, "b"]) == 2
+
+
+def test_it_moves_the_data_version_of_the_tables_it_writes(engine: DuckDBEngine) -> None:
+    engine.load_arrow("notes", pa.table({"note_id": [1], "body": ["a"]}))
+    before = engine.data_version(["notes"])
+    engine.run_prepared_write(SET_BODY, ["b", 1])
+    after = engine.data_version(["notes"])
+    assert after != before
+    with engine.transaction():
+        engine.run_prepared_write(SET_BODY, ["c", 1])
+        assert engine.data_version(["notes"]) == after  # moves once the transaction ends
+    assert engine.data_version(["notes"]) != after
+
+
+def test_wrong_parameters_and_non_writes_are_refused(engine: DuckDBEngine) -> None:
+    with pytest.raises(EngineError, match="takes 4 parameters, not 2"):
+        engine.run_prepared_write(INSERT_TWO, [1, "a"])
+    with pytest.raises(TypeError, match="INSERT, UPDATE or DELETE"):
+        PreparedWrite(sge.select("1"))  # type: ignore[arg-type]
+    assert INSERT_TWO.tables == {"notes"}
