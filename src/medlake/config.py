@@ -200,6 +200,23 @@ class JobsSection(_Section):
     )
 
 
+class LayoutSection(_Section):
+    """The lake's tables kept in person order (patient 360 reads one person's rows)."""
+
+    reorder_share: float = Field(
+        default=0.05, ge=0, le=1,
+        description="rewrite a person table in person order once more than this share of "
+        "its rows is out of order",
+    )  # fmt: skip
+    after_ingest: bool = Field(
+        default=True, description="check the order (and rewrite) at the end of each ingest run"
+    )
+    interval_minutes: float = Field(
+        default=60.0, ge=0,
+        description="how often medlake serve checks the order (0: never while serving)",
+    )  # fmt: skip
+
+
 class Settings(_Section):
     """Everything ``medlake.toml`` can say; every field has a working default."""
 
@@ -215,6 +232,7 @@ class Settings(_Section):
     privacy: PrivacySection = PrivacySection()
     jobs: JobsSection = JobsSection()
     cohort: CohortSection = CohortSection()
+    layout: LayoutSection = LayoutSection()
 
 
 def read_settings(path: Path) -> Settings:

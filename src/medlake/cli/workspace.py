@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +12,10 @@ from medlake.cli.render import console, print_json, print_table
 from medlake.schema import SCHEMA_VERSION
 from medlake.service import workspace as service
 
-schema_app = typer.Typer(help="Show or upgrade the lake's schema version.", no_args_is_help=True)
+schema_app = typer.Typer(
+    help="Show or upgrade the lake's schema version; keep its person tables in person order.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -81,3 +84,46 @@ def schema_upgrade(workspace: WorkspaceOption = None) -> None:
     for migration in applied:
         console.print(f"applied v{migration.version}: {migration.description}")
     console.print(f"lake schema v{before or 0} -> v{after}")
+
+
+@schema_app.command("layout")
+def schema_layout(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Show how many rows of each person table are stored out of person order."""
+    from medlake.service.lake_layout import layout_status
+
+    _render_layout(layout_status(workspace), as_json)
+
+
+@schema_app.command("reorder")
+def schema_reorder(
+    workspace: WorkspaceOption = None,
+    force: Annotated[
+        bool, typer.Option("--all", help="Rewrite every table with rows out of order.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Rewrite the person tables past [layout] reorder_share in person order."""
+    from medlake.service.lake_layout import reorder_lake
+
+    with console.status("checking the person order of the lake's tables..."):
+        report = reorder_lake(workspace, force=force)
+    _render_layout(report, as_json)
+
+
+def _render_layout(report: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    if not report.supported:
+        console.print("this engine keeps no row groups in order: nothing to do")
+        return
+    rows = [
+        (t.table, t.rows, t.out_of_order, f"{t.share:.1%}",
+         f"rewritten in {t.seconds:.1f} s" if t.reordered else "")
+        for t in report.tables if t.rows
+    ]  # fmt: skip
+    print_table(
+        f"Rows out of person order (rewrite past {report.threshold:.0%})",
+        ["table", "rows", "out of order", "share", ""],
+        rows,
+    )

@@ -4,7 +4,10 @@ A change set says, for some source patients, the person id they hold now and the
 they will hold. Every table with a ``person_id`` follows, in the caller's transaction:
 
 - ``source_patient``, ``pii_person``, ``omics_sample`` name their source patient, so
-  their rows move with it.
+  their rows move with it; so does ``source_record`` (provenance: its ``person_id`` is
+  its CDM row's, which follows the same source patient; a row that names none, loaded
+  before rows named their patient, moves only when its person moves whole, as its CDM
+  row does).
 - For every other table, a person whose source patients all go to one new id moves
   whole (``person_id = old`` → new). A person that *splits* moves row by row: each
   row's source patient is in its provenance (``source_record.source_patient_id``,
@@ -34,7 +37,7 @@ from medlake.engine import Engine
 from medlake.schema import ALL_TABLES
 
 PERSON_KEYED = ("person", "death")
-PATIENT_KEYED = ("source_patient", "pii_person", "omics_sample")
+PATIENT_KEYED = ("source_patient", "pii_person", "omics_sample", "source_record")
 #: Tables whose rows follow their person (besides the two above groups).
 ROW_TABLES: tuple[str, ...] = tuple(
     spec.name

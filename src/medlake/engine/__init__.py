@@ -10,6 +10,7 @@ lazily, so ``import medlake.engine`` stays cheap.
 from medlake.engine.base import Engine
 from medlake.engine.capabilities import (
     SupportsArrowInputs,
+    SupportsReordering,
     SupportsScratchSession,
     SupportsSplink,
     SupportsTransactions,
@@ -21,6 +22,7 @@ __all__ = [
     "ColumnSpec",
     "Engine",
     "SupportsArrowInputs",
+    "SupportsReordering",
     "SupportsScratchSession",
     "SupportsSplink",
     "SupportsTransactions",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, final
 
 import pyarrow as pa
@@ -104,3 +104,57 @@ class SupportsArrowInputs(abc.ABC):
 
     @abc.abstractmethod
     def _query_with_inputs(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table: ...
+
+
+class SupportsReordering(abc.ABC):
+    """Capability mixin: a table can be rewritten with its rows stored in a given order.
+
+    DuckDB keeps each row group's min/max per column (zone maps) and skips the groups a
+    filter cannot match, so ``person_id = ?`` on a table stored in person order reads one
+    row group; rows appended batch by batch (an ingest) spread every person over every
+    group. :meth:`reorder_table` puts the rows back in order, :meth:`out_of_order_rows`
+    says how many have drifted. The content never changes (same rows, same values), so
+    data versions do not move: results cached from the table stay right.
+    """
+
+    @final
+    def out_of_order_rows(self, table: str, column: str) -> tuple[int, int]:
+        """(rows stored out of ``column`` order, all rows), as the zone maps see them.
+
+        Row groups are walked in storage order; a group whose smallest value is below the
+        largest of the in-order groups before it is out of order (a lookup by ``column``
+        has to read it whatever the value), and so are all its rows.
+        """
+        with self._step(f"row order of {table}"):  # type: ignore[attr-defined]
+            groups = self._row_group_ranges(table, column)
+        frontier, late, total = None, 0, 0
+        for low, high, rows in groups:
+            total += rows
+            if low is None or high is None:
+                continue  # only nulls: no lookup by value reads it
+            if frontier is not None and low < frontier:
+                late += rows
+            else:
+                frontier = high
+        return late, total
+
+    @final
+    def reorder_table(self, table: str, by: Sequence[str]) -> int:
+        """Rewrite ``table`` with its rows in ``by`` order, in one transaction; return the
+        row count. Rows, values and the table's definition stay as they were."""
+        if not by:
+            raise ValueError("reorder_table needs at least one column to order by")
+        self._refuse_if_guarded(f"reorder {table}")  # type: ignore[attr-defined]
+        with self._step(f"reorder {table}") as step:  # type: ignore[attr-defined]
+            rows = self._reorder_table(table, tuple(by))
+            step.detail = f"{rows} rows"
+            return rows
+
+    @abc.abstractmethod
+    def _row_group_ranges(
+        self, table: str, column: str
+    ) -> list[tuple[Any | None, Any | None, int]]:
+        """(min, max, rows) of ``column`` per row group, in storage order."""
+
+    @abc.abstractmethod
+    def _reorder_table(self, table: str, by: tuple[str, ...]) -> int: ...

@@ -290,5 +290,11 @@ def record_versions(
                 if SOURCE_PATIENT_ID in written.column_names
                 else pa.nulls(count, pa.string())
             ),
+            # The row's person: patient 360 reads one person's provenance by it.
+            "person_id": (
+                pc.cast(written.column("person_id"), pa.int64())
+                if "person_id" in written.column_names
+                else pa.nulls(count, pa.int64())
+            ),
         }
     )

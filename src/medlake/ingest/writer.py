@@ -478,14 +478,17 @@ class LakeWriter:
                     merge.source_version, self.batch.batch_id,
                 )
             )  # fmt: skip
+        if self._provenance:  # the chunk's provenance names persons the merge re-points
+            self.engine.load_arrow(SOURCE_RECORD_TABLE, pa.concat_tables(self._provenance))
+            self._provenance = []
         repoint_persons(self.engine, resolve_moves(pairs))
         self.persons.forget()
         survivors = {m.merged_id: self.persons.person_id(m.surviving_id) for m in chosen}
-        written = plan.rows.append_column(
-            ROW_ID,
-            pa.array(
-                [survivors[i] for i in plan.rows.column(SOURCE_RECORD_ID).to_pylist()], pa.int64()
-            ),
+        survivor_ids = pa.array(
+            [survivors[i] for i in plan.rows.column(SOURCE_RECORD_ID).to_pylist()], pa.int64()
+        )
+        written = plan.rows.append_column(ROW_ID, survivor_ids).append_column(
+            "person_id", survivor_ids
         )
         self._provenance.append(
             record_versions(

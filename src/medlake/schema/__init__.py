@@ -20,7 +20,7 @@ from medlake.schema.medlake_tables import MEDLAKE_TABLES
 from medlake.schema.omop import OMOP_TABLES
 
 #: The schema version this medlake writes; the last migration's version.
-SCHEMA_VERSION: int = 4
+SCHEMA_VERSION: int = 5
 
 #: Every table, OMOP first (in the field list's order), then medlake's.
 ALL_TABLES: tuple[TableSpec, ...] = (

@@ -124,6 +124,14 @@ SOURCE_RECORD = TableSpec(
                 "can move exactly that patient's rows when it splits a person"
             ),
         ),
+        ColumnSpec(
+            "person_id",
+            "integer",
+            description=(
+                "the person of the CDM row (the surviving person for a merge record), kept "
+                "by ingest and the EMPI, so one person's provenance is read without a scan"
+            ),
+        ),
     ),
 )
 

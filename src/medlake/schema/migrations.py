@@ -114,6 +114,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         # null on rows loaded before: re-ingesting the source fills it in
         steps=(ddl("ALTER TABLE pii_person ADD COLUMN IF NOT EXISTS mrn VARCHAR(50)"),),
     ),
+    Migration(
+        version=5,
+        description="the person of each source record, so provenance is read by person",
+        # null on rows loaded before: the upgrade fills it in from the CDM rows
+        # (medlake.service.lake_layout.fill_provenance_persons)
+        steps=(ddl("ALTER TABLE source_record ADD COLUMN IF NOT EXISTS person_id BIGINT"),),
+    ),
 )
 
 

@@ -81,6 +81,10 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     from medlake.service.job_retention import with_job_retention
 
     app.router.lifespan_context = with_job_retention(app.router.lifespan_context, workspace)
+    # The person tables are kept in person order while serving ([layout]).
+    from medlake.service.lake_layout import with_layout_maintenance
+
+    app.router.lifespan_context = with_layout_maintenance(app.router.lifespan_context, workspace)
     problems.install(app)
     routers = (
         system.router,

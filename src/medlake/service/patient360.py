@@ -375,9 +375,17 @@ def _items_statement(
         .join("concept AS c", on=f"c.concept_id = i.{_CONCEPT}", join_type="left")
     )
     if provenance:
+        # The person's provenance rows only (``person_id``, kept by ingest and the EMPI):
+        # the table holds a row per CDM row, and joining by row id alone reads it whole.
+        records = (
+            sge.select("cdm_table", "cdm_row_id", *_PROVENANCE)
+            .from_(_SOURCE_RECORD)
+            .where(sge.column("person_id").eq(sge.Placeholder()))
+            .where("is_current")
+        )
         query = query.join(
-            f"{_SOURCE_RECORD} AS r",
-            on=f"r.is_current AND r.cdm_table = i.{_TABLE} AND r.cdm_row_id = i.{_ROW}",
+            records.subquery("r"),
+            on=f"r.cdm_table = i.{_TABLE} AND r.cdm_row_id = i.{_ROW}",
             join_type="left",
         )
     return query.order_by(_DOMAIN, _ROW)

@@ -111,9 +111,18 @@ def upgrade_schema_on(engine: Engine) -> list[Migration]:
         logger.info("applying schema migration %d: %s", migration.version, migration.description)
         for step in migration.steps:
             _apply_step(engine, step)
+        _fill_data(engine, migration.version)
         engine.load_arrow(VERSION_TABLE, _version_row(migration))
         applied.append(migration)
     return applied
+
+
+def _fill_data(engine: Engine, version: int) -> None:
+    """Data a migration's new column needs on rows loaded before it (migrations are DDL)."""
+    if version == 5:  # source_record.person_id, from the CDM rows
+        from medlake.service.lake_layout import fill_provenance_persons
+
+        fill_provenance_persons(engine)
 
 
 def _apply_step(engine: Engine, step: object) -> None:

@@ -33,6 +33,7 @@ from medlake.engine.base import Engine
 from medlake.engine.capabilities import (
     SupportsArrowInputs,
     SupportsCheckpoint,
+    SupportsReordering,
     SupportsScratchSession,
     SupportsSplink,
     SupportsTransactions,
@@ -59,6 +60,7 @@ class DuckDBEngine(
     SupportsScratchSession,
     SupportsSplink,
     SupportsArrowInputs,
+    SupportsReordering,
 ):
     """The lake in a DuckDB database file (or in memory, for tests).
 
@@ -112,8 +114,6 @@ class DuckDBEngine(
         self._con.execute(sql).fetchall()
         return None
 
-    def _run_prepared(
-        self, query: PreparedQuery, sql: str, parameters: Sequence[object]
     def _run_prepared_write(
         self, write: PreparedWrite, sql: str, parameters: Sequence[object]
     ) -> int | None:
@@ -121,6 +121,8 @@ class DuckDBEngine(
         rows = self._con.execute(sql, list(parameters)).fetchall()
         return int(rows[0][0]) if rows else None
 
+    def _run_prepared(
+        self, query: PreparedQuery, sql: str, parameters: Sequence[object]
     ) -> pa.Table:
         # DuckDB binds the values itself: no literal is ever spliced into the text. The
         # DB-API path, not the relational one: for a small result it costs about half the
@@ -191,6 +193,50 @@ class DuckDBEngine(
                 f"delete from {table} failed: {exc}", statement=statement, engine=self.name
             ) from exc
         return int(deleted)
+
+    # ------------------------------------------------------------------ row order
+
+    def _row_group_ranges(self, table: str, column: str) -> list[tuple[Any, Any, int]]:
+        # DuckDB's own zone maps: per row group, the min/max of the column's segments.
+        rows = self._con.execute(
+            "SELECT row_group_id, count, stats FROM pragma_storage_info(?) "
+            "WHERE column_name = ? AND segment_type <> 'VALIDITY' ORDER BY row_group_id",
+            [table, column],
+        ).fetchall()
+        groups: dict[int, tuple[Any, Any, int]] = {}
+        for group, count, stats in rows:
+            low, high = (stats or {}).get("min"), (stats or {}).get("max")
+            was_low, was_high, was_count = groups.get(group, (None, None, 0))
+            groups[group] = (
+                low if was_low is None else was_low if low is None else min(was_low, low),
+                high if was_high is None else was_high if high is None else max(was_high, high),
+                was_count + count,
+            )
+        return list(groups.values())
+
+    def _reorder_table(self, table: str, by: tuple[str, ...]) -> int:
+        # Copy, empty, insert in order, in one transaction: a crash or an error leaves the
+        # table as it was, readers see the old rows until the commit, and the table keeps
+        # its definition (a DROP and RENAME would lose it, and conflict with another
+        # transaction's appends). The emptied row groups are freed at the checkpoint.
+        copy = sge.Table(
+            this=sqlglot.to_identifier(f"__medlake_reorder_{uuid.uuid4().hex}", quoted=True)
+        )
+        target = table_ref(table)
+        order = [sge.Ordered(this=sge.column(sqlglot.to_identifier(c, quoted=True))) for c in by]
+        statements = [
+            f"CREATE TEMP TABLE {copy.sql('duckdb')} AS SELECT * FROM {target.sql('duckdb')}",
+            sge.delete(target).sql("duckdb"),
+            sge.insert(sge.select("*").from_(copy.copy()).order_by(*order), target).sql("duckdb"),
+            f"DROP TABLE {copy.sql('duckdb')}",
+        ]
+        with self.transaction():
+            for statement in statements:
+                self._con.execute(statement).fetchall()
+            ((rows,),) = self._con.execute(
+                f"SELECT count(*) FROM {target.sql('duckdb')}"
+            ).fetchall()
+        return int(rows)
 
     # ------------------------------------------------------------------ reading
 

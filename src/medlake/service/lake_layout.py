@@ -1,0 +1,309 @@
+"""The lake's physical layout: tables kept in person order, provenance reachable by person.
+
+Patient 360 reads one person's rows from every CDM table and from ``source_record``
+with ``person_id = ?``. DuckDB keeps the min/max of each column per row group (zone
+maps, ~122k rows a group) and reads only the groups whose range holds the id, so a
+table stored in person order costs one row group per lookup. An ingested lake is not in
+person order: rows arrive batch by batch, each batch spanning many persons, and person
+ids are hashes, so every row group of an appended table spans nearly every id and a
+lookup reads them all (measured: ``benchmarks/RESULTS.md``, #8).
+
+:func:`reorder_lake` rewrites the person tables whose share of out-of-order rows
+(:meth:`~medlake.engine.capabilities.SupportsReordering.out_of_order_rows`) passes
+``[layout] reorder_share``, one transaction per table, rows and values unchanged. It runs
+on its own after an ingest (``[layout] after_ingest``), periodically while serving
+(:func:`with_layout_maintenance`, ``[layout] interval_minutes``) and on demand
+(``medlake schema reorder``). On an engine without the capability (Spark: the warehouse
+has no row groups of ours to keep in order) it does nothing and says so.
+
+:func:`fill_provenance_persons` gives ``source_record.person_id`` (schema v5) to rows
+loaded before it existed, from their CDM rows; ``medlake schema upgrade`` runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlglot
+
+from medlake.access import Permission
+from medlake.audit import append_event
+from medlake.config import Workspace, as_workspace
+from medlake.engine import Engine, SupportsReordering
+from medlake.engine.capabilities import SupportsCheckpoint
+from medlake.errors import EngineError
+from medlake.log import get_logger
+from medlake.schema import ALL_TABLES, table_spec
+from medlake.service.policy import authorized, login_name
+from medlake.service.workspace import open_lake
+
+log = get_logger(__name__)
+
+PERSON_COLUMN = "person_id"
+PROVENANCE_TABLE = "source_record"
+#: Tables read by person (patient 360, cohort extracts): the CDM's person tables and
+#: medlake's per-person tables, in schema order.
+PERSON_TABLES: tuple[str, ...] = tuple(
+    spec.name
+    for spec in ALL_TABLES
+    if PERSON_COLUMN in spec.column_names
+    and (spec.group == "cdm" or spec.name in (PROVENANCE_TABLE, "source_patient", "omics_sample"))
+)
+# Provenance rows whose cdm_row_id is a person id (the person-keyed tables; merge records
+# name the surviving person).
+_PERSON_ROW_IDS = ("person", "death", "source_patient")
+
+
+@dataclass
+class TableOrder:
+    """One table's row order: rows out of person order, and whether it was rewritten."""
+
+    table: str
+    rows: int
+    out_of_order: int
+    reordered: bool = False
+    seconds: float = 0.0
+
+    @property
+    def share(self) -> float:
+        return self.out_of_order / self.rows if self.rows else 0.0
+
+
+@dataclass
+class LayoutReport:
+    """What :func:`reorder_lake` found and did; ``supported`` False on engines without
+    row groups to order (nothing was done)."""
+
+    tables: list[TableOrder] = field(default_factory=list)
+    supported: bool = True
+    threshold: float = 0.0
+
+    @property
+    def reordered(self) -> list[str]:
+        return [t.table for t in self.tables if t.reordered]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "supported": self.supported,
+            "threshold": self.threshold,
+            "tables": [asdict(t) | {"share": round(t.share, 4)} for t in self.tables],
+        }
+
+
+def _order_by(table: str) -> list[str]:
+    # Person first (the zone maps), then the row's key so a rewrite is deterministic.
+    if table == PROVENANCE_TABLE:
+        return [PERSON_COLUMN, "cdm_table", "cdm_row_id", "source_system", "source_record_id"]
+    key = [c for c in table_spec(table).primary_key if c != PERSON_COLUMN]
+    return [PERSON_COLUMN, *key]
+
+
+def keep_person_order(
+    engine: Engine,
+    workspace: Workspace,
+    *,
+    force: bool = False,
+    tables: Sequence[str] | None = None,
+    progress: Callable[[TableOrder], None] | None = None,
+) -> LayoutReport:
+    """Rewrite in person order each person table whose out-of-order share exceeds
+    ``[layout] reorder_share`` (every one with rows out of order when ``force``).
+
+    One transaction per table; a table that fails stays as it was and the error is
+    raised after the tables before it are done. Audited as ``lake.reorder`` when a table
+    was rewritten. No policy check: callers are the checked entry point below, ingest
+    and the server's own maintenance.
+    """
+    threshold = workspace.settings.layout.reorder_share
+    report = LayoutReport(threshold=threshold)
+    if not isinstance(engine, SupportsReordering):
+        report.supported = False
+        return report
+    present = set(engine.list_tables())
+    for table in tables or PERSON_TABLES:
+        if table not in present:
+            continue
+        late, rows = engine.out_of_order_rows(table, PERSON_COLUMN)
+        order = TableOrder(table, rows, late)
+        report.tables.append(order)
+        if late and (force or order.share > threshold):
+            started = time.perf_counter()
+            engine.reorder_table(table, _order_by(table))
+            order.seconds = time.perf_counter() - started
+            order.reordered = True
+        if progress is not None:
+            progress(order)
+    if report.reordered:
+        if isinstance(engine, SupportsCheckpoint) and not engine.in_transaction:
+            # The emptied row groups are freed, and the zone maps then describe only the
+            # rows in order; a checkpoint refused by another open transaction is no error.
+            with contextlib.suppress(EngineError):
+                engine.checkpoint()
+        append_event(engine, actor=login_name(), action="lake.reorder",
+                     object_type="workspace", object_id=str(workspace.root)[:255],
+                     detail=report.as_dict())  # fmt: skip
+        log.info("lake layout: %s rewritten in person order", ", ".join(report.reordered))
+    return report
+
+
+@authorized(Permission.INGEST)
+def reorder_lake(
+    workspace_dir: Path | Workspace | None,
+    *,
+    force: bool = False,
+    progress: Callable[[TableOrder], None] | None = None,
+) -> LayoutReport:
+    """``medlake schema reorder``: :func:`keep_person_order` on the workspace's lake."""
+    workspace = as_workspace(workspace_dir)
+    with open_lake(workspace) as engine:
+        return keep_person_order(engine, workspace, force=force, progress=progress)
+
+
+@authorized(Permission.INGEST)
+def layout_status(workspace_dir: Path | Workspace | None) -> LayoutReport:
+    """``medlake schema layout``: each person table's rows out of person order."""
+    workspace = as_workspace(workspace_dir)
+    report = LayoutReport(threshold=workspace.settings.layout.reorder_share)
+    with open_lake(workspace) as engine:
+        if not isinstance(engine, SupportsReordering):
+            report.supported = False
+            return report
+        present = set(engine.list_tables())
+        for table in PERSON_TABLES:
+            if table in present:
+                late, rows = engine.out_of_order_rows(table, PERSON_COLUMN)
+                report.tables.append(TableOrder(table, rows, late))
+    return report
+
+
+def after_ingest(engine: Engine, workspace: Workspace) -> LayoutReport | None:
+    """Called once at the end of an ingest run: keep the person order ([layout]
+    after_ingest); a failure is logged, never raised (the batches are loaded)."""
+    if not workspace.settings.layout.after_ingest:
+        return None
+    try:
+        return keep_person_order(engine, workspace)
+    except Exception:  # the ingest succeeded whatever happens to the layout
+        log.exception("lake layout after ingest failed; the next run tries again")
+        return None
+
+
+# ---------------------------------------------------------------------- provenance persons
+
+
+def fill_provenance_persons(engine: Engine) -> None:
+    """Give ``source_record.person_id`` to rows that have none (loaded before schema v5).
+
+    From the CDM row (domain tables: ``cdm_row_id`` is the row's key), else from the
+    source patient the row names, else (person-keyed rows, merge records) ``cdm_row_id``
+    itself. Plain ``UPDATE`` statements: an engine without them (Spark's Parquet tables)
+    leaves the rows as they were, and says so in the log.
+    """
+    if not engine.has_table(PROVENANCE_TABLE):
+        return
+    present = set(engine.list_tables())
+    keyed = [
+        (spec.name, spec.primary_key[0])
+        for spec in ALL_TABLES
+        if spec.name in present
+        and spec.name in PERSON_TABLES
+        and len(spec.primary_key) == 1
+        and spec.primary_key[0] != PERSON_COLUMN
+    ]
+    statements = []
+    if keyed:
+        rows = " UNION ALL ".join(
+            f'SELECT \'{name}\' AS cdm_table, "{key}" AS row_id, person_id FROM "{name}"'
+            for name, key in keyed
+        )
+        statements.append(
+            f"UPDATE source_record AS r SET person_id = x.person_id FROM ({rows}) AS x "
+            "WHERE r.person_id IS NULL AND r.cdm_table = x.cdm_table AND r.cdm_row_id = x.row_id"
+        )
+    if "source_patient" in present:
+        statements.append(
+            "UPDATE source_record AS r SET person_id = p.person_id FROM source_patient AS p "
+            "WHERE r.person_id IS NULL AND r.source_system = p.source_system "
+            "AND r.source_patient_id = p.source_patient_id"
+        )
+    person_keyed = ", ".join(f"'{t}'" for t in _PERSON_ROW_IDS)
+    statements.append(
+        f"UPDATE source_record SET person_id = cdm_row_id "
+        f"WHERE person_id IS NULL AND cdm_table IN ({person_keyed})"
+    )
+    try:
+        for statement in statements:
+            engine.run_sql(sqlglot.parse_one(statement, read="duckdb"))
+    except EngineError as error:
+        log.warning("source_record.person_id of older rows left empty: %s", error)
+
+
+# ---------------------------------------------------------------------- while serving
+
+
+class LayoutThread:
+    """:func:`keep_person_order` as a daemon thread of ``medlake serve``: every
+    ``[layout] interval_minutes`` (not at start: the server's first minutes answer
+    users), until stopped."""
+
+    def __init__(self, workspace: Workspace, *, interval_s: float | None = None) -> None:
+        self.workspace = workspace
+        self.interval_s = interval_s or workspace.settings.layout.interval_minutes * 60
+        self.stopping = threading.Event()
+        self.runs: list[LayoutReport] = []
+        self.thread = threading.Thread(target=self._run, name="medlake-layout", daemon=True)
+
+    def start(self) -> LayoutThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval_s):
+            if self.workspace.freeze_file.exists():
+                continue  # a frozen workspace is kept as it is for the review
+            try:
+                with open_lake(self.workspace) as engine:
+                    self.runs.append(keep_person_order(engine, self.workspace))
+            except Exception:  # maintenance must never take the server down
+                log.exception("lake layout: reorder failed; trying again later")
+
+
+def with_layout_maintenance(lifespan: Callable[[Any], Any], workspace: Workspace) -> Any:
+    """Wrap an ASGI lifespan so the person order is kept while the server runs."""
+    if workspace.settings.layout.interval_minutes <= 0:
+        return lifespan
+
+    @contextlib.asynccontextmanager
+    async def wrapped(app: Any) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            maintenance = LayoutThread(workspace).start()
+            app.state.layout_maintenance = maintenance
+            try:
+                yield state
+            finally:
+                maintenance.stop()
+
+    return wrapped
+
+
+__all__ = [
+    "PERSON_TABLES",
+    "LayoutReport",
+    "TableOrder",
+    "after_ingest",
+    "fill_provenance_persons",
+    "keep_person_order",
+    "layout_status",
+    "reorder_lake",
+    "with_layout_maintenance",
+]

@@ -1,0 +1,110 @@
+"""``source_record.person_id``: every provenance row names the person of its CDM row.
+
+Written by ingest for every row, kept when the EMPI links persons, filled in by the
+schema upgrade for lakes loaded before the column existed. Checked against the CDM rows
+themselves, read with pandas: for every current provenance row of a table keyed by one
+column, the CDM row with that key has that person.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from medlake.access import Principal, Role
+from medlake.access.context import acting_as
+from medlake.schema import ALL_TABLES
+from medlake.service import empi
+from medlake.service.workspace import upgrade_schema
+
+STEWARD = Principal("test-steward", Role.STEWARD)
+KEYED = {
+    spec.name: spec.primary_key[0]
+    for spec in ALL_TABLES
+    if spec.group == "cdm"
+    and "person_id" in spec.column_names
+    and len(spec.primary_key) == 1
+    and spec.primary_key[0] != "person_id"
+}
+
+
+def _read(root: Path, sql: str) -> pd.DataFrame:
+    con = duckdb.connect(str(root / "lake.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
+def _mismatches(root: Path) -> tuple[int, list[str]]:
+    """(provenance rows checked, descriptions of the rows whose person is wrong)."""
+    records = _read(root, "select * from source_record")
+    checked, wrong = 0, []
+    for table, key in KEYED.items():
+        rows = _read(root, f'select "{key}" as row_id, person_id from "{table}"')
+        mine = records[records.cdm_table == table].merge(
+            rows, left_on="cdm_row_id", right_on="row_id", suffixes=("", "_cdm")
+        )
+        current = mine[mine.is_current]
+        checked += len(current)
+        bad = current[current.person_id != current.person_id_cdm]
+        wrong += [f"{table} {r.cdm_row_id}: {r.person_id} != {r.person_id_cdm}"
+                  for r in bad.itertuples()]  # fmt: skip
+    for table in ("person", "death"):
+        rows = _read(root, f"select person_id as row_id from {table}")
+        mine = records[(records.cdm_table == table) & records.is_current]
+        mine = mine[mine.cdm_row_id.isin(rows.row_id)]
+        # a person row's provenance: its own patient's person, which the row is
+        checked += len(mine)
+        wrong += [f"{table} {r.cdm_row_id}: {r.person_id}"
+                  for r in mine.itertuples() if pd.isna(r.person_id)]  # fmt: skip
+    return checked, wrong
+
+
+def test_ingest_writes_the_person_of_every_row(hospital_lake) -> None:
+    checked, wrong = _mismatches(hospital_lake.workspace)
+    assert checked > 10_000
+    assert wrong == []
+    nulls = _read(hospital_lake.workspace,
+                  "select count(*) as n from source_record where person_id is null")  # fmt: skip
+    assert nulls.n[0] == 0
+
+
+@pytest.mark.slow
+def test_the_empi_moves_provenance_with_its_rows(hospital_lake, tmp_path: Path) -> None:
+    root = hospital_lake.copy(tmp_path / "ws")
+    before = _read(root, "select count(distinct person_id) as n from source_record").n[0]
+    with acting_as(STEWARD):
+        outcome = empi.link_workspace(root)
+    assert outcome.rows_moved.get("source_record", 0) > 0
+    after = _read(root, "select count(distinct person_id) as n from source_record").n[0]
+    assert after < before  # persons were merged, and their provenance with them
+    checked, wrong = _mismatches(root)
+    assert checked > 10_000
+    assert wrong == []
+
+
+def test_the_upgrade_fills_the_person_of_rows_loaded_before(hospital_lake, tmp_path: Path) -> None:
+    root = hospital_lake.copy(tmp_path / "ws")
+    truth = _read(root, "select cdm_table, cdm_row_id, source_system, source_record_id, "
+                        "source_version, person_id from source_record")  # fmt: skip
+    con = duckdb.connect(str(root / "lake.duckdb"))
+    try:  # the lake as schema v4 left it: no person on provenance
+        con.execute("alter table source_record drop column person_id")
+        con.execute("delete from schema_version where version >= 5")
+    finally:
+        con.close()
+    with acting_as(STEWARD):
+        before, after, applied = upgrade_schema(root)
+    assert (before, after) == (4, 5)
+    assert [m.version for m in applied] == [5]
+    filled = _read(root, "select cdm_table, cdm_row_id, source_system, source_record_id, "
+                         "source_version, person_id from source_record")  # fmt: skip
+    keys = ["cdm_table", "source_system", "source_record_id", "source_version"]
+    merged = truth.merge(filled, on=keys, suffixes=("", "_filled"))
+    assert len(merged) == len(truth) == len(filled)
+    assert merged.person_id_filled.isna().sum() == 0
+    assert (merged.person_id == merged.person_id_filled).all()
