@@ -24,11 +24,13 @@ from tests.cohort.reference import Lake, attrition, observed
 from medlake.access import Principal, Role
 from medlake.access.context import acting_as
 from medlake.audit import EVENT_TABLE
+from medlake.cohort.model import CohortDefinition
 from medlake.config import open_workspace, write_settings
 from medlake.errors import AccessDeniedError
 from medlake.service import cohort_query
 from medlake.service.cohort import CohortCount, count_cohort, parse_definition
 from medlake.service.cohort_query import cache_stats, clear_cache, remembered
+from medlake.service.cohort_steps import step_stats
 from medlake.service.empi_steward import merge_persons
 from medlake.service.ingest import ingest_paths
 from medlake.service.workspace import init_workspace, open_lake
@@ -70,12 +72,19 @@ def ingest(root: Path, folder: Path, *resources: dict[str, Any]) -> None:
     assert not report.failed
 
 
-def expected(root: Path) -> dict[str, object]:
+def expected(root: Path, age: int = 50) -> dict[str, object]:
     """The count as pandas computes it from the lake's tables now."""
     lake = Lake(root)
     t2d = lake.events("condition_occurrence", lake.concepts("ICD10CM", "E11", descendants=True))
     index = lake.entry(first(t2d))
-    return attrition(index, [lake.age(index) >= 50])
+    return attrition(index, [lake.age(index) >= age])
+
+
+def over(age: int) -> CohortDefinition:
+    """:data:`DEFINITION` with another age bound: the same index step, another rule."""
+    data = DEFINITION.model_dump(mode="json")
+    data["inclusion_rules"][0]["expression"]["demographics"][0]["age"]["value"] = age
+    return parse_definition(data)
 
 
 def new_workspace(folder: Path) -> Path:
@@ -153,6 +162,25 @@ def test_counts_follow_ingest_retraction_and_merge(root: Path, tmp_path: Path) -
     merged = counted(root)
     assert observed(merged) == expected(root)
     assert merged.initial == retracted.initial - 1
+
+
+def test_steps_kept_before_a_write_are_not_reused_after_it(root: Path, tmp_path: Path) -> None:
+    """A definition sharing the index step with one counted before an ingest (and the
+    rule step with one counted before a merge) sees the new records."""
+    assert observed(counted(root)) == expected(root)
+    assert observed(count_cohort(root, over(40), exact=True)) == expected(root, age=40)
+    computed = step_stats().computed
+    ingest(root, tmp_path / "second", patient("p3", "1940-06-01"), patient("p4", "1980-01-01"),
+           condition("c3", "p3", "2024-04-01"), condition("c4", "p4", "2024-04-02"))  # fmt: skip
+    grown = count_cohort(root, over(30), exact=True)
+    assert observed(grown) == expected(root, age=30)
+    assert step_stats().computed == computed + 2  # the index again, and its one rule
+    assert observed(count_cohort(root, over(40), exact=True)) == expected(root, age=40)
+    with open_lake(open_workspace(root)) as engine:
+        rows = engine.execute(engine.table("source_patient")).to_pylist()
+    person = {r["source_patient_id"]: r["person_id"] for r in rows}
+    merge_persons(root, person["p1"], person["p3"], actor="test-steward")
+    assert observed(count_cohort(root, over(40), exact=True)) == expected(root, age=40)
 
 
 def test_a_lake_opened_afresh_is_counted_afresh(workspace: Path) -> None:

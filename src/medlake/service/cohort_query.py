@@ -271,5 +271,6 @@ def _statement(engine: Engine, build: Callable[[Step], ir.Table]) -> sge.Express
     inner = query.args.get(key)
     if inner is not None:  # Ibis's own CTEs of the final query come after the steps
         ctes += inner.expressions
-    query.set(key, sge.With(expressions=ctes))
+    if ctes:  # (``WITH`` and nothing is not SQL)
+        query.set(key, sge.With(expressions=ctes))
     return query
