@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from medlake.ingest import prefetch
 from medlake.ingest.fhir import FhirReader
-from medlake.ingest.prefetch import prefetch_ranges_in_processes
+from medlake.ingest.prefetch import ReadingProcesses, prefetch_ranges_in_processes
 from medlake.ingest.staging import ParsedChunk, SourceContext
 
 RECEIVED = dt.datetime(2026, 1, 1)
@@ -82,6 +83,43 @@ def test_synthetic_observations_in_two_processes(hospital_lake) -> None:
     _same_chunks(_parallel(path, 1000, 2), sequential)
 
 
+def _in_pieces(path: Path, size: int, pieces: int, workers: int) -> list:
+    plan = FhirReader(size).chunk_plan(path, pieces)
+    assert plan is not None
+    return list(ReadingProcesses("fhir", _context(path), plan, workers, group=pieces))
+
+
+def test_chunks_parsed_in_pieces_are_the_readers_chunks(hospital_lake) -> None:
+    # Each chunk parsed as two pieces by two processes and joined: a file of one chunk
+    # is parsed by both, and the writer still sees the sequential reader's chunks.
+    path = hospital_lake.hospital / "emr" / "Observation.ndjson"
+    for size in (1000, 10**9):
+        sequential = list(FhirReader(size).read(_context(path)))
+        plan = FhirReader(size).chunk_plan(path, 2)
+        assert plan is not None and len(plan) == 2 * len(sequential) - (
+            sequential[-1].records_read <= size // 2
+        )
+        _same_chunks(_in_pieces(path, size, 2, 2), sequential)
+
+
+def test_chunks_through_the_queue_equal_shared_memory(hospital_lake, monkeypatch) -> None:
+    # Shared memory (memfd) where the system has it; the pickled queue elsewhere.
+    path = hospital_lake.hospital / "emr" / "Observation.ndjson"
+    shared = _parallel(path, 1000, 2)
+    monkeypatch.setattr(prefetch, "_SHARED_MEMORY", False)
+    _same_chunks(shared, _parallel(path, 1000, 2))
+
+
+def test_reading_processes_closed_unread_end_their_children(tmp_path: Path) -> None:
+    path = tmp_path / "Observation.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(_observation(i)) + b"\n" for i in range(40)))
+    plan = FhirReader(2).chunk_plan(path)
+    assert plan is not None
+    readers = ReadingProcesses("fhir", _context(path), plan, 2, depth=1)
+    readers.close()  # e.g. started ahead for a batch that turned out loaded
+    assert all(not child.is_alive() for child in readers.children)
+
+
 @pytest.mark.parametrize("size", [1, 3, 5, 100])
 def test_blank_and_bad_lines_keep_their_chunks(tmp_path: Path, size: int) -> None:
     lines = []
@@ -95,6 +133,9 @@ def test_blank_and_bad_lines_keep_their_chunks(tmp_path: Path, size: int) -> Non
     path.write_bytes(b"".join(lines) + orjson.dumps(_observation(99)))  # no final newline
     for workers in (1, 2, 3):
         _same_chunks(_parallel(path, size, workers), list(FhirReader(size).read(_context(path))))
+    if size % 2 == 0:
+        sequential = list(FhirReader(size).read(_context(path)))
+        _same_chunks(_in_pieces(path, size, 2, 2), sequential)
 
 
 def test_no_plan_for_bundles_nor_documents(tmp_path: Path) -> None:

@@ -121,13 +121,16 @@ def register_batch(
     batch_id: str | None = None,
     known_new: bool = False,
     start: bool = False,
+    received_at: dt.datetime | None = None,
 ) -> IngestBatch:
     """The batch for this landed content and source, registered if new.
 
     ``batch_id`` defaults to :func:`batch_id_for` of the source and content;
     ``known_new`` skips the lookup (the caller listed the source's batches). A new batch
     is ``received``, or with ``start`` (it is read right away) ``running`` at once,
-    which saves rewriting its row a moment later.
+    which saves rewriting its row a moment later. ``received_at`` (millisecond
+    precision) is the receive time a new batch gets, when the caller chose it before
+    registering (it started reading the file with that default version); else now.
     """
     batch_id = batch_id or batch_id_for(source_system, landed_sha256)
     existing = None if known_new else find_batch(engine, batch_id)
@@ -142,13 +145,19 @@ def register_batch(
         landed_path=landed_path,
         original_name=original_name,
         size_bytes=size_bytes,
-        # Millisecond precision: readers turn it into an epoch-ms version.
-        received_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
+        received_at=received_at or receive_time(now),
         status=RUNNING if start else RECEIVED,
         started_at=now if start else None,
     )
     engine.load_arrow(BATCH_TABLE, batch.as_row())
     return batch
+
+
+def receive_time(now: dt.datetime | None = None) -> dt.datetime:
+    """A new batch's ``received_at``: now, to the millisecond (readers turn it into an
+    epoch-ms version)."""
+    now = now or utc_now()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def set_batch_status(

@@ -159,14 +159,21 @@ class FhirReader:
         else:
             yield from self._read_document(context)
 
-    def chunk_plan(self, path: Path) -> list[tuple[int, int, int]] | None:
+    def chunk_plan(self, path: Path, parts: int = 1) -> list[tuple[int, int, int]] | None:
         """Where the chunks :meth:`read` gives of a bulk NDJSON file lie, so that several
         processes can parse them at once: ``(start byte, end byte, first line number)``
         per chunk, in order; None for a file that is not plain NDJSON of resources (a
-        line that may hold a Bundle counts its entries, so only reading tells)."""
+        line that may hold a Bundle counts its entries, so only reading tells).
+
+        With ``parts`` (a divisor of the chunk size), each chunk's range is given as that
+        many consecutive pieces (the last chunk may have fewer): parsed apart and joined
+        (:meth:`ParsedChunk.joined`), every ``parts`` pieces make the chunk :meth:`read`
+        gives, and a file of one chunk can still be parsed by several processes."""
         if self._kind(path) != "ndjson":
             return None
-        return fhir_lines.chunk_ranges(path, self.chunk_size)
+        if parts < 1 or self.chunk_size % parts:
+            parts = 1
+        return fhir_lines.chunk_ranges(path, self.chunk_size // parts)
 
     def read_range(self, context: SourceContext, start: int, end: int,
                    first_line: int) -> ParsedChunk:  # fmt: skip

@@ -9,22 +9,29 @@ told to stop and the reader's generator is closed in its own thread.
 
 from __future__ import annotations
 
+import dataclasses
+import mmap
 import multiprocessing
 import multiprocessing.context
 import os
 import pickle
 import queue
+import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.reduction import recvfds, sendfds
 from typing import TypeVar
 
 from medlake.errors import MedlakeError
-from medlake.ingest.staging import SourceContext
+from medlake.ingest.staging import ParsedChunk, SourceContext
 
 T = TypeVar("T")
 
 _DONE = object()
 _POLL_SECONDS = 0.1
+# Chunks of reading processes come back through shared memory (see below) where the
+# system has memfd (Linux); elsewhere pickled through the queue.
+_SHARED_MEMORY = hasattr(os, "memfd_create")
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -142,16 +149,68 @@ def prefetch_in_process(format: str, context: SourceContext, depth: int = 2) -> 
 # one reader would give.
 
 
+#
+# A chunk's Arrow buffers do not go through the queue's pipe (pickled into bytes, written
+# 64 KiB at a time, read and unpickled: copies and system calls in both processes, ~1 ms
+# per MB). The child writes them once into an anonymous shared-memory file (memfd) and
+# passes its descriptor over a socket (SCM_RIGHTS); the parent maps it and unpickles the
+# chunk around the mapped buffers without a copy. Nothing is named in the file system,
+# so a process killed at any point leaves nothing behind: the kernel frees the memory
+# with the last descriptor or mapping.
+
+_ALIGN = 64  # Arrow's buffer alignment
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shared:
+    """A chunk whose buffers lie in the memfd sent just before it on the socket."""
+
+    pickled: bytes
+    spans: list[tuple[int, int]]  # (offset, length) of each out-of-band buffer
+    size: int
+
+
+def _share(item: object, sock: socket.socket) -> _Shared:
+    buffers: list[pickle.PickleBuffer] = []
+    pickled = pickle.dumps(item, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    spans, size = [], 0
+    for raw in raws:
+        spans.append((size, raw.nbytes))
+        size += -(-raw.nbytes // _ALIGN) * _ALIGN
+    fd = os.memfd_create("medlake-chunk", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, max(size, 1))
+        for (offset, _), raw in zip(spans, raws, strict=True):
+            written = 0
+            while written < raw.nbytes:
+                written += os.pwrite(fd, raw[written:], offset + written)
+        sendfds(sock, [fd])
+    finally:
+        os.close(fd)
+    return _Shared(pickled, spans, size)
+
+
+def _unshare(item: _Shared, sock: socket.socket) -> object:
+    (fd,) = recvfds(sock, 1)
+    try:
+        mapped = mmap.mmap(fd, max(item.size, 1), mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(mapped)
+    return pickle.loads(item.pickled, buffers=[view[o : o + n] for o, n in item.spans])
+
+
 def _read_ranges_in_child(format: str, context: SourceContext,
                           ranges: list[tuple[int, int, int]], out: multiprocessing.Queue,
-                          parent: int) -> None:  # fmt: skip
+                          parent: int, sock: socket.socket | None) -> None:  # fmt: skip
     from medlake.ingest.formats import reader_for
 
     try:
         reader = reader_for(format)
         for start, end, first_line in ranges:
             chunk = reader.read_range(context, start, end, first_line)  # type: ignore[attr-defined]
-            _put(out, chunk, parent)
+            _put(out, chunk if sock is None else _share(chunk, sock), parent)
         _put(out, _END, parent)
     except BaseException as error:  # raised in the parent, after the chunks before it
         try:
@@ -172,43 +231,94 @@ def _put(out: multiprocessing.Queue, item: object, parent: int) -> None:
                 os._exit(1)
 
 
-def prefetch_ranges_in_processes(format: str, context: SourceContext,
-                                 plan: list[tuple[int, int, int]], workers: int = 2,
-                                 depth: int = 2) -> Iterator[object]:  # fmt: skip
-    """The chunks of ``plan`` (see above), parsed by ``workers`` children, in order."""
-    mp = _process_context()
-    workers = max(1, min(workers, len(plan)))
-    queues: list[multiprocessing.Queue] = [mp.Queue(maxsize=depth) for _ in range(workers)]
-    children = [
-        mp.Process(target=_read_ranges_in_child,
-                   args=(format, context, plan[k::workers], q, os.getpid()),
-                   name=f"medlake-read-ahead-{k}", daemon=True)
-        for k, q in enumerate(queues)
-    ]
-    for child in children:
-        child.start()
-    finished = False
-    try:
-        for index in range(len(plan) + workers):
-            k = index % workers
-            item = _next_from(queues[k], children[k], context)
-            if isinstance(item, str) and item == _END:
-                if index < len(plan):
-                    raise MedlakeError(f"{context.original_name}: a reading process ended early")
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        finished = True
-    finally:
-        for child in children:
+class ReadingProcesses:
+    """The chunks of ``plan`` (see above), parsed by ``workers`` children, in order.
+
+    The children start at once (so a caller can have the next file parsed while it
+    still writes this one); iterate once to take the chunks. With ``group``, the plan
+    holds pieces of chunks and every ``group`` consecutive pieces are joined into one
+    chunk (:meth:`ParsedChunk.joined`). ``before_last`` runs in the consumer just before
+    the last chunk is handed over (all the parsing is done by then). Iterating to the
+    end, stopping early or :meth:`close` ends the children.
+    """
+
+    def __init__(self, format: str, context: SourceContext, plan: list[tuple[int, int, int]],
+                 workers: int = 2, depth: int = 2, before_last: Callable[[], None] | None = None,
+                 group: int = 1) -> None:  # fmt: skip
+        mp = _process_context()
+        self.context, self.total, self.before_last = context, len(plan), before_last
+        self.group = max(1, group)
+        self.workers = workers = max(1, min(workers, len(plan)))
+        self.queues: list[multiprocessing.Queue] = [mp.Queue(maxsize=depth) for _ in range(workers)]
+        shared = _SHARED_MEMORY and mp.get_start_method() == "fork"
+        pairs = [socket.socketpair() if shared else (None, None) for _ in range(workers)]
+        self.sockets = [mine for mine, _ in pairs]
+        self.children = [
+            mp.Process(target=_read_ranges_in_child,
+                       args=(format, context, plan[k::workers], q, os.getpid(), pairs[k][1]),
+                       name=f"medlake-read-ahead-{k}", daemon=True)
+            for k, q in enumerate(self.queues)
+        ]  # fmt: skip
+        self.closed = False
+        for child in self.children:
+            child.start()
+        for _, theirs in pairs:
+            if theirs is not None:
+                theirs.close()
+
+    def __iter__(self) -> Iterator[object]:
+        finished = False
+        pieces: list[ParsedChunk] = []
+        try:
+            for index in range(self.total + self.workers):
+                k = index % self.workers
+                item = _next_from(self.queues[k], self.children[k], self.context)
+                if isinstance(item, str) and item == _END:
+                    if index < self.total:
+                        raise MedlakeError(
+                            f"{self.context.original_name}: a reading process ended early"
+                        )
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, _Shared):
+                    item = _unshare(item, self.sockets[k])  # type: ignore[arg-type]
+                if self.group > 1:
+                    pieces.append(item)  # type: ignore[arg-type]
+                    if len(pieces) < self.group and index < self.total - 1:
+                        continue
+                    item, pieces = ParsedChunk.joined(pieces), []
+                if index == self.total - 1 and self.before_last is not None:
+                    self.before_last()
+                yield item
+            finished = True
+        finally:
+            self.close(finished)
+
+    def close(self, finished: bool = False) -> None:
+        """End the children (at once unless they finished) and close the queues."""
+        if self.closed:
+            return
+        self.closed = True
+        for child in self.children:
             if finished:
                 child.join(timeout=10)
             if child.is_alive():  # the consumer stopped early (the writer failed)
                 child.terminate()
             child.join()
-        for q in queues:
+        for q in self.queues:
             q.close()
+        for sock in self.sockets:
+            if sock is not None:
+                sock.close()
+
+
+def prefetch_ranges_in_processes(format: str, context: SourceContext,
+                                 plan: list[tuple[int, int, int]], workers: int = 2,
+                                 depth: int = 2) -> Iterator[object]:  # fmt: skip
+    """The chunks of ``plan``, parsed by ``workers`` children, in order (see
+    :class:`ReadingProcesses`)."""
+    return iter(ReadingProcesses(format, context, plan, workers, depth))
 
 
 def _next_from(out: multiprocessing.Queue, child: multiprocessing.process.BaseProcess,

@@ -277,6 +277,23 @@ class ParsedChunk:
         if rows.num_rows:
             self.tables.setdefault(table, []).append(rows)
 
+    @staticmethod
+    def joined(parts: list[ParsedChunk]) -> ParsedChunk:
+        """One chunk of consecutive pieces of a file, in order (as if read as one)."""
+        if len(parts) == 1:
+            return parts[0]
+        whole = ParsedChunk()
+        for part in parts:
+            for table, rows in part.tables.items():
+                whole.tables.setdefault(table, []).extend(rows)
+            whole.patients.extend(part.patients)
+            whole.merges.extend(part.merges)
+            whole.quarantine.extend(part.quarantine)
+            whole.omics_samples.extend(part.omics_samples)
+            whole.skipped.update(part.skipped)
+            whole.records_read += part.records_read
+        return whole
+
 
 @dataclass(frozen=True)
 class SourceContext:

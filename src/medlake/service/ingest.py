@@ -28,13 +28,21 @@ from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import MedlakeError
-from medlake.ingest.batches import BATCH_TABLE, LOADED, IngestBatch, batches_of
+from medlake.ingest.batches import (
+    BATCH_TABLE,
+    LOADED,
+    RUNNING,
+    IngestBatch,
+    batches_of,
+    find_batch,
+    receive_time,
+)
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.formats import reader_for
 from medlake.ingest.inputs import IngestInput, plan_inputs
 from medlake.ingest.landing import LandedFile, land_bytes, land_file
 from medlake.ingest.pause_points import pause_point
-from medlake.ingest.prefetch import prefetch, prefetch_in_process, prefetch_ranges_in_processes
+from medlake.ingest.prefetch import ReadingProcesses, prefetch, prefetch_in_process
 from medlake.ingest.run_record import RecordedInput, RunRecord
 from medlake.ingest.staging import SourceContext
 from medlake.ingest.writer import WriteSummary, write_batch
@@ -74,6 +82,10 @@ _READ_IN_PROCESS_FROM = 16 << 20
 # A large file whose reader can plan its chunks (FHIR NDJSON) is parsed by this many child
 # processes at once (on two cores the Python reader is the longer side of the pipeline).
 _READERS = 2
+# Each chunk is parsed as this many pieces, one per reading process: a chunk's parsing is
+# shared (the first chunk comes sooner) and a file of one chunk is parsed by all of them.
+_PIECES = _READERS
+_DEPTH = 2  # pieces each reading process parses ahead
 
 
 @authorized(Permission.INGEST)
@@ -108,7 +120,7 @@ def ingest_paths(
         group = BatchGroup(engine, concepts, known, after_batch, progress, len(plan.inputs),
                            lambda: landing_store(workspace))  # fmt: skip
         alone = [not (grouping and small_input(item)) for item in plan.inputs]
-        with _LandAhead(workspace, plan.inputs, alone) as ahead:
+        with _Ahead(engine, workspace, plan.inputs, alone, options, known) as ahead:
             for index, item in enumerate(plan.inputs):
                 if not alone[index]:
                     group.add(workspace, item, options, index)
@@ -124,7 +136,7 @@ def ingest_paths(
                     after_batch,
                     concepts,
                     known,
-                    ahead.take(index),
+                    ahead,
                 )
             group.flush()
         report.files.extend(r for r in group.results if r is not None)
@@ -143,12 +155,6 @@ def ingest_paths(
             except MedlakeError as error:  # the batches are loaded whatever linking finds
                 logger.warning("EMPI link after ingest failed: %s", error)
         _check_quality(engine, workspace, report)
-        if any(r.summary is not None and (r.summary.loaded or r.summary.updated)
-               for r in report.files):  # fmt: skip
-            # Appended rows spread persons over row groups: keep patient 360's lookups cheap.
-            from medlake.service.lake_layout import after_ingest
-
-            after_ingest(engine, workspace)
     return report
 
 
@@ -228,7 +234,7 @@ def _ingest_one(
     after_batch: Sequence[BatchHook],
     concepts: ConceptMapper,
     known: dict[str, IngestBatch] | None,
-    landing: Future[_Landed],
+    ahead: _Ahead,
 ) -> FileResult:
     started = time.perf_counter()
     index, total = position
@@ -241,11 +247,17 @@ def _ingest_one(
     report(0)
     batch_id = None
     try:
-        landed, companions, plan = landing.result()
+        landed, companions, plan = ahead.landed(index)
         pause_point("landed")
         batch_id = batch_id_of(item, landed, companions)
-        batch = batch_for(engine, item, landed, batch_id, known)
+        read = ahead.reading(index, batch_id)
+        batch = batch_for(engine, item, landed, batch_id, known,
+                          read.context.received_at if read else None)  # fmt: skip
         pause_point("registered")
+        if read is not None and (batch.status == LOADED
+                                 or read.context.received_at != batch.received_at):  # fmt: skip
+            read.close()
+            read = None
         if batch.status == LOADED:
             summary = WriteSummary(unchanged=batch.rows_loaded or 0)
             report(0, done=True)
@@ -253,23 +265,11 @@ def _ingest_one(
                 str(item.path), item.format, item.source_system, batch_id, "unchanged",
                 time.perf_counter() - started, summary, "already loaded",
             )  # fmt: skip
-        context = SourceContext(
-            source_system=item.source_system,
-            batch_id=batch.batch_id,
-            path=landed.path,
-            original_name=item.original_name,
-            received_at=batch.received_at,
-            companions={role: c.path for role, c in companions.items()},
-            omics_dir=workspace.omics_dir,
-            options={
-                **options,
-                "companion_names": {role: p.name for role, p in item.companions.items()},
-            },
-        )
+        context = _context(workspace, item, options, batch, landed, companions)
         reader = reader_for(item.format)  # an unknown or unavailable format fails here, named
         if item.format in _READ_IN_PROCESS and size >= _READ_IN_PROCESS_FROM:
             if plan is not None and len(plan) > 1:
-                chunks = prefetch_ranges_in_processes(item.format, context, plan, _READERS)
+                chunks = iter(read or ahead.read(index, context, plan))
             else:
                 chunks = prefetch_in_process(item.format, context)
         else:
@@ -284,6 +284,7 @@ def _ingest_one(
                 rows_loaded=summary.loaded + summary.updated + summary.omics_samples,
             )
     except MedlakeError as error:
+        ahead.stop_reading(index)
         logger.warning("%s: %s", item.path, error.message)
         return FileResult(
             str(item.path), item.format, item.source_system, batch_id, "failed",
@@ -331,25 +332,58 @@ def _land_input(workspace: Workspace, item: IngestInput) -> _Landed:
         except MedlakeError:  # reported when the file is read, after its batch is registered
             return _Landed(landed, companions, None)
         if hasattr(reader, "chunk_plan"):
-            plan = reader.chunk_plan(landed.path)
+            plan = reader.chunk_plan(landed.path, _PIECES)
     return _Landed(landed, companions, plan)
 
 
-class _LandAhead:
-    """Lands input ``i + 1`` (if written alone) in a thread once input ``i`` is taken."""
+def _context(workspace: Workspace, item: IngestInput, options: dict[str, object],
+             batch: IngestBatch, landed: LandedFile,
+             companions: dict[str, LandedFile]) -> SourceContext:  # fmt: skip
+    return SourceContext(
+        source_system=item.source_system,
+        batch_id=batch.batch_id,
+        path=landed.path,
+        original_name=item.original_name,
+        received_at=batch.received_at,
+        companions={role: c.path for role, c in companions.items()},
+        omics_dir=workspace.omics_dir,
+        options={
+            **options,
+            "companion_names": {role: p.name for role, p in item.companions.items()},
+        },
+    )
 
-    def __init__(self, workspace: Workspace, inputs: Sequence[IngestInput],
-                 alone: Sequence[bool]) -> None:  # fmt: skip
-        self.workspace, self.inputs, self.alone = workspace, inputs, alone
+
+class _Ahead:
+    """Lands input ``i + 1`` (if written alone) in a thread once input ``i`` is taken, and
+    starts its reading processes when the last chunk of input ``i`` has been parsed.
+
+    Reading ahead: a large NDJSON file read by several processes (:class:`ReadingProcesses`)
+    has the next such file's children started while its own last chunk, observation
+    periods and commit are written, so the cores do not wait for the next file's first
+    chunk. The next file's batch is looked up then (inside this file's transaction, a
+    read of its own row); a new batch is given its receive time then and registered
+    with it when its turn comes. If the batch turns out loaded, or received at another
+    time, the children are ended and the file is read as usual.
+    """
+
+    def __init__(self, engine: Engine, workspace: Workspace, inputs: Sequence[IngestInput],
+                 alone: Sequence[bool], options: dict[str, object],
+                 known: dict[str, IngestBatch] | None) -> None:  # fmt: skip
+        self.engine, self.workspace, self.inputs, self.alone = engine, workspace, inputs, alone
+        self.options, self.known = options, known
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medlake-land-ahead")
         self.futures: dict[int, Future[_Landed]] = {}
+        self.readers: dict[int, tuple[str, ReadingProcesses]] = {}  # index: (batch id, ...)
 
-    def __enter__(self) -> _LandAhead:
+    def __enter__(self) -> _Ahead:
         return self
 
     def __exit__(self, *exc: object) -> None:
         for future in self.futures.values():
             future.cancel()
+        for _, readers in self.readers.values():
+            readers.close()
         self.pool.shutdown(wait=True)
 
     def _submit(self, index: int) -> Future[_Landed]:
@@ -359,11 +393,59 @@ class _LandAhead:
             self.futures[index] = future
         return future
 
-    def take(self, index: int) -> Future[_Landed]:
-        """Input ``index``'s landing (started now if not yet); the next one's is started."""
+    def landed(self, index: int) -> _Landed:
+        """Input ``index``'s landing (done now if not yet); the next one's is started."""
         future = self._submit(index)
-        self.futures.pop(index, None)
         following = index + 1
         if following < len(self.inputs) and self.alone[following]:
             self._submit(following)
-        return future
+        try:
+            return future.result()
+        finally:
+            self.futures.pop(index, None)
+
+    def read(self, index: int, context: SourceContext,
+             plan: list[tuple[int, int, int]]) -> ReadingProcesses:  # fmt: skip
+        """Reading processes for input ``index``; the next input's start before its end."""
+        return ReadingProcesses(self.inputs[index].format, context, plan, _READERS, _DEPTH,
+                                before_last=lambda: self._read_next(index + 1),
+                                group=_PIECES)  # fmt: skip
+
+    def reading(self, index: int, batch_id: str) -> ReadingProcesses | None:
+        """The processes started ahead for input ``index`` (if for this batch)."""
+        started = self.readers.pop(index, None)
+        if started is None:
+            return None
+        if started[0] != batch_id:
+            started[1].close()
+            return None
+        return started[1]
+
+    def stop_reading(self, index: int) -> None:
+        started = self.readers.pop(index, None)
+        if started is not None:
+            started[1].close()
+
+    def _read_next(self, index: int) -> None:
+        if index >= len(self.inputs) or index in self.readers or not self.alone[index]:
+            return
+        future = self.futures.get(index)
+        if future is None or not future.done() or future.exception() is not None:
+            return  # not landed yet: it is read when its turn comes
+        landed, companions, plan = future.result()
+        item = self.inputs[index]
+        if plan is None or len(plan) <= 1 or landed.size < _READ_IN_PROCESS_FROM:
+            return
+        batch_id = batch_id_of(item, landed, companions)
+        if self.known is not None:
+            batch = self.known.get(batch_id)
+        else:
+            batch = find_batch(self.engine, batch_id)
+        if batch is not None and batch.status == LOADED:
+            return
+        if batch is None:
+            batch = IngestBatch(batch_id, item.source_system, item.format, landed.sha256,
+                                landed.relative_path, item.original_name, landed.size,
+                                receive_time(), RUNNING)  # fmt: skip
+        context = _context(self.workspace, item, self.options, batch, landed, companions)
+        self.readers[index] = (batch_id, self.read(index, context, plan))

@@ -9,6 +9,7 @@ reads each small file (each is still its own batch) and hands the group to
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -207,8 +208,10 @@ def batch_for(
     landed: LandedFile,
     batch_id: str,
     known: dict[str, IngestBatch] | None,
+    received_at: dt.datetime | None = None,
 ) -> IngestBatch:
-    """The batch of a landed input: the one this run already knows, else registered now."""
+    """The batch of a landed input: the one this run already knows, else registered now
+    (received at ``received_at``, if the caller chose that time when it started reading)."""
     batch = (known or {}).get(batch_id) or register_batch(
         engine,
         source_system=item.source_system,
@@ -220,6 +223,7 @@ def batch_for(
         batch_id=batch_id,
         known_new=known is not None,
         start=True,
+        received_at=received_at,
     )
     if known is not None:
         known[batch_id] = batch  # the same content twice in one run is one batch
