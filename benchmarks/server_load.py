@@ -47,10 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
 from tests.serve_process import medlake_serve  # noqa: E402
 
+from as_ingested import make_as_ingested  # noqa: E402
 from cohort_count import DEFINITION, build_lake  # noqa: E402
 from medlake.access import Principal, Role  # noqa: E402
 from medlake.access.context import acting_as  # noqa: E402
-from medlake.config import open_workspace  # noqa: E402
+from medlake.config import open_workspace, read_settings, write_settings  # noqa: E402
 from medlake.service import access  # noqa: E402
 from medlake.service.cohort import count_cohort, parse_definition  # noqa: E402
 from medlake.service.lake_pool import serving  # noqa: E402
@@ -64,13 +65,41 @@ Request = tuple[str, str, object]
 def prepare(args: argparse.Namespace) -> Path:
     name = f"lake_{args.persons}_{args.events}"
     workspace = args.workdir / name
-    if not (workspace / "medlake.toml").exists() and args.source is not None:
+    if args.as_ingested:
+        # A copy laid out as ingest leaves a lake (shuffled rows, a provenance row per
+        # CDM row): the builder's person-ordered lake without provenance flatters it.
+        workspace = args.workdir / f"{name}_ingested"
+        if not (workspace / "medlake.toml").exists():
+            shutil.copytree(args.source / name if args.source is not None
+                            else build_lake(args.workdir, args.persons, args.events),
+                            workspace)  # fmt: skip
+            settings = read_settings(workspace / "medlake.toml")
+            # bounded: the lake is several GB and the machine shared (sorts spill)
+            settings.engine.memory_limit = settings.engine.memory_limit or "4GB"
+            write_settings(workspace / "medlake.toml", settings)
+        upgrade_schema(workspace)  # before: provenance rows get person_id on v5 lakes
+        print(f"as ingested: {make_as_ingested(workspace)}")
+    elif not (workspace / "medlake.toml").exists() and args.source is not None:
         shutil.copytree(args.source / name, workspace)
-    workspace = build_lake(args.workdir, args.persons, args.events)
+    if not args.as_ingested:
+        workspace = build_lake(args.workdir, args.persons, args.events)
     upgrade_schema(workspace)
     if STEWARD not in {u["user_name"] for u in access.list_users(workspace)}:
         access.add_user(workspace, STEWARD, "steward")
     return workspace
+
+
+def reorder(workspace: Path) -> None:
+    """Rewrite the person tables in person order, timed (wall and this process's CPU)."""
+    from medlake.service.lake_layout import reorder_lake
+
+    started, cpu = time.perf_counter(), time.process_time()
+    with acting_as(Principal(STEWARD, Role.STEWARD)):
+        done = reorder_lake(workspace, force=True)
+    print(f"person-order rewrite: {time.perf_counter() - started:.1f} s wall, "
+          f"{time.process_time() - cpu:.1f} s CPU; " + ", ".join(
+              f"{t.table} {t.rows:,} rows ({t.share:.0%} out of order) {t.seconds:.1f} s"
+              for t in done.tables if t.reordered))  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,9 +193,19 @@ def main() -> None:
                         metavar="SECONDS", help="also run with this mean exponential think "
                         "time per client (repeat for several runs)")  # fmt: skip
     parser.add_argument("--counts", type=int, default=96, help="cohort counts (0: none)")
+    parser.add_argument("--as-ingested", action="store_true",
+                        help="serve a copy laid out as ingest leaves a lake: rows in random "
+                        "order, a source_record row per CDM row (benchmarks/as_ingested.py)")
+    parser.add_argument("--reorder", action="store_true",
+                        help="first rewrite the person tables in person order "
+                        "(medlake schema reorder --all), timed")
+    parser.add_argument("--in-process", type=int, default=100,
+                        help="in-process patient 360 calls for the reference")  # fmt: skip
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     workspace = prepare(args)
+    if args.reorder:
+        reorder(workspace)
     token = access.issue_token(workspace, STEWARD).token
     with open_lake(open_workspace(workspace)) as engine:
         people = engine.table("person")
@@ -180,18 +219,18 @@ def main() -> None:
         with serving(open_workspace(workspace)):
             person_timeline(workspace, persons[-1])  # statements prepared
             cpu = time.process_time()
-            for person in persons[-100:]:
+            for person in persons[-args.in_process:]:
                 started = time.perf_counter()
                 person_timeline(workspace, person)
                 one.append(time.perf_counter() - started)
-            cpu = (time.process_time() - cpu) / 100
+            cpu = (time.process_time() - cpu) / args.in_process
         counts: list[float] = []
         definition = parse_definition(DEFINITION)
         for _ in range(3 if args.counts else 0):
             started = time.perf_counter()
             count_cohort(workspace, definition)
             counts.append(time.perf_counter() - started)
-    print(f"patient 360 in-process, one call at a time (100 calls): median "
+    print(f"patient 360 in-process, one call at a time ({args.in_process} calls): median "
           f"{statistics.median(one) * 1000:.1f} ms, p95 {percentile(one, 95) * 1000:.1f} ms, "
           f"CPU {cpu * 1000:.1f} ms per call")  # fmt: skip
 

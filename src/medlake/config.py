@@ -208,6 +208,11 @@ class LayoutSection(_Section):
         description="rewrite a person table in person order once more than this share of "
         "its rows is out of order",
     )  # fmt: skip
+    min_rows: int = Field(
+        default=250_000, ge=0,
+        description="tables with fewer rows are left as they are (a lookup reads a few "
+        "row groups at most)",
+    )  # fmt: skip
     after_ingest: bool = Field(
         default=True, description="check the order (and rewrite) at the end of each ingest run"
     )

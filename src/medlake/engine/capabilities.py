@@ -119,7 +119,8 @@ class SupportsReordering(abc.ABC):
 
     @final
     def out_of_order_rows(self, table: str, column: str) -> tuple[int, int]:
-        """(rows stored out of ``column`` order, all rows), as the zone maps see them.
+        """(rows stored out of ``column`` order, rows stored), as the zone maps see them
+        (rows stored: deleted rows count until a checkpoint drops them).
 
         Row groups are walked in storage order; a group whose smallest value is below the
         largest of the in-order groups before it is out of order (a lookup by ``column``

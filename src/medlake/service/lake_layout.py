@@ -112,8 +112,9 @@ def keep_person_order(
     tables: Sequence[str] | None = None,
     progress: Callable[[TableOrder], None] | None = None,
 ) -> LayoutReport:
-    """Rewrite in person order each person table whose out-of-order share exceeds
-    ``[layout] reorder_share`` (every one with rows out of order when ``force``).
+    """Rewrite in person order each person table of at least ``[layout] min_rows`` whose
+    out-of-order share exceeds ``[layout] reorder_share`` (``force``: every table with
+    rows out of order, whatever its size).
 
     One transaction per table; a table that fails stays as it was and the error is
     raised after the tables before it are done. Audited as ``lake.reorder`` when a table
@@ -132,7 +133,8 @@ def keep_person_order(
         late, rows = engine.out_of_order_rows(table, PERSON_COLUMN)
         order = TableOrder(table, rows, late)
         report.tables.append(order)
-        if late and (force or order.share > threshold):
+        due = rows >= workspace.settings.layout.min_rows and order.share > threshold
+        if late and (force or due):
             started = time.perf_counter()
             engine.reorder_table(table, _order_by(table))
             order.seconds = time.perf_counter() - started

@@ -1,0 +1,125 @@
+"""Keeping the lake in person order: ``reorder_lake`` / ``layout_status`` (``medlake
+schema reorder|layout``, tests/cli) and the maintenance that runs it while serving.
+
+A private copy of the hospital lake gets a ``measurement`` table several row groups
+long in a shuffled order (copies of its rows under new ids, appended as batches would
+be). The rewrite must leave every person table's content exactly as pandas read it
+before, and patient 360 answer the same timeline; the zone maps must then be in order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from medlake.access import Principal, Role
+from medlake.access.context import acting_as
+from medlake.audit import EventFilter
+from medlake.config import open_workspace
+from medlake.service import audit
+from medlake.service.lake_layout import (
+    PERSON_TABLES,
+    LayoutThread,
+    layout_status,
+    reorder_lake,
+)
+from medlake.service.patient360 import person_timeline
+
+STEWARD = Principal("test-steward", Role.STEWARD)
+AUDITOR = Principal("test-auditor", Role.AUDITOR)
+COPIES = 12  # measurement x 13: several 122,880-row groups on the 400-patient lake
+
+
+@pytest.fixture
+def shuffled(hospital_lake, tmp_path: Path) -> Path:
+    root = hospital_lake.copy(tmp_path / "ws")
+    con = duckdb.connect(str(root / "lake.duckdb"))
+    try:
+        (rows,), = con.execute("select count(*) from measurement").fetchall()
+        copies = max(COPIES, 300_000 // max(rows, 1))
+        con.execute(
+            "insert into measurement select measurement.* replace ("
+            "measurement_id + k * 1000000000000 "
+            f"as measurement_id) from measurement, range(1, {copies + 1}) t(k) "
+            "order by hash(measurement_id, k)"
+        )
+        con.execute("checkpoint")
+    finally:
+        con.close()
+    return root
+
+
+def _tables(root: Path) -> dict[str, pd.DataFrame]:
+    con = duckdb.connect(str(root / "lake.duckdb"), read_only=True)
+    try:
+        out = {}
+        for table in PERSON_TABLES:
+            frame = con.execute(f'select * from "{table}"').df()
+            out[table] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+        return out
+    finally:
+        con.close()
+
+
+def _persons(root: Path) -> list[int]:
+    con = duckdb.connect(str(root / "lake.duckdb"), read_only=True)
+    try:
+        return [r[0] for r in con.execute(
+            "select person_id from measurement group by 1 order by count(*) desc, 1 limit 3"
+        ).fetchall()]  # fmt: skip
+    finally:
+        con.close()
+
+
+def _status(root: Path) -> dict[str, tuple[int, int]]:
+    with acting_as(STEWARD):
+        return {t.table: (t.out_of_order, t.rows) for t in layout_status(root).tables}
+
+
+@pytest.mark.slow
+def test_reorder_keeps_every_table_and_the_timelines_and_orders_the_zone_maps(shuffled) -> None:
+    late, rows = _status(shuffled)["measurement"]
+    assert rows > 300_000
+    assert late > rows / 2
+    before = _tables(shuffled)
+    persons = _persons(shuffled)
+    with acting_as(AUDITOR):
+        audited = len(audit.show_events(shuffled, EventFilter(action="lake.reorder")))
+    with acting_as(STEWARD):
+        timelines = [person_timeline(shuffled, p).as_dict() for p in persons]
+        report = reorder_lake(shuffled)
+    assert "measurement" in report.reordered
+    after = _tables(shuffled)
+    assert after.keys() == before.keys()
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(after[table], frame, obj=table)
+    assert _status(shuffled)["measurement"] == (0, len(before["measurement"]))
+    with acting_as(STEWARD):
+        assert [person_timeline(shuffled, p).as_dict() for p in persons] == timelines
+    with acting_as(AUDITOR):
+        events = audit.show_events(shuffled, EventFilter(action="lake.reorder"))
+    assert len(events) == audited + 1
+    assert "measurement" in json.dumps(events[0]["detail"])
+    # nothing left out of order past the threshold: a second run rewrites nothing
+    with acting_as(STEWARD):
+        assert reorder_lake(shuffled).reordered == []
+
+
+def test_the_server_keeps_the_order_in_the_background(shuffled) -> None:
+    before = _tables(shuffled)["measurement"]
+    thread = LayoutThread(open_workspace(shuffled), interval_s=0.2).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not thread.runs and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        thread.stop()
+    assert thread.runs
+    assert "measurement" in thread.runs[0].reordered
+    assert _status(shuffled)["measurement"][0] == 0
+    pd.testing.assert_frame_equal(_tables(shuffled)["measurement"], before)
