@@ -24,13 +24,14 @@ import pytest
 from tests.cohort.definitions import cs, first, rule
 from tests.cohort.reference import Lake, attrition, observed
 
+from medlake.cohort.compiler import CohortCompiler
 from medlake.cohort.steps import step_plan
 from medlake.config import open_workspace, write_settings
 from medlake.engine import SupportsArrowInputs
 from medlake.errors import EngineError
 from medlake.service.cohort import _compiled, count_cohort, parse_definition
 from medlake.service.cohort_query import clear_cache, run_cohort_query
-from medlake.service.cohort_steps import StepCache, step_stats
+from medlake.service.cohort_steps import StepCache, count_by_steps, step_stats
 from medlake.service.workspace import open_lake
 
 
@@ -203,19 +204,19 @@ def test_steps_equal_the_one_statement(held: Path, number: int) -> None:
 
 def test_edits_compute_only_what_changed_and_equal_pandas(held: Path, lake: Lake) -> None:
     """The cohort builder's live attrition: each edit changes one thing."""
-    sequence = [  # (the change, steps computed, statements run)
-        ({}, 1 + 3, 2),  # the first definition: its index, then its three rules
-        ({"hba1c": 8}, 1, 1),  # one rule changed: that rule only
-        ({"hba1c": 8, "days": 180}, 1, 1),
-        ({"hba1c": 8, "days": 180, "age": 60}, 1, 1),
-        ({"hba1c": 7, "days": 180, "age": 60}, 0, 0),  # every step known: nothing runs
+    sequence = [  # (the change, steps computed: one statement each)
+        ({}, 1 + 3),  # the first definition: its index, then its three rules
+        ({"hba1c": 8}, 1),  # one rule changed: that rule only
+        ({"hba1c": 8, "days": 180}, 1),
+        ({"hba1c": 8, "days": 180, "age": 60}, 1),
+        ({"hba1c": 7, "days": 180, "age": 60}, 0),  # every step known: nothing runs
     ]
-    for change, new_steps, statements in sequence:
+    for change, new_steps in sequence:
         before = step_stats()
         result = counted(held, t2d_definition(**change))
         after = step_stats()
         assert after.computed - before.computed == new_steps, change
-        assert after.statements - before.statements == statements, change
+        assert after.statements - before.statements == new_steps, change
         assert observed(result) == pandas_count(lake, **change), change
 
 
@@ -339,3 +340,27 @@ def test_arrow_inputs_are_seen_by_that_query_only(hospital_lake: Any) -> None:
             engine.query_with_inputs(query, {})
         with pytest.raises(EngineError):  # never on another connection
             other.query_with_inputs(query, {})
+
+
+# ---------------------------------------------------------------------- other engines
+
+
+def test_an_in_memory_lake_is_counted_by_the_one_statement() -> None:
+    """No data version (nothing can be kept): no steps, the one statement instead."""
+    from medlake.engine.backends.duckdb import DuckDBEngine
+
+    with DuckDBEngine() as engine:
+        compiler = CohortCompiler(
+            parse_definition(t2d_definition()), engine.table, codesets={1: [1], 2: [2], 3: [3]}
+        )
+        assert count_by_steps(engine, compiler, limit_mb=256) is None
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_spark_has_no_step_door_and_is_counted_by_the_one_statement(spark_engine: Any) -> None:
+    assert not isinstance(spark_engine, SupportsArrowInputs)
+    compiler = CohortCompiler(
+        parse_definition(t2d_definition()), spark_engine.table, codesets={1: [1], 2: [2], 3: [3]}
+    )
+    assert count_by_steps(spark_engine, compiler, limit_mb=256) is None

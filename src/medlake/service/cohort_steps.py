@@ -11,13 +11,15 @@ own part of the definition with its concept sets resolved) and the lake's data v
 * each **inclusion rule's flag** per index event, a boolean array aligned with that
   index table, kept under the rule's key and the index result it was computed on.
 
-Only the missing steps run: a new index as a statement of its own (so that definitions
-waiting for it start their rules as soon as it is there; at 1M persons, 16 new
-definitions at once took about the same CPU and wall time, within the noise of shared
-cores, as with the index and the first definition's rules in one statement), then the definition's missing rules as one
-statement that reads the kept index table (:class:`~medlake.engine.SupportsArrowInputs`:
-registered on the engine's connection for that query; the rules are the same CTEs as
-in the one-statement count, and the statement returns their flags instead of counts).
+Only the missing steps run, one statement each: a new index (definitions that need it
+wait for it), then each missing rule, reading the kept index table
+(:class:`~medlake.engine.SupportsArrowInputs`: registered on the engine's connection for
+that query; the rule is the same CTE as in the one-statement count, and the statement
+returns its flag per index event instead of counts). A rule is claimed only when its
+count is about to compute it, so counts arriving together spread the missing rules among
+themselves. (At 1M persons, 16 new definitions at once took about the same CPU and wall
+time, within the noise of shared cores, with the index and the first definition's rules
+in one statement, or each definition's missing rules in one statement.)
 :func:`medlake.cohort.steps.attrition_row` then combines index and flags into the
 attrition row, equal to what the one statement returns.
 
@@ -232,10 +234,15 @@ class _Runner:
         return index
 
     def rules(self, index: IndexResult) -> list[pa.Array]:
-        """Every rule's flag: kept, computed here (the missing ones, in one statement), or
-        waited for (after computing our own, so no two counts wait on each other)."""
+        """Every rule's flag: kept, computed here, or waited for.
+
+        A rule is claimed only when this count is about to compute it, one statement per
+        rule, so counts arriving together spread the missing rules among themselves and
+        each publishes its rule as soon as it is done; a rule another count is computing
+        is waited for at the end, holding no claim of our own, so no two counts wait on
+        each other.
+        """
         flags: list[pa.Array | None] = [None] * len(self.plan.rule_keys)
-        mine: list[tuple[int, Hashable]] = []
         waiting: list[tuple[int, Future[object]]] = []
         for i, rule_key in enumerate(self.plan.rule_keys):
             key = ("rule", rule_key, index.token)
@@ -245,41 +252,31 @@ class _Runner:
             elif state == "wait":
                 waiting.append((i, found))  # type: ignore[arg-type]
             else:
-                mine.append((i, key))
-        if mine:
-            self._compute_rules(index, [i for i, _ in mine], [k for _, k in mine], flags)
+                flags[i] = self._compute_rule(index, i, key)
         for i, future in waiting:
             flags[i] = future.result()  # type: ignore[assignment]
         return flags  # type: ignore[return-value]
 
-    def _compute_rules(
-        self,
-        index: IndexResult,
-        rules: list[int],
-        keys: list[Hashable],
-        flags: list[pa.Array | None],
-    ) -> None:
+    def _compute_rule(self, index: IndexResult, rule: int, key: Hashable) -> pa.Array:
         name = self.plan.index_name
         schema = ibis.Schema.from_pyarrow(index.table.schema)
 
         def build(step: Step) -> ir.Table:
-            placeholder = ibis.table(schema, name=name)
-            return self.compiler.flags_query(placeholder, rules, step)
+            return self.compiler.flags_query(ibis.table(schema, name=name), [rule], step)
 
-        statement_key = ("steps: rules", self.plan.index_key,
-                         tuple(self.plan.rule_keys[i] for i in rules))  # fmt: skip
+        # Kept by the rule's key: another definition with the same rule at another
+        # position reuses the statement (the flag is read by position).
+        statement_key = ("steps: rule", self.plan.index_key, self.plan.rule_keys[rule])
         try:
             result = self._run(statement_key, build, {name: index.table})
             if not result.column("event_id").equals(index.table.column("event_id")):
                 raise EngineError("rule flags came back out of the index's order")
-            computed = [_flag(result, 1 + j) for j in range(len(rules))]
+            flag = result.column(1).combine_chunks()
         except BaseException as error:
-            for key in keys:
-                _steps.fail(key, error)
+            _steps.fail(key, error)
             raise
-        for i, key, flag in zip(rules, keys, computed, strict=True):
-            flags[i] = flag
-            _steps.finish(key, flag, flag.nbytes, self.limit)
+        _steps.finish(key, flag, flag.nbytes, self.limit)
+        return flag
 
     def _run(self, key: Hashable, build: object, inputs: dict[str, pa.Table]) -> pa.Table:
         statement, _ = cached_statement(self.engine, key, build)  # type: ignore[arg-type]
@@ -287,9 +284,3 @@ class _Runner:
         _steps.count_statement()
         with statement_gate(self.concurrent):
             return self.engine.query_with_inputs(statement, inputs)
-
-
-def _flag(result: pa.Table, position: int) -> pa.Array:
-    # Flags are read by position: a statement kept for one definition serves another
-    # whose same rules have other numbers.
-    return result.column(position).combine_chunks()
