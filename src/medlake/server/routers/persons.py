@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from medlake.access import Principal
-from medlake.server.deps import CurrentUser, WorkspaceDir
+from medlake.config import Workspace
+from medlake.server.deps import CurrentUser
 from medlake.service.patient360 import person_timeline
 
 router = APIRouter(prefix="/persons", tags=["patient 360"])
@@ -29,6 +31,13 @@ _TIMELINE_SCHEMA = {
     "(kind, start, end, concept, source value, values, visit, source system, source record "
     "id, batch), omics_samples and counts per kind.",
 }
+
+
+def open_workspace_of(request: Request) -> Workspace | Path:
+    """The workspace the application opened at start (its folder on an app without it):
+    the service then neither reads ``medlake.toml`` again nor resolves the folder."""
+    state = request.app.state
+    return getattr(state, "workspace", None) or state.workspace_dir
 
 
 def get_person_timeline(
@@ -55,7 +64,7 @@ def _encode(value: object) -> object:
                      "description": "The person's timeline."}},
 )  # fmt: skip
 def person_timeline_route(
-    root: WorkspaceDir,
+    root: Annotated[Workspace | Path, Depends(open_workspace_of)],
     user: CurrentUser,
     person_id: int,
     notes: Annotated[bool, Query(description="Include each note's full text.")] = False,

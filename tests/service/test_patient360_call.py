@@ -1,0 +1,87 @@
+"""What patient 360 keeps between calls must follow the lake: the gender's name, the trail.
+
+The person row is read without joining ``concept``; the gender's name is looked up by id
+and kept per lake while the data version of ``concept`` holds. A vocabulary change must
+show in the next timeline. While serving, many timelines at once each append their read
+to the trail exactly once, and the trail verifies.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import duckdb
+import sqlglot.expressions as sge
+
+from medlake.access import Principal, Role
+from medlake.access.context import acting_as
+from medlake.config import open_workspace
+from medlake.service.audit import verify_trail
+from medlake.service.lake_pool import pooled_lake, serving
+from medlake.service.patient360 import person_timeline
+
+STEWARD = Principal("test-steward", Role.STEWARD)
+AUDITOR = Principal("test-auditor", Role.AUDITOR)
+
+
+def _query(root: Path, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    con = duckdb.connect(str(root / "lake.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_the_gender_name_follows_a_vocabulary_change(hospital_lake, tmp_path: Path) -> None:
+    root = hospital_lake.copy(tmp_path / "ws")
+    ((person_id, gender_id, name),) = _query(
+        root,
+        "select p.person_id, p.gender_concept_id, c.concept_name from person p "
+        "join concept c on c.concept_id = p.gender_concept_id order by 1 limit 1",
+    )
+    workspace = open_workspace(root)
+    with acting_as(STEWARD), serving(workspace):
+        assert person_timeline(workspace, person_id).gender == name
+        with pooled_lake(workspace) as engine:
+            engine.run_sql(
+                sge.update(
+                    "concept",
+                    {"concept_name": sge.convert(f"{name} (renamed)")},
+                    where=sge.column("concept_id").eq(sge.convert(gender_id)),
+                )
+            )
+        assert person_timeline(workspace, person_id).gender == f"{name} (renamed)"
+        with pooled_lake(workspace) as engine:
+            engine.run_sql(
+                sge.delete("concept", where=sge.column("concept_id").eq(sge.convert(gender_id)))
+            )
+        assert person_timeline(workspace, person_id).gender is None  # as the left join said
+
+
+def test_concurrent_timelines_while_serving_are_each_audited_once(
+    hospital_lake, tmp_path: Path
+) -> None:
+    root = hospital_lake.copy(tmp_path / "ws")
+    persons = [p for (p,) in _query(root, "select person_id from person order by 1 limit 8")]
+    (before,) = _query(root, "select count(*) from audit_event")[0]
+    calls = [persons[n % len(persons)] for n in range(64)]
+    workspace = open_workspace(root)
+    with acting_as(STEWARD), serving(workspace), ThreadPoolExecutor(max_workers=16) as pool:
+        # each call in a copy of this context (the acting steward), as the server's threads
+        futures = [pool.submit(contextvars.copy_context().run, person_timeline, workspace, p)
+                   for p in calls]  # fmt: skip
+        timelines = [future.result() for future in futures]
+    assert [t.person_id for t in timelines] == calls
+    with acting_as(AUDITOR):
+        result = verify_trail(root)
+    assert result.ok, result.findings
+    rows = _query(
+        root,
+        f"select actor, action, object_id from audit_event where event_id > {before} "
+        "order by event_id",
+    )
+    reads = sorted(int(object_id) for actor, action, object_id in rows
+                   if actor == STEWARD.user_name and action == "read")  # fmt: skip
+    assert reads == sorted(calls)
