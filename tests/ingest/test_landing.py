@@ -40,6 +40,26 @@ def test_same_content_twice_is_one_copy(tmp_path: Path) -> None:
     assert files == [first.path]
 
 
+@pytest.mark.parametrize("likely_new", [False, True])
+def test_likely_new_content_lands_the_same_in_one_pass(tmp_path: Path, likely_new: bool) -> None:
+    # One pass (copy and hash together) or hash first: the same name, bytes and answer,
+    # the first time and when the content is there already (the copy is then dropped).
+    source = tmp_path / "Observation.ndjson"
+    source.write_bytes(os.urandom(3 << 20) + b"\n")  # several read blocks
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    first = land_file(source, tmp_path / "landing", likely_new=likely_new)
+    before = first.path.stat()
+    again = land_file(source, tmp_path / "landing", likely_new=True)
+    assert first.sha256 == again.sha256 == digest
+    assert first.path == again.path == landed_path(tmp_path / "landing", digest)
+    assert (first.already_present, again.already_present) == (False, True)
+    assert first.path.read_bytes() == source.read_bytes()
+    after = again.path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert [p for p in (tmp_path / "landing").rglob("*") if p.is_file()] == [first.path]
+    assert leftover_temporaries(tmp_path / "landing") == []
+
+
 def test_landed_files_are_never_modified(tmp_path: Path) -> None:
     landed = land_bytes(b"original", tmp_path / "landing")
     before = landed.path.stat()

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -107,6 +108,23 @@ def batches_of(engine: Engine, source_systems: list[str]) -> dict[str, IngestBat
     table = lake_table(engine, BATCH_TABLE)
     rows = engine.execute(table.filter(table.source_system.isin(source_systems)))
     return {row["batch_id"]: _batch_of(row) for row in rows.to_pylist()}
+
+
+class LandedBatches(NamedTuple):
+    """What a run may know of the batches before landing its files (one query)."""
+
+    sizes: set[int]  # of every batch's content: a file of another size never was a batch
+    loaded: set[str]  # ids of the loaded batches: their files need no reading plan
+
+
+def landed_batches(engine: Engine) -> LandedBatches:
+    """Every batch's size and the loaded batches' ids (see ``land_file``'s ``likely_new``)."""
+    table = lake_table(engine, BATCH_TABLE)
+    rows = engine.execute(table.select("batch_id", "size_bytes", "status"))
+    sizes = set(rows.column("size_bytes").drop_null().to_pylist())
+    ids, statuses = rows.column("batch_id").to_pylist(), rows.column("status").to_pylist()
+    loaded = {b for b, status in zip(ids, statuses, strict=True) if status == LOADED}
+    return LandedBatches(sizes, loaded)
 
 
 def register_batch(

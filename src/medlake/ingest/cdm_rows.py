@@ -177,6 +177,14 @@ def cdm_columns(table: str, rows: pa.Table) -> pa.Table:
     return rows.select([name for name in rows.column_names if name in names])
 
 
+def kept(rows: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``rows.filter(mask)``, but ``rows`` itself when every row is kept (the usual case:
+    a filter copies every column, ~13 ms for a chunk of 50,000 measurements)."""
+    if mask.null_count == 0 and pc.all(mask).as_py() is not False:
+        return rows
+    return rows.filter(mask)
+
+
 def set_column(rows: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
     """``rows`` with column ``name`` replaced or appended."""
     if name in rows.column_names:

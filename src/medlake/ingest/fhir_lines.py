@@ -27,9 +27,19 @@ def chunk_ranges(path: Path, size: int) -> list[tuple[int, int, int]] | None:
         if os.fstat(f.fileno()).st_size == 0:
             return []
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            if mapped.find(b'undle"') >= 0:
+            if _holds(mapped, b'undle"'):
                 return None
             return _ranges(np.frombuffer(mapped, np.uint8), size)
+
+
+def _holds(mapped: mmap.mmap, pattern: bytes) -> bool:
+    """``pattern in mapped``, searched a slice at a time: ``find`` holds the GIL, and the
+    plan is made in a thread beside the writer (a whole 400 MB file would stall it)."""
+    step = BLOCK_BYTES // 4
+    for lo in range(0, len(mapped), step):
+        if mapped.find(pattern, lo, lo + step + len(pattern) - 1) >= 0:
+            return True
+    return False
 
 
 def _ranges(buf: np.ndarray, size: int) -> list[tuple[int, int, int]]:

@@ -74,15 +74,27 @@ def landed_path(landing_dir: Path, sha256: str) -> Path:
     return landing_dir / sha256[:2] / sha256
 
 
-def land_file(path: Path, landing: Path | LandingStore) -> LandedFile:
+def land_file(path: Path, landing: Path | LandingStore, *, likely_new: bool = False) -> LandedFile:
     """Store the file at ``path`` unchanged in ``landing``; return where it landed.
 
     The file is hashed first (one read) so content landed before costs no write; only
     new content is copied, and hashed again while copying, so what lands is what was
     hashed even if the source file changed in between.
+
+    ``likely_new`` (the caller expects content never landed, e.g. no batch of its size):
+    the file is copied and hashed in one pass, named by that hash, and the copy dropped
+    if the name was taken after all — half the hashing for new content, a wasted copy
+    for old. Only where every side is a local folder (a URL side needs the name first).
     """
     store = LandingStore.of(landing)
     _refuse_if_frozen(store)
+    healthy = store.healthy_sides()
+    if likely_new and healthy and all(side.root is not None for side in healthy):
+        try:
+            with path.open("rb") as source:
+                return _store(iter(lambda: source.read(_READ_SIZE), b""), store, healthy, None)
+        except OSError as exc:
+            raise InputError(f"cannot land {path}: {exc.strerror or exc}") from exc
     try:
         size = path.stat().st_size
         digest = _hash_file(path)
@@ -264,12 +276,15 @@ def _writer(store: LandingStore, side: Side, sha256: str) -> _SideWriter:
 
 
 def _store(
-    blocks: Iterable[bytes], store: LandingStore, sides: list[Side], expected: str
+    blocks: Iterable[bytes], store: LandingStore, sides: list[Side], expected: str | None
 ) -> LandedFile:
-    """Write ``blocks`` to every side in one pass, fsync, link; mark failed sides degraded."""
+    """Write ``blocks`` to every side in one pass, fsync, link; mark failed sides degraded.
+
+    ``expected``: the content's SHA-256 if known before (else only local sides).
+    """
     if store.mirror is None:
         store.primary.mkdir(parents=True, exist_ok=True)  # a plain landing folder is created
-    writers = [_writer(store, side, expected) for side in sides]
+    writers = [_writer(store, side, expected or "") for side in sides]
     digest = hashlib.sha256()
     size = 0
     for block in blocks:
@@ -278,7 +293,7 @@ def _store(
         for writer in writers:
             writer.write(block)
     sha256 = digest.hexdigest()
-    if sha256 != expected:
+    if expected is not None and sha256 != expected:
         for writer in writers:
             writer.abort()
         raise InputError(f"content changed while it was being landed (expected {expected})")

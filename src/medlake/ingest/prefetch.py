@@ -10,6 +10,7 @@ told to stop and the reader's generator is closed in its own thread.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import mmap
 import multiprocessing
 import multiprocessing.context
@@ -32,6 +33,7 @@ _POLL_SECONDS = 0.1
 # Chunks of reading processes come back through shared memory (see below) where the
 # system has memfd (Linux); elsewhere pickled through the queue.
 _SHARED_MEMORY = hasattr(os, "memfd_create")
+_GC_THRESHOLD = 50_000  # allocations between young collections in a reading child (700)
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -96,9 +98,21 @@ def _process_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def _quiet_collector() -> None:
+    """In a forked reading child: the parent's heap, inherited, is left out of garbage
+    collection (no traversal, no copy-on-write of its pages), and collections are rarer.
+
+    A reader allocates millions of short-lived dicts and row tuples and makes no
+    reference cycles worth collecting early; the default thresholds cost it ~7 %.
+    """
+    gc.freeze()
+    gc.set_threshold(_GC_THRESHOLD, 20, 20)
+
+
 def _read_in_child(format: str, context: SourceContext, out: multiprocessing.Queue) -> None:
     from medlake.ingest.formats import reader_for
 
+    _quiet_collector()
     try:
         for chunk in reader_for(format).read(context):
             out.put(chunk)
@@ -206,6 +220,7 @@ def _read_ranges_in_child(format: str, context: SourceContext,
                           parent: int, sock: socket.socket | None) -> None:  # fmt: skip
     from medlake.ingest.formats import reader_for
 
+    _quiet_collector()
     try:
         reader = reader_for(format)
         for start, end, first_line in ranges:

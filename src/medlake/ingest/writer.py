@@ -31,6 +31,7 @@ from medlake.ingest.batches import FAILED, LOADED, RUNNING, IngestBatch, set_bat
 from medlake.ingest.cdm_rows import (
     cdm_columns,
     derive_columns,
+    kept,
     primary_key,
     set_column,
     split_incomplete,
@@ -297,7 +298,7 @@ class LakeWriter:
         retracted = retracted_mask(good)
         if retracted is not None:
             self.summary.retracted += pc.sum(pc.cast(retracted, pa.int64())).as_py() or 0
-            good = good.filter(pc.invert(retracted))
+            good = kept(good, pc.invert(retracted))
         inserted = pc.sum(pc.cast(pc.equal(good.column(ACTION), INSERT), pa.int64())).as_py() or 0
         self.summary.loaded += inserted
         self.summary.updated += good.num_rows - inserted
@@ -315,7 +316,7 @@ class LakeWriter:
         )
         retracted = retracted_mask(loadable)
         if retracted is not None:  # their old rows go (they are replacing), nothing comes
-            loadable = loadable.filter(pc.invert(retracted))
+            loadable = kept(loadable, pc.invert(retracted))
         if len(replacing):
             cdm = lake_table(self.engine, table)
             gone = ibis.memtable(pa.table({"id": replacing}))
@@ -329,14 +330,12 @@ class LakeWriter:
             self.engine.load_arrow(table, cdm_columns(table, loadable))
             self._touch(loadable)
             inserted = pc.equal(loadable.column(ACTION), INSERT)
-            spans = event_spans(table, loadable.filter(inserted))
+            spans = event_spans(table, kept(loadable, inserted))
             if spans is not None:
                 self.period_spans.append(spans)
             if "person_id" in loadable.column_names and table != "person":
-                replaced_rows = loadable.filter(pc.invert(inserted))
-                self.period_recompute.update(
-                    replaced_rows.column("person_id").drop_null().to_pylist()
-                )
+                replaced_persons = pc.filter(loadable.column("person_id"), pc.invert(inserted))
+                self.period_recompute.update(replaced_persons.drop_null().to_pylist())
         self._provenance.append(
             record_versions(
                 self.engine,
@@ -362,7 +361,7 @@ class LakeWriter:
         else:
             has_id = pc.is_valid(rows.column(SOURCE_RECORD_ID))
             missing = rows.filter(pc.invert(has_id))
-            rows = rows.filter(has_id)
+            rows = kept(rows, has_id)
         for row in missing.to_pylist():
             self._quarantine.append(
                 QuarantineEntry(

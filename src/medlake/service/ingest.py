@@ -33,8 +33,10 @@ from medlake.ingest.batches import (
     LOADED,
     RUNNING,
     IngestBatch,
+    LandedBatches,
     batches_of,
     find_batch,
+    landed_batches,
     receive_time,
 )
 from medlake.ingest.concepts import ConceptMapper
@@ -120,7 +122,8 @@ def ingest_paths(
         group = BatchGroup(engine, concepts, known, after_batch, progress, len(plan.inputs),
                            lambda: landing_store(workspace))  # fmt: skip
         alone = [not (grouping and small_input(item)) for item in plan.inputs]
-        with _Ahead(engine, workspace, plan.inputs, alone, options, known) as ahead:
+        before = landed_batches(engine)
+        with _Ahead(engine, workspace, plan.inputs, alone, options, known, before) as ahead:
             for index, item in enumerate(plan.inputs):
                 if not alone[index]:
                     group.add(workspace, item, options, index)
@@ -321,11 +324,17 @@ class _Landed(NamedTuple):
     plan: list[tuple[int, int, int]] | None  # chunks for several reading processes
 
 
-def _land_input(workspace: Workspace, item: IngestInput) -> _Landed:
+def _land_input(workspace: Workspace, item: IngestInput, before: LandedBatches) -> _Landed:
     store = landing_store(workspace)
-    landed = land_file(item.path, store)
+    try:
+        likely_new = item.path.stat().st_size not in before.sizes
+    except OSError:  # land_file names the file in its error
+        likely_new = False
+    landed = land_file(item.path, store, likely_new=likely_new)
     companions = {role: land_file(p, store) for role, p in item.companions.items()}
     plan = None
+    if batch_id_of(item, landed, companions) in before.loaded:
+        return _Landed(landed, companions, None)  # nothing to read (an unchanged re-ingest)
     if _READERS > 1 and item.format in _READ_IN_PROCESS and landed.size >= _READ_IN_PROCESS_FROM:
         try:
             reader = reader_for(item.format)
@@ -369,9 +378,10 @@ class _Ahead:
 
     def __init__(self, engine: Engine, workspace: Workspace, inputs: Sequence[IngestInput],
                  alone: Sequence[bool], options: dict[str, object],
-                 known: dict[str, IngestBatch] | None) -> None:  # fmt: skip
+                 known: dict[str, IngestBatch] | None,
+                 before: LandedBatches) -> None:  # fmt: skip
         self.engine, self.workspace, self.inputs, self.alone = engine, workspace, inputs, alone
-        self.options, self.known = options, known
+        self.options, self.known, self.before = options, known, before
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medlake-land-ahead")
         self.futures: dict[int, Future[_Landed]] = {}
         self.readers: dict[int, tuple[str, ReadingProcesses]] = {}  # index: (batch id, ...)
@@ -389,7 +399,7 @@ class _Ahead:
     def _submit(self, index: int) -> Future[_Landed]:
         future = self.futures.get(index)
         if future is None:
-            future = self.pool.submit(_land_input, self.workspace, self.inputs[index])
+            future = self.pool.submit(_land_input, self.workspace, self.inputs[index], self.before)
             self.futures[index] = future
         return future
 
