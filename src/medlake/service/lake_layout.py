@@ -99,7 +99,7 @@ class LayoutReport:
 def _order_by(table: str) -> list[str]:
     # Person first (the zone maps), then the row's key so a rewrite is deterministic.
     if table == PROVENANCE_TABLE:
-        return [PERSON_COLUMN, "cdm_table", "cdm_row_id", "source_system", "source_record_id"]
+        return [PERSON_COLUMN, "cdm_table", "cdm_row_id"]
     key = [c for c in table_spec(table).primary_key if c != PERSON_COLUMN]
     return [PERSON_COLUMN, *key]
 
@@ -275,9 +275,23 @@ class LayoutThread:
                 continue  # a frozen workspace is kept as it is for the review
             try:
                 with open_lake(self.workspace) as engine:
+                    if _jobs_running(engine):
+                        continue  # an ingest job's replacing rows would conflict: later
                     self.runs.append(keep_person_order(engine, self.workspace))
             except Exception:  # maintenance must never take the server down
                 log.exception("lake layout: reorder failed; trying again later")
+
+
+def _jobs_running(engine: Engine) -> bool:
+    """Whether a background job (an ingest, say) is queued or running: the rewrite waits,
+    since a job replacing rows of a table being rewritten would fail on the conflict."""
+    from medlake.service import jobs as job_service
+
+    if not engine.has_table(job_service.TABLE):
+        return False
+    table = engine.table(job_service.TABLE)
+    busy = table.status.isin([job_service.QUEUED, job_service.RUNNING])
+    return bool(engine.count(table.filter(busy).limit(1)))
 
 
 def with_layout_maintenance(lifespan: Callable[[Any], Any], workspace: Workspace) -> Any:
