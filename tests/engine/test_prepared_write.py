@@ -18,7 +18,7 @@ import sqlglot.expressions as sge
 
 from medlake.engine import ColumnSpec, TableSpec
 from medlake.engine.backends.duckdb import DuckDBEngine
-from medlake.engine.prepared import PreparedWrite
+from medlake.engine.prepared import PreparedQuery, PreparedWrite
 from medlake.errors import EngineError, WorkspaceFrozenError
 
 NOTES = TableSpec(
@@ -108,3 +108,26 @@ def test_wrong_parameters_and_non_writes_are_refused(engine: DuckDBEngine) -> No
     with pytest.raises(TypeError, match="INSERT, UPDATE or DELETE"):
         PreparedWrite(sge.select("1"))  # type: ignore[arg-type]
     assert INSERT_TWO.tables == {"notes"}
+
+
+def test_prepared_rows_are_the_values_the_arrow_path_gives(engine: DuckDBEngine) -> None:
+    # patient 360 reads its rows as dictionaries straight from the backend; every type it
+    # meets must come out as run_prepared(...).to_pylist() gives it
+    engine.run_sql(
+        "CREATE TABLE kinds (id BIGINT, d DATE, ts TIMESTAMP, amount DECIMAL(10, 3), "
+        "x DOUBLE, s VARCHAR, flag BOOLEAN)"
+    )
+    engine.run_sql(
+        "INSERT INTO kinds VALUES (1, DATE '2024-02-29', TIMESTAMP '2024-02-29 10:11:12.5', "
+        "12.345, 1.5, '患者', true), (2, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    query = PreparedQuery(
+        sge.select("*").from_("kinds").where(sge.GTE(this=sge.column("id"), expression=P()))
+        .order_by("id")
+    )  # fmt: skip
+    rows = engine.run_prepared_rows(query, [1])
+    assert rows == engine.run_prepared(query, [1]).to_pylist()
+    assert [row["id"] for row in rows] == [1, 2]
+    assert engine.run_prepared_rows(query, [3]) == []
+    with pytest.raises(EngineError, match="takes 1 parameters, not 0"):
+        engine.run_prepared_rows(query, [])

@@ -2,7 +2,8 @@
 
 The person row is read without joining ``concept``; the gender's name is looked up by id
 and kept per lake while the data version of ``concept`` holds. A vocabulary change must
-show in the next timeline. While serving, many timelines at once each append their read
+show in the next timeline; so must omics samples registered after the lake had none (a
+table with no rows is not asked until its data version moves). While serving, many timelines at once each append their read
 to the trail exactly once, and the trail verifies.
 """
 
@@ -58,6 +59,30 @@ def test_the_gender_name_follows_a_vocabulary_change(hospital_lake, tmp_path: Pa
                 sge.delete("concept", where=sge.column("concept_id").eq(sge.convert(gender_id)))
             )
         assert person_timeline(workspace, person_id).gender is None  # as the left join said
+
+
+def test_omics_samples_show_once_registered_in_a_lake_that_had_none(
+    hospital_lake, tmp_path: Path
+) -> None:
+    root = hospital_lake.copy(tmp_path / "ws")
+    con = duckdb.connect(str(root / "lake.duckdb"), read_only=True)
+    try:
+        samples = con.execute("select * from omics_sample order by person_id").to_arrow_table()
+    finally:
+        con.close()
+    assert samples.num_rows > 0  # the synthetic hospital sequences some patients
+    person_id = samples.column("person_id")[0].as_py()
+    expected = sorted(s["sample_id"] for s in samples.to_pylist() if s["person_id"] == person_id)
+    workspace = open_workspace(root)
+    with acting_as(STEWARD), serving(workspace):
+        with pooled_lake(workspace) as engine:
+            table = engine.table("omics_sample")
+            engine.delete_where("omics_sample", table.sample_id.notnull())
+        assert person_timeline(workspace, person_id).omics_samples == []
+        with pooled_lake(workspace) as engine:
+            engine.load_arrow("omics_sample", samples)
+        got = person_timeline(workspace, person_id).omics_samples
+    assert sorted(s["sample_id"] for s in got) == expected
 
 
 def test_concurrent_timelines_while_serving_are_each_audited_once(

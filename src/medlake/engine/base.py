@@ -404,6 +404,28 @@ class Engine(abc.ABC):
             return result
 
     @final
+    def run_prepared_rows(
+        self, query: PreparedQuery, parameters: Sequence[Any] = ()
+    ) -> list[dict[str, Any]]:
+        """:meth:`run_prepared`, its rows as dictionaries (column name to Python value).
+
+        For small results read many times a second (one person's rows): the same values
+        as ``run_prepared(...).to_pylist()``, without building an Arrow table in between
+        where the backend hands out Python rows (DuckDB's DB-API path).
+        """
+        if len(parameters) != query.parameter_count:
+            raise EngineError(
+                f"the prepared query takes {query.parameter_count} parameters, "
+                f"not {len(parameters)}",
+                engine=self.name,
+            )
+        sql = query.sql(self.sql_dialect)
+        with self._step("run prepared", statement=sql) as step:
+            rows = self._run_prepared_rows(query, sql, parameters)
+            step.detail = f"{len(rows)} rows"
+            return rows
+
+    @final
     def run_prepared_write(
         self, write: PreparedWrite, parameters: Sequence[Any] = ()
     ) -> int | None:
@@ -613,6 +635,12 @@ class Engine(abc.ABC):
         result = self._run_statement(bound, returns_rows=True)
         assert result is not None
         return result
+
+    def _run_prepared_rows(
+        self, query: PreparedQuery, sql: str, parameters: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """Run a prepared query for its rows as dictionaries; by default through Arrow."""
+        return self._run_prepared(query, sql, parameters).to_pylist()
 
     def _run_prepared_write(
         self, write: PreparedWrite, sql: str, parameters: Sequence[Any]

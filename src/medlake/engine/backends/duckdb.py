@@ -121,6 +121,14 @@ class DuckDBEngine(
         rows = self._con.execute(sql, list(parameters)).fetchall()
         return int(rows[0][0]) if rows else None
 
+    def _run_prepared_rows(
+        self, query: PreparedQuery, sql: str, parameters: Sequence[object]
+    ) -> list[dict[str, Any]]:
+        # The DB-API rows as they come: no Arrow table built only to be read back.
+        cursor = self._con.execute(sql, list(parameters))
+        names = [column[0] for column in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def _run_prepared(
         self, query: PreparedQuery, sql: str, parameters: Sequence[object]
     ) -> pa.Table:
