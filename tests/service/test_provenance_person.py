@@ -108,3 +108,31 @@ def test_the_upgrade_fills_the_person_of_rows_loaded_before(hospital_lake, tmp_p
     assert len(merged) == len(truth) == len(filled)
     assert merged.person_id_filled.isna().sum() == 0
     assert (merged.person_id == merged.person_id_filled).all()
+
+
+@pytest.mark.parametrize("files", [["day_one", "day_two"], ["both"]])
+def test_a_source_merge_re_points_the_provenance_of_the_merged_patients_rows(
+    tmp_path: Path, files: list[str]
+) -> None:
+    """HL7 A40 (P2 merged into P1), in a later file or in the same file (the same chunk:
+    provenance not yet loaded when the merge re-points the rows)."""
+    from tests.service.test_ingest_versions import day_one, day_two
+
+    from medlake.ingest.ids import initial_person_id
+    from medlake.service.ingest import ingest_paths
+    from medlake.service.workspace import init_workspace
+
+    root = init_workspace(tmp_path / "ws").root
+    lis = tmp_path / "lis"
+    lis.mkdir()
+    texts = {"day_one": day_one(), "day_two": day_two(), "both": day_one() + day_two()}
+    for number, name in enumerate(files):
+        (lis / f"2024010{number + 1}.hl7").write_text(texts[name], encoding="utf-8")
+    assert ingest_paths(root, [lis]).failed == []
+    survivor = initial_person_id("lis", "P1")
+    records = _read(root, "select cdm_table, person_id from source_record where is_current")
+    assert set(records.cdm_table) >= {"measurement", "person", "source_patient"}
+    assert set(records.person_id) == {survivor}
+    checked, wrong = _mismatches(root)
+    assert checked >= 2
+    assert wrong == []
