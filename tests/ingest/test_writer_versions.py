@@ -284,3 +284,37 @@ def test_patient_versions_in_several_chunks_of_one_batch_are_all_kept(lake: Engi
     assert sorted(r["phone"] for r in pii) == ["138-1", "138-2"]
     write(lake, "a", first, second)  # the same batch read again changes nothing
     assert lake.count("pii_person") == 2
+
+
+def test_skipped_provenance_lookups_answer_what_the_query_does(
+    lake: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CurrentLookups skips the query for a table the source had no provenance of, unless
+    # an id was staged before by the same writer; its answers must equal the query's.
+    from medlake.ingest import versions
+
+    query = versions.current_records_by_table
+    write(lake, "before", measurement_chunk(measurements(("M1", 1, 5.0))))
+    asked: list[set[str]] = []
+
+    def counted(engine: Engine, system: str, ids: dict) -> dict:
+        asked.append(set(ids))
+        return query(engine, system, ids)
+
+    monkeypatch.setattr(versions, "current_records_by_table", counted)
+    lookups = versions.CurrentLookups(lake, "lis")
+    steps = [
+        {"measurement": pa.chunked_array([["M1", "M2"]]),
+         "observation": pa.chunked_array([["O1"]])},
+        {"observation": pa.chunked_array([["O2"]])},
+        {"observation": pa.chunked_array([["O3", "O1"]])},  # O1 staged before: asked
+    ]
+    for step in steps:
+        got = lookups.current(step)
+        want = query(lake, "lis", step)
+        assert sorted(got) == sorted(want)
+        for table in want:
+            assert got[table].schema == want[table].schema
+            assert got[table].to_pylist() == want[table].to_pylist()
+    assert asked == [{"measurement"}, {"observation"}]
+    assert lookups.had == {"measurement"}

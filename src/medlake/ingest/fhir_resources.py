@@ -135,13 +135,28 @@ class Record:
 
 
 def _patient_of(r: dict[str, Any], rtype: str, rec: Record, element: str = "subject") -> str:
-    return v.local_id(r.get(element), "Patient", f"{rtype}.{element}", rec.urls)
+    reference = r.get(element)
+    # The common literal "Patient/<id>" inline (as local_id reads it); the rest, and every
+    # error, through local_id. Runs twice per resource: no field name built unless needed.
+    if type(reference) is dict:
+        ref = reference.get("reference")
+        if type(ref) is str and ref[:8] == "Patient/":
+            rid = ref[8:]
+            if rid and "/" not in rid:
+                return rid
+    return v.local_id(reference, "Patient", f"{rtype}.{element}", rec.urls)
 
 
 def _visit_of(r: dict[str, Any], rtype: str, rec: Record) -> str | None:
     reference = r.get("encounter")
     if reference is None:
         return None
+    if type(reference) is dict:  # as in _patient_of
+        ref = reference.get("reference")
+        if type(ref) is str and ref[:10] == "Encounter/":
+            rid = ref[10:]
+            if rid and "/" not in rid:
+                return rid
     return v.local_id(reference, "Encounter", f"{rtype}.encounter", rec.urls)
 
 

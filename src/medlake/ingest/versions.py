@@ -198,6 +198,53 @@ def current_records_by_table(
     return {table: found.filter(pc.equal(found.column("cdm_table"), table)) for table in record_ids}
 
 
+class CurrentLookups:
+    """:func:`current_records_by_table` for one writer, skipping what cannot be found.
+
+    A table for which the source had no provenance when the writer started (a first
+    ingest of it) can only hold records this writer staged itself since: a chunk none of
+    whose ids were staged before gets an empty answer without a query (the ids staged
+    are kept as Arrow arrays; a superset of what was written, so never a wrong skip).
+    """
+
+    def __init__(self, engine: Engine, source_system: str) -> None:
+        self.engine, self.source_system = engine, source_system
+        self.had: set[str] | None = None  # tables with provenance of the source, at first use
+        self.staged: dict[str, list[pa.Array]] = {}
+        self._empty: pa.Table | None = None
+
+    def current(self, record_ids: dict[str, pa.ChunkedArray]) -> dict[str, pa.Table]:
+        if self.had is None:
+            records = lake_table(self.engine, SOURCE_RECORD_TABLE)
+            had = self.engine.execute(
+                records.filter(records.source_system == self.source_system)
+                .select("cdm_table")
+                .distinct()
+            )
+            self.had = set(had.column("cdm_table").to_pylist())
+        asked: dict[str, pa.ChunkedArray] = {}
+        answer: dict[str, pa.Table] = {}
+        for table, ids in record_ids.items():
+            if not len(ids):
+                continue
+            before = self.staged.setdefault(table, [])
+            if table in self.had or (
+                before and pc.any(pc.is_in(ids, value_set=pa.concat_arrays(before))).as_py()
+            ):
+                asked[table] = ids
+            else:
+                answer[table] = self._nothing()
+            before.extend(ids.chunks)
+        if asked:
+            answer.update(current_records_by_table(self.engine, self.source_system, asked))
+        return answer
+
+    def _nothing(self) -> pa.Table:
+        if self._empty is None:
+            self._empty = self.engine.execute(lake_table(self.engine, SOURCE_RECORD_TABLE).limit(0))
+        return self._empty
+
+
 def string_chunks(columns: Iterable[pa.Array | pa.ChunkedArray]) -> pa.ChunkedArray:
     """``columns`` end to end as one string ChunkedArray, without copying.
 

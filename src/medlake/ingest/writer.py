@@ -72,8 +72,8 @@ from medlake.ingest.versions import (
     INSERT,
     ROW_ID,
     SOURCE_RECORD_TABLE,
+    CurrentLookups,
     current_records,
-    current_records_by_table,
     plan_versions,
     record_versions,
     string_chunks,
@@ -202,6 +202,7 @@ class LakeWriter:
         self.period_spans: list[pa.Table] = []
         self.period_recompute: set[int] = set()
         self._current: dict[str, pa.Table] = {}  # prefetched provenance, by table
+        self._lookups = CurrentLookups(engine, batch.source_system)
         self._provenance: list[pa.Table] = []  # source_record rows of the chunk, loaded at its end
         self._default_version = int(batch.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
@@ -261,7 +262,7 @@ class LakeWriter:
             ]
             if columns:
                 ids[table] = string_chunks(columns)
-        return current_records_by_table(self.engine, self.source_system, ids)
+        return self._lookups.current(ids)
 
     def write_table(self, table: str, rows: pa.Table) -> None:
         """Apply staged rows of one CDM table (one source system: the batch's)."""
