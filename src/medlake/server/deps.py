@@ -1,4 +1,11 @@
-"""Dependencies the routes declare: the workspace, the signed-in user, the job runner."""
+"""Dependencies the routes declare: the workspace, the signed-in user, the job runner.
+
+FastAPI runs a plain ``def`` dependency in a worker thread; the cheap ones here are
+``async def`` so that a request does not hop threads once per dependency before its route
+(three hops per request, each a wake-up of a worker thread and a trip back to the event
+loop). Only what may block (a token not verified recently: a deliberate scrypt hash) is
+sent to a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from medlake.access import Permission, Principal
 from medlake.access.context import acting_as, enter_request
@@ -20,7 +28,7 @@ from medlake.service.jobs import JobRunner
 _bearer = HTTPBearer(auto_error=False, description="An API token from `medlake user token`.")
 
 
-def workspace_dir(request: Request) -> Path:
+async def workspace_dir(request: Request) -> Path:
     root: Path = request.app.state.workspace_dir
     return root
 
@@ -38,7 +46,7 @@ _auth_lock = threading.Lock()
 _auth_flights: dict[tuple[Path, str], threading.Lock] = {}
 
 
-def current_principal(
+async def current_principal(
     root: WorkspaceDir,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -46,6 +54,15 @@ def current_principal(
         raise AuthenticationError("sign in: send an API token as 'Authorization: Bearer <token>'")
     # keyed by a hash: the cache never holds a usable token
     key = (root, hashlib.sha256(credentials.credentials.encode()).hexdigest())
+    with _auth_lock:
+        cached = _auth_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < AUTH_CACHE_SECONDS:
+        return cached[1]  # on the event loop: nothing here blocks
+    return await run_in_threadpool(_verify, root, credentials.credentials, key)
+
+
+def _verify(root: Path, token: str, key: tuple[Path, str]) -> Principal:
+    """Verify ``token`` (scrypt, in a worker thread) unless another request just did."""
     with _auth_lock:
         cached = _auth_cache.get(key)
         flight = _auth_flights.setdefault(key, threading.Lock())
@@ -59,7 +76,7 @@ def current_principal(
         if cached is not None and time.monotonic() - cached[0] < AUTH_CACHE_SECONDS:
             return cached[1]
         now = time.monotonic()
-        principal = access.authenticate(root, credentials.credentials)
+        principal = access.authenticate(root, token)
         with _auth_lock:
             if len(_auth_cache) >= _AUTH_CACHE_SIZE:
                 _auth_cache.clear()
@@ -92,7 +109,7 @@ def require(root: Path, user: Principal, permission: Permission,
         return access.require(root, permission, project_id=project_id)
 
 
-def job_runner(request: Request) -> JobRunner:
+async def job_runner(request: Request) -> JobRunner:
     runner: JobRunner = request.app.state.jobs
     return runner
 

@@ -33,7 +33,7 @@ _TIMELINE_SCHEMA = {
 }
 
 
-def open_workspace_of(request: Request) -> Workspace | Path:
+async def open_workspace_of(request: Request) -> Workspace | Path:
     """The workspace the application opened at start (its folder on an app without it):
     the service then neither reads ``medlake.toml`` again nor resolves the folder."""
     state = request.app.state
