@@ -40,7 +40,7 @@ from medlake.access.context import acting_as
 from medlake.config import open_workspace, write_settings
 from medlake.service.cohort import count_cohort, parse_definition
 from medlake.service.cohort_query import clear_cache
-from medlake.service.cohort_steps import step_stats
+from medlake.service.cohort_steps import step_cache_bytes, step_stats
 from medlake.service.lake_pool import serving
 from medlake.service.workspace import upgrade_schema
 
@@ -153,7 +153,8 @@ def main() -> None:
                       f"CPU {cold['cpu']:.2f} s, latency p50 {percentile(lat, 50):.2f} s, "
                       f"p95 {percentile(lat, 95):.2f} s, max {max(lat):.2f} s"
                       + (f"; steps computed {stats.computed}, shared {stats.shared}, "
-                         f"hits {stats.hits}, statements {stats.statements}"
+                         f"hits {stats.hits}, statements {stats.statements}, "
+                        f"kept {step_cache_bytes() / 1e6:.1f} MB"
                          if mode == "steps" else ""))  # fmt: skip
                 session = edit_session(workspace, sequence)
                 sessions[mode].append(session)

@@ -133,11 +133,15 @@ def _run(
     compiler: CohortCompiler,
     query: Literal["count", "cohort"],
 ) -> pa.Table:
-    """The attrition row (``count``) or the members (``cohort``), as one statement whose
-    SQL is cached per definition (:mod:`medlake.service.cohort_query`); the attrition
-    row is kept until the tables it reads change (``[cohort] cache_results``)."""
+    """The attrition row (``count``) or the members (``cohort``).
+
+    A count is assembled from steps shared with other definitions where the engine and
+    settings allow (:mod:`medlake.service.cohort_steps`, ``[cohort] step_cache_mb``);
+    otherwise, and for members, one statement whose SQL is cached per definition
+    (:mod:`medlake.service.cohort_query`). The attrition row is kept until the tables it
+    reads change (``[cohort] cache_results``)."""
     settings = workspace.settings.cohort
-    if query == "count" and settings.cache_results:
+    if query == "count" and settings.cache_results and settings.step_cache_mb:
         # Steps shared with other definitions (cohort_steps), the row kept as a whole too.
         def by_steps() -> pa.Table | None:
             return count_by_steps(engine, compiler, limit_mb=settings.step_cache_mb,
