@@ -116,10 +116,10 @@ def keep_person_order(
     out-of-order share exceeds ``[layout] reorder_share`` (``force``: every table with
     rows out of order, whatever its size).
 
-    One transaction per table; a table that fails stays as it was and the error is
-    raised after the tables before it are done. Audited as ``lake.reorder`` when a table
-    was rewritten. No policy check: callers are the checked entry point below, ingest
-    and the server's own maintenance.
+    One transaction per table: a table that fails stays as it was and the error is
+    raised; the tables rewritten before it stay so. Audited as ``lake.reorder`` when a
+    table was rewritten. No policy check: callers are the checked entry point below,
+    ingest and the server's own maintenance.
     """
     threshold = workspace.settings.layout.reorder_share
     report = LayoutReport(threshold=threshold)
@@ -127,31 +127,43 @@ def keep_person_order(
         report.supported = False
         return report
     present = set(engine.list_tables())
-    for table in tables or PERSON_TABLES:
-        if table not in present:
-            continue
-        late, rows = engine.out_of_order_rows(table, PERSON_COLUMN)
-        order = TableOrder(table, rows, late)
-        report.tables.append(order)
-        due = rows >= workspace.settings.layout.min_rows and order.share > threshold
-        if late and (force or due):
-            started = time.perf_counter()
-            engine.reorder_table(table, _order_by(table))
-            order.seconds = time.perf_counter() - started
-            order.reordered = True
-        if progress is not None:
-            progress(order)
-    if report.reordered:
-        if isinstance(engine, SupportsCheckpoint) and not engine.in_transaction:
-            # The emptied row groups are freed, and the zone maps then describe only the
-            # rows in order; a checkpoint refused by another open transaction is no error.
-            with contextlib.suppress(EngineError):
-                engine.checkpoint()
-        append_event(engine, actor=login_name(), action="lake.reorder",
-                     object_type="workspace", object_id=str(workspace.root)[:255],
-                     detail=report.as_dict())  # fmt: skip
-        log.info("lake layout: %s rewritten in person order", ", ".join(report.reordered))
+    try:
+        for table in tables or PERSON_TABLES:
+            if table in present:
+                _keep_table(engine, workspace, table, report, force)
+                if progress is not None:
+                    progress(report.tables[-1])
+    finally:  # the tables rewritten before an error are audited too
+        if report.reordered:
+            _after_rewrite(engine, workspace, report)
     return report
+
+
+def _keep_table(
+    engine: Any, workspace: Workspace, table: str, report: LayoutReport, force: bool
+) -> None:
+    """One table: measure its order, rewrite it if due (``engine`` SupportsReordering)."""
+    late, rows = engine.out_of_order_rows(table, PERSON_COLUMN)
+    order = TableOrder(table, rows, late)
+    report.tables.append(order)
+    due = rows >= workspace.settings.layout.min_rows and order.share > report.threshold
+    if late and (force or due):
+        started = time.perf_counter()
+        engine.reorder_table(table, _order_by(table))
+        order.seconds = time.perf_counter() - started
+        order.reordered = True
+
+
+def _after_rewrite(engine: Engine, workspace: Workspace, report: LayoutReport) -> None:
+    if isinstance(engine, SupportsCheckpoint) and not engine.in_transaction:
+        # The emptied row groups are freed, and the zone maps then describe only the
+        # rows in order; a checkpoint refused by another open transaction is no error.
+        with contextlib.suppress(EngineError):
+            engine.checkpoint()
+    append_event(engine, actor=login_name(), action="lake.reorder",
+                 object_type="workspace", object_id=str(workspace.root)[:255],
+                 detail=report.as_dict())  # fmt: skip
+    log.info("lake layout: %s rewritten in person order", ", ".join(report.reordered))
 
 
 @authorized(Permission.INGEST)
