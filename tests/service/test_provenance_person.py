@@ -136,3 +136,24 @@ def test_a_source_merge_re_points_the_provenance_of_the_merged_patients_rows(
     checked, wrong = _mismatches(root)
     assert checked >= 2
     assert wrong == []
+
+
+def test_the_fill_in_many_slices_gives_the_same_persons(hospital_lake, tmp_path: Path) -> None:
+    from medlake.config import open_workspace
+    from medlake.service.lake_layout import fill_provenance_persons
+    from medlake.service.workspace import open_lake
+
+    root = hospital_lake.copy(tmp_path / "ws")
+    keys = "cdm_table, source_system, source_record_id, source_version"
+    truth = _read(root, f"select {keys}, person_id from source_record")
+    con = duckdb.connect(str(root / "lake.duckdb"))
+    try:
+        con.execute("update source_record set person_id = null")
+    finally:
+        con.close()
+    with open_lake(open_workspace(root)) as engine:
+        fill_provenance_persons(engine, slice_rows=997)  # dozens of slices per table
+    filled = _read(root, f"select {keys}, person_id from source_record")
+    merged = truth.merge(filled, on=keys.split(", "), suffixes=("", "_filled"))
+    assert len(merged) == len(truth) == len(filled)
+    assert (merged.person_id == merged.person_id_filled).all()

@@ -35,7 +35,7 @@ import sqlglot
 from medlake.access import Permission
 from medlake.audit import append_event
 from medlake.config import Workspace, as_workspace
-from medlake.engine import Engine, SupportsReordering
+from medlake.engine import Engine, SupportsReordering, SupportsTransactions
 from medlake.engine.capabilities import SupportsCheckpoint
 from medlake.errors import EngineError
 from medlake.log import get_logger
@@ -211,15 +211,23 @@ def after_ingest(engine: Engine, workspace: Workspace) -> LayoutReport | None:
 # ---------------------------------------------------------------------- provenance persons
 
 
-def fill_provenance_persons(engine: Engine) -> None:
+def fill_provenance_persons(engine: Engine, *, slice_rows: int = 2_000_000) -> None:
     """Give ``source_record.person_id`` to rows that have none (loaded before schema v5).
 
     From the CDM row (domain tables: ``cdm_row_id`` is the row's key), else from the
     source patient the row names, else (person-keyed rows, merge records) ``cdm_row_id``
-    itself. Plain ``UPDATE`` statements: an engine without them (Spark's Parquet tables)
-    leaves the rows as they were, and says so in the log.
+    itself. Plain ``UPDATE`` statements, a domain table's rows in slices of about
+    ``slice_rows`` ids (one statement over a million persons' 54M rows ran out of a 4 GB
+    memory limit); each only fills what is still empty, so an interrupted upgrade picks
+    up where it stopped when run again. An engine without transactions (Spark's Parquet
+    tables: no ``UPDATE`` either) leaves the rows as they were and says so in the log;
+    on the others a failure is raised, and the upgrade is not recorded.
     """
     if not engine.has_table(PROVENANCE_TABLE):
+        return
+    if not isinstance(engine, SupportsTransactions):
+        log.warning("source_record.person_id of rows loaded before v5 left empty on %s",
+                    engine.name)  # fmt: skip
         return
     present = set(engine.list_tables())
     keyed = [
@@ -230,16 +238,26 @@ def fill_provenance_persons(engine: Engine) -> None:
         and len(spec.primary_key) == 1
         and spec.primary_key[0] != PERSON_COLUMN
     ]
+    empty = engine.run_sql(
+        "SELECT cdm_table, min(cdm_row_id) AS low, max(cdm_row_id) AS high, count(*) AS n "
+        "FROM source_record WHERE person_id IS NULL GROUP BY cdm_table"
+    )
+    spans = {row["cdm_table"]: row for row in (empty.to_pylist() if empty is not None else [])}
     statements = []
-    if keyed:
-        rows = " UNION ALL ".join(
-            f'SELECT \'{name}\' AS cdm_table, "{key}" AS row_id, person_id FROM "{name}"'
-            for name, key in keyed
-        )
-        statements.append(
-            f"UPDATE source_record AS r SET person_id = x.person_id FROM ({rows}) AS x "
-            "WHERE r.person_id IS NULL AND r.cdm_table = x.cdm_table AND r.cdm_row_id = x.row_id"
-        )
+    for name, key in keyed:
+        span = spans.get(name)
+        if span is None:
+            continue
+        slices = max(1, -(-int(span["n"]) // slice_rows))
+        width = -(-(int(span["high"]) - int(span["low"]) + 1) // slices)
+        for low in range(int(span["low"]), int(span["high"]) + 1, width):
+            high = low + width - 1
+            statements.append(
+                f'UPDATE source_record AS r SET person_id = t.person_id FROM "{name}" AS t '
+                f"WHERE r.person_id IS NULL AND r.cdm_table = '{name}' "
+                f"AND r.cdm_row_id BETWEEN {low} AND {high} "
+                f'AND t."{key}" BETWEEN {low} AND {high} AND r.cdm_row_id = t."{key}"'
+            )
     if "source_patient" in present:
         statements.append(
             "UPDATE source_record AS r SET person_id = p.person_id FROM source_patient AS p "
@@ -251,11 +269,8 @@ def fill_provenance_persons(engine: Engine) -> None:
         f"UPDATE source_record SET person_id = cdm_row_id "
         f"WHERE person_id IS NULL AND cdm_table IN ({person_keyed})"
     )
-    try:
-        for statement in statements:
-            engine.run_sql(sqlglot.parse_one(statement, read="duckdb"))
-    except EngineError as error:
-        log.warning("source_record.person_id of older rows left empty: %s", error)
+    for statement in statements:
+        engine.run_sql(sqlglot.parse_one(statement, read="duckdb"))
 
 
 # ---------------------------------------------------------------------- while serving
