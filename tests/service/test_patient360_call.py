@@ -3,8 +3,9 @@
 The person row is read without joining ``concept``; the gender's name is looked up by id
 and kept per lake while the data version of ``concept`` holds. A vocabulary change must
 show in the next timeline; so must omics samples registered after the lake had none (a
-table with no rows is not asked until its data version moves). While serving, many timelines at once each append their read
-to the trail exactly once, and the trail verifies.
+table with no rows is not asked until its data version moves). While serving, many
+timelines at once each append their read to the trail exactly once, and the trail
+verifies.
 """
 
 from __future__ import annotations
