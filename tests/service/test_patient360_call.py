@@ -68,7 +68,7 @@ def test_omics_samples_show_once_registered_in_a_lake_that_had_none(
     root = hospital_lake.copy(tmp_path / "ws")
     con = duckdb.connect(str(root / "lake.duckdb"), read_only=True)
     try:
-        samples = con.execute("select * from omics_sample order by person_id").to_arrow_table()
+        samples = con.sql("select * from omics_sample order by person_id").to_arrow_table()
     finally:
         con.close()
     assert samples.num_rows > 0  # the synthetic hospital sequences some patients
