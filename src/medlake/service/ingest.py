@@ -158,6 +158,12 @@ def ingest_paths(
             except MedlakeError as error:  # the batches are loaded whatever linking finds
                 logger.warning("EMPI link after ingest failed: %s", error)
         _check_quality(engine, workspace, report)
+        if any(r.summary is not None and (r.summary.loaded or r.summary.updated)
+               for r in report.files):  # fmt: skip
+            # Appended rows spread persons over row groups: keep patient 360's lookups cheap.
+            from medlake.service.lake_layout import after_ingest
+
+            after_ingest(engine, workspace)
     return report
 
 
