@@ -383,6 +383,15 @@ class Engine(abc.ABC):
         expr = self.table(name_or_expr) if isinstance(name_or_expr, str) else name_or_expr
         return int(self.scalar(expr.count()))
 
+    def _check_parameter_count(
+        self, expected: int, parameters: Sequence[Any], *, what: str = "query"
+    ) -> None:
+        if len(parameters) != expected:
+            raise EngineError(
+                f"the prepared {what} takes {expected} parameters, not {len(parameters)}",
+                engine=self.name,
+            )
+
     @final
     def run_prepared(self, query: PreparedQuery, parameters: Sequence[Any] = ()) -> pa.Table:
         """Run a :class:`~medlake.engine.prepared.PreparedQuery` with its ``?`` placeholders
@@ -391,12 +400,7 @@ class Engine(abc.ABC):
         For reads made many times a second with different values (one person's rows):
         the SQL is transpiled once, and the backend binds the values.
         """
-        if len(parameters) != query.parameter_count:
-            raise EngineError(
-                f"the prepared query takes {query.parameter_count} parameters, "
-                f"not {len(parameters)}",
-                engine=self.name,
-            )
+        self._check_parameter_count(query.parameter_count, parameters)
         sql = query.sql(self.sql_dialect)
         with self._step("run prepared", statement=sql) as step:
             result = self._run_prepared(query, sql, parameters)
@@ -413,12 +417,7 @@ class Engine(abc.ABC):
         as ``run_prepared(...).to_pylist()``, without building an Arrow table in between
         where the backend hands out Python rows (DuckDB's DB-API path).
         """
-        if len(parameters) != query.parameter_count:
-            raise EngineError(
-                f"the prepared query takes {query.parameter_count} parameters, "
-                f"not {len(parameters)}",
-                engine=self.name,
-            )
+        self._check_parameter_count(query.parameter_count, parameters)
         sql = query.sql(self.sql_dialect)
         with self._step("run prepared", statement=sql) as step:
             rows = self._run_prepared_rows(query, sql, parameters)
@@ -437,12 +436,7 @@ class Engine(abc.ABC):
         values bound by the backend, no Arrow conversion; refused while the workspace is
         frozen like every other write.
         """
-        if len(parameters) != write.parameter_count:
-            raise EngineError(
-                f"the prepared write takes {write.parameter_count} parameters, "
-                f"not {len(parameters)}",
-                engine=self.name,
-            )
+        self._check_parameter_count(write.parameter_count, parameters, what="write")
         self._refuse_if_guarded(f"write to {', '.join(sorted(write.tables))}")
         sql = write.sql(self.sql_dialect)
         with self._step("run prepared write", statement=sql) as step:

@@ -23,11 +23,10 @@ every ``[jobs] cleanup_interval_minutes``. "Now" is :func:`medlake.clock.utc_now
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from medlake.config import Workspace
 from medlake.log import get_logger
 from medlake.service import jobs as job_service
 from medlake.service.policy import login_name
+from medlake.service.serving_threads import around_lifespan
 from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
@@ -168,15 +168,6 @@ def with_job_retention(lifespan: Callable[[Any], Any], workspace: Workspace) -> 
     start runs after the application's own start-up, i.e. after job recovery)."""
     if workspace.settings.jobs.keep_days <= 0:
         return lifespan
-
-    @contextlib.asynccontextmanager
-    async def wrapped(app: Any) -> AsyncIterator[Any]:
-        async with lifespan(app) as state:
-            retention = RetentionThread(workspace).start()
-            app.state.job_retention = retention
-            try:
-                yield state
-            finally:
-                retention.stop()
-
-    return wrapped
+    return around_lifespan(
+        lifespan, lambda: RetentionThread(workspace).start(), state_name="job_retention"
+    )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from medlake.errors import EngineError
 from medlake.log import get_logger
 from medlake.schema import ALL_TABLES, table_spec
 from medlake.service.policy import authorized, login_name
+from medlake.service.serving_threads import around_lifespan
 from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
@@ -325,18 +326,9 @@ def with_layout_maintenance(lifespan: Callable[[Any], Any], workspace: Workspace
     """Wrap an ASGI lifespan so the person order is kept while the server runs."""
     if workspace.settings.layout.interval_minutes <= 0:
         return lifespan
-
-    @contextlib.asynccontextmanager
-    async def wrapped(app: Any) -> AsyncIterator[Any]:
-        async with lifespan(app) as state:
-            maintenance = LayoutThread(workspace).start()
-            app.state.layout_maintenance = maintenance
-            try:
-                yield state
-            finally:
-                maintenance.stop()
-
-    return wrapped
+    return around_lifespan(
+        lifespan, lambda: LayoutThread(workspace).start(), state_name="layout_maintenance"
+    )
 
 
 __all__ = [

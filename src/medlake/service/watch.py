@@ -9,10 +9,9 @@ operator is told. After review, ``medlake watch clear`` lifts the freeze (audite
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from medlake.log import get_logger
 from medlake.protect.watch import Alert, Watcher, WatchRules
 from medlake.service.mirror import protection_event
 from medlake.service.policy import authorized
+from medlake.service.serving_threads import around_lifespan
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -214,14 +214,4 @@ def with_background_watch(lifespan: Callable[[Any], Any], workspace: Workspace) 
     """
     if not workspace.settings.watch.in_serve:
         return lifespan
-
-    @contextlib.asynccontextmanager
-    async def wrapped(app: Any) -> AsyncIterator[Any]:
-        async with lifespan(app) as state:
-            background = BackgroundWatch(workspace).start()
-            try:
-                yield state
-            finally:
-                background.stop()
-
-    return wrapped
+    return around_lifespan(lifespan, lambda: BackgroundWatch(workspace).start())
