@@ -61,6 +61,14 @@ class EngineError(MedlakeError):
         self.engine = engine
 
 
+class WriteConflictError(EngineError):
+    """Another transaction changed the same rows first (DuckDB: "Conflict on tuple ...",
+    e.g. a write while the lake's person-order rewrite holds that table); nothing of this
+    statement was written and running it again is safe."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again
+
+
 class EngineCapabilityError(EngineError):
     """The engine cannot do what was asked (e.g. transactions on Spark)."""
 

@@ -131,3 +131,28 @@ def test_prepared_rows_are_the_values_the_arrow_path_gives(engine: DuckDBEngine)
     assert engine.run_prepared_rows(query, [3]) == []
     with pytest.raises(EngineError, match="takes 1 parameters, not 0"):
         engine.run_prepared_rows(query, [])
+
+
+def test_a_write_conflict_is_its_own_error_and_a_409_problem(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    """Two connections to one lake (a request beside the person-order rewrite): the
+    second writer of a row another open transaction changed gets WriteConflictError
+    (safe to retry, a 409 through the API), not a bare engine failure; other errors are
+    not taken for conflicts."""
+    from medlake.errors import WriteConflictError
+    from medlake.server.problems import status_for
+
+    engine.run_prepared_write(INSERT_TWO, [1, "a", 2, "b"])
+    with DuckDBEngine(tmp_path / "lake.duckdb") as other, engine.transaction():
+        engine.run_prepared_write(SET_BODY, ["first", 1])
+        with pytest.raises(WriteConflictError) as raised:
+            other.run_prepared_write(SET_BODY, ["second", 1])
+        assert other.run_prepared_write(SET_BODY, ["elsewhere", 2]) == 1  # another row: fine
+    assert status_for(raised.value) == 409
+    assert raised.value.exit_code == 75
+    assert _rows(engine) == [(1, "first"), (2, "elsewhere")]
+    with pytest.raises(EngineError) as failed:
+        engine.run_sql("SELECT * FROM no_such_table")
+    assert not isinstance(failed.value, WriteConflictError)
+    assert status_for(failed.value) == 500

@@ -48,7 +48,13 @@ from medlake.engine.loading import (
 )
 from medlake.engine.prepared import PreparedQuery, PreparedWrite
 from medlake.engine.spec import TableSpec
-from medlake.errors import EngineCapabilityError, EngineError, MedlakeError, WorkspaceFrozenError
+from medlake.errors import (
+    EngineCapabilityError,
+    EngineError,
+    MedlakeError,
+    WorkspaceFrozenError,
+    WriteConflictError,
+)
 from medlake.log import get_logger
 
 logger = get_logger(__name__)
@@ -563,9 +569,8 @@ class Engine(abc.ABC):
         except Exception as exc:
             sql = statement() if callable(statement) else statement
             logger.debug("%s: %s failed after %.1f ms", self.name, action, _ms_since(started))
-            raise EngineError(
-                f"{action} failed: {_cause(exc)}", statement=sql, engine=self.name
-            ) from exc
+            kind = WriteConflictError if _is_write_conflict(exc) else EngineError
+            raise kind(f"{action} failed: {_cause(exc)}", statement=sql, engine=self.name) from exc
         detail = f" ({step.detail})" if step.detail else ""
         logger.debug("%s: %s%s in %.1f ms", self.name, action, detail, _ms_since(started))
 
@@ -693,6 +698,12 @@ def _nullable(schema: pa.Schema) -> pa.Schema:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _is_write_conflict(exc: BaseException) -> bool:
+    """A write-write conflict between transactions (DuckDB's TransactionException says
+    "Conflict on ..."); matched by name and text as drivers are not imported here."""
+    return type(exc).__name__ == "TransactionException" and "conflict" in str(exc).lower()
 
 
 def _cause(exc: BaseException) -> str:

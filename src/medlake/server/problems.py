@@ -24,6 +24,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.MedlakeError], int], ...] = (
     (errors.NotFoundError, 404),
     (errors.WorkspaceFrozenError, 423),
     (errors.SchemaVersionError, 409),
+    (errors.WriteConflictError, 409),
     (errors.InputError, 422),
     (errors.UsageError, 400),
     (errors.NotAWorkspaceError, 503),
