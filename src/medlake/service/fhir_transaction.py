@@ -46,7 +46,11 @@ def post_bundle(
     with tempfile.TemporaryDirectory(dir=scratch) as folder:
         path = Path(folder) / "bundle.json"
         path.write_text(json.dumps(bundle, ensure_ascii=False), encoding="utf-8")
-        report = ingest_paths(workspace, [path], format="fhir", source_system=source_system)
+        # The client waits on this request: a table's person-order rewrite (minutes on a
+        # large lake) is left to the server's maintenance thread.
+        report = ingest_paths(
+            workspace, [path], format="fhir", source_system=source_system, person_order=False
+        )
     result = report.files[0] if report.files else None
     if result is None or result.status == "failed":
         why = result.message if result is not None else "nothing was read"

@@ -100,11 +100,14 @@ def ingest_paths(
     options: Mapping[str, object] | None = None,
     progress: Callable[[IngestProgress], None] | None = None,
     after_batch: Sequence[BatchHook] = (),
+    person_order: bool = True,
 ) -> IngestReport:
     """Land and ingest ``paths`` (files or folders) into the workspace's lake.
 
     ``options`` go to the readers (``{"mapping": Path}`` for CSV). Per-file errors are
     in the report (``report.failed``); nothing loaded by the other files is undone.
+    ``person_order=False`` leaves the person-order rewrite (``[layout] after_ingest``)
+    to the server's maintenance: for ingests a user waits on in a request.
     """
     workspace = as_workspace(workspace_dir)
     refuse_if_frozen(workspace)
@@ -158,8 +161,10 @@ def ingest_paths(
             except MedlakeError as error:  # the batches are loaded whatever linking finds
                 logger.warning("EMPI link after ingest failed: %s", error)
         _check_quality(engine, workspace, report)
-        if any(r.summary is not None and (r.summary.loaded or r.summary.updated)
-               for r in report.files):  # fmt: skip
+        if person_order and any(
+            r.summary is not None and (r.summary.loaded or r.summary.updated)
+            for r in report.files
+        ):
             # Appended rows spread persons over row groups: keep patient 360's lookups cheap.
             from medlake.service.lake_layout import after_ingest
 
