@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from medlake.config import Workspace
 from medlake.log import get_logger
 from medlake.service import jobs as job_service
 from medlake.service.policy import login_name
-from medlake.service.serving_threads import around_lifespan
+from medlake.service.serving_threads import ServingThread, around_lifespan
 from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
@@ -134,25 +133,15 @@ def clean_job_files(workspace: Workspace, *, now: dt.datetime | None = None) -> 
     return done
 
 
-class RetentionThread:
+class RetentionThread(ServingThread):
     """The cleanup as a daemon thread of ``medlake serve``: once at start, then every
     ``[jobs] cleanup_interval_minutes`` until stopped."""
 
     def __init__(self, workspace: Workspace, *, interval_s: float | None = None) -> None:
+        super().__init__("medlake-job-retention", join_timeout_s=30)
         self.workspace = workspace
         self.interval_s = interval_s or workspace.settings.jobs.cleanup_interval_minutes * 60
-        self.stopping = threading.Event()
         self.runs: list[Cleanup] = []
-        self.thread = threading.Thread(target=self._run, name="medlake-job-retention",
-                                       daemon=True)  # fmt: skip
-
-    def start(self) -> RetentionThread:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self.stopping.is_set():

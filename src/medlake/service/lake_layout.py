@@ -23,7 +23,6 @@ loaded before it existed, from their CDM rows; ``medlake schema upgrade`` runs i
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ from medlake.errors import EngineError
 from medlake.log import get_logger
 from medlake.schema import ALL_TABLES, table_spec
 from medlake.service.policy import authorized, login_name
-from medlake.service.serving_threads import around_lifespan
+from medlake.service.serving_threads import ServingThread, around_lifespan
 from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
@@ -277,25 +276,16 @@ def fill_provenance_persons(engine: Engine, *, slice_rows: int = 2_000_000) -> N
 # ---------------------------------------------------------------------- while serving
 
 
-class LayoutThread:
+class LayoutThread(ServingThread):
     """:func:`keep_person_order` as a daemon thread of ``medlake serve``: every
     ``[layout] interval_minutes`` (not at start: the server's first minutes answer
     users), until stopped."""
 
     def __init__(self, workspace: Workspace, *, interval_s: float | None = None) -> None:
+        super().__init__("medlake-layout", join_timeout_s=60)
         self.workspace = workspace
         self.interval_s = interval_s or workspace.settings.layout.interval_minutes * 60
-        self.stopping = threading.Event()
         self.runs: list[LayoutReport] = []
-        self.thread = threading.Thread(target=self._run, name="medlake-layout", daemon=True)
-
-    def start(self) -> LayoutThread:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=60)
 
     def _run(self) -> None:
         while not self.stopping.wait(self.interval_s):

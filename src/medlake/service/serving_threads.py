@@ -8,12 +8,34 @@ application's own start-up (job recovery first) and stops it after its shutdown.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 
 class Stoppable(Protocol):
     def stop(self) -> None: ...
+
+
+class ServingThread:
+    """A daemon thread that runs :meth:`_run` until :meth:`stop` sets ``stopping``;
+    ``_run`` waits on ``stopping`` between rounds so that stop ends it within one."""
+
+    def __init__(self, name: str, *, join_timeout_s: float) -> None:
+        self.stopping = threading.Event()
+        self.join_timeout_s = join_timeout_s
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Self:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=self.join_timeout_s)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
 
 def around_lifespan(

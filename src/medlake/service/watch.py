@@ -24,7 +24,7 @@ from medlake.log import get_logger
 from medlake.protect.watch import Alert, Watcher, WatchRules
 from medlake.service.mirror import protection_event
 from medlake.service.policy import authorized
-from medlake.service.serving_threads import around_lifespan
+from medlake.service.serving_threads import ServingThread, around_lifespan
 from medlake.service.workspace import open_lake
 
 logger = get_logger(__name__)
@@ -167,7 +167,7 @@ def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
-class BackgroundWatch:
+class BackgroundWatch(ServingThread):
     """The watch as a daemon thread of a long-running process (``medlake serve``).
 
     It scans as ``medlake watch`` does; after an alert has frozen the workspace it waits
@@ -176,20 +176,14 @@ class BackgroundWatch:
     """
 
     def __init__(self, workspace: Workspace, *, interval: float | None = None) -> None:
-        self.workspace = workspace
         self.interval = interval or workspace.settings.watch.interval_seconds
-        self.stopping = threading.Event()
+        super().__init__("medlake-watch", join_timeout_s=max(10.0, 3 * self.interval))
+        self.workspace = workspace
         self.alerts: list[dict[str, object]] = []
-        self.thread = threading.Thread(target=self._run, name="medlake-watch", daemon=True)
 
     def start(self) -> BackgroundWatch:
-        self.thread.start()
-        logger.info("ransomware watch started (every %g s)", self.interval)
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=max(10.0, 3 * self.interval))
+        logger.info("ransomware watch starting (every %g s)", self.interval)
+        return super().start()
 
     def _run(self) -> None:
         while not self.stopping.is_set():
