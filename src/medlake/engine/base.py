@@ -406,12 +406,8 @@ class Engine(abc.ABC):
         For reads made many times a second with different values (one person's rows):
         the SQL is transpiled once, and the backend binds the values.
         """
-        self._check_parameter_count(query.parameter_count, parameters)
-        sql = query.sql(self.sql_dialect)
-        with self._step("run prepared", statement=sql) as step:
-            result = self._run_prepared(query, sql, parameters)
-            step.detail = f"{result.num_rows} rows"
-            return result
+        result: pa.Table = self._prepared(query, parameters, self._run_prepared)
+        return result
 
     @final
     def run_prepared_rows(
@@ -423,12 +419,21 @@ class Engine(abc.ABC):
         as ``run_prepared(...).to_pylist()``, without building an Arrow table in between
         where the backend hands out Python rows (DuckDB's DB-API path).
         """
+        rows: list[dict[str, Any]] = self._prepared(query, parameters, self._run_prepared_rows)
+        return rows
+
+    def _prepared(
+        self,
+        query: PreparedQuery,
+        parameters: Sequence[Any],
+        run: Callable[[PreparedQuery, str, Sequence[Any]], Any],
+    ) -> Any:
         self._check_parameter_count(query.parameter_count, parameters)
         sql = query.sql(self.sql_dialect)
         with self._step("run prepared", statement=sql) as step:
-            rows = self._run_prepared_rows(query, sql, parameters)
-            step.detail = f"{len(rows)} rows"
-            return rows
+            result = run(query, sql, parameters)
+            step.detail = f"{len(result) if isinstance(result, list) else result.num_rows} rows"
+            return result
 
     @final
     def run_prepared_write(

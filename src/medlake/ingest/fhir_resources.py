@@ -136,28 +136,31 @@ class Record:
 
 def _patient_of(r: dict[str, Any], rtype: str, rec: Record, element: str = "subject") -> str:
     reference = r.get(element)
-    # The common literal "Patient/<id>" inline (as local_id reads it); the rest, and every
-    # error, through local_id. Runs twice per resource: no field name built unless needed.
+    return _plain_id(reference, "Patient/") or v.local_id(
+        reference, "Patient", f"{rtype}.{element}", rec.urls
+    )
+
+
+def _plain_id(reference: object, prefix: str) -> str | None:
+    """The id of the common literal "<Type>/<id>" (as local_id reads it), else None: the
+    rest, and every error, go through local_id. Runs twice per resource: no field name
+    is built unless needed."""
     if type(reference) is dict:
         ref = reference.get("reference")
-        if type(ref) is str and ref[:8] == "Patient/":
-            rid = ref[8:]
+        if type(ref) is str and ref.startswith(prefix):
+            rid = ref[len(prefix) :]
             if rid and "/" not in rid:
                 return rid
-    return v.local_id(reference, "Patient", f"{rtype}.{element}", rec.urls)
+    return None
 
 
 def _visit_of(r: dict[str, Any], rtype: str, rec: Record) -> str | None:
     reference = r.get("encounter")
     if reference is None:
         return None
-    if type(reference) is dict:  # as in _patient_of
-        ref = reference.get("reference")
-        if type(ref) is str and ref[:10] == "Encounter/":
-            rid = ref[10:]
-            if rid and "/" not in rid:
-                return rid
-    return v.local_id(reference, "Encounter", f"{rtype}.encounter", rec.urls)
+    return _plain_id(reference, "Encounter/") or v.local_id(
+        reference, "Encounter", f"{rtype}.encounter", rec.urls
+    )
 
 
 def _head(rtype: str, rec: Record, patient: str, visit: str | None) -> tuple[object, ...]:
