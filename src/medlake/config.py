@@ -220,6 +220,12 @@ class LayoutSection(_Section):
         default=60.0, ge=0,
         description="how often medlake serve checks the order (0: never while serving)",
     )  # fmt: skip
+    write_wait_seconds: float = Field(
+        default=600.0, gt=0,
+        description="a write that meets a table's person-order rewrite waits this long for "
+        "it (and a rewrite this long for the writes before it), then fails: 409 through "
+        "the API, exit 75",
+    )  # fmt: skip
 
 
 class Settings(_Section):

@@ -69,6 +69,12 @@ class WriteConflictError(EngineError):
     exit_code = 75  # EX_TEMPFAIL: try again
 
 
+class LakeBusyError(WriteConflictError):
+    """A write waited longer than ``[layout] write_wait_seconds`` for a table's rewrite
+    (or a rewrite for the writes before it): nothing was written, running it again is
+    safe (:mod:`medlake.engine.rewrite_gate`)."""
+
+
 class EngineCapabilityError(EngineError):
     """The engine cannot do what was asked (e.g. transactions on Spark)."""
 

@@ -224,7 +224,8 @@ def _write(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
         for attempt in range(_RETRIES):
             hint = _HEADS.get(key) if own else None
             try:
-                with engine.transaction():
+                # Only the trail's tables: never waits for a CDM table's rewrite.
+                with engine.transaction(tables=(EVENT_TABLE, HEAD_TABLE)):
                     events = _append_guarded(engine, drafts, hint)
             except _HeadMovedError:
                 _HEADS.pop(key, None)  # another writer appended: start from the stored head

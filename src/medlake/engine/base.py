@@ -47,6 +47,7 @@ from medlake.engine.loading import (
     iter_record_batches,
 )
 from medlake.engine.prepared import PreparedQuery, PreparedWrite
+from medlake.engine.rewrite_gate import DEFAULT_WAIT_S, GATES
 from medlake.engine.spec import TableSpec
 from medlake.errors import (
     EngineCapabilityError,
@@ -103,6 +104,8 @@ class Engine(abc.ABC):
         self._exempt = threading.local()
         # Tables written in the open transaction: their versions move when it ends.
         self._tx_written: set[str] = set()
+        # How long a write waits for a table's rewrite (medlake.engine.rewrite_gate).
+        self._write_wait_s = DEFAULT_WAIT_S
 
     # ------------------------------------------------------------------ identity
 
@@ -177,6 +180,29 @@ class Engine(abc.ABC):
         finally:
             self._exempt.depth = depth
 
+    @final
+    def wait_for_rewrites(self, seconds: float) -> None:
+        """How long a write waits while a table it may touch is rewritten (and a rewrite
+        for the writes before it) before failing with
+        :class:`~medlake.errors.LakeBusyError`; ``open_workspace_engine`` sets
+        ``[layout] write_wait_seconds`` here (:mod:`medlake.engine.rewrite_gate`)."""
+        self._write_wait_s = seconds
+
+    def _write_hold(self, tables: Iterable[str] | None) -> contextlib.AbstractContextManager[None]:
+        """Hold the lake's rewrite gate for one write outside a transaction (a
+        transaction holds it from its start)."""
+        lake = self._lake_identity()
+        if lake is None or self._tx_depth:
+            return contextlib.nullcontext()
+        return GATES.write(lake, tables, wait_s=self._write_wait_s)
+
+    def _rewrite_hold(self, table: str) -> contextlib.AbstractContextManager[None]:
+        """Take ``table`` exclusively from this process's writes for a rewrite."""
+        lake = self._lake_identity()
+        if lake is None:
+            return contextlib.nullcontext()
+        return GATES.rewrite(lake, table, wait_s=self._write_wait_s)
+
     def _refuse_if_guarded(self, action: str) -> None:
         if self._write_guard is None or getattr(self._exempt, "depth", 0):
             return
@@ -211,7 +237,8 @@ class Engine(abc.ABC):
                 )
                 with self._step(f"create table {spec.name}", statement=statement):
                     try:
-                        self._run_statement(statement, returns_rows=False)
+                        with self._write_hold([spec.name]):
+                            self._run_statement(statement, returns_rows=False)
                         self._table_created(spec.name)
                     finally:
                         self._written([spec.name])
@@ -245,7 +272,8 @@ class Engine(abc.ABC):
             statement = drop_table_statement(name, dialect=self.sql_dialect)
             with self._step(f"drop table {name}", statement=statement):
                 try:
-                    self._drop_table(name, statement)
+                    with self._write_hold([name]):
+                        self._drop_table(name, statement)
                 finally:
                     self._written([name])
             self._specs.pop(name, None)
@@ -269,7 +297,8 @@ class Engine(abc.ABC):
             progress = LoadProgress()
             batches = conform_batches(target, iter_record_batches(data), progress)
             try:
-                self._insert_batches(table, target.schema, batches)
+                with self._write_hold([table]):
+                    self._insert_batches(table, target.schema, batches)
             except Exception:
                 # The backend may have wrapped our own error; the original is clearer.
                 if progress.error is not None:
@@ -292,7 +321,8 @@ class Engine(abc.ABC):
         self._refuse_if_guarded(f"delete from {table}")
         with self._step(f"delete from {table}") as step:
             try:
-                deleted = self._delete_where(table, predicate)
+                with self._write_hold([table]):
+                    deleted = self._delete_where(table, predicate)
             finally:
                 self._written([table])
             step.detail = f"{deleted} rows"
@@ -327,8 +357,12 @@ class Engine(abc.ABC):
                 sql = expression.sql(dialect=self.sql_dialect, unsupported_level=ErrorLevel.RAISE)
                 query = isinstance(expression, sge.Query)
                 with self._step("run statement", statement=sql):
+                    hold = contextlib.nullcontext() if query else self._write_hold(
+                        _tables_named(expression) - {ANY_TABLE} or None
+                    )
                     try:
-                        result = self._run_statement(sql, returns_rows=query)
+                        with hold:
+                            result = self._run_statement(sql, returns_rows=query)
                     finally:
                         if not query:
                             self._written(_tables_named(expression))
@@ -452,7 +486,8 @@ class Engine(abc.ABC):
         sql = write.sql(self.sql_dialect)
         with self._step("run prepared write", statement=sql) as step:
             try:
-                changed = self._run_prepared_write(write, sql, parameters)
+                with self._write_hold(write.tables or None):
+                    changed = self._run_prepared_write(write, sql, parameters)
             finally:
                 self._written(write.tables or {ANY_TABLE})
             step.detail = "" if changed is None else f"{changed} rows"
@@ -468,13 +503,19 @@ class Engine(abc.ABC):
 
     @final
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Self]:
+    def transaction(self, *, tables: Iterable[str] | None = None) -> Iterator[Self]:
         """Run the block atomically: commit at the end, roll back on any exception.
 
         Only engines that are :class:`SupportsTransactions`; others raise
         :class:`EngineCapabilityError`. A nested ``transaction()`` joins the outer one
         (there are no savepoints); if a nested block fails, the whole transaction is
         rolled back even if the exception is caught in between.
+
+        The transaction holds the lake's rewrite gate from its start: it waits while a
+        table is rewritten (:mod:`medlake.engine.rewrite_gate`). ``tables``, when given,
+        are the only tables the block writes: it then waits only for their rewrites (the
+        audit trail's appends never wait for a CDM table's). A nested block's
+        ``tables`` are not checked (the outer one's hold covers it).
         """
         if not isinstance(self, SupportsTransactions):
             raise EngineCapabilityError(
@@ -492,6 +533,11 @@ class Engine(abc.ABC):
             finally:
                 self._tx_depth -= 1
             return
+        with self._write_hold(tables):
+            yield from self._outer_transaction()
+
+    def _outer_transaction(self) -> Iterator[Self]:
+        assert isinstance(self, SupportsTransactions)
         with self._step("begin transaction"):
             self._begin()
         self._tx_depth, self._tx_failed = 1, False

@@ -142,14 +142,22 @@ class SupportsReordering(abc.ABC):
     @final
     def reorder_table(self, table: str, by: Sequence[str]) -> int:
         """Rewrite ``table`` with its rows in ``by`` order, in one transaction; return the
-        row count. Rows, values and the table's definition stay as they were."""
+        row count. Rows, values and the table's definition stay as they were. This
+        process's writes that may touch the table wait for it (and it for them), up to
+        :meth:`~medlake.engine.base.Engine.wait_for_rewrites`; past that
+        :class:`~medlake.errors.LakeBusyError`."""
         if not by:
             raise ValueError("reorder_table needs at least one column to order by")
         self._refuse_if_guarded(f"reorder {table}")  # type: ignore[attr-defined]
-        with self._step(f"reorder {table}") as step:  # type: ignore[attr-defined]
+        # Writes of this process that may touch the table wait until the rewrite has
+        # committed, instead of failing on the conflict (medlake.engine.rewrite_gate).
+        with (
+            self._rewrite_hold(table),  # type: ignore[attr-defined]
+            self._step(f"reorder {table}") as step,  # type: ignore[attr-defined]
+        ):
             rows = self._reorder_table(table, tuple(by))
             step.detail = f"{rows} rows"
-            return rows
+        return rows
 
     @abc.abstractmethod
     def _row_group_ranges(

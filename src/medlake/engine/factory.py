@@ -39,9 +39,12 @@ def open_workspace_engine(workspace: Workspace) -> Engine:
 
     Every write through it is refused while the workspace is frozen read-only (the
     ransomware watch): one check that every writer passes, whichever service it is.
+    Writes wait for a table's rewrite up to ``[layout] write_wait_seconds``.
     """
     engine = open_engine(workspace.settings.engine, workspace.root)
     engine.guard_writes(workspace.frozen_message)
+    # A write that meets a table's person-order rewrite waits for it this long.
+    engine.wait_for_rewrites(workspace.settings.layout.write_wait_seconds)
     return engine
 
 

@@ -144,7 +144,8 @@ def _write(engine: Engine, row: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _transaction(engine: Engine) -> Iterator[None]:
     if isinstance(engine, SupportsTransactions):
-        with engine.transaction():
+        # Only the job table: progress never waits for a CDM table's rewrite.
+        with engine.transaction(tables=(TABLE,)):
             yield
     else:
         yield

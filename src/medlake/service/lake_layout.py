@@ -36,7 +36,7 @@ from medlake.audit import append_event
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsReordering, SupportsTransactions
 from medlake.engine.capabilities import SupportsCheckpoint
-from medlake.errors import EngineError
+from medlake.errors import EngineError, LakeBusyError
 from medlake.log import get_logger
 from medlake.schema import ALL_TABLES, table_spec
 from medlake.service.policy import authorized, login_name
@@ -149,7 +149,11 @@ def _keep_table(
     due = rows >= workspace.settings.layout.min_rows and order.share > report.threshold
     if late and (force or due):
         started = time.perf_counter()
-        engine.reorder_table(table, _order_by(table))
+        try:
+            engine.reorder_table(table, _order_by(table))
+        except LakeBusyError as busy:  # writes kept the table busy: the next pass tries again
+            log.warning("lake layout: %s left as it is: %s", table, busy.message)
+            return
         order.seconds = time.perf_counter() - started
         order.reordered = True
 

@@ -70,9 +70,10 @@ class ListenerService:
             return None
 
         def hook(bundle: Path) -> object:
-            return ingest_paths(
-                self.workspace, [bundle], source_system=self.source_system, format="hl7v2"
-            )
+            # A flush runs every few seconds: a table's person-order rewrite (minutes on
+            # a large lake) is left to maintenance (serve's, or 'medlake schema reorder').
+            return ingest_paths(self.workspace, [bundle], source_system=self.source_system,
+                                format="hl7v2", person_order=False)  # fmt: skip
 
         return hook
 
