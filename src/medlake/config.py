@@ -166,6 +166,15 @@ class EmpiSection(_Section):
     link_after_ingest: bool = Field(
         default=True, description="link each ingest run's new source patients right after it"
     )
+    live_link_delay_seconds: float = Field(
+        default=30.0, ge=0,
+        description="live ingests (a Bundle POSTed to the API, a listener flush) link in one "
+        "background job, run once no live ingest has come for this long",
+    )  # fmt: skip
+    live_link_max_delay_seconds: float = Field(
+        default=300.0, ge=0,
+        description="...and at the latest this long after the first live ingest it links",
+    )  # fmt: skip
     survivorship: Literal["most_recent", "most_frequent", "most_trusted"] = "most_trusted"
     trusted_sources: list[str] = Field(
         default_factory=lambda: ["his", "emr", "lis"],

@@ -46,7 +46,7 @@ def lake(tmp_path: Path) -> Iterator[tuple[Path, pa.Table]]:
         engine.run_sql("CREATE TABLE other (id BIGINT)")
         engine.create_schema([table_spec("audit_event"), table_spec("audit_head")])
         engine.load_arrow("m", rows)
-    yield path, rows
+    return path, rows
 
 
 class Rewrite:
@@ -70,7 +70,8 @@ class Rewrite:
         lake = str(Path(str(self.engine.path)).resolve())
         deadline = time.monotonic() + 30
         while "m" not in GATES.rewriting(lake):  # holding the table now
-            assert self.thread.is_alive() and time.monotonic() < deadline
+            assert self.thread.is_alive()
+            assert time.monotonic() < deadline
             time.sleep(0.001)
         return self
 
@@ -120,8 +121,9 @@ def test_a_write_beside_a_rewrite_waits_for_it_and_both_land(
         wrote_at = time.monotonic()
         rewrite.join()
         assert rewrite.error is None
-        assert rewrite.ended is not None and wrote_at >= rewrite.ended
-        late, total = writer.out_of_order_rows("m", "person_id")
+        assert rewrite.ended is not None
+        assert wrote_at >= rewrite.ended
+        late, _total = writer.out_of_order_rows("m", "person_id")
     stored = _stored(path)
     expected = rows.to_pandas()
     expected.loc[5, ["person_id", "value"]] = [7, -1.0]
@@ -133,7 +135,7 @@ def test_a_write_beside_a_rewrite_waits_for_it_and_both_land(
 def test_reads_and_the_audit_trail_do_not_wait(lake: tuple[Path, pa.Table]) -> None:
     """A read of the rewritten table, a write to another declared table and an audit
     append all finish while the rewrite still holds its table; an undeclared write waits."""
-    path, rows = lake
+    path, _ = lake
     with DuckDBEngine(path) as rewriter, DuckDBEngine(path) as other:
         rewrite = Rewrite(rewriter).start()
         assert other.count("m") == ROWS  # the old rows, read beside the rewrite
@@ -169,7 +171,7 @@ def test_a_write_that_waits_too_long_fails_with_a_clear_error(
 def test_a_rewrite_waits_for_the_write_under_way(lake: tuple[Path, pa.Table]) -> None:
     """A write transaction open when the rewrite starts is let finish first; the rewrite
     then keeps its change (no conflict, no lost row)."""
-    path, rows = lake
+    path, _ = lake
     with DuckDBEngine(path) as rewriter, DuckDBEngine(path) as writer:
         rewrite = Rewrite(rewriter)
         m = writer.table("m")
@@ -177,9 +179,11 @@ def test_a_rewrite_waits_for_the_write_under_way(lake: tuple[Path, pa.Table]) ->
             writer.delete_where("m", m.id == 9)
             rewrite.thread.start()
             time.sleep(0.3)
-            assert rewrite.thread.is_alive() and rewrite.ended is None  # waiting for us
+            assert rewrite.thread.is_alive()
+            assert rewrite.ended is None
             writer.load_arrow("m", pa.table({"id": [9], "person_id": [3], "value": [2.5]}))
         rewrite.join()
         assert rewrite.error is None
     stored = _stored(path).to_pandas()
-    assert stored.loc[9, "value"] == 2.5 and len(stored) == ROWS
+    assert stored.loc[9, "value"] == 2.5
+    assert len(stored) == ROWS

@@ -29,6 +29,7 @@ from medlake.server.routers import (
 from medlake.server.ui import install as install_ui
 from medlake.service.jobs import JobRunner
 from medlake.service.lake_pool import serving
+from medlake.service.live_link import LiveLinks
 
 API_PREFIX = "/api/v1"
 
@@ -47,6 +48,8 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     import medlake.service.job_kinds  # noqa: F401  (registers the kinds of job)
 
     runner = JobRunner(workspace, workers=job_workers)
+    # Live ingests (a Bundle POSTed) link in one background job after a quiet period.
+    links = LiveLinks(runner, workspace)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +62,9 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
             try:
                 yield
             finally:
+                # A link job still waiting stays queued in the job table: the next start
+                # runs it (JobRunner.recover).
+                links.close(run_now=False)
                 runner.stop()
 
     app = FastAPI(
@@ -76,6 +82,7 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     # again on each call cost 1.4 ms of CPU.
     app.state.workspace = workspace
     app.state.jobs = runner
+    app.state.live_links = links
     # The ransomware watch runs with the server ([watch] in_serve; docs/protection.md).
     from medlake.service.watch import with_background_watch
 

@@ -24,6 +24,7 @@ from medlake.access.context import acting_as, enter_request
 from medlake.errors import AuthenticationError
 from medlake.service import access
 from medlake.service.jobs import JobRunner
+from medlake.service.live_link import LiveLinks
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `medlake user token`.")
 
@@ -115,3 +116,11 @@ async def job_runner(request: Request) -> JobRunner:
 
 
 Jobs = Annotated[JobRunner, Depends(job_runner)]
+
+
+async def live_links(request: Request) -> LiveLinks:
+    links: LiveLinks = request.app.state.live_links
+    return links
+
+
+LiveLinksDep = Annotated[LiveLinks, Depends(live_links)]

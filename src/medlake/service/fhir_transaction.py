@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,18 @@ _ENTRY = re.compile(r"entry (\d+)")
 
 @authorized(Permission.INGEST)
 def post_bundle(
-    workspace_dir: Path | Workspace | None, bundle: Any, *, source_system: str = "fhir"
+    workspace_dir: Path | Workspace | None,
+    bundle: Any,
+    *,
+    source_system: str = "fhir",
+    link_later: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """Ingest ``bundle`` (parsed JSON) and return its transaction-response Bundle."""
+    """Ingest ``bundle`` (parsed JSON) and return its transaction-response Bundle.
+
+    ``link_later``: called instead of linking inline when the EMPI link after ingest is
+    due (the server queues one background link job for many Bundles:
+    :mod:`medlake.service.live_link`).
+    """
     workspace = as_workspace(workspace_dir)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise InputError("request body: not a FHIR Bundle (resourceType must be 'Bundle')")
@@ -48,9 +58,8 @@ def post_bundle(
         path.write_text(json.dumps(bundle, ensure_ascii=False), encoding="utf-8")
         # The client waits on this request: a table's person-order rewrite (minutes on a
         # large lake) is left to the server's maintenance thread.
-        report = ingest_paths(
-            workspace, [path], format="fhir", source_system=source_system, person_order=False
-        )
+        report = ingest_paths(workspace, [path], format="fhir", source_system=source_system,
+                              person_order=False, link_later=link_later)  # fmt: skip
     result = report.files[0] if report.files else None
     if result is None or result.status == "failed":
         why = result.message if result is not None else "nothing was read"

@@ -101,6 +101,7 @@ def ingest_paths(
     progress: Callable[[IngestProgress], None] | None = None,
     after_batch: Sequence[BatchHook] = (),
     person_order: bool = True,
+    link_later: Callable[[], object] | None = None,
 ) -> IngestReport:
     """Land and ingest ``paths`` (files or folders) into the workspace's lake.
 
@@ -108,6 +109,9 @@ def ingest_paths(
     in the report (``report.failed``); nothing loaded by the other files is undone.
     ``person_order=False`` leaves the person-order rewrite (``[layout] after_ingest``)
     to the server's maintenance: for ingests a user waits on in a request.
+    ``link_later``, when given, is called instead of the EMPI link after ingest
+    (``[empi] link_after_ingest``) when one is due: live feeds queue one background link
+    job for many ingests (:mod:`medlake.service.live_link`).
     """
     workspace = as_workspace(workspace_dir)
     refuse_if_frozen(workspace)
@@ -157,7 +161,10 @@ def ingest_paths(
             from medlake.service.empi import link_engine
 
             try:
-                report.empi = link_engine(engine, workspace)
+                if link_later is not None:
+                    link_later()  # a background job links (and many ingests at once)
+                else:
+                    report.empi = link_engine(engine, workspace)
             except MedlakeError as error:  # the batches are loaded whatever linking finds
                 logger.warning("EMPI link after ingest failed: %s", error)
         _check_quality(engine, workspace, report)

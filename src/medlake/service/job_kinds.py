@@ -1,5 +1,6 @@
 """The kinds of background job the server runs, each a thin adapter over one service:
-ingest of uploaded files, lake GWAS, cohort DE, cohort extraction and a QC run.
+ingest of uploaded files, lake GWAS, cohort DE, cohort extraction, a QC run, and the
+EMPI link that live ingests queue (:mod:`medlake.service.live_link`).
 
 Each kind checks its parameters when submitted (so a bad request is refused at once,
 not found failed later), names the permission its submitter needs, and turns the
@@ -178,8 +179,19 @@ def _qc(job: JobContext) -> dict[str, Any]:
     return qc_summary(job.workspace, run.run_id)
 
 
+# ---------------------------------------------------------------------- EMPI link
+
+
+def _empi_link(job: JobContext) -> dict[str, Any]:
+    # Queued by live ingests (a Bundle POSTed, a listener flush): medlake.service.live_link.
+    from medlake.service.live_link import run_link_job
+
+    return run_link_job(job)
+
+
 KINDS = (
     JobKind("ingest", Permission.INGEST, _ingest, _validate_ingest),
+    JobKind("empi_link", Permission.INGEST, _empi_link),
     JobKind("gwas", Permission.ANALYZE, _gwas, _validate_gwas),
     JobKind("de", Permission.ANALYZE, _de, _validate_de),
     JobKind("extract", Permission.EXPORT, _extract, _validate_extract),

@@ -123,6 +123,12 @@ def _rows(engine: Engine, job_id: str | None = None) -> list[dict[str, Any]]:
     return engine.execute(table.order_by([table.created_at, table.job_id])).to_pylist()
 
 
+def job_rows(engine: Engine, job_id: str | None = None) -> list[dict[str, Any]]:
+    """The job table's rows (one job's when ``job_id`` is given), oldest first; unchecked:
+    for services that keep their own jobs (the live EMPI link)."""
+    return _rows(engine, job_id)
+
+
 def _one(engine: Engine, job_id: str) -> dict[str, Any]:
     rows = _rows(engine, job_id)
     if not rows:
@@ -356,9 +362,11 @@ class JobRunner:
 
     # lifecycle -----------------------------------------------------------------
 
-    def start(self) -> dict[str, int]:
-        """Recover the jobs a previous server left, then start the workers."""
-        recovered = self.recover()
+    def start(self, *, recover: bool = True) -> dict[str, int]:
+        """Recover the jobs a previous server left (unless ``recover`` is false: a runner
+        for the jobs its own process submits, as ``medlake listen``'s), then start the
+        workers."""
+        recovered = self.recover() if recover else {"requeued": 0, "failed": 0}
         for n in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"medlake-job-{n}", daemon=True)
             thread.start()

@@ -6,7 +6,11 @@ failure answers ``AR`` so the sender keeps the message and retries. Landed messa
 listed in a per-source journal (``spool/listen-<source>.pending``, one landed path a
 line) and every ``ingest_every`` seconds the listener bundles the pending messages into
 one landed batch file (messages joined as an HL7 file) and hands it to the ingest
-service, so the lake gets batch-sized ingests instead of one per message.
+service, so the lake gets batch-sized ingests instead of one per message. A flush leaves
+the person-order rewrite to maintenance (``medlake serve``'s, ``medlake schema reorder``)
+and queues the EMPI link after ingest as one background job, run once flushes have
+loaded nothing new for ``[empi] live_link_delay_seconds`` (:mod:`medlake.service.live_link`),
+and before the listener stops.
 
 The ingest hook: ``ingest`` (a callable taking the bundle's path), else
 ``medlake.service.ingest.ingest_paths`` when that service exists (called as
@@ -32,19 +36,29 @@ from medlake.errors import MedlakeError
 from medlake.ingest.landing import land_bytes
 from medlake.ingest.mllp import AckResult, MllpServer
 from medlake.log import get_logger
+from medlake.service.jobs import JobRunner
+from medlake.service.live_link import LiveLinks
 from medlake.service.mirror import landing_store
-from medlake.service.policy import authorized
+from medlake.service.policy import authorized, require
+from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
 
 IngestHook = Callable[[Path], object]
+# How long a stopping listener waits for its last EMPI link job.
+_LINK_AT_STOP_S = 600.0
 
 
 class ListenerService:
     """Lands messages for one source system and ingests them in periodic bundles."""
 
     def __init__(
-        self, workspace: Workspace, source_system: str, ingest: IngestHook | None = None
+        self,
+        workspace: Workspace,
+        source_system: str,
+        ingest: IngestHook | None = None,
+        *,
+        links: LiveLinks | None = None,
     ) -> None:
         self.workspace = workspace
         self.source_system = source_system
@@ -57,6 +71,7 @@ class ListenerService:
         spool.mkdir(exist_ok=True)
         self.journal = spool / f"listen-{source_system}.pending"
         self._lock = threading.Lock()
+        self.links = links  # the EMPI link after a flush, as one background job
         self._ingest = ingest if ingest is not None else self._default_ingest()
         self.landed = 0
 
@@ -73,9 +88,18 @@ class ListenerService:
             # A flush runs every few seconds: a table's person-order rewrite (minutes on
             # a large lake) is left to maintenance (serve's, or 'medlake schema reorder').
             return ingest_paths(self.workspace, [bundle], source_system=self.source_system,
-                                format="hl7v2", person_order=False)  # fmt: skip
+                                format="hl7v2", person_order=False,
+                                link_later=self._link_later)  # fmt: skip
 
         return hook
+
+    def _link_later(self) -> object | None:
+        """Queue the EMPI link after a flush (joins one still waiting); without
+        :class:`LiveLinks`, link inline as every ingest run does."""
+        if self.links is None:
+            return _link_now(self.workspace)
+        principal = require(self.workspace, Permission.INGEST)  # the acting user, resolved
+        return self.links.request(principal)
 
     def on_message(self, data: bytes) -> AckResult:
         """Land ``data`` durably and journal it durably; ``AR`` when either failed.
@@ -112,6 +136,13 @@ class ListenerService:
             self._ingest(landed.path)
             self.journal.unlink()
             return landed.path
+
+
+def _link_now(workspace: Workspace) -> object | None:
+    from medlake.service.empi import link_engine
+
+    with open_lake(workspace) as engine:
+        return link_engine(engine, workspace)
 
 
 def _as_file_message(data: bytes) -> bytes:
@@ -165,6 +196,21 @@ def listen(
 ) -> ListenerService:
     """Listen on ``host:port`` until interrupted; return the service (for its counts)."""
     workspace = open_workspace(workspace_dir)
-    service = ListenerService(workspace, source_system)
-    asyncio.run(serve(service, host, port, ingest_every=ingest_every, ready=ready))
+    runner = links = None
+    if workspace.settings.empi.link_after_ingest:
+        import medlake.service.job_kinds  # noqa: F401  (registers the link job's kind)
+
+        # Jobs this listener queues only: a server's queued jobs are the server's to run.
+        runner = JobRunner(workspace, workers=1)
+        runner.start(recover=False)
+        links = LiveLinks(runner, workspace)
+    service = ListenerService(workspace, source_system, links=links)
+    try:
+        asyncio.run(serve(service, host, port, ingest_every=ingest_every, ready=ready))
+    finally:
+        if runner is not None and links is not None:
+            # What the last flushes loaded is linked before the listener ends.
+            links.close(run_now=True)
+            runner.wait_idle(timeout=_LINK_AT_STOP_S)
+            runner.stop()
     return service

@@ -15,7 +15,7 @@ from medlake.service import jobs as job_service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-Kind = Literal["ingest", "gwas", "de", "extract", "qc"]
+Kind = Literal["ingest", "gwas", "de", "extract", "qc", "empi_link"]
 #: Kinds submitted here with free parameters; ingest only through /uploads, which decides
 #: the files' paths (a client must never name files on the server).
 SubmitKind = Literal["gwas", "de", "extract", "qc"]

@@ -1,0 +1,170 @@
+"""The EMPI link after live ingests, as one background job after a quiet period.
+
+``[empi] link_after_ingest`` links the new source patients once per ingest run. An
+incremental link reads every record (about 27 s at a million), so for a live feed —
+a FHIR Bundle POSTed to the API, a ``medlake listen`` flush every few seconds — linking
+inline would cost that on every request. Those paths call :meth:`LiveLinks.request`
+instead (``ingest_paths(link_later=...)``): it stores one ``empi_link`` job
+(:mod:`medlake.service.job_kinds`), queued, and hands it to the job runner once no
+request has come for ``[empi] live_link_delay_seconds`` (at the latest
+``live_link_max_delay_seconds`` after the first). Requests meanwhile, and requests while
+the job waits in the runner's queue without having started, join it: the link reads the
+lake when it starts, so it links everything loaded before. A request after the job has
+started stores the next one. Batch ingests (``medlake ingest``, upload jobs) still link
+inline.
+
+The job is in the lake's job table like any other: a server stopped before it ran runs it
+at its next start (:meth:`~medlake.service.jobs.JobRunner.recover`), and it can be seen
+and cancelled through the jobs API. Its link runs as the user whose ingest asked for it.
+Link jobs of one process run one at a time (two links at once would move the same
+persons).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from medlake.access import Principal
+from medlake.config import Workspace
+from medlake.log import get_logger
+from medlake.service import jobs as job_service
+from medlake.service.jobs import JobContext, JobRunner
+from medlake.service.workspace import open_lake
+
+log = get_logger(__name__)
+
+KIND = "empi_link"
+# One link at a time in a process: two would read the same records and move the same
+# persons (and conflict on the EMPI's tables).
+_LINKING = threading.Lock()
+
+
+def run_link_job(job: JobContext) -> dict[str, Any]:
+    """The ``empi_link`` job: an incremental link of the lake (``link_engine``, as after
+    an ingest), as the submitter."""
+    from medlake.service.empi import link_engine
+
+    job.progress(0, 1)
+    with _LINKING, open_lake(job.workspace) as engine:
+        outcome = link_engine(engine, job.workspace)
+    job.progress(1, 1)
+    if outcome is None:
+        return {"mode": "nothing", "reason": "nothing to link yet"}
+    return {
+        "mode": outcome.mode,
+        "operation_id": outcome.operation_id,
+        "records": outcome.records,
+        "new_records": outcome.new_records,
+        "links": outcome.links,
+        "persons_before": outcome.persons_before,
+        "persons_after": outcome.persons_after,
+        "review_queue": outcome.review_queue,
+    }
+
+
+class LiveLinks:
+    """Coalesces the link requests of a process's live ingests into one queued job.
+
+    ``delay_s``/``max_delay_s`` default to ``[empi] live_link_delay_seconds`` and
+    ``live_link_max_delay_seconds``.
+    """
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        workspace: Workspace,
+        *,
+        delay_s: float | None = None,
+        max_delay_s: float | None = None,
+    ) -> None:
+        settings = workspace.settings.empi
+        self.runner = runner
+        self.workspace = workspace
+        self.delay_s = settings.live_link_delay_seconds if delay_s is None else delay_s
+        self.max_delay_s = (settings.live_link_max_delay_seconds
+                            if max_delay_s is None else max_delay_s)  # fmt: skip
+        self._cond = threading.Condition()
+        self._job: str | None = None  # the job requests join (queued, not started)
+        self._held = False  # not yet handed to the runner
+        self._first = self._last = 0.0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.requested = 0  # requests seen, for status and tests
+
+    def request(self, principal: Principal, project_id: str | None = None) -> str:
+        """Ask for a link of what is loaded now; the id of the job that will do it."""
+        with self._cond:
+            self.requested += 1
+            now = time.monotonic()
+            if self._job is not None and self._still_queued(self._job):
+                if self._held:
+                    self._last = now  # the quiet period starts again
+                    self._cond.notify_all()
+                return self._job
+            job = job_service.submit_job(self.workspace, KIND, {"live": True},
+                                         principal=principal, project_id=project_id)  # fmt: skip
+            self._job, self._held = job["job_id"], True
+            self._first = self._last = now
+            if self._closed:
+                pass  # stays queued for the next server (or the listener's closing runner)
+            else:
+                self._start_timer()
+                self._cond.notify_all()
+            return self._job
+
+    def _still_queued(self, job_id: str) -> bool:
+        # Not started (its link would not see what was loaded since) nor cancelled.
+        with open_lake(self.workspace) as engine:
+            rows = job_service.job_rows(engine, job_id)
+        return bool(rows) and rows[0]["status"] == job_service.QUEUED
+
+    def _release(self) -> None:
+        """Hand the waiting job to the runner (called holding the condition)."""
+        if self._job is not None and self._held:
+            self._held = False
+            self.runner.enqueue(self._job)
+
+    def _start_timer(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._wait, name="medlake-live-link",
+                                            daemon=True)  # fmt: skip
+            self._thread.start()
+
+    def _wait(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if not self._held:
+                    self._cond.wait()
+                    continue
+                due = min(self._last + self.delay_s, self._first + self.max_delay_s)
+                left = due - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._release()
+
+    def release_now(self) -> str | None:
+        """Hand the waiting job to the runner now, as if the quiet period had passed; its id."""
+        with self._cond:
+            job = self._job if self._held else None
+            self._release()
+            return job
+
+    def close(self, *, run_now: bool = True) -> None:
+        """Stop the timer; a waiting job is handed to the runner now (``run_now``: a
+        listener stopping, whose runner then runs it) or stays queued in the job table
+        (a server stopping: its next start runs it)."""
+        with self._cond:
+            self._closed = True
+            if run_now:
+                self._release()
+            else:
+                self._job = None  # later requests store their own jobs
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+__all__ = ["KIND", "LiveLinks", "run_link_job"]
