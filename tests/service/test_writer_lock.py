@@ -11,20 +11,29 @@ holds the table. The same scenario without the lock ends in DuckDB's write-write
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from medlake.audit import append_event
+from medlake.config import open_workspace, write_settings
 from medlake.engine.backends.duckdb import DuckDBEngine
 from medlake.engine.rewrite_gate import GATES
 from medlake.errors import LakeBusyError, WriteConflictError
 from medlake.schema import table_spec
+from medlake.server.problems import status_for
+from medlake.service.fhir_transaction import post_bundle
+from medlake.service.lake_layout import LayoutReport, keep_person_order
+from medlake.service.lake_pool import pooled_lake, serving
+from medlake.service.workspace import open_lake
 
 ROWS = 3_000_000
 pytestmark = pytest.mark.slow
@@ -187,3 +196,95 @@ def test_a_rewrite_waits_for_the_write_under_way(lake: tuple[Path, pa.Table]) ->
     stored = _stored(path).to_pandas()
     assert stored.loc[9, "value"] == 2.5
     assert len(stored) == ROWS
+
+
+# ---------------------------------------------------------------------- through the services
+
+
+def _newer_observation(hospital: Path) -> tuple[dict, float]:
+    """An EMR lab result the lake holds, sent again with another value (a correction):
+    ingest replaces the stored row (delete and insert), the write that conflicts."""
+    with (hospital / "emr" / "Observation.ndjson").open(encoding="utf-8") as lines:
+        observation = next(o for o in map(json.loads, lines) if "valueQuantity" in o)
+    value = 98765.4321
+    observation["valueQuantity"]["value"] = value
+    request = {"method": "PUT", "url": f"Observation/{observation['id']}"}
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"resource": observation, "request": request}]}  # fmt: skip
+    return bundle, value
+
+
+@pytest.fixture(scope="module")
+def grown_lake(hospital_lake: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The test hospital with ``measurement`` grown 40-fold (copies of its rows under new
+    ids), so that its rewrite lasts a few seconds; and its row count."""
+    root = hospital_lake.copy(tmp_path_factory.mktemp("grown") / "ws")
+    with open_lake(open_workspace(root)) as engine:
+        before = engine.count("measurement")
+        engine.run_sql(
+            "INSERT INTO measurement SELECT m.* REPLACE (-(k * 100000000 + row_number() OVER ())"
+            " AS measurement_id) FROM measurement AS m, range(1, 40) AS r(k)"
+        )
+        grown = engine.count("measurement")
+    assert grown == 40 * before
+    return root, grown
+
+
+@contextlib.contextmanager
+def rewriting_measurement(root: Path) -> Iterator[list[LayoutReport]]:
+    """``medlake serve``'s maintenance rewriting ``measurement`` in a thread, on a pooled
+    engine, while the block runs (entered once the rewrite holds the table)."""
+    workspace = open_workspace(root)
+    report: list[LayoutReport] = []
+    with serving(workspace), pooled_lake(workspace) as engine:
+        rewrite = threading.Thread(target=lambda: report.append(keep_person_order(
+            engine, workspace, force=True, tables=["measurement"])))  # fmt: skip
+        rewrite.start()
+        lake = str(workspace.lake_path.resolve())
+        while "measurement" not in GATES.rewriting(lake):
+            assert rewrite.is_alive()
+            time.sleep(0.001)
+        try:
+            yield report
+        finally:
+            rewrite.join(300)
+
+
+def test_a_bundle_posted_beside_the_person_order_rewrite_waits_and_lands(
+    grown_lake: tuple[Path, int], hospital_lake: Any, tmp_path: Path
+) -> None:
+    """A FHIR Bundle correcting a lab result, POSTed while the server's maintenance rewrites
+    ``measurement`` in person order: it waits, then both the rewrite and the correction
+    are in the lake (without the lock the Bundle failed on the conflict)."""
+    root = shutil.copytree(grown_lake[0], tmp_path / "ws")
+    bundle, value = _newer_observation(hospital_lake.hospital)
+    with rewriting_measurement(root) as report:
+        response = post_bundle(root, bundle, source_system="emr")
+        assert report  # answered once the rewrite had committed
+    assert response["entry"][0]["response"]["status"] == "201 Created"
+    assert report[0].reordered == ["measurement"]
+    with open_lake(open_workspace(root)) as engine:
+        m = engine.table("measurement")
+        assert engine.count("measurement") == grown_lake[1]  # replaced, not added
+        assert engine.count(m.filter(m.value_as_number == value)) == 1
+
+
+def test_a_bundle_that_waits_too_long_is_a_conflict_to_send_again(
+    grown_lake: tuple[Path, int], hospital_lake: Any, tmp_path: Path
+) -> None:
+    """Past ``[layout] write_wait_seconds`` the Bundle is refused as a conflict (409
+    through the API, like DuckDB's own), not as a bad Bundle (422), and nothing of it
+    was written."""
+    root = shutil.copytree(grown_lake[0], tmp_path / "ws")
+    settings = open_workspace(root).settings
+    settings.layout.write_wait_seconds = 0.05
+    write_settings(root / "medlake.toml", settings)
+    bundle, value = _newer_observation(hospital_lake.hospital)
+    with rewriting_measurement(root) as report, pytest.raises(LakeBusyError) as busy:
+        post_bundle(root, bundle, source_system="emr")
+    assert status_for(busy.value) == 409
+    assert "send it again" in busy.value.message
+    assert report[0].reordered == ["measurement"]
+    with open_lake(open_workspace(root)) as engine:
+        m = engine.table("measurement")
+        assert engine.count(m.filter(m.value_as_number == value)) == 0

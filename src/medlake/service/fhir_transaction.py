@@ -20,7 +20,7 @@ from typing import Any
 
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
-from medlake.errors import InputError
+from medlake.errors import InputError, WriteConflictError
 from medlake.service.ingest import ingest_paths, quarantine_entries
 from medlake.service.policy import authorized
 
@@ -61,6 +61,8 @@ def post_bundle(
         report = ingest_paths(workspace, [path], format="fhir", source_system=source_system,
                               person_order=False, link_later=link_later)  # fmt: skip
     result = report.files[0] if report.files else None
+    if result is not None and isinstance(result.error, WriteConflictError):
+        raise result.error  # nothing was written: 409, send it again (not a bad Bundle)
     if result is None or result.status == "failed":
         why = result.message if result is not None else "nothing was read"
         raise InputError(f"Bundle: could not be ingested: {why}")
