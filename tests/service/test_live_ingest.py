@@ -249,3 +249,22 @@ def test_a_flush_reorders_nothing_where_an_ingest_run_would(
     with acting_as("steward1"):
         ingest_paths(root, [bundle], source_system="lis2", format="hl7v2")
     assert "lake.reorder" in audit_actions(root)
+
+
+def test_a_waiting_link_job_does_not_hold_off_the_layout_maintenance(
+    linked: Path, tmp_path: Path
+) -> None:
+    """Serve's person-order pass skips a round while a job is queued or running, except for
+    a live link job waiting for quiet, which on a busy feed nearly always is."""
+    import medlake.service.job_kinds  # noqa: F401  (the kinds of job, as serve has them)
+    from medlake.service.lake_layout import _jobs_running
+
+    root = _copy(linked, tmp_path / "ws")
+    with acting_as("steward1"):
+        principal = require(root, Permission.INGEST)
+    job_service.submit_job(root, KIND, {"live": True}, principal=principal)
+    with open_lake(open_workspace(root)) as engine:
+        assert not _jobs_running(engine)
+    job_service.submit_job(root, "qc", {}, principal=principal)
+    with open_lake(open_workspace(root)) as engine:
+        assert _jobs_running(engine)

@@ -305,14 +305,20 @@ class LayoutThread(ServingThread):
 
 
 def _jobs_running(engine: Engine) -> bool:
-    """Whether a background job (an ingest, say) is queued or running: the rewrite waits,
-    since a job replacing rows of a table being rewritten would fail on the conflict."""
+    """Whether a background job (an ingest, say) is queued or running: the rewrite waits
+    for the next round. Its writes would wait for the rewrite (the writer lock), but the
+    rewrite waits for a write under way, and an ingest's transaction over a large file
+    is long. A live EMPI link job waiting for its quiet period does not count: on a busy
+    feed one nearly always is."""
     from medlake.service import jobs as job_service
+    from medlake.service.live_link import KIND as LIVE_LINK
 
     if not engine.has_table(job_service.TABLE):
         return False
     table = engine.table(job_service.TABLE)
-    busy = table.status.isin([job_service.QUEUED, job_service.RUNNING])
+    busy = (table.status == job_service.RUNNING) | (
+        (table.status == job_service.QUEUED) & (table.kind != LIVE_LINK)
+    )
     return bool(engine.count(table.filter(busy).limit(1)))
 
 

@@ -198,8 +198,6 @@ def listen(
     workspace = open_workspace(workspace_dir)
     runner = links = None
     if workspace.settings.empi.link_after_ingest:
-        import medlake.service.job_kinds  # noqa: F401  (registers the link job's kind)
-
         # Jobs this listener queues only: a server's queued jobs are the server's to run.
         runner = JobRunner(workspace, workers=1)
         runner.start(recover=False)

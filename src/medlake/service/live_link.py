@@ -79,6 +79,8 @@ class LiveLinks:
         delay_s: float | None = None,
         max_delay_s: float | None = None,
     ) -> None:
+        import medlake.service.job_kinds  # noqa: F401  (registers the link job's kind)
+
         settings = workspace.settings.empi
         self.runner = runner
         self.workspace = workspace
