@@ -40,7 +40,6 @@ from medlake.service.jobs import JobRunner
 from medlake.service.live_link import LiveLinks
 from medlake.service.mirror import landing_store
 from medlake.service.policy import authorized, require
-from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
 
@@ -87,17 +86,17 @@ class ListenerService:
         def hook(bundle: Path) -> object:
             # A flush runs every few seconds: a table's person-order rewrite (minutes on
             # a large lake) is left to maintenance (serve's, or 'medlake schema reorder').
+            # Without LiveLinks the EMPI link after ingest runs inline, as for every run.
+            later = self._link_later if self.links is not None else None
             return ingest_paths(self.workspace, [bundle], source_system=self.source_system,
                                 format="hl7v2", person_order=False,
-                                link_later=self._link_later)  # fmt: skip
+                                link_later=later)  # fmt: skip
 
         return hook
 
-    def _link_later(self) -> object | None:
-        """Queue the EMPI link after a flush (joins one still waiting); without
-        :class:`LiveLinks`, link inline as every ingest run does."""
-        if self.links is None:
-            return _link_now(self.workspace)
+    def _link_later(self) -> str:
+        """Queue the EMPI link after a flush (or join the job still waiting); its job id."""
+        assert self.links is not None
         principal = require(self.workspace, Permission.INGEST)  # the acting user, resolved
         return self.links.request(principal)
 
@@ -136,13 +135,6 @@ class ListenerService:
             self._ingest(landed.path)
             self.journal.unlink()
             return landed.path
-
-
-def _link_now(workspace: Workspace) -> object | None:
-    from medlake.service.empi import link_engine
-
-    with open_lake(workspace) as engine:
-        return link_engine(engine, workspace)
 
 
 def _as_file_message(data: bytes) -> bytes:
