@@ -44,10 +44,10 @@ from medlake.errors import LakeBusyError
 DEFAULT_WAIT_S = 600.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Hold:
     thread: int
-    tables: frozenset[str] | None  # None: any table
+    tables: frozenset[str] | tuple[str, ...] | None  # None: any table
 
 
 @dataclass
@@ -58,8 +58,52 @@ class _Lake:
     waiting: dict[str, int] = field(default_factory=dict)  # table: rewrites waiting to start
 
 
-def _touches(tables: frozenset[str] | None, table: str) -> bool:
+def _touches(tables: frozenset[str] | tuple[str, ...] | None, table: str) -> bool:
     return tables is None or table in tables
+
+
+class _WriteHold:
+    """One write's hold on a lake's gate (a class, not a generator: every write of a busy
+    server takes one, the audit trail's appends included)."""
+
+    __slots__ = ("hold", "state", "wait_s")
+
+    def __init__(self, state: _Lake, tables: Iterable[str] | None, wait_s: float) -> None:
+        self.state = state
+        self.wait_s = wait_s
+        if tables is not None and not isinstance(tables, tuple | frozenset):
+            tables = tuple(tables)
+        self.hold = _Hold(threading.get_ident(), tables)
+
+    def __enter__(self) -> None:
+        state, hold = self.state, self.hold
+        with state.cond:
+            if state.rewrites or state.waiting:
+                self._wait_for_rewrites()
+            state.holds.append(hold)
+
+    def _wait_for_rewrites(self) -> None:
+        state, me = self.state, self.hold.thread
+        # Re-entrant per thread, and the rewriting thread's own writes pass: a thread
+        # never waits on itself.
+        if me in state.rewrites.values() or any(h.thread == me for h in state.holds):
+            return
+        deadline = time.monotonic() + self.wait_s
+        while blocking := RewriteGates._blocking_write(state, self.hold):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LakeBusyError(
+                    f"the write waited {self.wait_s:g} s for the rewrite of table {blocking} "
+                    "([layout] write_wait_seconds); nothing was written, send it again"
+                )
+            state.cond.wait(left)
+
+    def __exit__(self, *exc: object) -> None:
+        state = self.state
+        with state.cond:
+            state.holds.remove(self.hold)
+            if state.waiting:  # only a rewrite waits for holds to end
+                state.cond.notify_all()
 
 
 class RewriteGates:
@@ -70,8 +114,11 @@ class RewriteGates:
         self._lakes: dict[str, _Lake] = {}
 
     def _lake(self, lake: str) -> _Lake:
-        with self._lock:
-            return self._lakes.setdefault(lake, _Lake())
+        state = self._lakes.get(lake)
+        if state is None:
+            with self._lock:
+                state = self._lakes.setdefault(lake, _Lake())
+        return state
 
     def rewriting(self, lake: str) -> list[str]:
         """The tables of ``lake`` being rewritten now (for status and tests)."""
@@ -79,37 +126,12 @@ class RewriteGates:
         with state.cond:
             return sorted(state.rewrites)
 
-    @contextlib.contextmanager
     def write(
         self, lake: str, tables: Iterable[str] | None, *, wait_s: float
-    ) -> Iterator[None]:
+    ) -> contextlib.AbstractContextManager[None]:
         """Hold ``lake`` for a write of ``tables`` (None: any) for the block; waits up to
         ``wait_s`` while one of them is rewritten or waits to be."""
-        state = self._lake(lake)
-        me = threading.get_ident()
-        hold = _Hold(me, None if tables is None else frozenset(tables))
-        deadline = time.monotonic() + wait_s
-        with state.cond:
-            # Re-entrant per thread, and the rewriting thread's own writes pass: a
-            # thread never waits on itself.
-            passes = me in state.rewrites.values() or any(h.thread == me for h in state.holds)
-            if not passes:
-                while blocking := self._blocking_write(state, hold):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise LakeBusyError(
-                            f"the write waited {wait_s:g} s for the rewrite of table "
-                            f"{blocking} ([layout] write_wait_seconds); nothing was written, "
-                            "send it again"
-                        )
-                    state.cond.wait(left)
-            state.holds.append(hold)
-        try:
-            yield
-        finally:
-            with state.cond:
-                state.holds.remove(hold)
-                state.cond.notify_all()
+        return _WriteHold(self._lake(lake), tables, wait_s)
 
     @staticmethod
     def _blocking_write(state: _Lake, hold: _Hold) -> str | None:
