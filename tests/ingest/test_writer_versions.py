@@ -304,8 +304,10 @@ def test_skipped_provenance_lookups_answer_what_the_query_does(
     monkeypatch.setattr(versions, "current_records_by_table", counted)
     lookups = versions.CurrentLookups(lake, "lis")
     steps = [
-        {"measurement": pa.chunked_array([["M1", "M2"]]),
-         "observation": pa.chunked_array([["O1"]])},
+        {
+            "measurement": pa.chunked_array([["M1", "M2"]]),
+            "observation": pa.chunked_array([["O1"]]),
+        },
         {"observation": pa.chunked_array([["O2"]])},
         {"observation": pa.chunked_array([["O3", "O1"]])},  # O1 staged before: asked
     ]
@@ -318,3 +320,50 @@ def test_skipped_provenance_lookups_answer_what_the_query_does(
             assert got[table].to_pylist() == want[table].to_pylist()
     assert asked == [{"measurement"}, {"observation"}]
     assert lookups.had == {"measurement"}
+
+
+def test_seen_keys_answer_as_a_set_does() -> None:
+    # The staged-ids structure of CurrentLookups (sorted runs merged as they grow) must
+    # say "seen" exactly when a Python set of every key added so far would.
+    import numpy as np
+
+    from medlake.ingest.versions import SeenKeys
+
+    rng = np.random.default_rng(7)
+    seen, reference = SeenKeys(), set()
+    for size in [1, 5, 50, 3, 200, 200, 1000, 7, 4000, 10]:
+        fresh = rng.integers(-(2**62), 2**62, size, dtype=np.int64)
+        some_old = rng.choice(np.array(sorted(reference) or [0], np.int64), 2)
+        for probe in (fresh, some_old, np.concatenate([fresh, some_old])):
+            assert seen.any_of(probe) == any(int(v) in reference for v in probe)
+        seen.add(fresh)
+        reference.update(int(v) for v in fresh)
+    assert len(seen.runs) < 10  # merged, not one run per chunk
+
+
+def test_lookups_keyed_by_row_ids_ask_on_a_shared_key(
+    lake: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two records whose keys collide only cost a query (never a wrong skip), and an id
+    # staged under its row id is found again when asked without keys.
+    from medlake.ingest import versions
+
+    asked: list[set[str]] = []
+    query = versions.current_records_by_table
+
+    def counted(engine: Engine, system: str, ids: dict) -> dict:
+        asked.append(set(ids))
+        return query(engine, system, ids)
+
+    monkeypatch.setattr(versions, "current_records_by_table", counted)
+    lookups = versions.CurrentLookups(lake, "lis")
+    ids = pa.chunked_array([["O1"]])
+    lookups.current(
+        {"observation": ids}, {"observation": pa.array([row_id("observation", "lis", "O1")])}
+    )
+    lookups.current({"observation": pa.chunked_array([["O2"]])}, {"observation": pa.array([5])})
+    assert asked == []
+    lookups.current({"observation": pa.chunked_array([["O3"]])}, {"observation": pa.array([5])})
+    assert asked == [{"observation"}]  # same key as O2: asked
+    lookups.current({"observation": ids})  # keys derived here: O1's row id, staged before
+    assert asked == [{"observation"}, {"observation"}]

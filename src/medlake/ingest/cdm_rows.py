@@ -79,7 +79,11 @@ def derive_columns(
     if table in PERSON_KEYED_TABLES:
         ids = rows.column("person_id").combine_chunks()
     else:
-        ids = stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID))
+        ids = (
+            rows.column(ROW_ID).combine_chunks()  # derived already (with_row_ids)
+            if ROW_ID in rows.column_names
+            else stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID))
+        )
         rows = set_column(rows, primary_key(table), ids)
     rows = set_column(rows, ROW_ID, ids)
     if (
@@ -98,6 +102,16 @@ def derive_columns(
         rows = set_column(rows, "visit_occurrence_id", visit_ids)
     rows = concepts.map_table(table, rows)
     return _conventional_defaults(table, rows)
+
+
+def with_row_ids(table: str, rows: pa.Table, source_system: str) -> pa.Table:
+    """Staged ``rows`` with ``ROW_ID``: the id each record's row gets (null without a
+    source record id); left out for the person-keyed tables, whose id is the person's.
+    :func:`derive_columns` keeps it."""
+    if table in PERSON_KEYED_TABLES or SOURCE_RECORD_ID not in rows.column_names:
+        return rows
+    ids = stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID))
+    return set_column(rows, ROW_ID, ids)
 
 
 def _conventional_defaults(table: str, rows: pa.Table) -> pa.Table:

@@ -52,6 +52,7 @@ from medlake.ingest.staging import (
 from medlake.ingest.versions import (
     ACTION,
     INSERT,
+    ROW_ID,
     SOURCE_RECORD_TABLE,
     VersionPlan,
     count_by_batch,
@@ -197,8 +198,8 @@ class GroupWriter(LakeWriter):
                 tables.setdefault(table, []).extend(
                     _tagged(t, batch_id) for t in staged if t.num_rows
                 )
-        combined = ParsedChunk(tables=tables, patients=patients)
-        self._current = self._current_of(combined)
+        staged = self._staged(tables)
+        self._current = self._current_of(patients, staged)
         person_current = self._current.get("person")
         plans: dict[str, VersionPlan] = {}
         patient_rows = self._patients(patients)
@@ -208,10 +209,8 @@ class GroupWriter(LakeWriter):
             dead = patient_rows.filter(pc.is_valid(patient_rows.column("death_date")))
             if dead.num_rows:
                 plans["death"] = self._plan("death", _tagged_like(death_rows(dead), dead))
-        for table in sorted(tables, key=_visits_first):
-            plans[table] = self._plan(
-                table, pa.concat_tables(tables[table], promote_options="permissive")
-            )
+        for table in sorted(staged, key=_visits_first):
+            plans[table] = self._plan(table, staged[table])
         self._resolve_persons(patient_rows, plans)
         if patient_rows is not None and patient_rows.num_rows:
             write_identifiers(
@@ -365,7 +364,7 @@ class GroupWriter(LakeWriter):
                 if RECORD_HASH in rows.column_names
                 else [None] * rows.num_rows
             )
-            plain = rows.drop_columns([BATCH_ID])
+            plain = rows.drop_columns([c for c in (BATCH_ID, ROW_ID) if c in rows.column_names])
             filled = [
                 value or record_hash(payload_text(row))
                 for value, row in zip(hashes, plain.to_pylist(), strict=True)

@@ -28,10 +28,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import ibis
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from medlake.engine import Engine
+from medlake.ingest.ids import stable_ids
 from medlake.ingest.lake_tables import lake_table
 from medlake.ingest.staging import (
     BATCH_ID,
@@ -203,17 +205,25 @@ class CurrentLookups:
 
     A table for which the source had no provenance when the writer started (a first
     ingest of it) can only hold records this writer staged itself since: a chunk none of
-    whose ids were staged before gets an empty answer without a query (the ids staged
-    are kept as Arrow arrays; a superset of what was written, so never a wrong skip).
+    whose ids were staged before gets an empty answer without a query. The ids staged
+    are kept as 64-bit keys (the row ids the writer derives, else :func:`stable_ids` of
+    the record ids) in :class:`SeenKeys`; two records sharing a key only cost a query,
+    never a wrong skip.
     """
 
     def __init__(self, engine: Engine, source_system: str) -> None:
         self.engine, self.source_system = engine, source_system
         self.had: set[str] | None = None  # tables with provenance of the source, at first use
-        self.staged: dict[str, list[pa.Array]] = {}
+        self.staged: dict[str, SeenKeys] = {}
         self._empty: pa.Table | None = None
 
-    def current(self, record_ids: dict[str, pa.ChunkedArray]) -> dict[str, pa.Table]:
+    def current(
+        self,
+        record_ids: dict[str, pa.ChunkedArray],
+        keys: dict[str, pa.Array | pa.ChunkedArray] | None = None,
+    ) -> dict[str, pa.Table]:
+        """The current provenance of ``record_ids`` by table; ``keys``: a table's row ids
+        of those records, if derived already (else computed here)."""
         if self.had is None:
             records = lake_table(self.engine, SOURCE_RECORD_TABLE)
             had = self.engine.execute(
@@ -227,14 +237,16 @@ class CurrentLookups:
         for table, ids in record_ids.items():
             if not len(ids):
                 continue
-            before = self.staged.setdefault(table, [])
-            if table in self.had or (
-                before and pc.any(pc.is_in(ids, value_set=pa.concat_arrays(before))).as_py()
-            ):
+            given = (keys or {}).get(table)
+            if given is None:
+                given = stable_ids((table, self.source_system), ids)
+            values = _int64_values(given)
+            before = self.staged.setdefault(table, SeenKeys())
+            if table in self.had or before.any_of(values):
                 asked[table] = ids
             else:
                 answer[table] = self._nothing()
-            before.extend(ids.chunks)
+            before.add(values)
         if asked:
             answer.update(current_records_by_table(self.engine, self.source_system, asked))
         return answer
@@ -243,6 +255,40 @@ class CurrentLookups:
         if self._empty is None:
             self._empty = self.engine.execute(lake_table(self.engine, SOURCE_RECORD_TABLE).limit(0))
         return self._empty
+
+
+class SeenKeys:
+    """A growing set of int64 keys: sorted runs, merged when one grows as large as the
+    one before it (so O(log n) runs, 8 bytes a key).
+
+    Why not ``pc.is_in`` against every key staged so far: it builds a hash table of all
+    of them for each chunk, quadratic in a file's records (0.7 s of the writer's CPU for
+    550,000 measurements); a Python set costs 7 to 14 times the memory.
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def any_of(self, keys: np.ndarray) -> bool:
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            if bool(np.any(run[at] == keys)):
+                return True
+        return False
+
+    def add(self, keys: np.ndarray) -> None:
+        if not len(keys):
+            return
+        run = np.unique(keys)
+        while self.runs and len(self.runs[-1]) <= 2 * len(run):
+            run = np.union1d(self.runs.pop(), run)
+        self.runs.append(run)
+
+
+def _int64_values(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
+    return keys.drop_null().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def string_chunks(columns: Iterable[pa.Array | pa.ChunkedArray]) -> pa.ChunkedArray:

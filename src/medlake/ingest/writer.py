@@ -35,6 +35,7 @@ from medlake.ingest.cdm_rows import (
     primary_key,
     set_column,
     split_incomplete,
+    with_row_ids,
 )
 from medlake.ingest.concepts import ConceptMapper
 from medlake.ingest.identities import (
@@ -214,13 +215,12 @@ class LakeWriter:
         self.summary.records_read += chunk.records_read
         self.summary.skipped.update(chunk.skipped)
         self._quarantine.extend(chunk.quarantine)
-        self._current = self._current_of(chunk)
+        staged = self._staged(chunk.tables)
+        self._current = self._current_of(chunk.patients, staged)
         if chunk.patients:
             self._write_patients(chunk.patients)
-        for table in sorted(chunk.tables, key=_visits_first):
-            tables = [t for t in chunk.tables[table] if t.num_rows]
-            if tables:
-                self.write_table(table, pa.concat_tables(tables, promote_options="permissive"))
+        for table in sorted(staged, key=_visits_first):
+            self.write_table(table, staged[table])
         if chunk.merges:
             self._apply_merges(chunk.merges)
             pause_point("merges")
@@ -246,23 +246,37 @@ class LakeWriter:
 
     # ------------------------------------------------------------------ CDM tables
 
-    def _current_of(self, chunk: ParsedChunk) -> dict[str, pa.Table]:
-        """The current provenance of every record in the chunk, in one query."""
+    def _staged(self, tables: dict[str, list[pa.Table]]) -> dict[str, pa.Table]:
+        """Each table's staged rows as one table, with the row id each record gets.
+
+        The row ids are derived here, once, rather than by :func:`derive_columns`: the
+        provenance lookups key what the writer staged by them.
+        """
+        staged = {}
+        for table, parts in tables.items():
+            parts = [t for t in parts if t.num_rows]
+            if parts:
+                rows = pa.concat_tables(parts, promote_options="permissive")
+                staged[table] = with_row_ids(table, rows, self.source_system)
+        return staged
+
+    def _current_of(
+        self, patients: list[pa.Table], staged: dict[str, pa.Table]
+    ) -> dict[str, pa.Table]:
+        """The current provenance of every record staged (a chunk's), in one query."""
         ids: dict[str, pa.Array | pa.ChunkedArray] = {}
+        keys: dict[str, pa.Array | pa.ChunkedArray] = {}
         patient_ids = [
-            t.column(SOURCE_PATIENT_ID)
-            for t in chunk.patients
-            if SOURCE_PATIENT_ID in t.column_names
+            t.column(SOURCE_PATIENT_ID) for t in patients if SOURCE_PATIENT_ID in t.column_names
         ]
         if patient_ids:
             ids["person"] = ids["death"] = string_chunks(patient_ids)
-        for table, tables in chunk.tables.items():
-            columns = [
-                t.column(SOURCE_RECORD_ID) for t in tables if SOURCE_RECORD_ID in t.column_names
-            ]
-            if columns:
-                ids[table] = string_chunks(columns)
-        return self._lookups.current(ids)
+        for table, rows in staged.items():
+            if SOURCE_RECORD_ID in rows.column_names:
+                ids[table] = string_chunks([rows.column(SOURCE_RECORD_ID)])
+                if ROW_ID in rows.column_names:
+                    keys[table] = rows.column(ROW_ID)
+        return self._lookups.current(ids, keys)
 
     def write_table(self, table: str, rows: pa.Table) -> None:
         """Apply staged rows of one CDM table (one source system: the batch's)."""
@@ -384,9 +398,10 @@ class LakeWriter:
                 if RECORD_HASH in rows.column_names
                 else [None] * rows.num_rows
             )
+            plain = rows.drop_columns([ROW_ID]) if ROW_ID in rows.column_names else rows
             filled = [
                 value or record_hash(payload_text(row))
-                for value, row in zip(hashes, rows.to_pylist(), strict=True)
+                for value, row in zip(hashes, plain.to_pylist(), strict=True)
             ]
             rows = set_column(rows, RECORD_HASH, pa.array(filled, pa.string()))
         return rows
