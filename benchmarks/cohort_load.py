@@ -58,7 +58,7 @@ from medlake.config import open_workspace, write_settings  # noqa: E402
 from medlake.engine import open_engine  # noqa: E402
 from medlake.service import access  # noqa: E402
 from medlake.service.cohort import _compiled, count_cohort, parse_definition  # noqa: E402
-from medlake.service.cohort_query import _statement, clear_cache  # noqa: E402
+from medlake.service.cohort_query import clear_cache, stitched_statement  # noqa: E402
 from server_load import STEWARD, prepare, process_cpu  # noqa: E402
 
 TARGET_P95 = 2.0
@@ -97,7 +97,7 @@ def engine_modes(workspace: Path, definitions: list[dict[str, Any]],
         sqls = []
         for d in definitions:
             with _compiled(workspace, parse_definition(d)) as (_, engine, compiler):
-                sqls.append(_statement(engine, compiler.count_query).sql(dialect="duckdb"))
+                sqls.append(stitched_statement(engine, compiler.count_query).sql(dialect="duckdb"))
     settings = open_workspace(workspace).settings.engine
     for threads, cursors in modes:
         mode = settings.model_copy(update={"threads": threads})

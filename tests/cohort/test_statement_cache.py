@@ -10,7 +10,7 @@ import pytest
 from medlake.cohort import example_path
 from medlake.config import open_workspace
 from medlake.engine import open_workspace_engine
-from medlake.service import cohort_query
+from medlake.service import cohort_query, cohort_templates
 from medlake.service.cohort import count_cohort, load_definition, parse_definition
 from medlake.service.cohort_query import clear_cache
 
@@ -38,7 +38,8 @@ def test_a_definition_counted_again_is_not_compiled_again(
     def compile_again(*args: object) -> None:
         raise AssertionError("the statement was compiled again")
 
-    monkeypatch.setattr(cohort_query, "_statement", compile_again)
+    monkeypatch.setattr(cohort_query, "stitched_statement", compile_again)
+    monkeypatch.setattr(cohort_templates, "stitched_statement", compile_again)
     assert count_cohort(hospital_lake.workspace, definition, exact=True) == first
 
 

@@ -98,6 +98,21 @@ class CohortCompiler:
             self._event_table, definition.concept_sets, omics_events or {}, codesets
         )
 
+    def sibling(
+        self, definition: CohortDefinition, codesets: Mapping[int, Sequence[int]]
+    ) -> CohortCompiler:
+        """A compiler for ``definition`` with concept sets ``codesets``, on the same tables
+        (already opened ones shared) and observation periods: a step shape's template is
+        compiled this way (:mod:`medlake.cohort.templates`)."""
+        other = CohortCompiler(
+            definition,
+            self._get_table,
+            observation_periods=self.periods_mode,
+            codesets=codesets,
+        )
+        other._tables = self._tables
+        return other
+
     def codeset_query(self) -> ir.Table:
         """``codeset_id, concept_id``: every concept set expanded on the vocabulary."""
         return self._events.codeset_query()
@@ -222,20 +237,6 @@ class CohortCompiler:
     def cohort_query(self, step: Step = inline) -> ir.Table:
         """:meth:`members_query` over the index events and rules, named by ``step``."""
         return self.members_query(*self._rule_steps(step))
-
-    def flags_query(
-        self,
-        index: ir.Table,
-        rules: Sequence[int],
-        step: Step = inline,
-        keep: Sequence[str] = ("event_id",),
-    ) -> ir.Table:
-        """``keep`` columns of ``index`` with a ``rule_<i>`` flag per rule in ``rules``,
-        ordered by ``event_id``: the rule steps a count shares with other definitions
-        (:mod:`medlake.cohort.steps`), each rule's passing events named by ``step``."""
-        hits = {i: step(f"cohort_rule_{i}", self.rule_query(i, index)) for i in rules}
-        flags = {f"rule_{i}": index.event_id.isin(hit.event_id) for i, hit in hits.items()}
-        return index.select(*keep, **flags).order_by("event_id")
 
     def _rule_steps(self, step: Step) -> tuple[ir.Table, list[ir.Table]]:
         index = step("cohort_index", self.index_events(step))

@@ -16,7 +16,9 @@ definition around it, and how flags become the attrition row:
   SQL's three-valued logic (Kleene ``and``; ``any`` and ``sum`` skip nulls).
 
 The service (:mod:`medlake.service.cohort_steps`) keeps step results by these keys and
-runs only missing steps; :meth:`CohortCompiler.flags_query` builds their SQL.
+runs only missing steps: :meth:`CohortCompiler.index_events` and
+:meth:`CohortCompiler.rule_query` build their SQL, compiled once per step shape
+(:mod:`medlake.cohort.templates`).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import ibis
 import ibis.expr.types as ir
@@ -141,6 +141,82 @@ def remembered(engine: Engine, tables: Iterable[str], key: Hashable, compute: Ca
     return value
 
 
+@dataclass
+class StepStats:
+    """What the step cache did since the last :func:`clear_steps`."""
+
+    hits: int = 0  # a step result served from the cache
+    computed: int = 0  # a step computed by this caller
+    shared: int = 0  # waited for the same step already running
+    evicted: int = 0  # results dropped to stay under the byte bound
+    statements: int = 0  # statements run for steps
+
+
+class StepCache:
+    """Step results by key, least recently used dropped first beyond a byte bound, with
+    one computation per key at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+        self._in_flight: dict[Hashable, Future[object]] = {}
+        self.stats = StepStats()
+
+    def claim(
+        self, key: Hashable
+    ) -> tuple[Literal["hit", "wait", "mine"], object | Future[object]]:
+        """``("hit", value)``, ``("wait", future)`` of a computation running elsewhere, or
+        ``("mine", future)``: the caller computes it and must :meth:`finish` or
+        :meth:`fail`."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self.stats.hits += 1
+                return "hit", self._entries[key][0]
+            running = self._in_flight.get(key)
+            if running is not None:
+                self.stats.shared += 1
+                return "wait", running
+            future: Future[object] = Future()
+            self._in_flight[key] = future
+            self.stats.computed += 1
+            return "mine", future
+
+    def finish(self, key: Hashable, value: object, size: int, limit: int) -> None:
+        """Keep ``value`` (``size`` bytes) while the cache stays within ``limit`` bytes."""
+        with self._lock:
+            future = self._in_flight.pop(key)
+            if size <= limit:
+                self._entries[key] = (value, size)
+                self._bytes += size
+                while self._bytes > limit:
+                    _, (_, dropped) = self._entries.popitem(last=False)
+                    self._bytes -= dropped
+                    self.stats.evicted += 1
+        future.set_result(value)
+
+    def fail(self, key: Hashable, error: BaseException) -> None:
+        with self._lock:
+            future = self._in_flight.pop(key)
+        future.set_exception(error)
+
+    def count_statement(self) -> None:
+        with self._lock:
+            self.stats.statements += 1
+
+    def size(self) -> int:
+        """Bytes held."""
+        with self._lock:
+            return self._bytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+            self.stats = StepStats()
+
+
 def statement_gate(size: int | None) -> threading.BoundedSemaphore:
     """The process's gate for heavy statements: ``size`` at once (None: twice the cores)."""
     size = max(1, size or 2 * (os.cpu_count() or 1))
@@ -212,15 +288,23 @@ def run_cohort_query(
 def cached_statement(
     engine: Engine, key: Hashable, build: Callable[[Step], ir.Table]
 ) -> tuple[sge.Expression, frozenset[str]]:
-    """``build``'s steps stitched into one statement (:func:`_statement`) and the lake
+    """``build``'s steps stitched into one statement (:func:`stitched_statement`) and the lake
     tables it reads, from the statement cache under ``key`` and the engine kind."""
+    return kept_statement(engine, key, lambda: stitched_statement(engine, build))
+
+
+def kept_statement(
+    engine: Engine, key: Hashable, make: Callable[[], sge.Expression]
+) -> tuple[sge.Expression, frozenset[str]]:
+    """``make()`` and the lake tables it reads, from the statement cache under ``key``
+    and the engine kind."""
     full_key = (engine.name, key)
     with _cache_lock:
         cached = _cache.get(full_key)
         if cached is not None:
             _cache.move_to_end(full_key)
             return cached
-    statement = _statement(engine, build)
+    statement = make()
     cached = (statement, _tables_read(statement))
     with _cache_lock:
         _cache[full_key] = cached
@@ -249,7 +333,7 @@ def _tables_read(statement: sge.Expression) -> frozenset[str]:
     return frozenset(t.name for t in statement.find_all(sge.Table) if t.name not in steps)
 
 
-def _statement(engine: Engine, build: Callable[[Step], ir.Table]) -> sge.Expression:
+def stitched_statement(engine: Engine, build: Callable[[Step], ir.Table]) -> sge.Expression:
     """``WITH step AS (...), ... <final query>``, each part compiled on its own."""
     steps: list[tuple[str, ir.Table]] = []
 

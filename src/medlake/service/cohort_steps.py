@@ -14,12 +14,17 @@ own part of the definition with its concept sets resolved) and the lake's data v
 Only the missing steps run, one statement each: a new index (definitions that need it
 wait for it), then each missing rule, reading the kept index table
 (:class:`~medlake.engine.SupportsArrowInputs`: registered on the engine's connection for
-that query; the rule is the same CTE as in the one-statement count, and the statement
-returns its flag per index event instead of counts). A rule is claimed only when its
-count is about to compute it, so counts arriving together spread the missing rules among
-themselves. (At 1M persons, 16 new definitions at once took about the same CPU and wall
-time, within the noise of shared cores, with the index and the first definition's rules
-in one statement, or each definition's missing rules in one statement.)
+that query). A rule's statement is the rule's CTE of the one-statement count: it returns
+the ``event_id``s of the index events the rule holds for, and the flag (``event_id IN
+(those)``) is computed here by a binary search over the index's ordered ids (having
+DuckDB return the flag per index event, ordered, cost 10-80 ms more per rule at 1M). A
+rule is claimed only when its count is about to compute it, so counts arriving together
+spread the missing rules among themselves. Each statement is bound into the template of
+its step's shape (:mod:`medlake.service.cohort_templates`): definitions that differ in
+values only (a threshold, a window, a concept set) compile once. (At 1M persons, 16 new
+definitions at once took about the same CPU and wall time, within the noise of shared
+cores, with the index and the first definition's rules in one statement, or each
+definition's missing rules in one statement.)
 :func:`medlake.cohort.steps.attrition_row` then combines index and flags into the
 attrition row, equal to what the one statement returns.
 
@@ -40,22 +45,21 @@ and the in-flight table shares the cache's lock.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal
 
 import ibis
-import ibis.expr.types as ir
+import numpy as np
 import pyarrow as pa
+import sqlglot.expressions as sge
 
-from medlake.cohort.compiler import CohortCompiler, Step
+from medlake.cohort.compiler import CohortCompiler
 from medlake.cohort.steps import COUNT_TABLES, StepPlan, attrition_row, step_plan
 from medlake.engine import Engine, SupportsArrowInputs
 from medlake.errors import EngineError
-from medlake.service.cohort_query import cached_statement, statement_gate
+from medlake.service.cohort_query import StepCache, StepStats, kept_statement, statement_gate
+from medlake.service.cohort_templates import clear_templates, index_statement, rule_statement
 
 MEGABYTE = 1 << 20
 
@@ -67,82 +71,6 @@ class IndexResult:
 
     token: int
     table: pa.Table
-
-
-@dataclass
-class StepStats:
-    """What the step cache did since the last :func:`clear_steps`."""
-
-    hits: int = 0  # a step result served from the cache
-    computed: int = 0  # a step computed by this caller
-    shared: int = 0  # waited for the same step already running
-    evicted: int = 0  # results dropped to stay under the byte bound
-    statements: int = 0  # statements run for steps
-
-
-class StepCache:
-    """Step results by key, least recently used dropped first beyond a byte bound, with
-    one computation per key at a time."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
-        self._bytes = 0
-        self._in_flight: dict[Hashable, Future[object]] = {}
-        self.stats = StepStats()
-
-    def claim(
-        self, key: Hashable
-    ) -> tuple[Literal["hit", "wait", "mine"], object | Future[object]]:
-        """``("hit", value)``, ``("wait", future)`` of a computation running elsewhere, or
-        ``("mine", future)``: the caller computes it and must :meth:`finish` or
-        :meth:`fail`."""
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                self.stats.hits += 1
-                return "hit", self._entries[key][0]
-            running = self._in_flight.get(key)
-            if running is not None:
-                self.stats.shared += 1
-                return "wait", running
-            future: Future[object] = Future()
-            self._in_flight[key] = future
-            self.stats.computed += 1
-            return "mine", future
-
-    def finish(self, key: Hashable, value: object, size: int, limit: int) -> None:
-        """Keep ``value`` (``size`` bytes) while the cache stays within ``limit`` bytes."""
-        with self._lock:
-            future = self._in_flight.pop(key)
-            if size <= limit:
-                self._entries[key] = (value, size)
-                self._bytes += size
-                while self._bytes > limit:
-                    _, (_, dropped) = self._entries.popitem(last=False)
-                    self._bytes -= dropped
-                    self.stats.evicted += 1
-        future.set_result(value)
-
-    def fail(self, key: Hashable, error: BaseException) -> None:
-        with self._lock:
-            future = self._in_flight.pop(key)
-        future.set_exception(error)
-
-    def count_statement(self) -> None:
-        with self._lock:
-            self.stats.statements += 1
-
-    def size(self) -> int:
-        """Bytes held."""
-        with self._lock:
-            return self._bytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-            self.stats = StepStats()
 
 
 _steps = StepCache()
@@ -160,8 +88,10 @@ def step_cache_bytes() -> int:
 
 
 def clear_steps() -> None:
-    """Forget every kept step result (tests; :func:`cohort_query.clear_cache` calls it)."""
+    """Forget every kept step result and statement template (tests;
+    :func:`cohort_query.clear_cache` calls it)."""
     _steps.clear()
+    clear_templates()
 
 
 def count_by_steps(
@@ -188,7 +118,7 @@ def count_by_steps(
     plan = step_plan(
         compiler.definition, codesets, compiler.periods_mode, compiler.one_event_per_person
     )
-    run = _Runner(engine, compiler, plan, limit_mb * MEGABYTE, concurrent)
+    run = _Runner(engine, compiler, plan, limit_mb * MEGABYTE, concurrent, version)
     index = run.index((engine.name, "index", plan.index_key, version))
     flags = run.rules(index)
     row = attrition_row(index.table, flags, plan.one_event_per_person)
@@ -205,12 +135,15 @@ class _Runner:
         plan: StepPlan,
         limit: int,
         concurrent: int | None,
+        version: Hashable,
     ) -> None:
         self.engine = engine
         self.compiler = compiler
         self.plan = plan
         self.limit = limit
         self.concurrent = concurrent
+        self.version = version
+        self.codesets = compiler.resolved_codesets or {}
 
     def index(self, key: Hashable) -> IndexResult:
         """The index step: kept, waited for, or computed here (alone, so that counts
@@ -220,12 +153,8 @@ class _Runner:
             return found  # type: ignore[return-value]
         if state == "wait":
             return found.result()  # type: ignore[union-attr,no-any-return]
-
-        def build(step: Step) -> ir.Table:
-            return self.compiler.index_events(step).order_by("event_id")
-
         try:
-            table = self._run(("steps: index", self.plan.index_key), build, {})
+            table = self._run(self._index_statement(), {})
             index = IndexResult(next(_tokens), table)
         except BaseException as error:
             _steps.fail(key, error)
@@ -258,29 +187,64 @@ class _Runner:
         return flags  # type: ignore[return-value]
 
     def _compute_rule(self, index: IndexResult, rule: int, key: Hashable) -> pa.Array:
-        name = self.plan.index_name
-        schema = ibis.Schema.from_pyarrow(index.table.schema)
-
-        def build(step: Step) -> ir.Table:
-            return self.compiler.flags_query(ibis.table(schema, name=name), [rule], step)
-
-        # Kept by the rule's key: another definition with the same rule at another
-        # position reuses the statement (the flag is read by position).
-        statement_key = ("steps: rule", self.plan.index_key, self.plan.rule_keys[rule])
+        """The rule's flag per index event: the statement returns the ``event_id``s of
+        the index events the rule holds for (the rule's CTE of the one statement), and
+        the flag is ``event_id IN (those)`` with SQL's semantics, computed here."""
         try:
-            result = self._run(statement_key, build, {name: index.table})
-            if not result.column("event_id").equals(index.table.column("event_id")):
-                raise EngineError("rule flags came back out of the index's order")
-            flag = result.column(1).combine_chunks()
+            statement = self._rule_statement(index, rule)
+            hits = self._run(statement, {self.plan.index_name: index.table}).column("event_id")
+            flag = _in(index.table.column("event_id"), hits)
         except BaseException as error:
             _steps.fail(key, error)
             raise
         _steps.finish(key, flag, flag.nbytes, self.limit)
         return flag
 
-    def _run(self, key: Hashable, build: object, inputs: dict[str, pa.Table]) -> pa.Table:
-        statement, _ = cached_statement(self.engine, key, build)  # type: ignore[arg-type]
+    # A step's statement is kept under the step's key as the one-statement counts' are
+    # (a step computed again after a write, or on a lake opened afresh, is not bound
+    # again); a new step is bound into its shape's template.
+
+    def _index_statement(self) -> sge.Expression:
+        def make() -> sge.Expression:
+            return index_statement(self.engine, self.compiler, self.version)
+
+        key = ("steps: index", self.plan.index_key)
+        return kept_statement(self.engine, key, make)[0]
+
+    def _rule_statement(self, index: IndexResult, rule: int) -> sge.Expression:
+        schema = ibis.Schema.from_pyarrow(index.table.schema)
+
+        def make() -> sge.Expression:
+            return rule_statement(
+                self.engine, self.compiler, rule, schema, self.plan.index_name, self.version
+            )
+
+        # By the rule's key: another definition with the same rule at another position
+        # reuses the statement (the flag is read by position).
+        key = ("steps: rule", self.plan.index_key, self.plan.rule_keys[rule], str(schema))
+        return kept_statement(self.engine, key, make)[0]
+
+    def _run(self, statement: sge.Expression, inputs: dict[str, pa.Table]) -> pa.Table:
         assert isinstance(self.engine, SupportsArrowInputs)
         _steps.count_statement()
         with statement_gate(self.concurrent):
             return self.engine.query_with_inputs(statement, inputs)
+
+
+def _in(ordered: pa.ChunkedArray, found: pa.ChunkedArray) -> pa.Array:
+    """``ordered IN (found)`` as SQL has it, for ``ordered`` ascending and without nulls
+    (the index's ``event_id``, by its ``ORDER BY``): true where found; where not, false,
+    or null when ``found`` holds a null. A binary search per found value: the index
+    holds 10^5-10^6 events at 1M persons, and hashing them per rule cost more."""
+    ids = ordered.to_numpy()
+    wanted = found.drop_null().to_numpy()
+    if ordered.null_count or (ids.size > 1 and not bool(np.all(ids[1:] >= ids[:-1]))):
+        raise EngineError("the index events came back out of event_id order")
+    at = np.searchsorted(ids, wanted)
+    inside = at < ids.size
+    at = at[inside][ids[at[inside]] == wanted[inside]]
+    hit = np.zeros(ids.size, dtype=bool)
+    hit[at] = True
+    if found.null_count:  # not found but a null among them: unknown, as in SQL
+        return pa.array(np.where(hit, True, None), pa.bool_())
+    return pa.array(hit)
