@@ -224,24 +224,27 @@ class FhirReader:
         ``at``: the file's original name and default version (read once per file).
         """
         (name, default), size = at, self.chunk_size
+        loads, parsed = orjson.loads, chunk.parsed  # (chunk.take() gives a new ``parsed``)
         for number, line in lines:
             try:
-                resource = orjson.loads(line)
+                resource = loads(line)
             except orjson.JSONDecodeError as e:
                 if not line.strip():
                     continue
-                chunk.parsed.records_read += 1
+                parsed.records_read += 1
                 chunk.quarantine(number, f"malformed JSON: {e}", _text(line), None)
             else:
                 if type(resource) is dict and resource.get("resourceType") == "Bundle":
                     for _ in _bundle(resource, f"{name}:{number}", default, chunk, 1):
                         if len(chunk) >= size:
                             yield
+                            parsed = chunk.parsed
                     continue
-                chunk.parsed.records_read += 1
+                parsed.records_read += 1
                 _stage(resource, line, number, default, _NO_URLS, chunk)
-            if len(chunk) >= size:
+            if parsed.records_read >= size:
                 yield
+                parsed = chunk.parsed
 
     def _read_document(self, context: SourceContext) -> Iterator[ParsedChunk]:
         name = context.original_name
@@ -320,13 +323,16 @@ def _stage(resource: object, line: bytes | None, location: str | int, default: i
     try:
         if type(rid) is not str or not rid:
             raise v.Reject("missing required field", f"{rtype}.id")
-        version = v.version_of(resource, default)
+        version = v.version_of(resource, default) if "meta" in resource else default
         # staging.record_hash, inlined: this runs once per line.
         digest = blake2b(
             line if line is not None else orjson.dumps(resource, option=orjson.OPT_SORT_KEYS),
             digest_size=16,
         ).hexdigest()
-        if not _entered_in_error(resource):
+        # (_entered_in_error's cheap half inlined: it runs once per resource)
+        if resource.get("status") != "entered-in-error" and (
+            "verificationStatus" not in resource or not _entered_in_error(resource)
+        ):
             mapper(resource, Record(rid, version, digest, urls), chunk.staged)
         else:  # staged as usual, its rows flagged: the writer removes what it had made
             rows = chunk.staged.rows

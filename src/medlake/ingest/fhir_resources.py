@@ -41,11 +41,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 from medlake.ingest import fhir_values as v
-from medlake.ingest.fhir_values import Reject
+from medlake.ingest.fhir_values import CODE_SYSTEMS, Reject
 from medlake.ingest.staging import (
     RECORD_HASH,
     SOURCE_PATIENT_ID,
@@ -54,6 +55,8 @@ from medlake.ingest.staging import (
     SOURCE_VISIT_ID,
     PatientMerge,
 )
+
+_cached_when = v.cached_when
 
 EHR = 32817
 LAB = 32856
@@ -136,20 +139,34 @@ class Record:
 
 def _patient_of(r: dict[str, Any], rtype: str, rec: Record, element: str = "subject") -> str:
     reference = r.get(element)
+    if type(reference) is dict:  # the common literal "Patient/<id>", seen before
+        ref = reference.get("reference")
+        if type(ref) is str:
+            rid = _PLAIN_IDS.get(ref)
+            if rid is not None and ref[0] == "P":
+                return rid
     return _plain_id(reference, "Patient/") or v.local_id(
         reference, "Patient", f"{rtype}.{element}", rec.urls
     )
 
 
+#: ``"Patient/<id>"`` and ``"Encounter/<id>"`` references -> ``<id>``, as _plain_id
+#: reads them: a resource's subject and encounter recur across a patient's resources.
+_PLAIN_IDS: dict[str, str] = {}
+_PLAIN_IDS_SIZE = 200_000
+
+
 def _plain_id(reference: object, prefix: str) -> str | None:
     """The id of the common literal "<Type>/<id>" (as local_id reads it), else None: the
-    rest, and every error, go through local_id. Runs twice per resource: no field name
-    is built unless needed."""
+    rest, and every error, go through local_id. No field name is built unless needed."""
     if type(reference) is dict:
         ref = reference.get("reference")
         if type(ref) is str and ref.startswith(prefix):
             rid = ref[len(prefix) :]
             if rid and "/" not in rid:
+                if len(_PLAIN_IDS) >= _PLAIN_IDS_SIZE:
+                    _PLAIN_IDS.clear()
+                _PLAIN_IDS[ref] = rid
                 return rid
     return None
 
@@ -158,6 +175,12 @@ def _visit_of(r: dict[str, Any], rtype: str, rec: Record) -> str | None:
     reference = r.get("encounter")
     if reference is None:
         return None
+    if type(reference) is dict:  # the common literal "Encounter/<id>", seen before
+        ref = reference.get("reference")
+        if type(ref) is str:
+            rid = _PLAIN_IDS.get(ref)
+            if rid is not None and ref[0] == "E":
+                return rid
     return _plain_id(reference, "Encounter/") or v.local_id(
         reference, "Encounter", f"{rtype}.encounter", rec.urls
     )
@@ -274,13 +297,23 @@ def _dosage(dosage: object) -> tuple[str | None, str | None, str | None, str | N
     return v.text(dosage.get("text")), route, route_vocabulary, unit
 
 
+#: ``timedelta(days=supply - 1)`` by days supply (whole days below 100,000: few values).
+_SPANS: dict[int, dt.timedelta] = {}
+
+
 def _drug_row(rtype: str, rec: Record, person: str, visit: str | None, start: dt.date,
               start_at: str | None, end: dt.date | None, end_at: str | None,
               supply: int | None, refills: int | None, amount: float | None,
               dosage: object, lot: str | None, code: str, vocabulary: str,
               out: StagedRows) -> None:  # fmt: skip
     if end is None:
-        end = start + dt.timedelta(days=supply - 1) if supply else start
+        if supply:
+            span = _SPANS.get(supply)
+            if span is None:
+                span = _SPANS[supply] = dt.timedelta(days=supply - 1)
+            end = start + span
+        else:
+            end = start
     sig, route, route_vocabulary, unit = _dosage(dosage)
     out.rows["drug_exposure"].append((*_head(rtype, rec, person, visit), start, start_at, end,
                                       end_at, EHR, refills, amount, supply, sig, lot, code,
@@ -385,6 +418,14 @@ def specimen(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
                                  unit_vocabulary, site, site_vocabulary))  # fmt: skip
 
 
+def _has_value(r: dict[str, Any]) -> bool:
+    """An element named ``value...`` (``value[x]``) is present; the keys JSON gives are str."""
+    return any(map(str.startswith, r, _VALUE))
+
+
+_VALUE = itertools.repeat("value")
+
+
 def _value(r: dict[str, Any], field: str) -> tuple[object, ...]:
     """``(number, unit, unit vocabulary, operator, value code, value vocabulary, string)``."""
     if "valueQuantity" in r:
@@ -406,43 +447,85 @@ def _value(r: dict[str, Any], field: str) -> tuple[object, ...]:
 
 
 def observation(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
-    """Measurement (labs, vitals; one row per component) or observation."""
+    """Measurement (labs, vitals; one row per component) or observation.
+
+    Half of a bulk export is Observations: the usual case of each step is inlined (a
+    known first coding, a cached effectiveDateTime, one category coding, a Quantity
+    value), and anything else goes through the general helper, which also raises.
+    """
     person = _patient_of(r, "Observation", rec)
-    code, vocabulary = v.code_of(r.get("code"), "Observation.code")
-    when, when_at = v.first_when(
+    concept = r.get("code")
+    codings = concept.get("coding") if type(concept) is dict else None
+    first = codings[0] if type(codings) is list and codings else None
+    if type(first) is dict and type(first.get("code")) is str and first["code"] \
+            and type(first.get("system")) is str and first["system"] in CODE_SYSTEMS:  # fmt: skip
+        code, vocabulary = first["code"], CODE_SYSTEMS[first["system"]]
+    else:
+        code, vocabulary = v.code_of(concept, "Observation.code")
+    effective = r.get("effectiveDateTime")
+    found = _cached_when(effective) if type(effective) is str else None
+    when, when_at = found or v.first_when(
         r, "Observation", (("effectiveDateTime", None), ("effectivePeriod", "start"),
                            ("effectiveInstant", None), ("issued", None)),
         "Observation.effective[x]")  # fmt: skip
     visit = _visit_of(r, "Observation", rec)
     kind, measured = EHR, None
-    for category in r.get("category") or ():
-        for coding in category.get("coding") or ():
-            code_ = coding.get("code")
-            if code_ in MEASUREMENT_CATEGORIES:
-                kind, measured = LAB if code_ == "laboratory" else kind, True
-            elif measured is None:
-                measured = False
+    categories, single = r.get("category"), None
+    if type(categories) is list and len(categories) == 1 and type(categories[0]) is dict:
+        codings = categories[0].get("coding")
+        if type(codings) is list and len(codings) == 1 and type(codings[0]) is dict:
+            single = codings[0]  # one category with one coding: the usual case
+    if single is not None:
+        code_ = single.get("code")
+        if code_ == "laboratory":
+            kind, measured = LAB, True
+        else:  # (an unhashable code raises here as in the loop below)
+            measured = code_ in MEASUREMENT_CATEGORIES
+    else:
+        for category in categories or ():
+            for coding in category.get("coding") or ():
+                code_ = coding.get("code")
+                if code_ in MEASUREMENT_CATEGORIES:
+                    kind, measured = LAB if code_ == "laboratory" else kind, True
+                elif measured is None:
+                    measured = False
     rid = f"Observation/{rec.id}"
     components = r.get("component") or ()
     rows = []
     if measured or (measured is None and "valueQuantity" in r):
         low, high = v.reference_range(r.get("referenceRange"), "Observation.referenceRange")
-        if not components or any(k.startswith("value") for k in r):
-            amount, unit, unit_voc, operator, value, value_voc, string = _value(r, "Observation")
+        if not components or _has_value(r):
+            quantity = r.get("valueQuantity")
+            if type(quantity) is dict:  # _value's first case, inlined
+                amount, unit, unit_voc, operator = v.quantity(quantity, "Observation.valueQuantity")
+                value = value_voc = None
+            else:
+                amount, unit, unit_voc, operator, value, value_voc, string = _value(
+                    r, "Observation"
+                )
+                value = value if string is None else string
             rows.append((rid, rec.version, rec.digest, person, visit, when, when_at, kind,
-                         operator, amount, low, high, code, vocabulary, unit, unit_voc,
-                         value if string is None else string, value_voc))  # fmt: skip
+                         operator, amount, low, high, code, vocabulary, unit, unit_voc, value,
+                         value_voc))  # fmt: skip
         for i, part in enumerate(components):
             field = f"Observation.component[{i}]"
             part_code, part_voc = v.code_of(part.get("code"), field + ".code")
-            amount, unit, unit_voc, operator, value, value_voc, string = _value(part, field)
-            low, high = v.reference_range(part.get("referenceRange"), field + ".referenceRange")
+            quantity = part.get("valueQuantity")
+            if type(quantity) is dict:  # as above
+                amount, unit, unit_voc, operator = v.quantity(quantity, field + ".valueQuantity")
+                value = value_voc = None
+            else:
+                amount, unit, unit_voc, operator, value, value_voc, string = _value(part, field)
+                value = value if string is None else string
+            ranges = part.get("referenceRange")
+            low, high = (v.reference_range(ranges, field + ".referenceRange") if ranges
+                         else (None, None))  # fmt: skip
             rows.append((f"{rid}#component[{i}]", rec.version, rec.digest, person, visit, when,
                          when_at, kind, operator, amount, low, high, part_code, part_voc, unit,
-                         unit_voc, value if string is None else string, value_voc))  # fmt: skip
+                         unit_voc, value, value_voc))  # fmt: skip
         out.rows["measurement"].extend(rows)
         return
-    if not components or any(k.startswith("value") for k in r):
+    if not components or _has_value(r):
         amount, unit, unit_voc, _, value, value_voc, string = _value(r, "Observation")
         rows.append((rid, rec.version, rec.digest, person, visit, when, when_at, kind, amount,
                      string, code, vocabulary, unit, unit_voc, value, value_voc, None))  # fmt: skip

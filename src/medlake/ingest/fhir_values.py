@@ -76,6 +76,10 @@ class Reject(Exception):  # noqa: N818 - a control-flow signal, not an error for
 
 
 _WHEN_CACHE: dict[str, tuple[dt.date, str | None]] = {}
+_CACHE_SIZE = 100_000  # entries per cache, cleared when full (bounds a reader's memory)
+_ZONE_STARTS = frozenset("+-Z")
+#: ``when(value, ...)`` if already parsed, else None (for mappers' inlined usual case).
+cached_when = _WHEN_CACHE.get
 
 
 def when(value: object, field: str) -> tuple[dt.date, str | None]:
@@ -91,7 +95,7 @@ def when(value: object, field: str) -> tuple[dt.date, str | None]:
     if cached is not None:
         return cached
     parsed = _parse_when(value, field)
-    if len(_WHEN_CACHE) >= 100_000:
+    if len(_WHEN_CACHE) >= _CACHE_SIZE:
         _WHEN_CACHE.clear()
     _WHEN_CACHE[value] = parsed
     return parsed
@@ -104,6 +108,11 @@ def _parse_when(value: str, field: str) -> tuple[dt.date, str | None]:
             return dt.date.fromisoformat(value), None
         if n > 10 and value[10] == "T":
             moment = dt.datetime.fromisoformat(value)
+            if (n == 19 or (n > 19 and value[19] in _ZONE_STARTS)) and value[4] == value[7] \
+                    == "-" and value[13] == value[16] == ":" and value[11:13] != "24":  # fmt: skip
+                # YYYY-MM-DDTHH:MM:SS, then a zone or nothing (the usual FHIR dateTime),
+                # valid as parsed: the local wall-clock ISO string is these 19 characters.
+                return moment.date(), value[:19]
             if moment.tzinfo is not None:
                 moment = moment.replace(tzinfo=None)
             return moment.date(), moment.isoformat()
@@ -127,7 +136,8 @@ def first_when(resource: dict[str, Any], rtype: str, paths: tuple[tuple[str, str
         if value is None:
             continue
         if sub is None:
-            return when(value, f"{rtype}.{name}")
+            cached = _WHEN_CACHE.get(value) if type(value) is str else None
+            return cached or when(value, f"{rtype}.{name}")  # (the name built only if needed)
         if type(value) is not dict:
             raise Reject("not a Period", f"{rtype}.{name}")
         value = value.get(sub)
@@ -228,7 +238,13 @@ def quantity(value: object, field: str) -> tuple[float | None, str | None, str |
         return None, None, None, None
     if type(value) is not dict:
         raise Reject("not a Quantity", field)
-    amount = number(value.get("value"), field + ".value")
+    amount = value.get("value")  # number(), inlined: the field name is built only if needed
+    if amount is not None:
+        kind = type(amount)
+        if kind is int:
+            amount = float(amount)
+        elif kind is not float:
+            raise Reject("not a number", field + ".value")
     code = value.get("code")
     vocabulary = CODE_SYSTEMS.get(value.get("system"))  # type: ignore[arg-type]
     if type(code) is not str or not code:
@@ -270,6 +286,19 @@ def reference_range(ranges: object, field: str) -> tuple[float | None, float | N
     text = first.get("text")
     if type(text) is not str:
         return None, None
+    # A lab's ranges repeat across its results: parsed once per text.
+    cached = _RANGE_CACHE.get(text)
+    if cached is None:
+        if len(_RANGE_CACHE) >= _CACHE_SIZE:
+            _RANGE_CACHE.clear()
+        cached = _RANGE_CACHE[text] = _range_text(text)
+    return cached
+
+
+_RANGE_CACHE: dict[str, tuple[float | None, float | None]] = {}
+
+
+def _range_text(text: str) -> tuple[float | None, float | None]:
     try:
         if text.startswith("<"):
             return None, float(text.lstrip("<="))
