@@ -5,18 +5,21 @@ devices, notes, death and omics samples, each item with its concept, its source 
 and where it came from (source system, source record id, batch), so a clinician or a
 steward can go from the lake back to the record in the HIS, LIS or EMR. The timeline is
 built from the lake tables through the engine in four statements: the person, every
-domain's items at once, the source patients and the omics samples.
+domain's items with their source records at once, the source patients and the omics
+samples.
 
 Patient 360 answers many calls a second in the server, and per call the work around the
 query used to cost far more than running it (a dozen Ibis expressions built and
 compiled, each table's schema looked up, the concept names fetched in a second round).
-So the items are one ``UNION ALL`` over the domains, with the concept names and the
-current source record joined in the same statement, built once per process and lake as
-a :class:`~medlake.engine.prepared.PreparedQuery` and run with the person id bound. Each
-branch filters ``person_id = ?``: on a lake whose tables are in person order (zone maps:
-DuckDB reads only the row groups whose min/max hold the id) that touches one row group
-per table. In the server the engine comes from :func:`~medlake.service.lake_pool.pooled_lake`
-rather than a fresh connection per call.
+So the items are one ``UNION ALL`` over the domains and the person's current source
+records, built once per process and lake as a
+:class:`~medlake.engine.prepared.PreparedQuery` and run with the person id bound; the
+records and the concept names (kept per data version of ``concept``) are joined to the
+rows in Python, because DuckDB's hash joins cost more than the rows (1M lake: 8.4 ->
+6.2 ms CPU per call). Each branch filters ``person_id = ?``: on a lake whose tables are in
+person order (zone maps: DuckDB reads only the row groups whose min/max hold the id)
+that touches one row group per table. In the server the engine comes from
+:func:`~medlake.service.lake_pool.pooled_lake` rather than a fresh connection per call.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import datetime as dt
 import threading
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,14 @@ class TimelineItem:
     source_record_id: str | None
     batch_id: str | None
 
+    def as_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in _ITEM_FIELDS}
+        out["values"] = dict(self.values)
+        return out
+
+
+_ITEM_FIELDS = tuple(TimelineItem.__dataclass_fields__)
+
 
 @dataclass
 class PersonTimeline:
@@ -114,7 +125,16 @@ class PersonTimeline:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"counts": self.counts()}
+        """The timeline as plain data: what ``dataclasses.asdict`` gives, built field by
+        field (``asdict`` deep-copies every value: about 1 ms a call, a tenth of one)."""
+        out = {name: getattr(self, name) for name in _TIMELINE_FIELDS}
+        out["source_patients"] = [dict(row) for row in self.source_patients]
+        out["items"] = [item.as_dict() for item in self.items]
+        out["omics_samples"] = [dict(row) for row in self.omics_samples]
+        return out | {"counts": self.counts()}
+
+
+_TIMELINE_FIELDS = tuple(PersonTimeline.__dataclass_fields__)
 
 
 @authorized(Permission.READ_IDENTIFIED)
@@ -136,7 +156,9 @@ def person_timeline(
         if not person:
             raise UsageError(f"no person {person_id} in the lake")
         gender_id = person[0]["gender_concept_id"]
-        gender = _concept_name(engine, statements, gender_id) if gender_id else None
+        gender = None
+        if gender_id:
+            gender = next(iter(_concept_names(engine, statements, {gender_id})[gender_id]), None)
         detail = {"view": "timeline", "note_text": with_note_text}
         if is_serving(workspace):
             # The audited read's commit and the reads below overlap (another pooled
@@ -167,7 +189,12 @@ def _read(engine: Engine, statements: _Statements, pid: int, with_text: bool
     items = []
     if items_query is not None:
         rows = engine.run_prepared_rows(items_query, [pid] * items_query.parameter_count)
-        items = _items(rows)
+        concepts = {
+            row[_CONCEPT]
+            for row in rows
+            if row[_CONCEPT] is not None and row[_DOMAIN] != _RECORD_DOMAIN
+        }
+        items = _items(rows, _concept_names(engine, statements, concepts) if concepts else {})
     # Like the domain tables, a table with no rows at all is not asked (a hospital
     # without omics; 0.5 ms each under load).
     present = _present_tables(engine, statements)
@@ -189,8 +216,6 @@ class _Statements:
     """One lake's prepared statements (and what building them needs), per process."""
 
     person: PreparedQuery
-    #: one concept's name (the person's gender), kept in ``names`` per version of concept
-    concept_name: PreparedQuery
     sources: PreparedQuery
     omics: PreparedQuery
     #: whether each domain's table (and source_record) holds any row: one statement, run
@@ -203,17 +228,21 @@ class _Statements:
     #: (data version of the tables, the tables with rows then)
     present: tuple[Hashable, tuple[str, ...]] | None = None
     #: (data version of concept, the names read under it by concept id)
-    names: tuple[Hashable, dict[int, str | None]] | None = None
+    names: tuple[Hashable, dict[int, tuple[str | None, ...]]] | None = None
+    #: concept name lookups by how many ids they bind
+    lookups: dict[int, PreparedQuery] = field(default_factory=dict)
 
 
 _STATEMENTS: dict[tuple[str, str], _Statements] = {}
 _STATEMENTS_LOCK = threading.Lock()
 # Column names of the items statement (value columns are "<kind>__<column>").
-_DOMAIN, _ROW, _TABLE, _START, _END, _CONCEPT, _NAME, _SOURCE_VALUE, _VISIT = (
-    "_domain", "_row", "_table", "_start", "_end", "_concept_id", "_concept_name",
+_DOMAIN, _ROW, _TABLE, _START, _END, _CONCEPT, _SOURCE_VALUE, _VISIT = (
+    "_domain", "_row", "_table", "_start", "_end", "_concept_id",
     "_source_value", "_visit",
 )  # fmt: skip
 _PROVENANCE = ("source_system", "source_record_id", "batch_id")
+#: ``_domain`` of the items statement's source record rows (past every domain's index).
+_RECORD_DOMAIN = len(DOMAINS)
 _SOURCE_RECORD = "source_record"
 _SOURCES, _OMICS = "source_patient", "omics_sample"
 #: The tables whose having any row at all is checked (again when their version moves).
@@ -280,28 +309,59 @@ def _present_tables(engine: Engine, statements: _Statements) -> tuple[str, ...]:
     return with_rows
 
 
-#: Concept names kept per lake (a person's gender: a handful of ids in practice).
-_MAX_NAMES = 1024
+#: Concept names kept per lake: the concepts a hospital's records use (tens of thousands
+#: at most); past this the cache starts again.
+_MAX_NAMES = 65_536
+#: The most concept ids one lookup binds; fewer are padded to a power of two (by
+#: repeating an id), so a handful of statement texts serve every call.
+_LOOKUP_IDS = 256
 
 
-def _concept_name(engine: Engine, statements: _Statements, concept_id: int) -> str | None:
-    """The concept's name (None when the vocabulary lacks it), read once per id while the
-    data version of ``concept`` holds (every call if the backend cannot tell)."""
+def _concept_names(
+    engine: Engine, statements: _Statements, concept_ids: set[int]
+) -> dict[int, tuple[str | None, ...]]:
+    """Each concept's name(s) (empty when the vocabulary lacks it; more than one only if
+    ``concept`` repeats the id), read once per id while the data version of ``concept``
+    holds (on every call if the backend cannot tell)."""
     version = engine.data_version(["concept"])  # read before the lookup
+    found: dict[int, tuple[str | None, ...]] = {}
     with _STATEMENTS_LOCK:
         names = statements.names
-        if version is not None and names is not None and names[0] == version \
-                and concept_id in names[1]:  # fmt: skip
-            return names[1][concept_id]
-    rows = engine.run_prepared_rows(statements.concept_name, [concept_id])
-    name = rows[0]["concept_name"] if rows else None
-    if version is not None:
+        if version is not None and names is not None and names[0] == version:
+            found = {i: names[1][i] for i in concept_ids if i in names[1]}
+    missing = sorted(concept_ids - found.keys())
+    read: dict[int, tuple[str | None, ...]] = {}
+    for start in range(0, len(missing), _LOOKUP_IDS):
+        chunk = missing[start : start + _LOOKUP_IDS]
+        size = 1 << (len(chunk) - 1).bit_length()
+        rows = engine.run_prepared_rows(
+            _lookup_statement(statements, size), chunk + chunk[:1] * (size - len(chunk))
+        )
+        by_id: dict[int, list[str | None]] = {i: [] for i in chunk}
+        for row in rows:
+            by_id[row["concept_id"]].append(row["concept_name"])
+        read.update((i, tuple(n)) for i, n in by_id.items())
+    if version is not None and read:
         with _STATEMENTS_LOCK:
             names = statements.names
-            if names is None or names[0] != version or len(names[1]) >= _MAX_NAMES:
+            if names is None or names[0] != version or len(names[1]) + len(read) > _MAX_NAMES:
                 names = statements.names = (version, {})
-            names[1][concept_id] = name
-    return name
+            names[1].update(read)
+    return found | read
+
+
+def _lookup_statement(statements: _Statements, size: int) -> PreparedQuery:
+    with _STATEMENTS_LOCK:
+        query = statements.lookups.get(size)
+    if query is None:
+        query = PreparedQuery(
+            sge.select("concept_id", "concept_name")
+            .from_("concept")
+            .where(sge.column("concept_id").isin(*[sge.Placeholder() for _ in range(size)]))
+        )
+        with _STATEMENTS_LOCK:
+            statements.lookups[size] = query
+    return query
 
 
 def _build_statements(engine: Engine) -> _Statements:
@@ -313,17 +373,10 @@ def _build_statements(engine: Engine) -> _Statements:
         .where(sge.column("person_id").eq(sge.Placeholder()))
         .limit(1)
     )
-    concept_name = (
-        sge.select("concept_name")
-        .from_("concept")
-        .where(sge.column("concept_id").eq(sge.Placeholder()))
-        .limit(1)
-    )
     tables = _PRESENCE
     any_rows = sge.select(*[sge.Exists(this=sge.select("1").from_(t)).as_(t) for t in tables])
     return _Statements(
         person=PreparedQuery(person),
-        concept_name=PreparedQuery(concept_name),
         any_rows=PreparedQuery(any_rows),
         schemas={d.table: engine.table(d.table).schema() for d in DOMAINS},
         type_mapper=engine.ibis.compiler.type_mapper,  # type: ignore[attr-defined]
@@ -357,9 +410,16 @@ def _value_columns(domain: Domain, columns: set[str], with_text: bool) -> list[s
 def _items_statement(
     statements: _Statements, domains: tuple[Domain, ...], *, provenance: bool, with_text: bool
 ) -> sge.Query:
-    """The ``domains``' rows of one person (``?`` per domain), each with its concept name
-    and current source record: one ``UNION ALL`` joined once to ``concept`` and
-    ``source_record``."""
+    """The ``domains``' rows of one person (``?`` per domain) and, when ``provenance``, the
+    person's current source records (one more ``?``): one ``UNION ALL``, no join.
+
+    Joining in DuckDB cost more than the rows themselves (on the 1M lake: the branches
+    3.4 ms, the provenance rows 1.1 ms, but joined to them 4 ms more, and to the 359-row
+    ``concept`` 2.8 ms more: a hash join's pipelines per statement). So the source records
+    come as rows of their own (``_domain`` past the last domain, the row's table in
+    ``_table`` and id in ``_row``) and :func:`_items` joins them in Python; concept names
+    come from :func:`_concept_names`' cache.
+    """
     mapper, schemas = statements.type_mapper, statements.schemas
 
     def typed_null(table: str, column: str, fallback: str) -> sge.Expression:
@@ -368,6 +428,9 @@ def _items_statement(
             mapper.from_ibis(schema[column]) if column in schema else sge.DataType.build(fallback)
         )
         return sge.cast(sge.null(), kind)
+
+    def null(kind: str) -> sge.Expression:
+        return sge.cast(sge.null(), sge.DataType.build(kind))
 
     values = [(d, c) for d in domains for c in _value_columns(d, set(schemas[d.table]), with_text)]
     branches: list[sge.Select] = []
@@ -379,13 +442,13 @@ def _items_statement(
                 table: str = domain.table) -> sge.Expression:  # fmt: skip
             if column is not None and column in columns:
                 return sge.column(column, table="t")
-            return sge.cast(sge.null(), sge.DataType.build(fallback))
+            return null(fallback)
 
         has_row = domain.row_id is not None and domain.row_id in columns
         select = [
             sge.convert(index).as_(_DOMAIN),
             own(domain.row_id, "bigint").as_(_ROW),
-            (sge.convert(domain.table) if has_row else sge.cast(sge.null(), "varchar")).as_(_TABLE),
+            (sge.convert(domain.table) if has_row else null("varchar")).as_(_TABLE),
             own(domain.start, "date").as_(_START),
             own(domain.end, "date").as_(_END),
             own(domain.concept, "bigint").as_(_CONCEPT),
@@ -399,44 +462,57 @@ def _items_statement(
                 else typed_null(owner.table, column, "varchar")
             )
             select.append(value.as_(f"{owner.kind}__{column}"))
+        select += [null("varchar").as_(c) for c in _PROVENANCE]
         branches.append(
             sge.select(*select)
             .from_(sge.to_table(domain.table).as_("t"))
             .where(sge.column("person_id", table="t").eq(sge.Placeholder()))
         )
-    union: sge.Query = branches[0]
-    for branch in branches[1:]:
-        union = sge.union(union, branch, distinct=False)
-    sources = [
-        sge.column(c, table="r") if provenance else sge.cast(sge.null(), "varchar").as_(c)
-        for c in _PROVENANCE
-    ]
-    query = (
-        sge.select("i.*", sge.column("concept_name", table="c").as_(_NAME), *sources)
-        .with_("i", as_=union)
-        .from_("i")
-        .join("concept AS c", on=f"c.concept_id = i.{_CONCEPT}", join_type="left")
-    )
     if provenance:
         # The person's provenance rows only (``person_id``, kept by ingest and the EMPI):
-        # the table holds a row per CDM row, and joining by row id alone reads it whole.
-        records = (
-            sge.select("cdm_table", "cdm_row_id", *_PROVENANCE)
+        # the table holds a row per CDM row, and reading by row id alone reads it whole.
+        # Columns by position: the first branch names them.
+        width = len(branches[0].selects)
+        record = [
+            sge.convert(_RECORD_DOMAIN),
+            sge.column("cdm_row_id"),
+            sge.column("cdm_table"),
+            # untyped NULLs take each column's type from the domain branches
+            *[sge.null() for _ in range(width - 3 - len(_PROVENANCE))],
+            *[sge.column(c) for c in _PROVENANCE],
+        ]
+        branches.append(
+            sge.select(*record)
             .from_(_SOURCE_RECORD)
             .where(sge.column("person_id").eq(sge.Placeholder()))
             .where("is_current")
         )
-        query = query.join(
-            records.subquery("r"),
-            on=f"r.cdm_table = i.{_TABLE} AND r.cdm_row_id = i.{_ROW}",
-            join_type="left",
-        )
-    return query.order_by(_DOMAIN, _ROW)
+    union: sge.Query = branches[0]
+    for branch in branches[1:]:
+        union = sge.union(union, branch, distinct=False)
+    return union
 
 
-def _items(rows: list[dict[str, Any]]) -> list[TimelineItem]:
-    items = []
+def _items(
+    rows: list[dict[str, Any]], names: dict[int, tuple[str | None, ...]]
+) -> list[TimelineItem]:
+    """Timeline items from the statement's rows, in domain and row order, each with its
+    concept name(s) and current source record(s), as the joins this replaced gave them:
+    an item with two current records (or a concept id with two names) is two items."""
+    records: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+    domain_rows = []
     for row in rows:
+        if row[_DOMAIN] == _RECORD_DOMAIN:
+            records.setdefault((row[_TABLE], row[_ROW]), []).append(
+                tuple(row[c] for c in _PROVENANCE)
+            )
+        else:
+            domain_rows.append(row)
+    domain_rows.sort(key=lambda row: (row[_DOMAIN], row[_ROW] is None, row[_ROW] or 0))
+    no_record = [(None,) * len(_PROVENANCE)]
+    no_name: tuple[str | None, ...] = (None,)
+    items = []
+    for row in domain_rows:
         domain = DOMAINS[row[_DOMAIN]]
         prefix = f"{domain.kind}__"
         values = {
@@ -444,18 +520,23 @@ def _items(rows: list[dict[str, Any]]) -> list[TimelineItem]:
             for name, value in row.items()
             if name.startswith(prefix) and value is not None
         }
-        concept_id = row[_CONCEPT] if domain.concept else None
-        items.append(TimelineItem(
-            kind=domain.kind,
-            start=row[_START],
-            end=row[_END] if domain.end else None,
-            concept_id=concept_id,
-            concept_name=row[_NAME] if concept_id else None,
-            source_value=row[_SOURCE_VALUE] if domain.source_value else None,
-            values=values,
-            visit_occurrence_id=row[_VISIT],
-            source_system=row["source_system"],
-            source_record_id=row["source_record_id"],
-            batch_id=row["batch_id"],
-        ))  # fmt: skip
+        concept = row[_CONCEPT]
+        concept_names = (names.get(concept) or no_name) if concept is not None else no_name
+        concept_id = concept if domain.concept else None
+        sources = records.get((row[_TABLE], row[_ROW]), no_record) if row[_TABLE] else no_record
+        for name in concept_names:
+            for system, record_id, batch in sources:
+                items.append(TimelineItem(
+                    kind=domain.kind,
+                    start=row[_START],
+                    end=row[_END] if domain.end else None,
+                    concept_id=concept_id,
+                    concept_name=name if concept_id else None,
+                    source_value=row[_SOURCE_VALUE] if domain.source_value else None,
+                    values=dict(values),
+                    visit_occurrence_id=row[_VISIT],
+                    source_system=system,
+                    source_record_id=record_id,
+                    batch_id=batch,
+                ))  # fmt: skip
     return items
