@@ -31,6 +31,7 @@ from medlake.config import Workspace
 from medlake.log import get_logger
 from medlake.service import jobs as job_service
 from medlake.service.jobs import JobContext, JobRunner
+from medlake.service.lake_pool import pooled_lake
 from medlake.service.workspace import open_lake
 
 log = get_logger(__name__)
@@ -118,7 +119,7 @@ class LiveLinks:
 
     def _still_queued(self, job_id: str) -> bool:
         # Not started (its link would not see what was loaded since) nor cancelled.
-        with open_lake(self.workspace) as engine:
+        with pooled_lake(self.workspace) as engine:  # a request of a busy server: lent
             rows = job_service.job_rows(engine, job_id)
         return bool(rows) and rows[0]["status"] == job_service.QUEUED
 
