@@ -110,9 +110,8 @@ class LiveLinks:
                                          principal=principal, project_id=project_id)  # fmt: skip
             self._job, self._held = job["job_id"], True
             self._first = self._last = now
-            if self._closed:
-                pass  # stays queued for the next server (or the listener's closing runner)
-            else:
+            # Once closed, it stays queued in the job table for the next server.
+            if not self._closed:
                 self._start_timer()
                 self._cond.notify_all()
             return self._job
