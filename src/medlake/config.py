@@ -173,7 +173,8 @@ class EmpiSection(_Section):
     )  # fmt: skip
     live_link_max_delay_seconds: float = Field(
         default=300.0, ge=0,
-        description="...and at the latest this long after the first live ingest it links",
+        description="a live link job runs at the latest this long after the first live "
+        "ingest it links (a feed that never pauses)",
     )  # fmt: skip
     survivorship: Literal["most_recent", "most_frequent", "most_trusted"] = "most_trusted"
     trusted_sources: list[str] = Field(
