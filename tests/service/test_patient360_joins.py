@@ -8,7 +8,9 @@ ordered by domain and row id (nulls last), then sorted by date as the service so
 An item lost, doubled, given the wrong record or name, or put out of order shows. The
 lake has a person merged across two source systems and a concept id that ``concept``
 names twice and one it does not name, so the joins' duplicates and misses are exercised.
-The timeline's ``as_dict`` must equal ``dataclasses.asdict`` of it plus the counts.
+The source patients and omics samples (rows of the same statement) must be the tables'
+rows in ``ORDER BY`` order, and the timeline's ``as_dict`` must equal
+``dataclasses.asdict`` of it plus the counts.
 """
 
 from __future__ import annotations
@@ -101,15 +103,30 @@ def _joined(con: duckdb.DuckDBPyConnection, person_id: int) -> list[tuple[Any, .
     return rows
 
 
+def _listed(con: duckdb.DuckDBPyConnection, table: str, columns: str, order: str,
+            person_id: int) -> list[dict[str, Any]]:  # fmt: skip
+    found = con.execute(
+        f"select {columns} from {table} where person_id = ? order by {order}", [person_id]
+    )
+    names = [d[0] for d in found.description]
+    return [dict(zip(names, row, strict=True)) for row in found.fetchall()]
+
+
 @pytest.mark.slow
 def test_every_persons_items_are_the_sql_joins_in_order(lake) -> None:
     root, persons = lake
     con = duckdb.connect(str(root / "lake.duckdb"), read_only=True)
     try:
         expected = {p: _joined(con, p) for p in persons}
+        sources = {p: _listed(con, "source_patient", "source_system, source_patient_id, "
+                              "first_seen, last_seen", "source_system, source_patient_id", p)
+                   for p in persons}  # fmt: skip
+        omics = {p: _listed(con, "omics_sample", "sample_id, assay, file_format, "
+                            "source_system, source_patient_id, collected_date",
+                            "assay, sample_id", p) for p in persons}  # fmt: skip
     finally:
         con.close()
-    twice = unnamed = 0
+    twice = unnamed = with_omics = 0
     with acting_as(STEWARD), serving(open_workspace(root)):
         for person_id in persons:
             timeline = person_timeline(root, person_id)
@@ -120,6 +137,9 @@ def test_every_persons_items_are_the_sql_joins_in_order(lake) -> None:
             ]  # fmt: skip
             # ties (one row, two records or names) are ordered by the reference's key
             assert _ties_sorted(got) == _ties_sorted(expected[person_id]), person_id
+            assert timeline.source_patients == sources[person_id]
+            assert timeline.omics_samples == omics[person_id]
+            with_omics += bool(omics[person_id])
             twice += sum((i.concept_name or "").endswith(" (again)") for i in timeline.items)
             unnamed += sum(i.concept_id == 987654321 and i.concept_name is None
                            for i in timeline.items)  # fmt: skip
@@ -128,6 +148,8 @@ def test_every_persons_items_are_the_sql_joins_in_order(lake) -> None:
             }
     assert twice > 0
     assert unnamed == 1
+    assert all(sources.values())
+    assert with_omics > 0
 
 
 def _ties_sorted(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

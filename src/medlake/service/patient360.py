@@ -4,22 +4,20 @@ Visits, diagnoses, drugs, procedures, measurements with values, observations, sp
 devices, notes, death and omics samples, each item with its concept, its source code,
 and where it came from (source system, source record id, batch), so a clinician or a
 steward can go from the lake back to the record in the HIS, LIS or EMR. The timeline is
-built from the lake tables through the engine in four statements: the person, every
-domain's items with their source records at once, the source patients and the omics
-samples.
+built from the lake tables through the engine in two statements: the person's row, then
+everything else at once (:mod:`medlake.service.patient360_sql` builds them).
 
 Patient 360 answers many calls a second in the server, and per call the work around the
 query used to cost far more than running it (a dozen Ibis expressions built and
 compiled, each table's schema looked up, the concept names fetched in a second round).
-So the items are one ``UNION ALL`` over the domains and the person's current source
-records, built once per process and lake as a
+So the statement is built once per process and lake as a
 :class:`~medlake.engine.prepared.PreparedQuery` and run with the person id bound; the
-records and the concept names (kept per data version of ``concept``) are joined to the
-rows in Python, because DuckDB's hash joins cost more than the rows (1M lake: 8.4 ->
-6.2 ms CPU per call). Each branch filters ``person_id = ?``: on a lake whose tables are in
-person order (zone maps: DuckDB reads only the row groups whose min/max hold the id)
-that touches one row group per table. In the server the engine comes from
-:func:`~medlake.service.lake_pool.pooled_lake` rather than a fresh connection per call.
+source records and the concept names (kept per data version of ``concept``) are joined
+to the rows here in Python (1M lake: 8.4 -> 6.2 ms CPU). Each branch filters
+``person_id = ?``: on a lake whose tables are in person order (zone maps: DuckDB reads
+only the row groups whose min/max hold the id) that touches one row group per table. In
+the server the engine comes from :func:`~medlake.service.lake_pool.pooled_lake` rather
+than a fresh connection per call.
 """
 
 from __future__ import annotations
@@ -33,56 +31,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlglot.expressions as sge
-
 from medlake.access import Permission
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.engine.prepared import PreparedQuery
 from medlake.errors import UsageError
 from medlake.service.lake_pool import is_serving, pooled_lake
+from medlake.service.patient360_sql import (
+    CONCEPT,
+    DOMAIN,
+    DOMAINS,
+    END,
+    OMICS,
+    OMICS_COLUMNS,
+    OMICS_DOMAIN,
+    OMICS_ORDER,
+    PROVENANCE,
+    RECORD_DOMAIN,
+    ROW,
+    SOURCE_COLUMNS,
+    SOURCE_ORDER,
+    SOURCE_RECORD,
+    SOURCE_VALUE,
+    SOURCES,
+    SOURCES_DOMAIN,
+    START,
+    TABLE,
+    VISIT,
+    Domain,
+    any_rows_statement,
+    items_statement,
+    names_statement,
+    person_statement,
+)
 from medlake.service.policy import authorized, record_read
-
-
-@dataclass(frozen=True)
-class Domain:
-    """How one CDM table becomes timeline items."""
-
-    table: str
-    kind: str
-    row_id: str | None
-    concept: str | None
-    start: str
-    end: str | None = None
-    source_value: str | None = None
-    value: tuple[str, ...] = ()
-
-
-DOMAINS: tuple[Domain, ...] = (
-    Domain("visit_occurrence", "visit", "visit_occurrence_id", "visit_concept_id",
-           "visit_start_date", "visit_end_date", "visit_source_value"),
-    Domain("condition_occurrence", "condition", "condition_occurrence_id", "condition_concept_id",
-           "condition_start_date", "condition_end_date", "condition_source_value"),
-    Domain("drug_exposure", "drug", "drug_exposure_id", "drug_concept_id",
-           "drug_exposure_start_date", "drug_exposure_end_date", "drug_source_value",
-           ("quantity", "days_supply", "sig")),
-    Domain("procedure_occurrence", "procedure", "procedure_occurrence_id", "procedure_concept_id",
-           "procedure_date", "procedure_end_date", "procedure_source_value"),
-    Domain("measurement", "measurement", "measurement_id", "measurement_concept_id",
-           "measurement_date", None, "measurement_source_value",
-           ("value_as_number", "unit_source_value", "range_low", "range_high",
-            "value_source_value")),
-    Domain("observation", "observation", "observation_id", "observation_concept_id",
-           "observation_date", None, "observation_source_value",
-           ("value_as_number", "value_as_string", "unit_source_value")),
-    Domain("specimen", "specimen", "specimen_id", "specimen_concept_id", "specimen_date",
-           None, "specimen_source_value"),
-    Domain("device_exposure", "device", "device_exposure_id", "device_concept_id",
-           "device_exposure_start_date", "device_exposure_end_date", "device_source_value"),
-    Domain("note", "note", "note_id", "note_class_concept_id", "note_date", None,
-           "note_source_value", ("note_title",)),
-    Domain("death", "death", None, "cause_concept_id", "death_date", None, "cause_source_value"),
-)  # fmt: skip
 
 
 @dataclass
@@ -186,21 +168,29 @@ def person_timeline(
 def _read(engine: Engine, statements: _Statements, pid: int, with_text: bool
           ) -> tuple[list[TimelineItem], list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     items_query = _items_query(engine, statements, with_text)
-    items = []
-    if items_query is not None:
-        rows = engine.run_prepared_rows(items_query, [pid] * items_query.parameter_count)
-        concepts = {
-            row[_CONCEPT]
-            for row in rows
-            if row[_CONCEPT] is not None and row[_DOMAIN] != _RECORD_DOMAIN
-        }
-        items = _items(rows, _concept_names(engine, statements, concepts) if concepts else {})
-    # Like the domain tables, a table with no rows at all is not asked (a hospital
-    # without omics; 0.5 ms each under load).
-    present = _present_tables(engine, statements)
-    sources = engine.run_prepared_rows(statements.sources, [pid]) if _SOURCES in present else []
-    omics = engine.run_prepared_rows(statements.omics, [pid]) if _OMICS in present else []
+    if items_query is None:
+        return [], [], []
+    rows = engine.run_prepared_rows(items_query, [pid] * items_query.parameter_count)
+    by_domain: dict[int, list[dict[str, Any]]] = {RECORD_DOMAIN: [], SOURCES_DOMAIN: [],
+                                                  OMICS_DOMAIN: []}  # fmt: skip
+    domain_rows = []
+    for row in rows:
+        (domain_rows if row[DOMAIN] < RECORD_DOMAIN else by_domain[row[DOMAIN]]).append(row)
+    concepts = {row[CONCEPT] for row in domain_rows if row[CONCEPT] is not None}
+    names = _concept_names(engine, statements, concepts) if concepts else {}
+    items = _items(domain_rows, by_domain[RECORD_DOMAIN], names)
+    sources = _listed(by_domain[SOURCES_DOMAIN], SOURCES, SOURCE_COLUMNS, SOURCE_ORDER)
+    omics = _listed(by_domain[OMICS_DOMAIN], OMICS, OMICS_COLUMNS, OMICS_ORDER)
     return items, sources, omics
+
+
+def _listed(rows: list[dict[str, Any]], table: str, columns: tuple[str, ...],
+            order: tuple[str, ...]) -> list[dict[str, Any]]:  # fmt: skip
+    """The rows of ``table``'s branch as that table's columns, sorted as ``ORDER BY order``
+    (NULLs last) would."""
+    out = [{c: row[f"{table}__{c}"] for c in columns} for row in rows]
+    out.sort(key=lambda row: [(row[c] is None, row[c] or "") for c in order])
+    return out
 
 
 _AUDIT_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="p360-audit")
@@ -216,12 +206,10 @@ class _Statements:
     """One lake's prepared statements (and what building them needs), per process."""
 
     person: PreparedQuery
-    sources: PreparedQuery
-    omics: PreparedQuery
     #: whether each domain's table (and source_record) holds any row: one statement, run
     #: again when the data version of those tables moves
     any_rows: PreparedQuery
-    schemas: dict[str, Any]  # the domain tables' Ibis schemas
+    schemas: dict[str, Any]  # the tables' Ibis schemas
     type_mapper: Any
     #: items statements by (tables included, with note text)
     items: dict[tuple[tuple[str, ...], bool], PreparedQuery] = field(default_factory=dict)
@@ -235,18 +223,8 @@ class _Statements:
 
 _STATEMENTS: dict[tuple[str, str], _Statements] = {}
 _STATEMENTS_LOCK = threading.Lock()
-# Column names of the items statement (value columns are "<kind>__<column>").
-_DOMAIN, _ROW, _TABLE, _START, _END, _CONCEPT, _SOURCE_VALUE, _VISIT = (
-    "_domain", "_row", "_table", "_start", "_end", "_concept_id",
-    "_source_value", "_visit",
-)  # fmt: skip
-_PROVENANCE = ("source_system", "source_record_id", "batch_id")
-#: ``_domain`` of the items statement's source record rows (past every domain's index).
-_RECORD_DOMAIN = len(DOMAINS)
-_SOURCE_RECORD = "source_record"
-_SOURCES, _OMICS = "source_patient", "omics_sample"
 #: The tables whose having any row at all is checked (again when their version moves).
-_PRESENCE = (*(d.table for d in DOMAINS), _SOURCE_RECORD, _SOURCES, _OMICS)
+_PRESENCE = (*(d.table for d in DOMAINS), SOURCE_RECORD, SOURCES, OMICS)
 
 
 def _statements(engine: Engine) -> _Statements:
@@ -261,35 +239,26 @@ def _statements(engine: Engine) -> _Statements:
     return cached
 
 
-def _by_person(table: str, columns: list[str], order: list[str]) -> PreparedQuery:
-    return PreparedQuery(
-        sge.select(*columns)
-        .from_(table)
-        .where(sge.column("person_id").eq(sge.Placeholder()))
-        .order_by(*order)
-    )
-
-
 def _items_query(engine: Engine, statements: _Statements, with_text: bool) -> PreparedQuery | None:
-    """The items statement over the domains whose tables hold rows (None: none do).
+    """The one statement over the tables that hold rows (None: none do).
 
-    Each branch of the ``UNION ALL`` (and the join to ``source_record``) costs DuckDB a
-    table to bind and plan, about as much as scanning the person's row group, so tables
-    with no rows at all are left out; which those are is asked again whenever the
-    engine's data version of the tables moves.
+    Each branch of the ``UNION ALL`` costs DuckDB a table to bind and plan, about as much
+    as scanning the person's row group, so tables with no rows at all are left out;
+    which those are is asked again whenever the engine's data version of the tables
+    moves.
     """
     present = _present_tables(engine, statements)
     domains = tuple(d for d in DOMAINS if d.table in present)
-    if not domains:
+    others = tuple(t for t in (SOURCE_RECORD, SOURCES, OMICS) if t in present)
+    if not domains and not {SOURCES, OMICS} & set(others):
         return None
     key = (present, with_text)
     with _STATEMENTS_LOCK:
         query = statements.items.get(key)
     if query is None:
-        provenance = _SOURCE_RECORD in present
-        query = PreparedQuery(
-            _items_statement(statements, domains, provenance=provenance, with_text=with_text)
-        )
+        query = PreparedQuery(items_statement(
+            statements.schemas, statements.type_mapper.from_ibis, domains, others,
+            with_text=with_text))  # fmt: skip
         with _STATEMENTS_LOCK:
             statements.items[key] = query
     return query
@@ -334,9 +303,11 @@ def _concept_names(
     for start in range(0, len(missing), _LOOKUP_IDS):
         chunk = missing[start : start + _LOOKUP_IDS]
         size = 1 << (len(chunk) - 1).bit_length()
-        rows = engine.run_prepared_rows(
-            _lookup_statement(statements, size), chunk + chunk[:1] * (size - len(chunk))
-        )
+        with _STATEMENTS_LOCK:
+            lookup = statements.lookups.get(size)
+            if lookup is None:
+                lookup = statements.lookups[size] = PreparedQuery(names_statement(size))
+        rows = engine.run_prepared_rows(lookup, chunk + chunk[:1] * (size - len(chunk)))
         by_id: dict[int, list[str | None]] = {i: [] for i in chunk}
         for row in rows:
             by_id[row["concept_id"]].append(row["concept_name"])
@@ -350,193 +321,60 @@ def _concept_names(
     return found | read
 
 
-def _lookup_statement(statements: _Statements, size: int) -> PreparedQuery:
-    with _STATEMENTS_LOCK:
-        query = statements.lookups.get(size)
-    if query is None:
-        query = PreparedQuery(
-            sge.select("concept_id", "concept_name")
-            .from_("concept")
-            .where(sge.column("concept_id").isin(*[sge.Placeholder() for _ in range(size)]))
-        )
-        with _STATEMENTS_LOCK:
-            statements.lookups[size] = query
-    return query
-
-
 def _build_statements(engine: Engine) -> _Statements:
-    # The gender's name is not joined in: joining concept cost DuckDB more than the
-    # person row itself (1.3 vs 0.5 ms CPU on the 1M lake); it is looked up by id.
-    person = (
-        sge.select("year_of_birth", "gender_concept_id")
-        .from_("person")
-        .where(sge.column("person_id").eq(sge.Placeholder()))
-        .limit(1)
-    )
-    tables = _PRESENCE
-    any_rows = sge.select(*[sge.Exists(this=sge.select("1").from_(t)).as_(t) for t in tables])
+    tables = (*(d.table for d in DOMAINS), SOURCES, OMICS)
     return _Statements(
-        person=PreparedQuery(person),
-        any_rows=PreparedQuery(any_rows),
-        schemas={d.table: engine.table(d.table).schema() for d in DOMAINS},
+        person=PreparedQuery(person_statement()),
+        any_rows=PreparedQuery(any_rows_statement(_PRESENCE)),
+        schemas={table: engine.table(table).schema() for table in tables},
         type_mapper=engine.ibis.compiler.type_mapper,  # type: ignore[attr-defined]
-        sources=_by_person(
-            "source_patient",
-            ["source_system", "source_patient_id", "first_seen", "last_seen"],
-            ["source_system", "source_patient_id"],
-        ),
-        omics=_by_person(
-            "omics_sample",
-            [
-                "sample_id",
-                "assay",
-                "file_format",
-                "source_system",
-                "source_patient_id",
-                "collected_date",
-            ],
-            ["assay", "sample_id"],
-        ),
     )
-
-
-def _value_columns(domain: Domain, columns: set[str], with_text: bool) -> list[str]:
-    wanted = [c for c in domain.value if c in columns]
-    if with_text and domain.table == "note" and "note_text" in columns:
-        wanted.append("note_text")
-    return wanted
-
-
-def _items_statement(
-    statements: _Statements, domains: tuple[Domain, ...], *, provenance: bool, with_text: bool
-) -> sge.Query:
-    """The ``domains``' rows of one person (``?`` per domain) and, when ``provenance``, the
-    person's current source records (one more ``?``): one ``UNION ALL``, no join.
-
-    Joining in DuckDB cost more than the rows themselves (on the 1M lake: the branches
-    3.4 ms, the provenance rows 1.1 ms, but joined to them 4 ms more, and to the 359-row
-    ``concept`` 2.8 ms more: a hash join's pipelines per statement). So the source records
-    come as rows of their own (``_domain`` past the last domain, the row's table in
-    ``_table`` and id in ``_row``) and :func:`_items` joins them in Python; concept names
-    come from :func:`_concept_names`' cache.
-    """
-    mapper, schemas = statements.type_mapper, statements.schemas
-
-    def typed_null(table: str, column: str, fallback: str) -> sge.Expression:
-        schema = schemas[table]
-        kind = (
-            mapper.from_ibis(schema[column]) if column in schema else sge.DataType.build(fallback)
-        )
-        return sge.cast(sge.null(), kind)
-
-    def null(kind: str) -> sge.Expression:
-        return sge.cast(sge.null(), sge.DataType.build(kind))
-
-    values = [(d, c) for d in domains for c in _value_columns(d, set(schemas[d.table]), with_text)]
-    branches: list[sge.Select] = []
-    for domain in domains:
-        index = DOMAINS.index(domain)
-        columns = set(schemas[domain.table])
-
-        def own(column: str | None, fallback: str, *, columns: set[str] = columns,
-                table: str = domain.table) -> sge.Expression:  # fmt: skip
-            if column is not None and column in columns:
-                return sge.column(column, table="t")
-            return null(fallback)
-
-        has_row = domain.row_id is not None and domain.row_id in columns
-        select = [
-            sge.convert(index).as_(_DOMAIN),
-            own(domain.row_id, "bigint").as_(_ROW),
-            (sge.convert(domain.table) if has_row else null("varchar")).as_(_TABLE),
-            own(domain.start, "date").as_(_START),
-            own(domain.end, "date").as_(_END),
-            own(domain.concept, "bigint").as_(_CONCEPT),
-            own(domain.source_value, "varchar").as_(_SOURCE_VALUE),
-            own("visit_occurrence_id", "bigint").as_(_VISIT),
-        ]
-        for owner, column in values:
-            value = (
-                sge.column(column, table="t")
-                if owner is domain
-                else typed_null(owner.table, column, "varchar")
-            )
-            select.append(value.as_(f"{owner.kind}__{column}"))
-        select += [null("varchar").as_(c) for c in _PROVENANCE]
-        branches.append(
-            sge.select(*select)
-            .from_(sge.to_table(domain.table).as_("t"))
-            .where(sge.column("person_id", table="t").eq(sge.Placeholder()))
-        )
-    if provenance:
-        # The person's provenance rows only (``person_id``, kept by ingest and the EMPI):
-        # the table holds a row per CDM row, and reading by row id alone reads it whole.
-        # Columns by position: the first branch names them.
-        width = len(branches[0].selects)
-        record = [
-            sge.convert(_RECORD_DOMAIN),
-            sge.column("cdm_row_id"),
-            sge.column("cdm_table"),
-            # untyped NULLs take each column's type from the domain branches
-            *[sge.null() for _ in range(width - 3 - len(_PROVENANCE))],
-            *[sge.column(c) for c in _PROVENANCE],
-        ]
-        branches.append(
-            sge.select(*record)
-            .from_(_SOURCE_RECORD)
-            .where(sge.column("person_id").eq(sge.Placeholder()))
-            .where("is_current")
-        )
-    union: sge.Query = branches[0]
-    for branch in branches[1:]:
-        union = sge.union(union, branch, distinct=False)
-    return union
 
 
 def _items(
-    rows: list[dict[str, Any]], names: dict[int, tuple[str | None, ...]]
+    rows: list[dict[str, Any]],
+    record_rows: list[dict[str, Any]],
+    names: dict[int, tuple[str | None, ...]],
 ) -> list[TimelineItem]:
-    """Timeline items from the statement's rows, in domain and row order, each with its
-    concept name(s) and current source record(s), as the joins this replaced gave them:
-    an item with two current records (or a concept id with two names) is two items."""
+    """Timeline items from the domains' rows, in domain and row order (as ``ORDER BY``
+    gave them, NULLs last), each with its concept name(s) and current source record(s)
+    as the joins this replaced gave them: an item with two current records (or a
+    concept id ``concept`` names twice) is two items."""
     records: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
-    domain_rows = []
-    for row in rows:
-        if row[_DOMAIN] == _RECORD_DOMAIN:
-            records.setdefault((row[_TABLE], row[_ROW]), []).append(
-                tuple(row[c] for c in _PROVENANCE)
-            )
-        else:
-            domain_rows.append(row)
-    domain_rows.sort(key=lambda row: (row[_DOMAIN], row[_ROW] is None, row[_ROW] or 0))
-    no_record = [(None,) * len(_PROVENANCE)]
+    for row in record_rows:
+        records.setdefault((row[TABLE], row[ROW]), []).append(tuple(row[c] for c in PROVENANCE))
+    rows = sorted(rows, key=lambda row: (row[DOMAIN], row[ROW] is None, row[ROW] or 0))
+    no_record = [(None,) * len(PROVENANCE)]
     no_name: tuple[str | None, ...] = (None,)
     items = []
-    for row in domain_rows:
-        domain = DOMAINS[row[_DOMAIN]]
+    for row in rows:
+        domain = DOMAINS[row[DOMAIN]]
         prefix = f"{domain.kind}__"
         values = {
             name[len(prefix) :]: value
             for name, value in row.items()
             if name.startswith(prefix) and value is not None
         }
-        concept = row[_CONCEPT]
+        concept = row[CONCEPT]
         concept_names = (names.get(concept) or no_name) if concept is not None else no_name
         concept_id = concept if domain.concept else None
-        sources = records.get((row[_TABLE], row[_ROW]), no_record) if row[_TABLE] else no_record
+        sources = records.get((row[TABLE], row[ROW]), no_record) if row[TABLE] else no_record
         for name in concept_names:
             for system, record_id, batch in sources:
                 items.append(TimelineItem(
                     kind=domain.kind,
-                    start=row[_START],
-                    end=row[_END] if domain.end else None,
+                    start=row[START],
+                    end=row[END] if domain.end else None,
                     concept_id=concept_id,
                     concept_name=name if concept_id else None,
-                    source_value=row[_SOURCE_VALUE] if domain.source_value else None,
+                    source_value=row[SOURCE_VALUE] if domain.source_value else None,
                     values=dict(values),
-                    visit_occurrence_id=row[_VISIT],
+                    visit_occurrence_id=row[VISIT],
                     source_system=system,
                     source_record_id=record_id,
                     batch_id=batch,
                 ))  # fmt: skip
     return items
+
+
+__all__ = ["DOMAINS", "Domain", "PersonTimeline", "TimelineItem", "person_timeline"]
