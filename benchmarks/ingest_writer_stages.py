@@ -34,6 +34,7 @@ STAGES = {
                                    ("medlake.service.ingest_groups", "write_batch")],
     "write_batch_group (small files)": [("medlake.service.ingest_groups", "write_batch_group")],
     "  write_chunk": [("medlake.ingest.writer", "LakeWriter.write_chunk")],
+    "    row ids (with_row_ids)": [("medlake.ingest.writer", "with_row_ids")],
     "    current provenance (_current_of)": [("medlake.ingest.writer", "LakeWriter._current_of")],
     "    derive_columns": [("medlake.ingest.writer", "derive_columns"),
                            ("medlake.ingest.group_writer", "derive_columns")],
@@ -44,6 +45,7 @@ STAGES = {
     "    store rows + provenance": [("medlake.ingest.writer", "LakeWriter._store_rows")],
     "  observation periods": [("medlake.ingest.writer", "update_observation_periods"),
                               ("medlake.ingest.group_writer", "update_observation_periods")],
+    "person-order rewrite after ingest": [("medlake.service.lake_layout", "after_ingest")],
     "DuckDB inserts (load_arrow)": [("medlake.engine.backends.duckdb",
                                      "DuckDBEngine._insert_batches")],
     "DuckDB commits": [("medlake.engine.backends.duckdb", "DuckDBEngine._commit")],
@@ -52,7 +54,7 @@ STAGES = {
 }  # fmt: skip
 
 CHILD = r"""
-import collections, functools, importlib, json, sys, tempfile, time
+import collections, functools, importlib, json, resource, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from ingest_writer_stages import STAGES
@@ -79,14 +81,17 @@ for label, targets in STAGES.items():
         *path, attribute = name.split(".")
         for part in path:
             owner = getattr(owner, part)
-        setattr(owner, attribute, timed(getattr(owner, attribute), label))
+        if hasattr(owner, attribute):  # a reference checkout may not have every stage
+            setattr(owner, attribute, timed(getattr(owner, attribute), label))
 service._READ_IN_PROCESS_FROM = 16 << 20
 workspace = fresh_workspace(Path(tempfile.mkdtemp(prefix="medlake-stages-")) / "workspace")
 started, cpu = time.perf_counter(), time.process_time()
 report = service.ingest_paths(workspace, [Path(sys.argv[1])], source_system="emr")
 wall, cpu = time.perf_counter() - started, time.process_time() - cpu
 resources = sum(row.read for row in report.sources)
-result = {"wall": wall, "cpu": cpu, "resources": resources, "stages": spent}
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+result = {"wall": wall, "cpu": cpu, "resources": resources, "stages": spent,
+          "readers": children.ru_utime + children.ru_stime}
 Path(sys.argv[2]).write_text(json.dumps(result))
 """
 
@@ -125,11 +130,13 @@ def main() -> None:
             runs[name].append(result)
             count, wall, cpu = result["resources"], result["wall"], result["cpu"]
             print(f"  {name:>9}: {count:,} resources in {wall:5.1f} s = {count / wall:8,.0f}/s; "
-                  f"CPU {cpu:.2f} s = {count / cpu:8,.0f}/s")  # fmt: skip
+                  f"CPU {cpu:.2f} s = {count / cpu:8,.0f}/s; "
+                  f"reading processes {result.get('readers', 0.0):.2f} s")  # fmt: skip
     medians = {
         name: {
             "cpu": statistics.median(r["cpu"] for r in results),
             "wall": statistics.median(r["wall"] for r in results),
+            "readers": statistics.median(r.get("readers", 0.0) for r in results),
             **{
                 label: statistics.median(r["stages"].get(label, 0.0) for r in results)
                 for label in STAGES
@@ -143,7 +150,7 @@ def main() -> None:
           "process:")  # fmt: skip
     ratio_head = "      ratio" if len(names) > 1 else ""
     print(f"{'':40}" + "".join(f"{n:>11}" for n in names) + ratio_head)
-    for label in ("wall", "cpu", *STAGES):
+    for label in ("wall", "cpu", "readers", *STAGES):
         values = [medians[n][label] for n in names]
         ratio = f"{values[0] / values[1]:11.2f}" if len(values) > 1 and values[1] else ""
         print(f"{label:40}" + "".join(f"{v:11.2f}" for v in values) + ratio)
