@@ -105,7 +105,8 @@ def rewrite_beside_a_bundle(root: Path, hospital: Path) -> None:
             engine, workspace, force=True, tables=["measurement"]),
             ended.append(time.perf_counter())))  # fmt: skip
         thread.start()
-        while "measurement" not in GATES.rewriting(str(workspace.lake_path.resolve())):
+        lake = str(workspace.lake_path.resolve())
+        while "measurement" not in GATES.rewriting(lake) and thread.is_alive():
             time.sleep(0.001)
         posted = time.perf_counter()
         post_bundle(workspace, bundle, source_system="emr")
@@ -141,16 +142,14 @@ def main() -> None:
 
     queued = shutil.copytree(base, work / "queued")
     workspace = open_workspace(queued)
-    runner = JobRunner(workspace, workers=1)
-    runner.start(recover=False)
-    links = LiveLinks(runner, workspace)
+    links = LiveLinks(workspace)  # run here once the Bundles stop, as the listener does
     principal = require(workspace, Permission.INGEST)
     costs = post_all(workspace, items, link_later=lambda: links.request(principal))
     now = show("queued", costs)
     started, used = time.perf_counter(), cpu()
-    links.close(run_now=True)
-    runner.wait_idle(timeout=3600)
-    runner.stop()
+    job = links.close(run_now=True)
+    assert job is not None
+    JobRunner(workspace).run_here(job)
     print(f"  one link job for {links.requested} Bundles: {time.perf_counter() - started:.2f} s "
           f"wall, {cpu() - used:.2f} s CPU")  # fmt: skip
     print(f"per Bundle: {before / now:.1f}x faster; same persons as inline: "

@@ -27,6 +27,7 @@ from medlake.service import jobs as job_service
 from medlake.service.empi import link_workspace
 from medlake.service.fhir_transaction import post_bundle
 from medlake.service.jobs import JobRunner
+from medlake.service.lake_pool import serving
 from medlake.service.listen import ListenerService
 from medlake.service.live_link import KIND, LiveLinks
 from medlake.service.policy import require
@@ -165,29 +166,37 @@ def wait_job(client: TestClient, headers: dict[str, str], job_id: str) -> dict[s
 
 
 def test_the_link_job_runs_after_the_quiet_period(linked: Path, tmp_path: Path) -> None:
-    """No release by hand: the timer hands the job to the runner once requests stop; a
-    request after the job started stores the next job."""
+    """No release by hand: the server's timer hands the job to the runner once requests
+    stop, and a request after the job started stores the next one; without a runner (the
+    listener) the job is due after the same quiet period."""
     root = _copy(linked, tmp_path / "ws", live_link_delay_seconds=0.5)
-    runner = JobRunner(root, workers=1)
-    runner.start(recover=False)
-    links = LiveLinks(runner, open_workspace(root))
-    try:
-        with acting_as("steward1"):
-            principal = require(root, Permission.INGEST)
-        first = links.request(principal)
-        assert links.request(principal) == first
-        assert runner.wait_idle(timeout=120)
-        deadline = time.monotonic() + 60
-        while link_jobs(root)[0]["status"] != "succeeded":
-            assert time.monotonic() < deadline, link_jobs(root)
-            time.sleep(0.1)
-        second = links.request(principal)
-        assert second != first
-    finally:
-        links.close(run_now=True)
-        runner.wait_idle(timeout=120)
-        runner.stop()
+    workspace = open_workspace(root)
+    with acting_as("steward1"):
+        principal = require(root, Permission.INGEST)
+    with serving(workspace):  # as medlake serve holds the lake
+        runner = JobRunner(workspace, workers=1)
+        runner.start()
+        links = LiveLinks(workspace, runner.enqueue)
+        try:
+            first = links.request(principal)
+            assert links.request(principal) == first
+            deadline = time.monotonic() + 120
+            while link_jobs(root)[0]["status"] != "succeeded":
+                assert time.monotonic() < deadline, link_jobs(root)
+                time.sleep(0.1)
+            second = links.request(principal)
+            assert second != first
+        finally:
+            links.close(run_now=True)
+            runner.wait_idle(timeout=120)
+            runner.stop()
     assert [j["status"] for j in link_jobs(root)] == ["succeeded", "succeeded"]
+    polled = LiveLinks(workspace)
+    third = polled.request(principal)
+    assert polled.due() is None  # within the quiet period
+    time.sleep(0.6)
+    assert polled.due() == third
+    assert polled.due() is None  # handed over once
 
 
 # ---------------------------------------------------------------------- medlake listen
@@ -213,19 +222,17 @@ def test_listener_flushes_link_in_one_job_and_never_rewrite(
             assert service.flush() is not None
     live = _copy(linked, tmp_path / "live", live_link_delay_seconds=600.0)
     before = audit_actions(live)
-    runner = JobRunner(live, workers=1)
-    runner.start(recover=False)
-    links = LiveLinks(runner, open_workspace(live))
+    links = LiveLinks(open_workspace(live))
     with acting_as("steward1"):
         service = ListenerService(open_workspace(live), "lis2", links=links)
         for data in messages:
             assert service.on_message(data).code == "AA"
             assert service.flush() is not None
+            assert service.run_link() is None  # the listener's loop: not due yet
     assert [j["status"] for j in link_jobs(live)] == ["queued"]
     assert all(len(group) == 1 for group in persons(live, "lis2").values())
-    links.close(run_now=True)  # as the listener does when it stops
-    assert runner.wait_idle(timeout=180)
-    runner.stop()
+    job = service.run_link(stopping=True)  # as the listener does when it stops
+    assert [j["job_id"] for j in link_jobs(live)] == [job]
     assert [j["status"] for j in link_jobs(live)] == ["succeeded"]
     assert persons(live, "lis2") == persons(inline, "lis2")
     assert partition(live) == partition(inline)

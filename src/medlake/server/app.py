@@ -49,7 +49,7 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
 
     runner = JobRunner(workspace, workers=job_workers)
     # Live ingests (a Bundle POSTed) link in one background job after a quiet period.
-    links = LiveLinks(runner, workspace)
+    links = LiveLinks(workspace, runner.enqueue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

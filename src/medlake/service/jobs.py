@@ -362,11 +362,9 @@ class JobRunner:
 
     # lifecycle -----------------------------------------------------------------
 
-    def start(self, *, recover: bool = True) -> dict[str, int]:
-        """Recover the jobs a previous server left (unless ``recover`` is false: a runner
-        for the jobs its own process submits, as ``medlake listen``'s), then start the
-        workers."""
-        recovered = self.recover() if recover else {"requeued": 0, "failed": 0}
+    def start(self) -> dict[str, int]:
+        """Recover the jobs a previous server left, then start the workers."""
+        recovered = self.recover()
         for n in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"medlake-job-{n}", daemon=True)
             thread.start()
@@ -448,20 +446,25 @@ class JobRunner:
             job_id = self._queue.get()
             if job_id is None:
                 return
-            with self._lock:
-                self._busy += 1
-            try:
-                self._run(job_id)
-            except Exception as error:  # a worker must outlive any one job's failure
-                log.exception("job %s: the runner failed", job_id)
-                with contextlib.suppress(Exception):  # never leave it "running"
-                    why = f"internal error: {type(error).__name__}: {error}"[:2000]
-                    _update(self.workspace, job_id, status=FAILED, finished_at=_now(), error=why)
-            finally:
-                with self._idle:
-                    self._busy -= 1
-                    self._cancel.pop(job_id, None)
-                    self._idle.notify_all()
+            self.run_here(job_id)
+
+    def run_here(self, job_id: str) -> None:
+        """Run the queued job ``job_id`` in the calling thread (a worker's loop; a process
+        without workers, as ``medlake listen`` running its link job between flushes)."""
+        with self._lock:
+            self._busy += 1
+        try:
+            self._run(job_id)
+        except Exception as error:  # a worker must outlive any one job's failure
+            log.exception("job %s: the runner failed", job_id)
+            with contextlib.suppress(Exception):  # never leave it "running"
+                why = f"internal error: {type(error).__name__}: {error}"[:2000]
+                _update(self.workspace, job_id, status=FAILED, finished_at=_now(), error=why)
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._cancel.pop(job_id, None)
+                self._idle.notify_all()
 
     def _run(self, job_id: str) -> None:
         with self._lock:

@@ -8,9 +8,9 @@ line) and every ``ingest_every`` seconds the listener bundles the pending messag
 one landed batch file (messages joined as an HL7 file) and hands it to the ingest
 service, so the lake gets batch-sized ingests instead of one per message. A flush leaves
 the person-order rewrite to maintenance (``medlake serve``'s, ``medlake schema reorder``)
-and queues the EMPI link after ingest as one background job, run once flushes have
-loaded nothing new for ``[empi] live_link_delay_seconds`` (:mod:`medlake.service.live_link`),
-and before the listener stops.
+and queues the EMPI link after ingest as one ``empi_link`` job, which the listener's
+loop runs once flushes have loaded nothing new for ``[empi] live_link_delay_seconds``
+(:mod:`medlake.service.live_link`; checked after each flush), and before it stops.
 
 The ingest hook: ``ingest`` (a callable taking the bundle's path), else
 ``medlake.service.ingest.ingest_paths`` when that service exists (called as
@@ -44,8 +44,6 @@ from medlake.service.policy import authorized, require
 log = get_logger(__name__)
 
 IngestHook = Callable[[Path], object]
-# How long a stopping listener waits for its last EMPI link job.
-_LINK_AT_STOP_S = 600.0
 
 
 class ListenerService:
@@ -99,6 +97,18 @@ class ListenerService:
         assert self.links is not None
         principal = require(self.workspace, Permission.INGEST)  # the acting user, resolved
         return self.links.request(principal)
+
+    def run_link(self, *, stopping: bool = False) -> str | None:
+        """Run the EMPI link job the flushes queued once it is due (``stopping``: now,
+        whatever the quiet period), in this thread; its id, or None."""
+        if self.links is None:
+            return None
+        job = self.links.close(run_now=True) if stopping else self.links.due()
+        if job is not None:
+            # Here, not in a worker thread: the listener's lake opens stay one at a time
+            # (DuckDB refuses to attach a file again while another thread lets it go).
+            JobRunner(self.workspace).run_here(job)
+        return job
 
     def on_message(self, data: bytes) -> AckResult:
         """Land ``data`` durably and journal it durably; ``AR`` when either failed.
@@ -170,10 +180,16 @@ async def serve(
                 await asyncio.to_thread(service.flush)
             except Exception:
                 log.exception("periodic ingest failed; messages stay pending")
+            try:
+                await asyncio.to_thread(service.run_link)
+            except Exception:
+                log.exception("EMPI link after the flushes failed; the next one links them")
     finally:
         await server.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(service.flush)
+        with contextlib.suppress(Exception):  # what the last flushes loaded is linked
+            await asyncio.to_thread(service.run_link, stopping=True)
 
 
 @authorized(Permission.INGEST)  # the periodic ingests run as the same user
@@ -188,19 +204,8 @@ def listen(
 ) -> ListenerService:
     """Listen on ``host:port`` until interrupted; return the service (for its counts)."""
     workspace = open_workspace(workspace_dir)
-    runner = links = None
-    if workspace.settings.empi.link_after_ingest:
-        # Jobs this listener queues only: a server's queued jobs are the server's to run.
-        runner = JobRunner(workspace, workers=1)
-        runner.start(recover=False)
-        links = LiveLinks(runner, workspace)
+    # The EMPI link after the flushes: one job, run by the loop once flushes pause.
+    links = LiveLinks(workspace) if workspace.settings.empi.link_after_ingest else None
     service = ListenerService(workspace, source_system, links=links)
-    try:
-        asyncio.run(serve(service, host, port, ingest_every=ingest_every, ready=ready))
-    finally:
-        if runner is not None and links is not None:
-            # What the last flushes loaded is linked before the listener ends.
-            links.close(run_now=True)
-            runner.wait_idle(timeout=_LINK_AT_STOP_S)
-            runner.stop()
+    asyncio.run(serve(service, host, port, ingest_every=ingest_every, ready=ready))
     return service
