@@ -33,7 +33,7 @@ from medlake.cohort.events import omics_key
 from medlake.cohort.model import CohortDefinition, Expression, Genotype, iter_criteria
 from medlake.cohort.omics import expression_events, genotype_events, omics_memtable
 from medlake.cohort.steps import COUNT_TABLES
-from medlake.config import Workspace, open_workspace
+from medlake.config import Workspace, as_workspace, open_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import InputError, UsageError
 from medlake.privacy import (
@@ -94,9 +94,9 @@ def parse_definition(data: object, source: str = "definition") -> CohortDefiniti
 
 @contextlib.contextmanager
 def _compiled(
-    workspace_dir: Path | None, definition: CohortDefinition
+    workspace_dir: Path | Workspace | None, definition: CohortDefinition
 ) -> Iterator[tuple[Workspace, Engine, CohortCompiler]]:
-    workspace = open_workspace(workspace_dir)
+    workspace = as_workspace(workspace_dir)
     # In the server an engine lent from the pool: opening the lake per count (a
     # connection, Ibis's set-up, the schema check) costs more than a cached count.
     with pooled_lake(workspace) as engine:
@@ -238,8 +238,11 @@ def count_cohort(
     """Persons with an entry event, then remaining after each inclusion rule (one query).
 
     Small cells are suppressed unless ``exact`` (stewards: ``count_exact``)."""
-    require(workspace_dir, Permission.COUNT_EXACT if exact else Permission.COUNT)
-    with _compiled(workspace_dir, definition) as (workspace, engine, compiler):
+    # The settings read once per count (medlake.toml parsed twice was 2-3 ms of a cold
+    # count's Python and most of a cached one's).
+    workspace = as_workspace(workspace_dir)
+    require(workspace, Permission.COUNT_EXACT if exact else Permission.COUNT)
+    with _compiled(workspace, definition) as (workspace, engine, compiler):
         row = _run(workspace, engine, compiler, "count").to_pylist()[0]
         threshold = small_cell_threshold(workspace)
     initial = int(row["initial"] or 0)

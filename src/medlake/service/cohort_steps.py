@@ -240,11 +240,14 @@ def _in(ordered: pa.ChunkedArray, found: pa.ChunkedArray) -> pa.Array:
     wanted = found.drop_null().to_numpy()
     if ordered.null_count or (ids.size > 1 and not bool(np.all(ids[1:] >= ids[:-1]))):
         raise EngineError("the index events came back out of event_id order")
-    at = np.searchsorted(ids, wanted)
-    inside = at < ids.size
-    at = at[inside][ids[at[inside]] == wanted[inside]]
     hit = np.zeros(ids.size, dtype=bool)
-    hit[at] = True
+    if ids.size and ids[-1] - ids[0] == ids.size - 1:  # 0..n-1 (no additional criteria)
+        at = wanted - ids[0]
+        hit[at[(at >= 0) & (at < ids.size)]] = True
+    else:
+        at = np.searchsorted(ids, wanted)
+        inside = at < ids.size
+        hit[at[inside][ids[at[inside]] == wanted[inside]]] = True
     if found.null_count:  # not found but a null among them: unknown, as in SQL
         return pa.array(np.where(hit, True, None), pa.bool_())
     return pa.array(hit)
