@@ -52,6 +52,13 @@ def worker(export: Path, fraction: float, processes: bool) -> dict[str, float]:
         keep = plan[: max(1, round(len(plan) * fraction))]
         jobs.append((SourceContext("emr", "bench", path, path.name, dt.datetime(2026, 1, 1)),
                      keep))  # fmt: skip
+    if processes:
+        # As in ``medlake ingest``: the reading processes are forked from a process that
+        # has the service (and so pandas, which pyarrow imports on its first conversion)
+        # loaded; forked from a bare one, each would import pandas again (~0.2 CPU-s).
+        import pandas  # noqa: F401
+
+        import medlake.service.ingest  # noqa: F401
     resources = 0
     children, mine = _cpu(resource.RUSAGE_CHILDREN), _cpu(resource.RUSAGE_SELF)
     started = time.perf_counter()

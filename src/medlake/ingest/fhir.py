@@ -96,6 +96,7 @@ class _Chunk:
         self.name = name
         self.staged = StagedRows()
         self.parsed = ParsedChunk()
+        self.record = Record("", 0, "", _NO_URLS)
 
     def __len__(self) -> int:
         return self.parsed.records_read
@@ -330,14 +331,20 @@ def _stage(resource: object, line: bytes | None, location: str | int, default: i
             digest_size=16,
         ).hexdigest()
         # (_entered_in_error's cheap half inlined: it runs once per resource)
+        # One Record per chunk, refilled for each resource (mappers keep none of it).
+        rec = chunk.record
+        rec.id = rid
+        rec.version = version
+        rec.digest = digest
+        rec.urls = urls
         if resource.get("status") != "entered-in-error" and (
             "verificationStatus" not in resource or not _entered_in_error(resource)
         ):
-            mapper(resource, Record(rid, version, digest, urls), chunk.staged)
+            mapper(resource, rec, chunk.staged)
         else:  # staged as usual, its rows flagged: the writer removes what it had made
             rows = chunk.staged.rows
             before = {table: len(staged) for table, staged in rows.items()}
-            mapper(resource, Record(rid, version, digest, urls), chunk.staged)
+            mapper(resource, rec, chunk.staged)
             for table, staged in rows.items():
                 if len(staged) > before[table] and table != "patient":
                     positions = chunk.staged.retracted.setdefault(table, [])

@@ -261,10 +261,17 @@ def encounter(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
     period = r.get("period")
     if type(period) is not dict or "start" not in period:
         raise Reject("missing required field", "Encounter.period.start")
-    start, start_at = v.when(period["start"], "Encounter.period.start")
+    # (a parsed dateTime is looked up here: no call to v.when, which would look it up too)
+    value = period["start"]
+    start, start_at = (type(value) is str and _cached_when(value)) or v.when(
+        value, "Encounter.period.start"
+    )
     end, end_at = start, None
-    if period.get("end") is not None:
-        end, end_at = v.when(period["end"], "Encounter.period.end")
+    value = period.get("end")
+    if value is not None:
+        end, end_at = (type(value) is str and _cached_when(value)) or v.when(
+            value, "Encounter.period.end"
+        )
     klass = r.get("class")
     code = v.text(klass.get("code")) if type(klass) is dict else None
     concept = VISIT_CLASSES.get(code, 0) if code is not None else 0
@@ -275,14 +282,17 @@ def encounter(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
 def condition(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
     person = _patient_of(r, "Condition", rec)
     code, vocabulary = v.code_of(r.get("code"), "Condition.code")
-    start, start_at = v.first_when(
+    value = r.get("onsetDateTime")  # (first_when's first element, already parsed)
+    start, start_at = (type(value) is str and _cached_when(value)) or v.first_when(
         r, "Condition", (("onsetDateTime", None), ("onsetPeriod", "start"), ("recordedDate", None)),
         "Condition.onset[x]")  # fmt: skip
     end = end_at = None
     if r.get("abatementDateTime") is not None:
         end, end_at = v.when(r["abatementDateTime"], "Condition.abatementDateTime")
-    out.rows["condition_occurrence"].append((*_head("Condition", rec, person, _visit_of(
-        r, "Condition", rec)), start, start_at, end, end_at, EHR, code, vocabulary))  # fmt: skip
+    visit = _visit_of(r, "Condition", rec)
+    out.rows["condition_occurrence"].append((f"Condition/{rec.id}", rec.version, rec.digest,
+                                             person, visit, start, start_at, end, end_at, EHR,
+                                             code, vocabulary))  # fmt: skip
 
 
 def _dosage(dosage: object) -> tuple[str | None, str | None, str | None, str | None]:
@@ -315,9 +325,13 @@ def _drug_row(rtype: str, rec: Record, person: str, visit: str | None, start: dt
         else:
             end = start
     sig, route, route_vocabulary, unit = _dosage(dosage)
-    out.rows["drug_exposure"].append((*_head(rtype, rec, person, visit), start, start_at, end,
-                                      end_at, EHR, refills, amount, supply, sig, lot, code,
-                                      vocabulary, route, route_vocabulary, unit))  # fmt: skip
+    out.rows["drug_exposure"].append((f"{rtype}/{rec.id}", rec.version, rec.digest, person,
+                                      visit, start, start_at, end, end_at, EHR, refills, amount,
+                                      supply, sig, lot, code, vocabulary, route,
+                                      route_vocabulary, unit))  # fmt: skip
+
+
+_DISPENSE = "MedicationRequest.dispenseRequest"
 
 
 def medication_request(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
@@ -327,15 +341,18 @@ def medication_request(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
                      "MedicationRequest.medication[x]")  # fmt: skip
     code, vocabulary = v.code_of(r["medicationCodeableConcept"],
                                  "MedicationRequest.medicationCodeableConcept")  # fmt: skip
-    start, start_at = v.first_when(r, "MedicationRequest", (("authoredOn", None),),
-                                   "MedicationRequest.authoredOn")  # fmt: skip
+    value = r.get("authoredOn")  # (first_when's first element, already parsed)
+    start, start_at = (type(value) is str and _cached_when(value)) or v.first_when(
+        r, "MedicationRequest", (("authoredOn", None),), "MedicationRequest.authoredOn"
+    )
     supply = refills = amount = None
     dispense = r.get("dispenseRequest")
     if type(dispense) is dict:
         supply = v.days(dispense.get("expectedSupplyDuration"),
                         "MedicationRequest.dispenseRequest.expectedSupplyDuration")  # fmt: skip
-        refills = v.integer(dispense.get("numberOfRepeatsAllowed"),
-                            "MedicationRequest.dispenseRequest.numberOfRepeatsAllowed")  # fmt: skip
+        refills = dispense.get("numberOfRepeatsAllowed")
+        if refills is not None:
+            refills = v.integer(refills, f"{_DISPENSE}.numberOfRepeatsAllowed")
         amount = v.number((dispense.get("quantity") or {}).get("value"),
                           "MedicationRequest.dispenseRequest.quantity.value")  # fmt: skip
     dosages = r.get("dosageInstruction") or (None,)
@@ -384,15 +401,18 @@ def immunization(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
 def procedure(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
     person = _patient_of(r, "Procedure", rec)
     code, vocabulary = v.code_of(r.get("code"), "Procedure.code", v.PROCEDURE_VOCABULARIES)
-    start, start_at = v.first_when(r, "Procedure", (("performedDateTime", None),
-                                                    ("performedPeriod", "start")),
-                                   "Procedure.performed[x]")  # fmt: skip
+    value = r.get("performedDateTime")  # (first_when's first element, already parsed)
+    start, start_at = (type(value) is str and _cached_when(value)) or v.first_when(
+        r, "Procedure", (("performedDateTime", None), ("performedPeriod", "start")),
+        "Procedure.performed[x]")  # fmt: skip
     end = end_at = None
     period = r.get("performedPeriod")
     if type(period) is dict and period.get("end") is not None:
         end, end_at = v.when(period["end"], "Procedure.performedPeriod.end")
-    out.rows["procedure_occurrence"].append((*_head("Procedure", rec, person, _visit_of(
-        r, "Procedure", rec)), start, start_at, end, end_at, EHR, code, vocabulary))  # fmt: skip
+    visit = _visit_of(r, "Procedure", rec)
+    out.rows["procedure_occurrence"].append((f"Procedure/{rec.id}", rec.version, rec.digest,
+                                             person, visit, start, start_at, end, end_at, EHR,
+                                             code, vocabulary))  # fmt: skip
 
 
 def specimen(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
@@ -402,9 +422,10 @@ def specimen(r: dict[str, Any], rec: Record, out: StagedRows) -> None:
         code, vocabulary = v.SPECIMEN_TYPES[code], "medlake"
     collection = r.get("collection")
     collection = collection if type(collection) is dict else {}
-    if collection.get("collectedDateTime") is not None:
-        taken, taken_at = v.when(collection["collectedDateTime"],
-                                 "Specimen.collection.collectedDateTime")  # fmt: skip
+    value = collection.get("collectedDateTime")
+    if value is not None:
+        taken, taken_at = (type(value) is str and _cached_when(value)) or v.when(
+            value, "Specimen.collection.collectedDateTime")  # fmt: skip
     else:
         taken, taken_at = v.first_when(r, "Specimen", (("receivedTime", None),),
                                        "Specimen.collection.collected[x]")  # fmt: skip
