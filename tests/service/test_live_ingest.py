@@ -275,3 +275,65 @@ def test_a_waiting_link_job_does_not_hold_off_the_layout_maintenance(
     job_service.submit_job(root, "qc", {}, principal=principal)
     with open_lake(open_workspace(root)) as engine:
         assert _jobs_running(engine)
+
+
+def test_the_listener_loop_links_once_flushes_pause_and_when_it_stops(
+    linked: Path, hospital_lake: Any, tmp_path: Path
+) -> None:
+    """``serve`` (what ``medlake listen`` runs) over real MLLP: messages flushed every
+    0.2 s queue one link job, the loop runs it once flushes have loaded nothing new for
+    the quiet period; a message after it queues the next, run when the listener stops."""
+    import asyncio
+
+    from medlake.ingest.mllp import FrameDecoder, frame
+    from medlake.service.listen import serve
+
+    first, second, third = lis_messages(hospital_lake.hospital, 3)
+    root = _copy(linked, tmp_path / "ws", live_link_delay_seconds=1.0)
+    workspace = open_workspace(root)
+    service = ListenerService(workspace, "lis2", links=LiveLinks(workspace))
+
+    async def send(port: int, data: bytes) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frame(data))
+        await writer.drain()
+        decoder = FrameDecoder()
+        while not (frames := decoder.feed(await reader.read(4096))):
+            pass
+        assert b"MSA|AA" in frames[0][1]
+        writer.close()
+
+    async def until(check: Any, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(check):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+
+    # The test's own reads on one held engine: a second thread opening and closing the
+    # lake beside the listener's would race in DuckDB (the listener's own opens are one
+    # thread at a time).
+    keeper = open_lake(workspace)
+
+    def statuses() -> list[str]:
+        return [r["status"] for r in job_service.job_rows(keeper) if r["kind"] == KIND]
+
+    async def scenario() -> None:
+        stop, ports = asyncio.Event(), []
+        task = asyncio.create_task(serve(service, "127.0.0.1", 0, ingest_every=0.2,
+                                         ready=ports.append, stop=stop))  # fmt: skip
+        await until(lambda: bool(ports))
+        await send(ports[0], first)
+        await send(ports[0], second)
+        await until(lambda: statuses() == ["succeeded"])
+        await send(ports[0], third)
+        await until(lambda: len(statuses()) == 2)
+        stop.set()
+        await asyncio.wait_for(task, 120)
+
+    with acting_as("steward1"), keeper:
+        asyncio.run(scenario())
+    jobs = link_jobs(root)
+    assert [j["status"] for j in jobs] == ["succeeded", "succeeded"]
+    assert all(j["submitted_by"] == "steward1" for j in jobs)
+    assert len(persons(root, "lis2")) == 3
+    assert all(len(group) > 1 for group in persons(root, "lis2").values())  # all linked
