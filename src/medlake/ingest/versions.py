@@ -224,6 +224,31 @@ class CurrentLookups:
     ) -> dict[str, pa.Table]:
         """The current provenance of ``record_ids`` by table; ``keys``: a table's row ids
         of those records, if derived already (else computed here)."""
+        asked: dict[str, pa.ChunkedArray] = {}
+        answer: dict[str, pa.Table] = {}
+        for table, ids in record_ids.items():
+            if not len(ids):
+                continue
+            if self.had_provenance(table):
+                asked[table] = ids  # always asked: nothing staged is kept for it
+                continue
+            given = (keys or {}).get(table)
+            if given is None:
+                given = stable_ids((table, self.source_system), ids)
+            values = _int64_values(given)
+            before = self.staged.setdefault(table, SeenKeys())
+            if before.any_of(values):
+                asked[table] = ids
+            else:
+                answer[table] = self._nothing()
+            before.add(values)
+        if asked:
+            answer.update(current_records_by_table(self.engine, self.source_system, asked))
+        return answer
+
+    def had_provenance(self, table: str) -> bool:
+        """Whether the source had provenance in ``table`` when this writer started (then
+        every lookup of it is a query, and no keys are needed)."""
         if self.had is None:
             records = lake_table(self.engine, SOURCE_RECORD_TABLE)
             had = self.engine.execute(
@@ -232,24 +257,7 @@ class CurrentLookups:
                 .distinct()
             )
             self.had = set(had.column("cdm_table").to_pylist())
-        asked: dict[str, pa.ChunkedArray] = {}
-        answer: dict[str, pa.Table] = {}
-        for table, ids in record_ids.items():
-            if not len(ids):
-                continue
-            given = (keys or {}).get(table)
-            if given is None:
-                given = stable_ids((table, self.source_system), ids)
-            values = _int64_values(given)
-            before = self.staged.setdefault(table, SeenKeys())
-            if table in self.had or before.any_of(values):
-                asked[table] = ids
-            else:
-                answer[table] = self._nothing()
-            before.add(values)
-        if asked:
-            answer.update(current_records_by_table(self.engine, self.source_system, asked))
-        return answer
+        return table in self.had
 
     def _nothing(self) -> pa.Table:
         if self._empty is None:

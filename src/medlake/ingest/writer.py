@@ -247,17 +247,22 @@ class LakeWriter:
     # ------------------------------------------------------------------ CDM tables
 
     def _staged(self, tables: dict[str, list[pa.Table]]) -> dict[str, pa.Table]:
-        """Each table's staged rows as one table, with the row id each record gets.
+        """Each table's staged rows as one table; in a table new to the source, with the
+        row id each record gets.
 
-        The row ids are derived here, once, rather than by :func:`derive_columns`: the
-        provenance lookups key what the writer staged by them.
+        Those row ids are derived here, once, rather than by :func:`derive_columns`: the
+        provenance lookups key what the writer staged by them. A table the source had
+        rows in is looked up by query anyway, and only the rows that change get ids (a
+        full export sent again hashes nothing).
         """
         staged = {}
         for table, parts in tables.items():
             parts = [t for t in parts if t.num_rows]
             if parts:
                 rows = pa.concat_tables(parts, promote_options="permissive")
-                staged[table] = with_row_ids(table, rows, self.source_system)
+                if not self._lookups.had_provenance(table):
+                    rows = with_row_ids(table, rows, self.source_system)
+                staged[table] = rows
         return staged
 
     def _current_of(
