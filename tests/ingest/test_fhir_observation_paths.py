@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.ingest.test_fhir_fuzz import _paths
 
 from medlake.ingest import fhir_resources as fr
 from medlake.ingest import fhir_values as v
@@ -66,17 +67,6 @@ values = st.recursive(
         max_size=3),
     max_leaves=6,
 )  # fmt: skip
-
-
-def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
-    found = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _paths(item, (*prefix, index))
-    return found
 
 
 @st.composite

@@ -139,12 +139,6 @@ class Record:
 
 def _patient_of(r: dict[str, Any], rtype: str, rec: Record, element: str = "subject") -> str:
     reference = r.get(element)
-    if type(reference) is dict:  # the common literal "Patient/<id>", seen before
-        ref = reference.get("reference")
-        if type(ref) is str:
-            rid = _PLAIN_IDS.get(ref)
-            if rid is not None and ref[0] == "P":
-                return rid
     return _plain_id(reference, "Patient/") or v.local_id(
         reference, "Patient", f"{rtype}.{element}", rec.urls
     )
@@ -161,7 +155,12 @@ def _plain_id(reference: object, prefix: str) -> str | None:
     rest, and every error, go through local_id. No field name is built unless needed."""
     if type(reference) is dict:
         ref = reference.get("reference")
-        if type(ref) is str and ref.startswith(prefix):
+        if type(ref) is not str:
+            return None
+        rid = _PLAIN_IDS.get(ref)  # seen before
+        if rid is not None and ref[0] == prefix[0]:
+            return rid
+        if ref.startswith(prefix):
             rid = ref[len(prefix) :]
             if rid and "/" not in rid:
                 if len(_PLAIN_IDS) >= _PLAIN_IDS_SIZE:
@@ -175,12 +174,6 @@ def _visit_of(r: dict[str, Any], rtype: str, rec: Record) -> str | None:
     reference = r.get("encounter")
     if reference is None:
         return None
-    if type(reference) is dict:  # the common literal "Encounter/<id>", seen before
-        ref = reference.get("reference")
-        if type(ref) is str:
-            rid = _PLAIN_IDS.get(ref)
-            if rid is not None and ref[0] == "E":
-                return rid
     return _plain_id(reference, "Encounter/") or v.local_id(
         reference, "Encounter", f"{rtype}.encounter", rec.urls
     )
