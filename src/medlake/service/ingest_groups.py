@@ -23,7 +23,9 @@ from medlake.ingest.batches import (
     RUNNING,
     IngestBatch,
     batch_id_for,
+    new_batch,
     register_batch,
+    register_batches,
     set_batch_status,
 )
 from medlake.ingest.concepts import ConceptMapper
@@ -81,6 +83,8 @@ class BatchGroup:
         self.store = store
         self.after_batch, self.progress, self.total = after_batch, progress, total
         self.pending: list[_Pending] = []
+        # New batches of this group not written yet: registered together (one commit).
+        self.unregistered: list[IngestBatch] = []
         self.results: list[FileResult | None] = [None] * total
         self.size = 0
 
@@ -109,7 +113,17 @@ class BatchGroup:
             batch_id = batch_id_of(item, landed, {})
             if any(p.batch.batch_id == batch_id for p in self.pending):
                 self.flush()  # the same content twice: the second finds it loaded
-            batch = batch_for(self.engine, item, landed, batch_id, self.known)
+            if self.known is not None and batch_id not in self.known:
+                batch = new_batch(
+                    source_system=item.source_system, format=item.format,
+                    landed_sha256=landed.sha256, landed_path=landed.relative_path,
+                    original_name=item.original_name, size_bytes=landed.size,
+                    batch_id=batch_id, start=True,
+                )  # fmt: skip
+                self.known[batch_id] = batch
+                self.unregistered.append(batch)
+            else:
+                batch = batch_for(self.engine, item, landed, batch_id, self.known)
             pause_point("registered")
             if batch.status == LOADED:
                 self._report(item, index, 0, done=True)
@@ -134,6 +148,8 @@ class BatchGroup:
             try:
                 chunks = list(reader_for(item.format).read(context))
             except Exception as exc:
+                if batch in self.unregistered:
+                    self.unregistered.remove(batch)  # set_batch_status writes its row
                 set_batch_status(self.engine, batch, FAILED, message=str(exc))
                 raise
         except MedlakeError as error:
@@ -146,6 +162,7 @@ class BatchGroup:
         pending = _Pending(index, item, batch, chunks, time.perf_counter() - started)
         if not groupable(chunks):
             self.flush()
+            self._register()
             self._write_one(pending)
             return
         self.pending.append(pending)
@@ -153,7 +170,12 @@ class BatchGroup:
         if len(self.pending) >= _GROUP_FILES or self.size >= _GROUP_BYTES:
             self.flush()
 
+    def _register(self) -> None:
+        unregistered, self.unregistered = self.unregistered, []
+        register_batches(self.engine, unregistered)
+
     def flush(self) -> None:
+        self._register()
         pending, self.pending, self.size = self.pending, [], 0
         if not pending:
             return
