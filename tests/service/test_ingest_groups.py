@@ -123,3 +123,25 @@ def test_a_file_that_cannot_be_read_fails_alone(tmp_path: Path) -> None:
     with open_lake(open_workspace(root)) as engine:
         batches = engine.execute(engine.table("ingest_batch")).to_pylist()
     assert sorted(b["status"] for b in batches) == ["failed", "loaded", "loaded"]
+
+
+def test_a_run_of_many_small_files_registers_each_batch_once(tmp_path: Path) -> None:
+    """Past a few inputs a group writes its new batches' rows together; a file that fails
+    in the middle still has its one failed row, and a re-run changes nothing."""
+    root = init_workspace(tmp_path / "ws").root
+    days = tmp_path / "days"
+    days.mkdir()
+    for day in range(12):
+        text = result(f"R{day}", f"202402{day + 1:02d}080000", str(110 + day), f"P{day}")
+        (days / f"{day:02d}.hl7").write_text(text, encoding="utf-8")
+    (days / "05.hl7").write_text("no segment of HL7 here", encoding="utf-8")
+    files = sorted(days.glob("*.hl7"))
+    report = ingest_paths(root, files, source_system="lis", format="hl7v2")
+    assert [f.status for f in report.files] == ["failed" if f.name == "05.hl7" else "loaded"
+                                                for f in files]  # fmt: skip
+    with open_lake(open_workspace(root)) as engine:
+        batches = engine.execute(engine.table("ingest_batch")).to_pylist()
+    assert sorted(b["batch_id"] for b in batches) == sorted(f.batch_id for f in report.files)
+    assert sorted(b["status"] for b in batches) == ["failed"] + ["loaded"] * 11
+    again = ingest_paths(root, files[:5] + files[6:], source_system="lis", format="hl7v2")
+    assert {f.status for f in again.files} == {"unchanged"}

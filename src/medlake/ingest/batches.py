@@ -141,6 +141,7 @@ def register_batch(
     known_new: bool = False,
     start: bool = False,
     received_at: dt.datetime | None = None,
+    write: bool = True,
 ) -> IngestBatch:
     """The batch for this landed content and source, registered if new.
 
@@ -150,43 +151,15 @@ def register_batch(
     which saves rewriting its row a moment later. ``received_at`` (millisecond
     precision) is the receive time a new batch gets, when the caller chose it before
     registering (it started reading the file with that default version); else now.
+    ``write=False`` returns a new batch unwritten, for :func:`register_batches`.
     """
     batch_id = batch_id or batch_id_for(source_system, landed_sha256)
     existing = None if known_new else find_batch(engine, batch_id)
     if existing is not None:
         return existing
-    batch = new_batch(
-        source_system=source_system,
-        format=format,
-        landed_sha256=landed_sha256,
-        landed_path=landed_path,
-        original_name=original_name,
-        size_bytes=size_bytes,
-        batch_id=batch_id,
-        start=start,
-        received_at=received_at,
-    )
-    engine.load_arrow(BATCH_TABLE, batch.as_row())
-    return batch
-
-
-def new_batch(
-    *,
-    source_system: str,
-    format: str,
-    landed_sha256: str,
-    landed_path: str,
-    original_name: str | None,
-    size_bytes: int,
-    batch_id: str | None = None,
-    start: bool = False,
-    received_at: dt.datetime | None = None,
-) -> IngestBatch:
-    """A new batch as :func:`register_batch` makes it, not yet written: the caller
-    writes it with :func:`register_batches`, with others."""
     now = utc_now()
-    return IngestBatch(
-        batch_id=batch_id or batch_id_for(source_system, landed_sha256),
+    batch = IngestBatch(
+        batch_id=batch_id,
         source_system=source_system,
         format=format,
         landed_sha256=landed_sha256,
@@ -197,11 +170,15 @@ def new_batch(
         status=RUNNING if start else RECEIVED,
         started_at=now if start else None,
     )
+    if write:
+        engine.load_arrow(BATCH_TABLE, batch.as_row())
+    return batch
 
 
 def register_batches(engine: Engine, batches: Sequence[IngestBatch]) -> None:
-    """Write new batches (:func:`new_batch`) in one insert: one commit for a group of
-    small files instead of one each (a commit's fsync was most of a small file's cost)."""
+    """Write new batches (``register_batch(..., write=False)``) in one insert: one commit
+    for a group of small files instead of one each (a commit's fsync was most of a small
+    file's cost)."""
     if batches:
         rows = [dataclasses.asdict(batch) for batch in batches]
         engine.load_arrow(BATCH_TABLE, pa.Table.from_pylist(rows))

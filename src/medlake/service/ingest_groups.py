@@ -23,7 +23,6 @@ from medlake.ingest.batches import (
     RUNNING,
     IngestBatch,
     batch_id_for,
-    new_batch,
     register_batch,
     register_batches,
     set_batch_status,
@@ -114,11 +113,11 @@ class BatchGroup:
             if any(p.batch.batch_id == batch_id for p in self.pending):
                 self.flush()  # the same content twice: the second finds it loaded
             if self.known is not None and batch_id not in self.known:
-                batch = new_batch(
-                    source_system=item.source_system, format=item.format,
+                batch = register_batch(
+                    self.engine, source_system=item.source_system, format=item.format,
                     landed_sha256=landed.sha256, landed_path=landed.relative_path,
                     original_name=item.original_name, size_bytes=landed.size,
-                    batch_id=batch_id, start=True,
+                    batch_id=batch_id, known_new=True, start=True, write=False,
                 )  # fmt: skip
                 self.known[batch_id] = batch
                 self.unregistered.append(batch)
