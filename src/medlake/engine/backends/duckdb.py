@@ -93,11 +93,11 @@ class DuckDBEngine(
                 f"cannot open the DuckDB lake {database}: {exc}", engine="duckdb"
             ) from exc
         self.path = path
+        # Prepared query texts PREPAREd on this connection, by text (_execute_prepared).
+        self._prepared_names: dict[str, str | None] = {}
         self._identity = None if database == MEMORY else str(Path(database).resolve())
         super().__init__(ibis.duckdb.from_connection(self._con))
         if self._identity is not None:
-        # Prepared query texts PREPAREd on this connection, by text (_execute_prepared).
-        self._prepared_names: dict[str, str | None] = {}
             with _open_lock:
                 if not _open_files.get(self._identity):
                     DATA_VERSIONS.new_epoch(self._identity)
@@ -146,9 +146,6 @@ class DuckDBEngine(
         rows = cursor.fetchall()
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
-    def _query_with_inputs(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table:
-        # A registered Arrow table is a view of this connection only (another engine's
-        # connection, even on the same database, never sees it), read in place.
     def _execute_prepared(self, sql: str, parameters: Sequence[object]) -> Any:
         """Run a prepared query's text with ``parameters``; return the DuckDB cursor.
 
@@ -191,6 +188,9 @@ class DuckDBEngine(
         names[sql] = name
         return name
 
+    def _query_with_inputs(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table:
+        # A registered Arrow table is a view of this connection only (another engine's
+        # connection, even on the same database, never sees it), read in place.
         registered: list[str] = []
         try:
             for name, table in inputs.items():
