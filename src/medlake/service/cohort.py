@@ -233,7 +233,7 @@ def small_cell_threshold(workspace: Workspace) -> int:
 
 
 def count_cohort(
-    workspace_dir: Path | None, definition: CohortDefinition, *, exact: bool = False
+    workspace_dir: Path | Workspace | None, definition: CohortDefinition, *, exact: bool = False
 ) -> CohortCount:
     """Persons with an entry event, then remaining after each inclusion rule (one query).
 

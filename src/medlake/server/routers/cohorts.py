@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path as PathType
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from medlake.access import Permission, is_allowed
 from medlake.cohort.circe import circe_to_definition
+from medlake.config import Workspace
 from medlake.errors import AccessDeniedError
 from medlake.server.deps import CurrentUser, Jobs, WorkspaceDir, require
 from medlake.server.routers.jobs import Job, present
+from medlake.server.routers.persons import open_workspace_of
 from medlake.service import cohort as cohort_service
 from medlake.service import cohort_definitions as definitions
 from medlake.service import concept_search
@@ -21,7 +24,9 @@ router = APIRouter(prefix="/cohorts", tags=["cohorts"])
 
 @router.post("/count")
 def count_cohort(
-    root: WorkspaceDir,
+    # The workspace opened at start: a count read medlake.toml twice otherwise (the policy
+    # check and the service, 0.6 ms each, a tenth of a cached count's CPU).
+    root: Annotated[Workspace | PathType, Depends(open_workspace_of)],
     user: CurrentUser,
     definition: Annotated[dict[str, Any], Body(description="A medlake cohort definition (JSON).")],
     circe: Annotated[bool, Query(description="The body is an ATLAS/Circe export.")] = False,
