@@ -30,7 +30,9 @@ import hashlib
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +44,17 @@ from medlake.ingest.landing_remote import as_os_error
 _READ_SIZE = 1 << 20  # 1 MiB: large enough for disk throughput, small enough for RSS
 TEMPORARY_PREFIX = ".landing-"
 _READ_ONLY = 0o444
+# land_files: concurrent fsyncs of small files share the file system's journal commits
+# (1,000 day files: 1.2-2.1 s one after another, 0.2 s from 8 threads).
+_SYNC_THREADS = 8
+_SYNCS_IN_FLIGHT = 64  # temporary files written and open, waiting for their fsync
 
 __all__ = [
     "LandedFile",
     "LandingStore",
     "land_bytes",
     "land_file",
+    "land_files",
     "landed_path",
     "leftover_temporaries",
 ]
@@ -119,6 +126,70 @@ def land_bytes(data: bytes, landing: Path | LandingStore) -> LandedFile:
     if not missing:
         return _present(store, digest, len(data))
     return _store([data], store, missing, digest)
+
+
+def land_files(
+    paths: Sequence[Path], landing: Path | LandingStore
+) -> list[LandedFile | InputError]:
+    """Land many small files: what :func:`land_file` does for each, durable together.
+
+    Each file is read whole (the caller's files are small), hashed once and written to
+    its temporary names; the fsyncs of the contents run in a pool of threads, then each
+    is linked to its content name and every folder that got a name is fsync'd once
+    (instead of two or three fsyncs one after another per file, most of a day file's
+    landing). Every file is durable when this returns, as after :func:`land_file`; one
+    that cannot be read or landed has its error in its place in the list.
+
+    With a mirror, the files are landed one by one (:func:`land_file`): a side that
+    fails is then marked degraded once and not written again for the files after it.
+    """
+    store = LandingStore.of(landing)
+    _refuse_if_frozen(store)
+    results: list[LandedFile | InputError | None] = [None] * len(paths)
+    if store.mirror is not None:
+        for index, path in enumerate(paths):
+            try:
+                results[index] = land_file(path, store)
+            except InputError as error:
+                results[index] = error
+        return results  # type: ignore[return-value]
+    written: list[tuple[int, list[_SideWriter], str, int]] = []
+    in_flight: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="medlake-land-sync") as pool:
+        for index, path in enumerate(paths):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                results[index] = InputError(f"cannot read {path}: {exc.strerror or exc}")
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            missing = _sides_missing(store, digest)
+            if not missing:
+                results[index] = _present(store, digest, len(data))
+                continue
+            writers, sha256, size = _write_sides([data], store, missing, digest)
+            written.append((index, writers, sha256, size))
+            in_flight.extend(pool.submit(writer.sync) for writer in writers)
+            while len(in_flight) > _SYNCS_IN_FLIGHT:
+                in_flight.popleft().result()
+        for future in in_flight:
+            future.result()
+    folders: _Folders = {}  # every fsync done: the names are linked after their content
+    for _, writers, sha256, _ in written:
+        for writer in writers:
+            writer.link(sha256, folders)
+    for folder, linked in folders.items():
+        try:
+            _fsync_dir(folder)
+        except OSError as exc:  # those names are not durable: that side failed them
+            for writer in linked:
+                writer.error = writer.error or exc
+    for index, writers, sha256, size in written:
+        try:
+            results[index] = _landed(store, writers, sha256, size)
+        except OSError as exc:
+            results[index] = InputError(f"cannot land {paths[index]}: {exc.strerror or exc}")
+    return results  # type: ignore[return-value]
 
 
 def _refuse_if_frozen(store: LandingStore) -> None:
@@ -196,12 +267,23 @@ class _SideWriter:
 
     def finish(self, sha256: str) -> None:
         """fsync the temporary file, link it to its content name, fsync the folders."""
+        self.sync()
+        self.link(sha256)
+
+    def sync(self) -> None:
+        """fsync the temporary file (the content is durable; its name not yet)."""
 
         def sync() -> None:
             self.out.flush()  # type: ignore[union-attr]
             os.fsync(self.out.fileno())  # type: ignore[union-attr]
             self.out.close()  # type: ignore[union-attr]
             os.chmod(self.temp, _READ_ONLY)
+
+        self._try("fsync", sync)
+
+    def link(self, sha256: str, folders: _Folders | None = None) -> None:
+        """Link the synced temporary file to its content name and fsync the folders, or
+        (``folders``) leave the folders to the caller's one fsync each for many files."""
 
         def link() -> None:
             target = landed_path(self.side.root, sha256)
@@ -216,11 +298,14 @@ class _SideWriter:
                 self.linked_new = True
             except FileExistsError:
                 pass
-            _fsync_dir(target.parent)
-            if new_folder:  # the <ab> folder's own name is durable from then on
-                _fsync_dir(self.side.root)
+            changed = [target.parent, self.side.root] if new_folder else [target.parent]
+            if folders is None:
+                for folder in changed:  # the <ab> folder's own name is durable too
+                    _fsync_dir(folder)
+            else:
+                for folder in changed:
+                    folders.setdefault(folder, []).append(self)
 
-        self._try("fsync", sync)
         self._try("link", link)
         self.abort()  # the temporary name goes either way
 
@@ -257,16 +342,21 @@ class _RemoteSideWriter(_SideWriter):
     def write(self, block: bytes) -> None:
         self._try("write", lambda: self.write_.write(block))
 
-    def finish(self, sha256: str) -> None:
+    def sync(self) -> None:
+        self._try("fsync", self.write_.commit)  # the PUT completes: durable on the store
+
+    def link(self, sha256: str, folders: _Folders | None = None) -> None:
         def link() -> None:
             self.linked_new = True
 
-        self._try("fsync", self.write_.commit)  # the PUT completes: durable on the store
         self._try("link", link)
         self.abort()
 
     def abort(self) -> None:
         self.write_.abort()
+
+
+_Folders = dict[Path, list[_SideWriter]]  # a folder to fsync: the writers that linked in it
 
 
 def _writer(store: LandingStore, side: Side, sha256: str) -> _SideWriter:
@@ -282,6 +372,25 @@ def _store(
 
     ``expected``: the content's SHA-256 if known before (else only local sides).
     """
+    writers, sha256, size = _write_sides(blocks, store, sides, expected)
+    if len(writers) > 1:
+        # fsync both roots at once: the waits overlap (and on one disk share a journal commit).
+        threads = [threading.Thread(target=w.finish, args=(sha256,)) for w in writers[1:]]
+        for thread in threads:
+            thread.start()
+        writers[0].finish(sha256)
+        for thread in threads:
+            thread.join()
+    else:
+        for writer in writers:
+            writer.finish(sha256)
+    return _landed(store, writers, sha256, size)
+
+
+def _write_sides(
+    blocks: Iterable[bytes], store: LandingStore, sides: list[Side], expected: str | None
+) -> tuple[list[_SideWriter], str, int]:
+    """The content written to a temporary file on every side (not synced yet)."""
     if store.mirror is None:
         store.primary.mkdir(parents=True, exist_ok=True)  # a plain landing folder is created
     writers = [_writer(store, side, expected or "") for side in sides]
@@ -297,17 +406,11 @@ def _store(
         for writer in writers:
             writer.abort()
         raise InputError(f"content changed while it was being landed (expected {expected})")
-    if len(writers) > 1:
-        # fsync both roots at once: the waits overlap (and on one disk share a journal commit).
-        threads = [threading.Thread(target=w.finish, args=(sha256,)) for w in writers[1:]]
-        for thread in threads:
-            thread.start()
-        writers[0].finish(sha256)
-        for thread in threads:
-            thread.join()
-    else:
-        for writer in writers:
-            writer.finish(sha256)
+    return writers, sha256, size
+
+
+def _landed(store: LandingStore, writers: list[_SideWriter], sha256: str, size: int) -> LandedFile:
+    """The landing's outcome once every writer finished: failed sides marked degraded."""
     failed = [w for w in writers if w.error is not None]
     landed = [w for w in writers if w.error is None]
     written = {w.side.name for w in writers}

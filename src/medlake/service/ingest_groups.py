@@ -28,10 +28,10 @@ from medlake.ingest.batches import (
     set_batch_status,
 )
 from medlake.ingest.concepts import ConceptMapper
-from medlake.ingest.formats import reader_for
+from medlake.ingest.file_reading import FileReaders, GroupReading
 from medlake.ingest.group_writer import groupable, write_batch_group
 from medlake.ingest.inputs import IngestInput
-from medlake.ingest.landing import LandedFile, LandingStore, land_file
+from medlake.ingest.landing import LandedFile, LandingStore, land_files
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.staging import ParsedChunk, SourceContext
 from medlake.ingest.writer import WriteSummary, write_batch
@@ -53,6 +53,31 @@ def small_input(item: IngestInput) -> bool:
 
 
 @dataclass
+class _Queued:
+    index: int
+    item: IngestInput
+    options: dict[str, object]
+    workspace: Workspace
+
+
+@dataclass
+class _Entry:
+    index: int
+    item: IngestInput
+    batch: IngestBatch
+    context: SourceContext
+
+
+@dataclass
+class _Prepared:
+    """Files landed, their batches registered, being read: to be written next."""
+
+    entries: list[_Entry]
+    reading: GroupReading
+    seconds: float  # landing and registering them, shared out when they are written
+
+
+@dataclass
 class _Pending:
     index: int
     item: IngestInput
@@ -66,6 +91,12 @@ class BatchGroup:
 
     Each file is still its own batch (see :mod:`medlake.ingest.group_writer`); a file
     with merges or omics samples, or a group that fails, is written file by file.
+
+    A full group is landed together (:func:`~medlake.ingest.landing.land_files`: one
+    round of fsyncs, durable before any of its batches is registered), its new batches
+    registered in one insert, and its files handed to reading processes
+    (:mod:`medlake.ingest.file_reading`); then the group before it is written while
+    they are parsed. The same content twice waits for the first to be written.
     """
 
     def __init__(
@@ -81,9 +112,9 @@ class BatchGroup:
         self.engine, self.concepts, self.known = engine, concepts, known
         self.store = store
         self.after_batch, self.progress, self.total = after_batch, progress, total
-        self.pending: list[_Pending] = []
-        # New batches of this group not written yet: registered together (one commit).
-        self.unregistered: list[IngestBatch] = []
+        self.queue: list[_Queued] = []  # not landed yet
+        self.ahead: _Prepared | None = None  # landed, registered, being read
+        self.readers = FileReaders()
         self.results: list[FileResult | None] = [None] * total
         self.size = 0
 
@@ -97,85 +128,149 @@ class BatchGroup:
     def add(
         self, workspace: Workspace, item: IngestInput, options: dict[str, object], index: int
     ) -> None:
-        started = time.perf_counter()
-        first = self.pending[0].item if self.pending else None
+        first = self.queue[0].item if self.queue else None
         if first is not None and (first.source_system, first.format) != (
             item.source_system,
             item.format,
         ):
-            self.flush()
+            self._advance()
         self._report(item, index, 0)
-        batch_id = None
+        self.queue.append(_Queued(index, item, options, workspace))
+        self.size += item.path.stat().st_size
+        if len(self.queue) >= _GROUP_FILES or self.size >= _GROUP_BYTES:
+            self._advance()
+
+    def flush(self) -> None:
+        """Write every file added so far (before a file written alone, and at the end)."""
         try:
-            landed = land_file(item.path, self.store())
-            pause_point("landed")
-            batch_id = batch_id_of(item, landed, {})
-            if any(p.batch.batch_id == batch_id for p in self.pending):
-                self.flush()  # the same content twice: the second finds it loaded
-            if self.known is not None and batch_id not in self.known:
-                batch = register_batch(
-                    self.engine, source_system=item.source_system, format=item.format,
-                    landed_sha256=landed.sha256, landed_path=landed.relative_path,
-                    original_name=item.original_name, size_bytes=landed.size,
-                    batch_id=batch_id, known_new=True, start=True, write=False,
-                )  # fmt: skip
-                self.known[batch_id] = batch
-                self.unregistered.append(batch)
-            else:
-                batch = batch_for(self.engine, item, landed, batch_id, self.known)
-            pause_point("registered")
-            if batch.status == LOADED:
-                self._report(item, index, 0, done=True)
+            self._advance()
+            self._write_ahead()
+        finally:
+            self.readers.close()  # started again by the next group
+
+    def _advance(self) -> None:
+        """Land, register and start reading the queued files; write the group before."""
+        try:
+            while self.queue:
+                queue, self.queue, self.size = self.queue, [], 0
+                prepared, rest = self._prepare(queue)
+                self._write_ahead()
+                self.ahead = prepared
+                if rest:  # the same content again: written after the first is loaded
+                    self._write_ahead()
+                    self.queue = rest
+        except BaseException:
+            self.readers.close()
+            raise
+
+    def _prepare(self, queue: list[_Queued]) -> tuple[_Prepared, list[_Queued]]:
+        started = time.perf_counter()
+        entries: list[_Entry] = []
+        unregistered: list[IngestBatch] = []
+        in_flight = {e.batch.batch_id for e in self.ahead.entries} if self.ahead else set()
+        rest: list[_Queued] = []
+        landed_files = land_files([q.item.path for q in queue], self.store())
+        for position, (queued, landed) in enumerate(zip(queue, landed_files, strict=True)):
+            item, index = queued.item, queued.index
+            batch_id = None
+            try:
+                if isinstance(landed, MedlakeError):
+                    raise landed
+                batch_id = batch_id_of(item, landed, {})
+                if batch_id in in_flight:
+                    rest = queue[position:]
+                    break
+                in_flight.add(batch_id)
+                pause_point("landed")
+                if self.known is not None and batch_id not in self.known:
+                    batch = register_batch(
+                        self.engine, source_system=item.source_system, format=item.format,
+                        landed_sha256=landed.sha256, landed_path=landed.relative_path,
+                        original_name=item.original_name, size_bytes=landed.size,
+                        batch_id=batch_id, known_new=True, start=True, write=False,
+                    )  # fmt: skip
+                    self.known[batch_id] = batch
+                    unregistered.append(batch)
+                else:
+                    batch = batch_for(self.engine, item, landed, batch_id, self.known)
+                pause_point("registered")
+                if batch.status == LOADED:
+                    self._report(item, index, 0, done=True)
+                    self.results[index] = FileResult(
+                        str(item.path), item.format, item.source_system, batch_id, "unchanged",
+                        0.0, WriteSummary(unchanged=batch.rows_loaded or 0), "already loaded",
+                    )  # fmt: skip
+                    continue
+                if batch.status != RUNNING:
+                    batch = set_batch_status(self.engine, batch, RUNNING)
+                pause_point("running")
+            except MedlakeError as error:
+                logger.warning("%s: %s", item.path, error.message)
                 self.results[index] = FileResult(
-                    str(item.path), item.format, item.source_system, batch_id, "unchanged",
-                    time.perf_counter() - started, WriteSummary(unchanged=batch.rows_loaded or 0),
-                    "already loaded",
+                    str(item.path), item.format, item.source_system, batch_id, "failed",
+                    0.0, None, error.message, error,
                 )  # fmt: skip
-                return
-            if batch.status != RUNNING:
-                batch = set_batch_status(self.engine, batch, RUNNING)
-            pause_point("running")
+                continue
             context = SourceContext(
                 source_system=item.source_system,
                 batch_id=batch.batch_id,
                 path=landed.path,
                 original_name=item.original_name,
                 received_at=batch.received_at,
-                omics_dir=workspace.omics_dir,
-                options={**options, "companion_names": {}},
+                omics_dir=queued.workspace.omics_dir,
+                options={**queued.options, "companion_names": {}},
             )
-            try:
-                chunks = list(reader_for(item.format).read(context))
-            except Exception as exc:
-                if batch in self.unregistered:
-                    self.unregistered.remove(batch)  # set_batch_status writes its row
-                set_batch_status(self.engine, batch, FAILED, message=str(exc))
-                raise
-        except MedlakeError as error:
-            logger.warning("%s: %s", item.path, error.message)
-            self.results[index] = FileResult(
-                str(item.path), item.format, item.source_system, batch_id, "failed",
-                time.perf_counter() - started, None, error.message, error,
-            )  # fmt: skip
-            return
-        pending = _Pending(index, item, batch, chunks, time.perf_counter() - started)
-        if not groupable(chunks):
-            self.flush()
-            self._register()
-            self._write_one(pending)
-            return
-        self.pending.append(pending)
-        self.size += item.path.stat().st_size
-        if len(self.pending) >= _GROUP_FILES or self.size >= _GROUP_BYTES:
-            self.flush()
-
-    def _register(self) -> None:
-        unregistered, self.unregistered = self.unregistered, []
+            entries.append(_Entry(index, item, batch, context))
+        # Landed durably above; the new batches' rows in one insert (one commit).
         register_batches(self.engine, unregistered)
+        reading = self.readers.read(queue[0].item.format, [e.context for e in entries])
+        seconds = time.perf_counter() - started
+        done = len(queue) - len(rest) - len(entries)
+        for queued in queue[: len(queue) - len(rest)]:  # unchanged and failed files' share
+            result = self.results[queued.index]
+            if result is not None:
+                self.results[queued.index] = dataclasses.replace(
+                    result, seconds=seconds / (len(queue) - len(rest))
+                )
+        share = seconds * len(entries) / max(1, len(entries) + done)
+        return _Prepared(entries, reading, share), rest
 
-    def flush(self) -> None:
-        self._register()
-        pending, self.pending, self.size = self.pending, [], 0
+    def _write_ahead(self) -> None:
+        """Write the prepared group: its files' chunks as they come from the readers."""
+        prepared, self.ahead = self.ahead, None
+        if prepared is None:
+            return
+        share = prepared.seconds / max(1, len(prepared.entries))
+        group: list[_Pending] = []
+        try:
+            for position, entry in enumerate(prepared.entries):
+                started = time.perf_counter()
+                try:
+                    chunks = prepared.reading.result(position)
+                except Exception as exc:
+                    set_batch_status(self.engine, entry.batch, FAILED, message=str(exc))
+                    if not isinstance(exc, MedlakeError):
+                        raise
+                    logger.warning("%s: %s", entry.item.path, exc.message)
+                    self.results[entry.index] = FileResult(
+                        str(entry.item.path), entry.item.format, entry.item.source_system,
+                        entry.batch.batch_id, "failed", share + time.perf_counter() - started,
+                        None, exc.message, exc,
+                    )  # fmt: skip
+                    continue
+                pending = _Pending(entry.index, entry.item, entry.batch, chunks,
+                                   share + time.perf_counter() - started)  # fmt: skip
+                if not groupable(chunks):
+                    self._write_group(group)
+                    group = []
+                    self._write_one(pending)
+                    continue
+                group.append(pending)
+            self._write_group(group)
+        finally:
+            prepared.reading.cancel()
+
+    def _write_group(self, pending: list[_Pending]) -> None:
         if not pending:
             return
         started = time.perf_counter()

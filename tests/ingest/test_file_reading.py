@@ -1,0 +1,77 @@
+"""Small files read in forked processes give exactly what reading them here gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from medlake.errors import InputError
+from medlake.ingest import file_reading
+from medlake.ingest.file_reading import FileReaders
+from medlake.ingest.formats import reader_for
+from medlake.ingest.staging import ParsedChunk, SourceContext
+from medlake.synth import generate_hospital
+
+
+@pytest.fixture(scope="module")
+def day_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    out = tmp_path_factory.mktemp("hospital")
+    generate_hospital(out, patients=25, seed=11, workers=1)
+    days = sorted((out / "lis").rglob("*.hl7"))[:60]
+    bad = out / "bad.hl7"
+    bad.write_text("no segment of HL7 here", encoding="utf-8")
+    broken = out / "broken.hl7"  # a message the reader quarantines, in a good file
+    broken.write_bytes(days[0].read_bytes() + b"MSH|^~\\&|LIS\rPID|1||\xff\xfe\rOBX|x\r\n")
+    return [*days[:30], bad, broken, *days[30:]]
+
+
+def _contexts(paths: list[Path]) -> list[SourceContext]:
+    return [
+        SourceContext("lis", f"batch-{i}", path, path.name, dt.datetime(2026, 1, 2, 3, 4, i))
+        for i, path in enumerate(paths)
+    ]
+
+
+def _plain(chunks: list[ParsedChunk]) -> list[object]:
+    return [
+        (
+            {name: [t.to_pylist() for t in tables] for name, tables in c.tables.items()},
+            [t.to_pylist() for t in c.patients],
+            c.quarantine,
+            c.records_read,
+            dict(c.skipped),
+            c.merges,
+        )
+        for c in chunks
+    ]
+
+
+def test_files_read_in_children_equal_files_read_here(day_files: list[Path]) -> None:
+    contexts = _contexts(day_files)
+    assert len(contexts) >= file_reading.CHILDREN_FROM
+    readers = FileReaders()
+    try:
+        reading = readers.read("hl7v2", contexts)
+        assert reading.futures  # really in children
+        for index, context in enumerate(contexts):
+            if context.original_name == "bad.hl7":  # the reader's error, for this file
+                with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
+                    list(reader_for("hl7v2").read(context))
+                with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
+                    reading.result(index)
+                continue
+            expected = list(reader_for("hl7v2").read(context))
+            assert _plain(reading.result(index)) == _plain(expected)
+    finally:
+        readers.close()
+    assert readers.pool is None
+
+
+def test_few_files_are_read_here(day_files: list[Path]) -> None:
+    readers = FileReaders()
+    reading = readers.read("hl7v2", _contexts(day_files[:3]))
+    assert not reading.futures
+    assert readers.pool is None
+    assert _plain(reading.result(2)) == _plain(list(reader_for("hl7v2").read(reading.contexts[2])))
