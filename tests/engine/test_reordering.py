@@ -125,3 +125,43 @@ def test_a_frozen_workspace_refuses_the_rewrite(engine) -> None:
     engine.guard_writes(lambda: "the workspace is frozen")
     with pytest.raises(WorkspaceFrozenError, match="reorder measurement_like"):
         engine.reorder_table(SPEC.name, ["person_id"])
+
+
+def test_reorder_after_deletes_keeps_exactly_the_rows_left(engine) -> None:
+    # Rows deleted in the middle and at the end of storage: the row ids have gaps, and
+    # the largest is below the count of rows ever stored (the rewrite appends the rows
+    # again and deletes the old ones by row id).
+    engine._con.execute(f"DELETE FROM {SPEC.name} WHERE rowid % 5 = 1 OR rowid >= {ROWS - 777}")
+    before = _content(engine)
+    assert len(before) == ROWS - 777 - (ROWS - 777 + 3) // 5
+    assert engine.reorder_table(SPEC.name, ["person_id", "measurement_id"]) == len(before)
+    pd.testing.assert_frame_equal(_content(engine), before)
+    stored = engine.run_sql(f"select person_id, measurement_id from {SPEC.name}").to_pandas()
+    assert stored.equals(stored.sort_values(["person_id", "measurement_id"]).reset_index(drop=True))
+    engine.checkpoint()
+    assert engine.out_of_order_rows(SPEC.name, "person_id") == (0, len(before))
+
+
+def test_reorder_inside_a_transaction_takes_its_uncommitted_rows_along(engine) -> None:
+    # A transaction's own appended rows (DuckDB: row ids far above the stored ones) are
+    # rewritten with the others, and all of it commits or rolls back as one.
+    more = _rows(3, count=5_000, start=ROWS)
+    with engine.transaction():
+        engine.load_arrow(SPEC.name, more)
+        before = _content(engine)
+        assert engine.reorder_table(SPEC.name, ["person_id", "measurement_id"]) == ROWS + 5_000
+        pd.testing.assert_frame_equal(_content(engine), before)
+    pd.testing.assert_frame_equal(_content(engine), before)
+    stored = engine.run_sql(f"select person_id from {SPEC.name}").column("person_id")
+    assert (np.diff(stored.to_numpy()) >= 0).all()
+
+    def reorder_then_fail() -> None:
+        with engine.transaction():
+            engine.reorder_table(SPEC.name, ["measurement_id"])
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        reorder_then_fail()
+    pd.testing.assert_frame_equal(_content(engine), before)
+    stored = engine.run_sql(f"select person_id from {SPEC.name}").column("person_id")
+    assert (np.diff(stored.to_numpy()) >= 0).all()  # the person order, not the rolled back one

@@ -89,3 +89,54 @@ def test_a_file_that_is_not_fhir_fails_the_same_way(
         messages.append([(r.status, r.message) for r in report.files])
     assert messages[0] == messages[1]
     assert messages[0][0][0] == "failed"
+
+
+def test_every_file_read_ahead_in_small_pieces_builds_the_same_lake(
+    emr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of a few pieces each, landed several inputs ahead and read by the reading
+    processes before their turn (also after a file read without them), give the lake
+    that the in-process read gives; the ingest leaves DuckDB's checkpoint setting as it
+    found it."""
+    from medlake.ingest.formats import reader_for
+    from medlake.service import ingest as service
+
+    monkeypatch.setenv(CLOCK_ENV, CLOCK)
+    template = workspace(tmp_path / "template")
+    thread, process = tmp_path / "thread", tmp_path / "process"
+    shutil.copytree(template, thread)
+    shutil.copytree(template, process)
+    monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", 1 << 60)
+    want = ingest_paths(thread, [emr], source_system="emr")
+    # Chunks of 400 resources in pieces of 100 (inherited by the forked readers); the
+    # smallest file stays below the threshold and is read in a thread, so the file after
+    # it is started ahead by read_next rather than by a last chunk.
+    monkeypatch.setattr(reader_for("fhir"), "chunk_size", 400)
+    sizes = sorted(p.stat().st_size for p in emr.glob("*.ndjson"))
+    monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", sizes[0] + 1)
+    monkeypatch.setattr("medlake.service.ingest_groups._GROUP_FILE_BYTES", 0)  # none grouped
+    ahead: list[int] = []
+    reading = service._Ahead.reading
+
+    def spy(self: service._Ahead, index: int, batch_id: str) -> object:
+        started = reading(self, index, batch_id)
+        if started is not None:
+            ahead.append(index)
+        return started
+
+    monkeypatch.setattr(service._Ahead, "reading", spy)
+    got = ingest_paths(process, [emr], source_system="emr")
+    assert not want.failed
+    assert not got.failed
+    order = [Path(f.path).stat().st_size for f in got.files]
+    in_thread = order.index(sizes[0])
+    assert 0 < in_thread < len(order) - 1
+    assert in_thread + 1 in ahead  # started when the file read in a thread began
+    assert len(ahead) >= 4  # the others as their predecessor's last piece was parsed
+    assert [s.as_dict() | {"seconds": 0, "records_per_second": 0} for s in got.sources] == [
+        s.as_dict() | {"seconds": 0, "records_per_second": 0} for s in want.sources
+    ]
+    assert lake_state(process) == lake_state(thread)
+    with open_lake(open_workspace(process)) as engine:
+        setting = engine.run_sql("SELECT current_setting('checkpoint_threshold') AS v")
+        assert setting.column("v").to_pylist() == ["16.0 MiB"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, final
 
 import pyarrow as pa
@@ -76,6 +76,30 @@ class SupportsCheckpoint(abc.ABC):
 
     @abc.abstractmethod
     def _checkpoint(self) -> None: ...
+
+    @final
+    @contextlib.contextmanager
+    def checkpoints_deferred(self, wal_bytes: int) -> Iterator[None]:
+        """Within the block, a commit checkpoints only once the write-ahead log holds
+        ``wal_bytes`` (DuckDB: ``checkpoint_threshold``, 16 MiB by default).
+
+        For bulk loads: every large batch commit would otherwise write its tables' last,
+        partly filled row groups again. The setting belongs to the database, so other
+        connections of this process to the lake share it while the block runs (nested
+        and concurrent blocks: the first one in sets it, the last one out puts it back).
+        Durability is unchanged: a commit is in the log when it returns.
+        """
+        self._defer_checkpoints(wal_bytes)
+        try:
+            yield
+        finally:
+            self._end_deferred_checkpoints()
+
+    @abc.abstractmethod
+    def _defer_checkpoints(self, wal_bytes: int) -> None: ...
+
+    @abc.abstractmethod
+    def _end_deferred_checkpoints(self) -> None: ...
 
 
 class SupportsArrowInputs(abc.ABC):

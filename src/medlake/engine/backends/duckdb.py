@@ -54,6 +54,9 @@ _PREPARED_PER_CONNECTION = 64
 # so opening it again starts a new data-version epoch (Engine.data_version).
 _open_files: dict[str, int] = {}
 _open_lock = threading.Lock()
+# Lake files whose checkpoints are deferred (SupportsCheckpoint.checkpoints_deferred):
+# blocks open, and the database's checkpoint_threshold before the first.
+_deferred: dict[str, tuple[int, str]] = {}
 
 
 class DuckDBEngine(
@@ -270,27 +273,32 @@ class DuckDBEngine(
         return list(groups.values())
 
     def _reorder_table(self, table: str, by: tuple[str, ...]) -> int:
-        # Copy, empty, insert in order, in one transaction: a crash or an error leaves the
-        # table as it was, readers see the old rows until the commit, and the table keeps
-        # its definition (a DROP and RENAME would lose it, and conflict with another
-        # transaction's appends). The emptied row groups are freed at the checkpoint.
-        copy = sge.Table(
-            this=sqlglot.to_identifier(f"__medlake_reorder_{uuid.uuid4().hex}", quoted=True)
-        )
-        target = table_ref(table)
+        # The table's rows appended again in order, then the old ones deleted by row id,
+        # in one transaction: a crash or an error leaves the table as it was, readers see
+        # the old rows until the commit, and the table keeps its definition (a DROP and
+        # RENAME would lose it, and conflict with another transaction's appends). The
+        # sort is a pipeline breaker, so every old row is read before the first new one
+        # is appended; appended rows get row ids above every existing one. Measured at
+        # 1M FHIR resources: 0.35 CPU-s less than a copy to a temporary table, emptying
+        # and inserting from the copy (the rows were materialized twice). The emptied row
+        # groups are freed at the checkpoint.
+        target = table_ref(table).sql("duckdb")
         order = [sge.Ordered(this=sge.column(sqlglot.to_identifier(c, quoted=True))) for c in by]
-        statements = [
-            f"CREATE TEMP TABLE {copy.sql('duckdb')} AS SELECT * FROM {target.sql('duckdb')}",
-            sge.delete(target).sql("duckdb"),
-            sge.insert(sge.select("*").from_(copy.copy()).order_by(*order), target).sql("duckdb"),
-            f"DROP TABLE {copy.sql('duckdb')}",
-        ]
         with self.transaction():
-            for statement in statements:
-                self._con.execute(statement).fetchall()
-            ((rows,),) = self._con.execute(
-                f"SELECT count(*) FROM {target.sql('duckdb')}"
+            ((end,),) = self._con.execute(f"SELECT max(rowid) FROM {target}").fetchall()
+            if end is None:
+                return 0
+            insert = sge.insert(sge.select("*").from_(table_ref(table)).order_by(*order),
+                                table_ref(table))  # fmt: skip
+            ((rows,),) = self._con.execute(insert.sql("duckdb")).fetchall()
+            ((gone,),) = self._con.execute(
+                f"DELETE FROM {target} WHERE rowid <= {int(end)}"
             ).fetchall()
+            if gone != rows:  # every row copied once and its old copy gone, or nothing
+                raise EngineError(
+                    f"reorder of {table}: {rows} rows written but {gone} old rows deleted",
+                    engine=self.name,
+                )
         return int(rows)
 
     # ------------------------------------------------------------------ reading
@@ -368,6 +376,26 @@ class DuckDBEngine(
 
     def _checkpoint(self) -> None:
         self._con.execute("CHECKPOINT").fetchall()
+
+    def _defer_checkpoints(self, wal_bytes: int) -> None:
+        key = self._identity or f"memory-{id(self)}"
+        with _open_lock:
+            depth, before = _deferred.get(key, (0, ""))
+            if depth == 0:
+                ((before,),) = self._con.execute(
+                    "SELECT current_setting('checkpoint_threshold')"
+                ).fetchall()
+                self._con.execute(f"SET checkpoint_threshold = '{int(wal_bytes)}B'")
+            _deferred[key] = (depth + 1, before)
+
+    def _end_deferred_checkpoints(self) -> None:
+        key = self._identity or f"memory-{id(self)}"
+        with _open_lock:
+            depth, before = _deferred.pop(key, (1, ""))
+            if depth > 1:
+                _deferred[key] = (depth - 1, before)
+            elif before:
+                self._con.execute(f"SET checkpoint_threshold = '{before}'")
 
 
 def _reader_then_close(
