@@ -96,8 +96,9 @@ def test_grouped_ingest_builds_the_same_lake_as_one_by_one(
     shutil.copytree(template, grouped)
     # Ingested in two runs, so the second run's versions meet the lake the first left.
     first, second = inputs[:20], inputs[20:]
-    if split:
+    if split:  # groups of 3, each read in child processes while the one before is written
         monkeypatch.setattr("medlake.service.ingest_groups._GROUP_FILES", 3)
+        monkeypatch.setattr("medlake.ingest.file_reading.CHILDREN_FROM", 2)
     expected = [ingest(reference, part, grouped=False) for part in (first, second)]
     got = [ingest(grouped, part, grouped=True) for part in (first, second)]
     assert lake_state(grouped) == lake_state(reference)

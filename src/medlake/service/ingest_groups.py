@@ -45,7 +45,7 @@ BatchHook = Callable[[Engine, IngestBatch, WriteSummary], None]
 # Small files are written in groups, one transaction each (medlake.ingest.group_writer).
 _GROUP_FILE_BYTES = 4 << 20  # a file this size or larger is written on its own
 _GROUP_BYTES = 50 << 20
-_GROUP_FILES = 200
+_GROUP_FILES = 1000  # 5,000-patient LIS day files: write CPU 14.3 s at 200, 10.4 at 1,000
 
 
 def small_input(item: IngestInput) -> bool:
