@@ -104,3 +104,21 @@ def test_values_that_are_not_integers_are_bound(engine: DuckDBEngine) -> None:
     # a bool is an int to Python but not printed as one: bound, and still right
     flagged = PreparedQuery(sge.select(sge.Not(this=P()).as_("f")))
     assert engine.run_prepared_rows(flagged, [True]) == [{"f": False}]
+
+
+def test_a_statement_first_prepared_in_a_rolled_back_transaction_still_runs(
+    engine: DuckDBEngine,
+) -> None:
+    seen = []
+
+    def rolled_back() -> None:
+        with engine.transaction():
+            engine.run_sql("INSERT INTO a VALUES (11, -11, 'p11')")
+            seen.extend(_got(engine, 11))  # prepared here, inside the transaction
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert (0, 11, -11) in seen
+    assert _got(engine, 11) == _expected(engine, 11)
+    assert (0, 11, -11) not in _got(engine, 11)
