@@ -75,11 +75,14 @@ def run(src: Path, workspace: Path, source: Path) -> dict[str, float]:
 
 
 def one_file(lis: Path, target: Path) -> Path:
-    """The day files' messages, in order, as one file."""
+    """The day files' messages, in order, as one plain file (MLLP frames unwrapped: a
+    plain file's messages start after a line break)."""
     if not target.exists():
         with target.open("wb") as out:
-            for path in sorted(lis.rglob("*.hl7")):
+            for path in sorted(p for p in lis.rglob("*") if p.is_file()):
                 data = path.read_bytes()
+                if path.suffix == ".mllp":
+                    data = data.replace(b"\x0b", b"").replace(b"\x1c\r", b"\n")
                 out.write(data if data.endswith(b"\n") else data + b"\n")
     return target
 

@@ -112,8 +112,8 @@ class GroupReading:
 class FileReaders:
     """Reading processes for groups of small files, started on first use."""
 
-    def __init__(self, workers: int = WORKERS) -> None:
-        self.workers = workers
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = WORKERS if workers is None else workers
         self.pool: ProcessPoolExecutor | None = None
 
     def read(self, format: str, contexts: Sequence[SourceContext]) -> GroupReading:
