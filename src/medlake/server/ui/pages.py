@@ -37,6 +37,7 @@ from medlake.server.ui.web import (
     error_page,
     frame_for,
     jsonable,
+    opened_workspace,
     page,
     render,
     router,
@@ -225,7 +226,9 @@ def ui_count_cohort(
     """The builder's live count: the API's own count route, run as the signed-in user."""
     return _api_call(
         request,
-        lambda f: count_cohort(f.root, f.user, definition, circe=False, exact=exact),
+        lambda f: count_cohort(
+            opened_workspace(request) or f.root, f.user, definition, circe=False, exact=exact
+        ),
         post=True,
     )
 
