@@ -193,8 +193,11 @@ def _bulk_commits(engine: Engine) -> Iterator[None]:
     """While the batches are written: a commit checkpoints only past ``_WAL_BYTES`` of
     log (DuckDB's default 16 MiB had every large batch's commit write the tables' last,
     partly filled row groups again; 1M FHIR resources: about 0.5 CPU-s less, peak RSS
-    about 100 MB more). One checkpoint after the last batch: the person-order check
-    then counts no rows the batches deleted or replaced (stored until a checkpoint)."""
+    about 100 MB more). One checkpoint after the last batch, so the person-order check
+    reads zone maps after DuckDB has vacuumed what it vacuums of the run's deleted and
+    replaced rows, as when large commits checkpointed (the rows it counts as stored
+    still depend on when checkpoints ran: 1M FHIR, observation_period 49,301 stored
+    rows here against 24,271 with per-commit checkpoints, none out of order in either)."""
     if not isinstance(engine, SupportsCheckpoint):
         yield
         return
