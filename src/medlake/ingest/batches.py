@@ -180,8 +180,14 @@ def register_batches(engine: Engine, batches: Sequence[IngestBatch]) -> None:
     for a group of small files instead of one each (a commit's fsync was most of a small
     file's cost)."""
     if batches:
-        rows = [dataclasses.asdict(batch) for batch in batches]
-        engine.load_arrow(BATCH_TABLE, pa.Table.from_pylist(rows))
+        engine.load_arrow(BATCH_TABLE, _rows(batches))
+
+
+def _rows(batches: Sequence[IngestBatch]) -> pa.Table:
+    """Batches as ``ingest_batch`` rows (their fields are plain values: no deep copy as
+    ``dataclasses.asdict`` makes, ~0.2 ms a batch for a group of a thousand)."""
+    names = [f.name for f in dataclasses.fields(IngestBatch)]
+    return pa.table({name: [getattr(batch, name) for batch in batches] for name in names})
 
 
 def receive_time(now: dt.datetime | None = None) -> dt.datetime:
@@ -251,7 +257,5 @@ def set_batches_loaded(
     table = lake_table(engine, BATCH_TABLE)
     ids = sorted(batch.batch_id for batch in updated)
     engine.delete_where(BATCH_TABLE, table.batch_id.isin(ids))
-    engine.load_arrow(
-        BATCH_TABLE, pa.Table.from_pylist([dataclasses.asdict(batch) for batch in updated])
-    )
+    engine.load_arrow(BATCH_TABLE, _rows(updated))
     return updated
