@@ -42,6 +42,8 @@ from medlake.ingest.hl7v2_message import (
     MessageError,
     RawMessage,
     decode_message,
+    is_mllp,
+    message_starts,
     parse_message,
     split_messages,
 )
@@ -161,6 +163,44 @@ class Hl7v2Reader:
                         yield builder.finish()
                         builder = _ChunkBuilder()
                 yield builder.finish()
+
+    def chunk_plan(self, path: Path, parts: int = 1) -> list[tuple[int, int, int]] | None:
+        """Where the chunks :meth:`read` gives of a plain HL7 file lie, so that several
+        processes can parse them at once: ``(start byte, end byte, first message number)``
+        per piece, each chunk of the default size as ``parts`` pieces (see
+        ``FhirReader.chunk_plan``); None for an MLLP-framed file, one with text before its
+        first MSH, or none at all (read as one: :meth:`read` says what is wrong)."""
+        if parts < 1 or DEFAULT_CHUNK_MESSAGES % parts:
+            parts = 1
+        per_piece = DEFAULT_CHUNK_MESSAGES // parts
+        with open(path, "rb") as handle:
+            if handle.seek(0, 2) == 0:
+                return None
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if is_mllp(data[:64]):
+                    return None
+                starts = message_starts(data)  # type: ignore[arg-type]
+                if not starts or data[: starts[0]].strip():
+                    return None
+                size = len(data)
+        bounds = [*starts[::per_piece], size]
+        return [(bounds[k], bounds[k + 1], k * per_piece + 1) for k in range(len(bounds) - 1)]
+
+    def read_range(self, context: SourceContext, start: int, end: int,
+                   first_number: int) -> ParsedChunk:  # fmt: skip
+        """The piece of :meth:`chunk_plan` at bytes ``start:end`` (its first message's
+        number): the messages, numbers and offsets :meth:`read` gives for them."""
+        parser = str(context.options.get("hl7_parser", "fast"))
+        mapper = MessageMapper(mapping_options(context))
+        with open(context.path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        builder = _ChunkBuilder()
+        for raw in split_messages(data):
+            moved = RawMessage(raw.number + first_number - 1, raw.offset + start, raw.data,
+                               raw.error)  # fmt: skip
+            self._read_one(moved, context.original_name, parser, mapper, builder)
+        return builder.finish()
 
     def _read_one(
         self,

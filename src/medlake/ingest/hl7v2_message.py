@@ -54,6 +54,11 @@ class RawMessage:
     error: str | None = None  # set for bytes that are not a message (framing junk)
 
 
+def message_starts(data: bytes) -> list[int]:
+    """Byte offsets where a plain file's messages start (as :func:`split_messages` splits)."""
+    return [match.start() for match in _MESSAGE_START.finditer(data)]
+
+
 def is_mllp(head: bytes) -> bool:
     return head.lstrip(b" \t\r\n").startswith(b"\x0b")
 
