@@ -411,3 +411,27 @@ def test_chunks_are_bounded(tmp_path: Path) -> None:
     good = msg("ORU^R01^ORU_R01", "C1", *ORU, "OBX|1|NM|718-7^Hb^LN||120|g/L||||||F")
     read = read_file(write(tmp_path, "many.hl7", good * 25), chunk_messages=10)
     assert [c.records_read for c in read.chunks] == [10, 10, 5]
+
+
+def test_plain_and_mllp_day_files_concatenated_read_as_the_files_do(
+    tmp_path: Path, hospital: Path, lis_files: list[Path], lis: dict[str, Read]
+) -> None:
+    """``cat *.hl7 *.mllp > all.hl7``: a file that starts plain and holds MLLP-framed
+    messages further on. Each framed message is still its own message (its MSH follows
+    the frame's 0x0B, not a line break): none is merged into the message before it, so
+    none of its results is filed under the wrong patient, and none is quarantined."""
+    ordered = sorted(lis_files, key=lambda p: (p.suffix == ".mllp", str(p)))
+    assert ordered[0].suffix == ".hl7"
+    assert ordered[-1].suffix == ".mllp"
+    whole = read_file(write(tmp_path, "all.hl7", b"".join(p.read_bytes() for p in ordered)))
+    separately = [lis[str(p.relative_to(hospital))] for p in ordered]
+    columns = ["_source_record_id", "_source_patient_id", "measurement_datetime",
+               "measurement_source_value", "value_as_number", "value_source_value"]  # fmt: skip
+
+    def rows(read: Read) -> Counter:
+        return Counter(zip(*read.table("measurement").select(columns).to_pydict().values(),
+                           strict=True))  # fmt: skip
+
+    assert whole.messages == sum(r.messages for r in separately)
+    assert len(whole.quarantine) == sum(len(r.quarantine) for r in separately)
+    assert rows(whole) == sum((rows(r) for r in separately), Counter())

@@ -31,8 +31,11 @@ import hl7
 from medlake.ingest.mllp import FrameDecoder
 
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
-# A message starts with MSH at the start of the data or right after a line break.
-_MESSAGE_START = re.compile(rb"(?:\A|(?<=[\r\n]))[ \t]*MSH")
+# A message starts with MSH at the start of the data, right after a line break, or right
+# after an MLLP start block: a plain file may hold MLLP-framed messages too (day files of
+# both kinds concatenated), and each must stay its own message. The frame's bytes left at
+# a message's ends (0x0B, 0x1C) are blank space to ``normalize``.
+_MESSAGE_START = re.compile(rb"(?:\A|(?<=[\r\n\x0b]))[ \t]*MSH")
 
 
 class MessageError(ValueError):
