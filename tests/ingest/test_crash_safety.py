@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.ingest_workspace import ingest_only_workspace
 
 from medlake.clock import CLOCK_ENV
-from medlake.config import open_workspace, write_settings
+from medlake.config import open_workspace
 from medlake.ingest.pause_points import PAUSE_AT_ENV, PAUSE_FILE_ENV
 from medlake.service.ingest import ingest_paths
-from medlake.service.workspace import init_workspace, open_lake
+from medlake.service.workspace import open_lake
 from medlake.synth import generate_hospital
 
 CLOCK = "2026-01-02T03:04:05.678000"
@@ -47,11 +48,7 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = init_workspace(tmp_path_factory.mktemp("template") / "ws").root
-    settings = open_workspace(root).settings
-    settings.empi.link_after_ingest = False  # ingest alone: linking is tests/empi's
-    write_settings(root / "medlake.toml", settings)
-    return root
+    return ingest_only_workspace(tmp_path_factory.mktemp("template") / "ws")
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.ingest_workspace import ingest_only_workspace
 
 from medlake.clock import CLOCK_ENV
-from medlake.config import open_workspace, write_settings
+from medlake.config import open_workspace
 from medlake.engine import Engine
 from medlake.ingest.batches import IngestBatch
 from medlake.ingest.writer import WriteSummary
@@ -87,10 +88,7 @@ def test_grouped_ingest_builds_the_same_lake_as_one_by_one(
     inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: bool
 ) -> None:
     monkeypatch.setenv(CLOCK_ENV, CLOCK)
-    template = init_workspace(tmp_path / "template").root
-    settings = open_workspace(template).settings
-    settings.empi.link_after_ingest = False  # ingest alone: linking is tests/empi's
-    write_settings(template / "medlake.toml", settings)
+    template = ingest_only_workspace(tmp_path / "template")
     reference, grouped = tmp_path / "reference", tmp_path / "grouped"
     shutil.copytree(template, reference)
     shutil.copytree(template, grouped)

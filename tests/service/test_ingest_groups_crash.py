@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 from tests.ingest.test_crash_safety import CLOCK, lake_state
+from tests.ingest_workspace import ingest_only_workspace
 
 from medlake.clock import CLOCK_ENV
-from medlake.config import open_workspace, write_settings
 from medlake.ingest.pause_points import PAUSE_AT_ENV, PAUSE_FILE_ENV
-from medlake.service.workspace import init_workspace
 from medlake.synth import generate_hospital
 
 #: Groups of 12 files, read in children from 4 files: a kill finds one group written,
@@ -46,11 +45,7 @@ def days(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = init_workspace(tmp_path_factory.mktemp("template") / "ws").root
-    settings = open_workspace(root).settings
-    settings.empi.link_after_ingest = False  # ingest alone: linking is tests/empi's
-    write_settings(root / "medlake.toml", settings)
-    return root
+    return ingest_only_workspace(tmp_path_factory.mktemp("template") / "ws")
 
 
 def _run(root: Path, days: list[Path], point: str | None, marker: Path) -> list[int]:

@@ -12,11 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.ingest_workspace import ingest_only_workspace
 
 from medlake.clock import CLOCK_ENV
 from medlake.config import open_workspace
-from medlake.service.ingest import ingest_paths
-from medlake.service.workspace import init_workspace, open_lake
+from medlake.service.ingest import IngestReport, ingest_paths
+from medlake.service.workspace import open_lake
 from medlake.synth import generate_hospital
 
 CLOCK = "2026-01-02T03:04:05.678000"
@@ -35,15 +36,6 @@ def emr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return emr
 
 
-def workspace(root: Path) -> Path:
-    init_workspace(root)
-    settings = root / "medlake.toml"
-    text = settings.read_text(encoding="utf-8")
-    settings.write_text(text.replace("link_after_ingest = true", "link_after_ingest = false"),
-                        encoding="utf-8")  # fmt: skip
-    return root
-
-
 def lake_state(root: Path) -> dict[str, object]:
     state: dict[str, object] = {}
     with open_lake(open_workspace(root)) as engine:
@@ -53,16 +45,24 @@ def lake_state(root: Path) -> dict[str, object]:
     return state
 
 
-def test_reading_in_a_process_builds_the_same_lake(
+def _read_in_threads(
     emr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[IngestReport, Path, Path]:
+    """The reference: ``emr`` ingested with every file read in-process, at the fixed
+    clock; its report, its workspace, and an empty twin for the read under test."""
     monkeypatch.setenv(CLOCK_ENV, CLOCK)
-    template = workspace(tmp_path / "template")
+    template = ingest_only_workspace(tmp_path / "template")
     thread, process = tmp_path / "thread", tmp_path / "process"
     shutil.copytree(template, thread)
     shutil.copytree(template, process)
     monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", 1 << 60)
-    want = ingest_paths(thread, [emr], source_system="emr")
+    return ingest_paths(thread, [emr], source_system="emr"), thread, process
+
+
+def test_reading_in_a_process_builds_the_same_lake(
+    emr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want, thread, process = _read_in_threads(emr, tmp_path, monkeypatch)
     monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", 0)
     got = ingest_paths(process, [emr], source_system="emr")
     assert not want.failed
@@ -83,7 +83,7 @@ def test_a_file_that_is_not_fhir_fails_the_same_way(
     bad.write_text("{ this is not json at all\n" * 5, encoding="utf-8")
     messages = []
     for name, threshold in (("thread", 1 << 60), ("process", 0)):
-        root = workspace(tmp_path / name)
+        root = ingest_only_workspace(tmp_path / name)
         monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", threshold)
         report = ingest_paths(root, [bad], format="fhir", source_system="emr")
         messages.append([(r.status, r.message) for r in report.files])
@@ -101,13 +101,7 @@ def test_every_file_read_ahead_in_small_pieces_builds_the_same_lake(
     from medlake.ingest.formats import reader_for
     from medlake.service import ingest as service
 
-    monkeypatch.setenv(CLOCK_ENV, CLOCK)
-    template = workspace(tmp_path / "template")
-    thread, process = tmp_path / "thread", tmp_path / "process"
-    shutil.copytree(template, thread)
-    shutil.copytree(template, process)
-    monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", 1 << 60)
-    want = ingest_paths(thread, [emr], source_system="emr")
+    want, thread, process = _read_in_threads(emr, tmp_path, monkeypatch)
     # Chunks of 400 resources in pieces of 100 (inherited by the forked readers); the
     # smallest file stays below the threshold and is read in a thread, so the file after
     # it is started ahead by read_next rather than by a last chunk.
