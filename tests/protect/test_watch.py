@@ -226,3 +226,45 @@ def test_a_scan_in_the_middle_of_a_landing_raises_no_alert(
     landed[0].unlink()
     watcher.scan()
     assert watcher.alert() is not None
+
+
+def _locked_elsewhere(path: Path) -> bool:
+    """Whether another process finds ``path`` locked (it tries a POSIX lock of its own)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import fcntl, sys\n"
+        "with open(sys.argv[1], 'r+b') as f:\n"
+        "    try:\n"
+        "        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "    except OSError:\n"
+        "        sys.exit(3)\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe, str(path)], check=False).returncode == 3
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_scanning_the_lake_file_keeps_this_process_lock_on_it(tmp_path: Path, held: bool) -> None:
+    """DuckDB holds its file with a POSIX lock, which closing ANY descriptor of the file in
+    the same process drops: a watch in ``serve`` that read the changed lake file let
+    another process open the lake beside the server. A held file is read by a child."""
+    import fcntl
+
+    from medlake.protect.watch import Watcher, WatchRules
+
+    lake = tmp_path / "lake.duckdb"
+    lake.write_bytes(os.urandom(300_000))
+    watcher = Watcher(
+        roots=[tmp_path], rules=WatchRules(extensions=(".locked",)), held=[lake] if held else []
+    )
+    with lake.open("r+b") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        watcher.scan()  # the baseline
+        handle.seek(0)
+        handle.write(os.urandom(300_000))  # changed: its start is read for its entropy
+        handle.flush()
+        os.utime(lake, ns=(1, 1))
+        findings = watcher.scan()
+        assert [f.kind for f in findings] == ["high_entropy"]  # read, in a child or here
+        assert _locked_elsewhere(lake) is held

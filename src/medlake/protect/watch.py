@@ -18,6 +18,12 @@ When a count reaches its limit within the window, :meth:`Watcher.alert` says whi
 files, what happened to them and since when. Polling rather than inotify: it works on
 every file system (NFS mounts included) and cannot miss events when a queue overflows,
 which a fast encrypting process would cause; the price is a scan every few seconds.
+
+The lake's own database file is read by a short-lived child process, never opened here:
+DuckDB holds it with a POSIX (``fcntl``) lock, and closing *any* descriptor of a file
+drops every such lock the process holds on it. A watch running in ``serve`` that read
+the lake after a checkpoint changed it let another process open the lake beside the
+server (and corrupt it).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import subprocess
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -105,16 +113,35 @@ def shannon_entropy(data: bytes) -> float:
     return -sum(n / total * math.log2(n / total) for n in Counter(data).values())
 
 
-def looks_encrypted(path: Path, bits: float) -> bool:
-    """High entropy and no known format's magic number at the start."""
-    try:
-        with path.open("rb") as source:
-            sample = source.read(_SAMPLE)
-    except OSError:
-        return False
+def looks_encrypted(path: Path, bits: float, *, in_child: bool = False) -> bool:
+    """High entropy and no known format's magic number at the start; ``in_child``: the
+    start read by a child process (for a file this process holds a POSIX lock on)."""
+    sample = _start_in_child(path) if in_child else _start(path)
     if len(sample) < 256 or sample.startswith(_MAGICS):
         return False
     return shannon_entropy(sample) >= bits
+
+
+def _start(path: Path) -> bytes:
+    try:
+        with path.open("rb") as source:
+            return source.read(_SAMPLE)
+    except OSError:
+        return b""
+
+
+_READ_START = "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read(int(sys.argv[2])))"
+
+
+def _start_in_child(path: Path) -> bytes:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _READ_START, str(path), str(_SAMPLE)],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return b""
+    return done.stdout if done.returncode == 0 else b""
 
 
 @dataclass
@@ -123,7 +150,9 @@ class Watcher:
     folders under the roots, ``ignore`` folders it does not look into. Files whose name
     starts with one of ``transient_prefixes`` (a writer's temporary file, linked to its
     content name and removed within one write) are not tracked: one seen by a scan in the
-    middle of a landing would otherwise read as a deleted immutable file at the next."""
+    middle of a landing would otherwise read as a deleted immutable file at the next.
+    ``held`` files (the lake's database file) are read only by a child process (see the
+    module docstring)."""
 
     roots: Sequence[Path]
     rules: WatchRules
@@ -131,6 +160,7 @@ class Watcher:
     append_only: Sequence[Path] = ()
     ignore: Sequence[Path] = ()
     transient_prefixes: tuple[str, ...] = ()
+    held: Sequence[Path] = ()
     clock: Callable[[], float] = time.time
     _seen: dict[Path, _Seen] = field(default_factory=dict)
     _recent: deque[Finding] = field(default_factory=deque)
@@ -188,7 +218,7 @@ class Watcher:
             if before is None:
                 if path.suffix.lower() in self.rules.extensions:
                     findings.append(Finding(RANSOM_RENAME, str(path), now))
-                elif looks_encrypted(path, self.rules.entropy_bits):
+                elif looks_encrypted(path, self.rules.entropy_bits, in_child=path in self.held):
                     findings.append(Finding(HIGH_ENTROPY, str(path), now))
                 continue
             if (before.size, before.mtime_ns, before.inode) == (
@@ -200,7 +230,7 @@ class Watcher:
             )
             if rewritten:
                 findings.append(Finding(IMMUTABLE_REWRITE, str(path), now))
-            elif looks_encrypted(path, self.rules.entropy_bits):
+            elif looks_encrypted(path, self.rules.entropy_bits, in_child=path in self.held):
                 findings.append(Finding(HIGH_ENTROPY, str(path), now))
         if self._started:
             for path in self._seen.keys() - current.keys():

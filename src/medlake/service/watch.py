@@ -62,6 +62,7 @@ def watcher_for(workspace: Workspace, *, clock: Callable[[], float] | None = Non
         append_only=[p.resolve() for p in append_only],
         ignore=[workspace.protect_dir.resolve()],  # its own state, Borg's cache
         transient_prefixes=(TEMPORARY_PREFIX,),  # landing's own temporaries
+        held=[workspace.lake_path.resolve()],  # DuckDB's locked file: read by a child
         **extra,  # type: ignore[arg-type]
     )
 
