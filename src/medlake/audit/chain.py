@@ -204,11 +204,32 @@ def append_event(
         prev_hash=ZERO_HASH,
         event_hash="",
     )
+    journal = _LIVE.get(_lake_key(engine)) if _LIVE else None
+    if journal is not None:
+        # While served, the lake's appends go to its journal (medlake.audit.journal).
+        if engine.in_transaction:
+            with engine.writes_while_frozen():
+                return journal.write_in_transaction(engine, [draft])[0]  # type: ignore[no-any-return]
+        if journal.held_by_this_thread():
+            raise EngineError(
+                "audit append outside the transaction this thread has open on the lake: "
+                "append on that transaction's engine"
+            )
     if isinstance(engine, SupportsTransactions) and not engine.in_transaction:
         # Concurrent appends to one lake share a transaction (group commit); each call
-        # still returns only once its own event has committed.
-        return _GROUPS.submit(_lake_key(engine), draft, lambda drafts: _write(engine, drafts))
+        # still returns only once its own event has committed (to the journal's fsync'd
+        # file while one is live).
+        return _GROUPS.submit(_lake_key(engine), draft, lambda drafts: _grouped(engine, drafts))
     return _write(engine, [draft])[0]
+
+
+def _grouped(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
+    journal = _LIVE.get(_lake_key(engine)) if _LIVE else None
+    if journal is not None:
+        ids = journal.append(drafts)
+        if ids is not None:
+            return ids  # type: ignore[no-any-return]
+    return _write(engine, drafts)
 
 
 def _write(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
@@ -216,8 +237,19 @@ def _write(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
     # The trail is written even while the workspace is frozen read-only: it must record
     # the alert, the refused attempts and the review that lifts the freeze.
     with _LOCK, engine.writes_while_frozen():
+        journal_now = _LIVE.get(_lake_key(engine)) if _LIVE else None
+        if journal_now is not None:  # went live since the caller looked
+            if engine.in_transaction:
+                return journal_now.write_in_transaction(engine, drafts)  # type: ignore[no-any-return]
+            ids = journal_now.append(drafts)
+            if ids is not None:
+                return ids  # type: ignore[no-any-return]
         if not isinstance(engine, SupportsTransactions) or not _has_head_table(engine):
             return _append(engine, drafts)
+        from medlake.audit import journal  # (imports this module)
+
+        if journal.has_unmoved(engine):
+            journal.recover(engine)  # a dead process's journal first: one chain
         # In a caller's transaction the commit is the caller's: no hint taken or kept.
         own = not engine.in_transaction
         key = _lake_key(engine)
@@ -261,7 +293,13 @@ def _lake_key(engine: Engine) -> Hashable:
     path = str(getattr(engine, "path", "") or "")
     if not path or path == ":memory:":
         return ("engine", id(engine))
-    return (engine.kind, os.path.realpath(path))
+    real = _REAL_PATHS.get(path)
+    if real is None:  # realpath lstat()s every part: 0.07 ms, three times an append
+        real = _REAL_PATHS[path] = os.path.realpath(path)
+    return (engine.kind, real)
+
+
+_REAL_PATHS: dict[str, str] = {}
 
 
 def _is_conflict(error: EngineError) -> bool:
@@ -270,7 +308,15 @@ def _is_conflict(error: EngineError) -> bool:
 
 
 def chain_head(engine: Engine) -> tuple[int, str]:
-    """``(event_id, event_hash)`` of the last event, or ``(0, ZERO_HASH)`` when empty."""
+    """``(event_id, event_hash)`` of the last event, or ``(0, ZERO_HASH)`` when empty (the
+    live journal's last event while one is live)."""
+    journal = _LIVE.get(_lake_key(engine)) if _LIVE else None
+    if journal is not None:
+        return journal.head  # type: ignore[no-any-return]
+    return _table_head(engine)
+
+
+def _table_head(engine: Engine) -> tuple[int, str]:
     events = engine.table(EVENT_TABLE)
     last = engine.execute(
         events.select("event_id", "event_hash").order_by(events.event_id.desc()).limit(1)
@@ -296,7 +342,7 @@ def _chained(drafts: list[AuditEvent], last_id: int, last_hash: str) -> list[Aud
 def _append(engine: Engine, drafts: list[AuditEvent]) -> list[int]:
     """Append on an engine without transactions or a lake from before ``audit_head``:
     a single writer, the head read from the trail itself."""
-    events = _chained(drafts, *chain_head(engine))
+    events = _chained(drafts, *_table_head(engine))
     engine.load_arrow(EVENT_TABLE, pa.Table.from_pylist([event.__dict__ for event in events]))
     return [event.event_id for event in events]
 
@@ -312,6 +358,16 @@ def _append_guarded(
         engine.run_prepared_write(_CLAIM_HEAD, [_HEAD_KEY])
         hint = _read_head_row(engine)
     events = _chained(drafts, *hint)
+    if not _stored(engine, events, hint):
+        if hinted:
+            raise _HeadMovedError()
+        raise EngineError(f"{HEAD_TABLE} moved under a claimed append; nothing was written")
+    return events
+
+
+def _stored(engine: Engine, events: list[AuditEvent], head: tuple[int, str]) -> bool:
+    """Insert ``events`` and move the head row from ``head`` to the last of them, in the
+    open transaction; False when the head row was not at ``head`` (roll back)."""
     for start in range(0, len(events), _INSERT_ROWS):
         chunk = events[start : start + _INSERT_ROWS]
         engine.run_prepared_write(
@@ -320,13 +376,71 @@ def _append_guarded(
         )
     last = events[-1]
     moved = engine.run_prepared_write(
-        _MOVE_HEAD, [last.event_id, last.event_hash, utc_now(), _HEAD_KEY, *hint]
+        _MOVE_HEAD, [last.event_id, last.event_hash, utc_now(), _HEAD_KEY, *head]
     )
-    if moved != 1:
-        if hinted:
-            raise _HeadMovedError()
+    return moved == 1
+
+
+# ------------------------------------------------------------------ for the journal
+
+#: The trail's tables: what a transaction that appends writes.
+TRAIL_TABLES = (EVENT_TABLE, HEAD_TABLE)
+# Per lake (_lake_key): the journal live in this process (medlake.audit.journal).
+_LIVE: dict[Hashable, Any] = {}
+
+
+def lake_key(engine: Engine) -> Hashable:
+    """What identifies the engine's lake in this process (its file's real path)."""
+    return _lake_key(engine)
+
+
+def chained(drafts: list[AuditEvent], last_id: int, last_hash: str) -> list[AuditEvent]:
+    """``drafts`` numbered and linked after the event ``(last_id, last_hash)``."""
+    return _chained(drafts, last_id, last_hash)
+
+
+def claim_head(engine: Engine) -> tuple[int, str]:
+    """In the open transaction: take the head row (another writer now conflicts) and
+    return the stored head (made first from the trail on a lake without the row)."""
+    if not _has_head_table(engine):
+        raise EngineError(f"the lake has no {HEAD_TABLE} table: upgrade its schema")
+    engine.run_prepared_write(_CLAIM_HEAD, [_HEAD_KEY])
+    return _read_head_row(engine)
+
+
+def store_events(engine: Engine, events: list[AuditEvent], head: tuple[int, str]) -> None:
+    """In the open transaction: insert ``events`` (chained after ``head``) and move the
+    head row from ``head`` to the last of them."""
+    if not _stored(engine, events, head):
         raise EngineError(f"{HEAD_TABLE} moved under a claimed append; nothing was written")
-    return events
+
+
+def live_journal(engine: Engine) -> Any:
+    """The journal live in this process for the engine's lake, or None."""
+    return _LIVE.get(_lake_key(engine)) if _LIVE else None
+
+
+def direct_appends_held() -> threading.Lock:
+    """The lock every append to the table takes: held while a journal goes live or
+    offline, so none runs meanwhile (and each looks for a live journal under it)."""
+    return _LOCK
+
+
+def go_live(journal: Any) -> None:
+    """Route the lake's appends to ``journal`` (its ``key``) from now on; call with
+    :func:`direct_appends_held` held."""
+    if journal.key in _LIVE:
+        raise EngineError("an audit journal is already live for this lake")
+    _HEADS.pop(journal.key, None)  # the journal moves the head from now on
+    _LIVE[journal.key] = journal
+
+
+def go_offline(journal: Any) -> None:
+    """Appends go to the table again (the journal moved everything into it); call with
+    :func:`direct_appends_held` held."""
+    if _LIVE.get(journal.key) is journal:
+        del _LIVE[journal.key]
+    _HEADS.pop(journal.key, None)
 
 
 # The event's columns, in the order the prepared INSERT binds them.
@@ -383,7 +497,7 @@ def _has_head_table(engine: Engine) -> bool:
     heads = engine.table(HEAD_TABLE)
     if engine.count(heads.filter(heads.chain == _HEAD_KEY)) == 0:
         # First append, or a lake that had events before the table: start from the trail.
-        event_id, event_hash_ = chain_head(engine)
+        event_id, event_hash_ = _table_head(engine)
         engine.load_arrow(
             HEAD_TABLE,
             pa.table(

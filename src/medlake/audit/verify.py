@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from medlake.audit.anchors import Anchor
-from medlake.audit.chain import EVENT_TABLE, HEAD_TABLE, ZERO_HASH, AuditEvent
+from medlake.audit.chain import EVENT_TABLE, HEAD_TABLE, ZERO_HASH, AuditEvent, live_journal
 from medlake.engine import Engine
 from medlake.errors import MedlakeError
 
@@ -74,10 +74,20 @@ class VerifyResult:
 
 
 def read_events(engine: Engine) -> list[AuditEvent]:
-    """Every stored event in ``event_id`` order (ties by time, then hash)."""
+    """Every stored event in ``event_id`` order (ties by time, then hash), and after them
+    those of this process's live journal not yet moved into the table."""
+    # The journal's unmoved events are taken before the table is read: the mover commits
+    # a batch and then drops it from the journal, so the other order can see a batch in
+    # neither place. This way a batch moved in between is in the table read, and one
+    # seen in both is kept once.
+    journal = live_journal(engine)
+    unmoved = journal.unmoved() if journal is not None else []
     events = engine.table(EVENT_TABLE)
     ordered = events.order_by([events.event_id, events.occurred_at, events.event_hash])
-    return [AuditEvent.from_row(row) for row in engine.execute(ordered).to_pylist()]
+    stored = [AuditEvent.from_row(row) for row in engine.execute(ordered).to_pylist()]
+    last = stored[-1].event_id if stored else 0
+    stored += [event for event in unmoved if event.event_id > last]
+    return stored
 
 
 def verify_events(

@@ -104,6 +104,8 @@ class Engine(abc.ABC):
         self._exempt = threading.local()
         # Tables written in the open transaction: their versions move when it ends.
         self._tx_written: set[str] = set()
+        # Called with whether the outer transaction committed, once it has ended.
+        self._tx_after: list[Callable[[bool], None]] = []
         # How long a write waits for a table's rewrite (medlake.engine.rewrite_gate).
         self._write_wait_s = DEFAULT_WAIT_S
 
@@ -502,6 +504,19 @@ class Engine(abc.ABC):
         return self._tx_depth > 0
 
     @final
+    def after_transaction(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(committed)`` once the open transaction has ended (committed or
+        rolled back); with no transaction open, call ``callback(True)`` now.
+
+        For work that must know a transaction's outcome, e.g. the audit journal's lock,
+        held while a caller's transaction holds audit events, until it ends.
+        """
+        if self._tx_depth:
+            self._tx_after.append(callback)
+        else:
+            callback(True)
+
+    @final
     @contextlib.contextmanager
     def transaction(self, *, tables: Iterable[str] | None = None) -> Iterator[Self]:
         """Run the block atomically: commit at the end, roll back on any exception.
@@ -542,6 +557,7 @@ class Engine(abc.ABC):
             self._begin()
         self._tx_depth, self._tx_failed = 1, False
         self._tx_written = set()
+        committed = False
         try:
             try:
                 yield self
@@ -558,12 +574,16 @@ class Engine(abc.ABC):
                 )
             with self._step("commit"):
                 self._commit()
+            committed = True
         finally:
             # After the commit (or rollback): a count that read the version before it
             # and cached what it saw is never served once the new rows are visible.
             written, self._tx_written = self._tx_written, set()
             if written:
                 self._written(written)
+            after, self._tx_after = self._tx_after, []
+            for callback in after:
+                callback(committed)
 
     def _rollback_quietly(self, engine: SupportsTransactions) -> None:
         # A failed rollback must not hide the exception that caused it.

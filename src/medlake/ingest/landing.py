@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medlake.config import frozen_message
+from medlake.durable import fsync_dir
 from medlake.errors import InputError, WorkspaceFrozenError
 from medlake.ingest.landing_mirror import LandingStore, Side, fetch_verified
 from medlake.ingest.landing_remote import as_os_error
@@ -180,7 +181,7 @@ def land_files(
             writer.link(sha256, folders)
     for folder, linked in folders.items():
         try:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except OSError as exc:  # those names are not durable: that side failed them
             for writer in linked:
                 writer.error = writer.error or exc
@@ -301,7 +302,7 @@ class _SideWriter:
             changed = [target.parent, self.side.root] if new_folder else [target.parent]
             if folders is None:
                 for folder in changed:  # the <ab> folder's own name is durable too
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
             else:
                 for folder in changed:
                     folders.setdefault(folder, []).append(self)
@@ -433,15 +434,6 @@ def _landed(store: LandingStore, writers: list[_SideWriter], sha256: str, size: 
         sha256, path, size, already_present=already,
         degraded=tuple(w.side.name for w in failed),
     )  # fmt: skip
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a directory's new entries durable (a renamed or linked name is in the directory)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def leftover_temporaries(landing_dir: Path) -> list[Path]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medlake.config import is_url
+from medlake.durable import fsync_dir
 from medlake.errors import InputError
 from medlake.ingest.landing_remote import RemoteRoot
 
@@ -412,7 +413,7 @@ def _copy_blocks(blocks: Iterable[bytes], target: Path, sha256: str, *, replace:
         else:
             with contextlib.suppress(FileExistsError):
                 os.link(temp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -434,15 +435,7 @@ def _write_json_atomically(path: Path, value: object) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _now() -> str:

@@ -13,7 +13,8 @@ A mirror (data protection) receives each new anchor by registering a sink with
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from medlake.audit import (
     read_head,
     verify_events,
 )
+from medlake.audit.journal import drain, journal_dir, live_journal
+from medlake.audit.verify import DELETED, ChainFinding
 from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine
 from medlake.service.mirror import anchor_copies, anchor_sinks
@@ -104,7 +107,9 @@ def verify_trail(workspace_dir: Path | Workspace | None, *, anchor: bool = True)
     workspace = as_workspace(workspace_dir)
     log = anchor_log(workspace)
     with open_lake(workspace) as engine:
+        drain(engine)  # the journal's events are checked in the table
         result = verify_events(read_events(engine), log.read(), read_head(engine))
+        result.findings += _damaged_journal(engine)
         if result.ok and anchor:
             anchor_head(workspace, engine)
     return result
@@ -115,6 +120,7 @@ def anchor_now(workspace_dir: Path | Workspace | None) -> Anchor | None:
     """Anchor the head of the workspace's trail now (None if already anchored or empty)."""
     workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
+        drain(engine)
         return anchor_head(workspace, engine)
 
 
@@ -123,8 +129,29 @@ def show_events(workspace_dir: Path | Workspace | None, where: EventFilter) -> l
     """Events ``where`` selects, newest first, as dictionaries (``detail`` parsed)."""
     workspace = as_workspace(workspace_dir)
     with open_lake(workspace) as engine:
+        drain(engine)  # a just-journaled event is found too
         rows = engine.execute(events_query(engine, where)).to_pylist()
     return [_readable(row) for row in rows]
+
+
+@contextmanager
+def audit_journal(workspace: Workspace) -> Iterator[None]:
+    """While serving: the lake's audit appends go to its fsync'd journal and a background
+    mover copies them into the trail (:mod:`medlake.audit.journal`); at the end of the
+    block everything is moved. Hold it inside ``lake_pool.serving`` (the lake held)."""
+    with open_lake(workspace) as engine, live_journal(engine):
+        yield
+
+
+def _damaged_journal(engine: Engine) -> list[ChainFinding]:
+    """A journal file recovery could not read whole was kept as ``*.damaged``: name it."""
+    directory = journal_dir(engine)
+    if directory is None or not directory.is_dir():
+        return []
+    return [
+        ChainFinding(DELETED, None, f"{path}: unreadable audit journal lines (events lost)")
+        for path in sorted(directory.glob("*.damaged"))
+    ]
 
 
 def verify_summary(result: VerifyResult) -> dict[str, Any]:
@@ -158,6 +185,7 @@ __all__ = [
     "anchor_if_due",
     "anchor_log",
     "anchor_now",
+    "audit_journal",
     "record_event",
     "remove_anchor_sink",
     "show_events",

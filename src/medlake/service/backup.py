@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medlake.access import Permission
-from medlake.config import Workspace, as_workspace, open_workspace
+from medlake.audit.journal import drain
+from medlake.config import SERVING_CACHE, Workspace, as_workspace, open_workspace
 from medlake.engine import Engine
 from medlake.engine.capabilities import SupportsCheckpoint
 from medlake.errors import BackupError, UsageError
@@ -156,6 +157,8 @@ class BackupRun:
 
 def _excludes(workspace: Workspace, repo: BorgRepository) -> list[str]:
     patterns = [str(BORG_BASE), "sh:**/.landing-*", "sh:**/*.wal"]
+    # Derived data rebuilt from the lake (patient 360's serving copy), safe to lose.
+    patterns.append(SERVING_CACHE)
     if "://" not in repo.location:
         with contextlib.suppress(ValueError):
             patterns.append(str(Path(repo.location).resolve().relative_to(workspace.root)))
@@ -178,6 +181,7 @@ def run_backup(
                 f"backups of a {engine.name} lake are not supported: back up its database "
                 "with its own tools; 'medlake rebuild' recreates the lake from landing"
             )
+        drain(engine)  # a served lake's journaled audit events go into the archived lake
         fingerprint = lake_fingerprint(engine)
         landed = len(landed_names(workspace.landing_dir))
         manifest = {"archive": name, "time": when.isoformat(), "landed_files": landed,

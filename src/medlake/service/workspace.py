@@ -20,6 +20,8 @@ from medlake import __version__
 from medlake.access import Permission, Role
 from medlake.access import store as access_store
 from medlake.access.context import login_name
+from medlake.audit.journal import drain as drain_journal
+from medlake.audit.journal import has_unmoved
 from medlake.config import (
     SETTINGS_FILE,
     EngineSettings,
@@ -186,6 +188,14 @@ def open_lake(workspace: Workspace) -> Engine:
             f"the lake in {workspace.root} is at schema version {version}, newer than this "
             f"medlake ({SCHEMA_VERSION}); upgrade medlake"
         )
+    if has_unmoved(engine):
+        # Audit events journaled by this process's server, or by one that died: in the
+        # table before anyone reads the lake through this engine.
+        try:
+            drain_journal(engine)
+        except BaseException:
+            engine.close()
+            raise
     return engine
 
 
