@@ -21,6 +21,9 @@ from medlake.errors import ConfigError, NotAWorkspaceError
 
 SETTINGS_FILE = "medlake.toml"
 FREEZE_FILE = "frozen.json"  # under protect/: the ransomware watch's read-only mode
+#: Derived data a server keeps beside the lake and rebuilds from it (patient 360's
+#: serving copy): not backed up, not watched, safe to delete while no server runs.
+SERVING_CACHE = "cache"
 WORKSPACE_ENV = "MEDLAKE_WORKSPACE"
 
 
@@ -238,6 +241,17 @@ class LayoutSection(_Section):
     )  # fmt: skip
 
 
+class Patient360Section(_Section):
+    """Patient 360 (``medlake.service.patient360``): the serving copy of the timeline."""
+
+    serving_copy: bool = Field(
+        default=True,
+        description="keep a person-clustered copy of every timeline while serving (built "
+        "or verified in the background at start, rebuilt after writes; used only while it "
+        "equals the lake)",
+    )
+
+
 class Settings(_Section):
     """Everything ``medlake.toml`` can say; every field has a working default."""
 
@@ -254,6 +268,7 @@ class Settings(_Section):
     jobs: JobsSection = JobsSection()
     cohort: CohortSection = CohortSection()
     layout: LayoutSection = LayoutSection()
+    patient360: Patient360Section = Patient360Section()
 
 
 def read_settings(path: Path) -> Settings:

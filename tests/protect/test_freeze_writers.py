@@ -11,6 +11,8 @@ shared hospital lake: it must fail with the freeze's message, and leave every ta
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from medlake.access import Principal, Role
 from medlake.access.context import acting_as
 from medlake.cohort import example_path
 from medlake.config import open_workspace
-from medlake.errors import WorkspaceFrozenError
+from medlake.errors import MedlakeError, WorkspaceFrozenError
 from medlake.protect.watch import Alert, Finding
 from medlake.service import access, mirror, watch
 from medlake.service.backup import lake_fingerprint
@@ -159,3 +161,41 @@ def test_after_watch_clear_the_writers_work_again(hospital_lake, tmp_path: Path)
         ]
     # The trail recorded the alert and its review even while nothing else could be written.
     assert actions.index("watch.alert") < actions.index("watch.clear") < actions.index("user.add")
+
+
+def test_a_clear_that_cannot_record_its_review_leaves_the_workspace_frozen(
+    hospital_lake, tmp_path: Path
+) -> None:
+    root = hospital_lake.copy(tmp_path / "ws")
+    _freeze(root)
+    # Another process holds the lake, so the review cannot go to the audit trail.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from medlake.config import open_workspace\n"
+            "from medlake.service.workspace import open_lake\n"
+            f"with open_lake(open_workspace({str(root)!r})):\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.read()\n"
+        )],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(MedlakeError):
+            watch.clear(root, note="reviewed while another process held the lake")
+        assert watch.freeze_status(root) is not None
+    finally:
+        holder.communicate("")
+    watch.clear(root, note="reviewed")
+    assert watch.freeze_status(root) is None
+    with open_lake(open_workspace(root)) as engine:
+        notes = [
+            row["detail"]
+            for row in engine.execute(
+                engine.table("audit_event").filter(lambda t: t.action == "watch.clear")
+            ).to_pylist()
+        ]
+    assert len(notes) == 1
+    assert "reviewed" in notes[0]

@@ -12,6 +12,7 @@ from medlake.engine.capabilities import (
     SupportsArrowInputs,
     SupportsReordering,
     SupportsScratchSession,
+    SupportsSideDatabases,
     SupportsSplink,
     SupportsTransactions,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "SupportsArrowInputs",
     "SupportsReordering",
     "SupportsScratchSession",
+    "SupportsSideDatabases",
     "SupportsSplink",
     "SupportsTransactions",
     "TableSpec",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, final
 
 import pyarrow as pa
@@ -191,3 +192,58 @@ class SupportsReordering(abc.ABC):
 
     @abc.abstractmethod
     def _reorder_table(self, table: str, by: tuple[str, ...]) -> int: ...
+
+
+class SupportsSideDatabases(abc.ABC):
+    """Capability mixin: a database file of its own attached beside the lake, for data
+    derived from the lake that is rebuilt from it (patient 360's serving copy).
+
+    The side database is not part of the lake: its tables are not listed with the lake's,
+    its file is not the lake's file (backups, the mirror and the schema never see it),
+    and it may be deleted at any time. The engine's queries (:meth:`Engine.run_prepared`,
+    :meth:`Engine.run_sql` with a query) read its tables as ``<alias>.<table>`` beside
+    the lake's, in one statement. Writes to it go through :meth:`side_write`, which
+    refuses a statement that writes anything but a side database's table; they are not
+    lake writes: they move no data version (a copy built from the lake would otherwise
+    make itself stale), wait for no rewrite and are not refused while the workspace is
+    frozen read-only.
+    """
+
+    @abc.abstractmethod
+    def attach_side(self, path: Path, alias: str) -> None:
+        """Attach the database file ``path`` (created when missing) as ``alias``, for
+        every engine on this lake in this process; nothing if it already is."""
+
+    @abc.abstractmethod
+    def detach_side(self, alias: str) -> None:
+        """Detach ``alias`` (nothing if it is not attached)."""
+
+    @abc.abstractmethod
+    def side_attached(self, alias: str) -> bool:
+        """Whether ``alias`` is attached to this lake."""
+
+    @final
+    def side_write(self, statement: sge.Expression) -> None:
+        """Run one statement that writes only tables of attached side databases."""
+        targets = _written_tables(statement)
+        if not targets or any(not t.catalog or not self.side_attached(t.catalog) for t in targets):
+            raise TypeError(f"side_write writes side databases only, not: {statement.sql()}")
+        sql = statement.sql(
+            dialect=self.sql_dialect,  # type: ignore[attr-defined]
+            unsupported_level=ErrorLevel.RAISE,
+        )
+        with self._step("side write", statement=sql):  # type: ignore[attr-defined]
+            self._side_write(sql)
+
+    @abc.abstractmethod
+    def _side_write(self, sql: str) -> None: ...
+
+
+def _written_tables(statement: sge.Expression) -> list[sge.Table]:
+    """The tables a DDL or DML statement writes (empty: not one medlake knows)."""
+    if isinstance(statement, (sge.Create, sge.Insert, sge.Delete, sge.Drop, sge.Alter)):
+        target = statement.this
+        if isinstance(target, sge.Schema):
+            target = target.this
+        return [target] if isinstance(target, sge.Table) else []
+    return []

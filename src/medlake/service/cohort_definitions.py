@@ -38,12 +38,12 @@ import pyarrow as pa
 
 from medlake.access import Permission
 from medlake.cohort.model import CohortDefinition
-from medlake.config import open_workspace
+from medlake.config import Workspace, as_workspace
 from medlake.engine import Engine, SupportsTransactions
 from medlake.errors import InputError, NotFoundError, UsageError
 from medlake.service.cohort import count_cohort, parse_definition
+from medlake.service.lake_pool import pooled_lake
 from medlake.service.policy import authorized
-from medlake.service.workspace import open_lake
 
 _COLUMNS = (
     "cohort_definition_id",
@@ -81,7 +81,9 @@ class SavedDefinition:
 
 @authorized(Permission.COUNT)
 def save_definition(
-    workspace_dir: Path | None, name: str, definition: CohortDefinition | Mapping[str, Any]
+    workspace_dir: Path | Workspace | None,
+    name: str,
+    definition: CohortDefinition | Mapping[str, Any],
 ) -> int:
     """Save ``definition`` under ``name`` (unique); return its ``cohort_definition_id``."""
     # policy: Permission.COUNT
@@ -101,7 +103,7 @@ def save_definition(
 
 
 @authorized(Permission.COUNT)
-def list_definitions(workspace_dir: Path | None) -> list[SavedDefinition]:
+def list_definitions(workspace_dir: Path | Workspace | None) -> list[SavedDefinition]:
     """Every saved definition (without its JSON), by id."""
     # policy: Permission.COUNT
     with _lake(workspace_dir) as engine:
@@ -111,7 +113,7 @@ def list_definitions(workspace_dir: Path | None) -> list[SavedDefinition]:
 
 
 @authorized(Permission.COUNT)
-def get_definition(workspace_dir: Path | None, definition_id: int) -> SavedDefinition:
+def get_definition(workspace_dir: Path | Workspace | None, definition_id: int) -> SavedDefinition:
     """One saved definition with its parsed JSON."""
     # policy: Permission.COUNT
     with _lake(workspace_dir) as engine:
@@ -122,7 +124,7 @@ def get_definition(workspace_dir: Path | None, definition_id: int) -> SavedDefin
 
 @authorized(Permission.COUNT)
 def update_definition(
-    workspace_dir: Path | None,
+    workspace_dir: Path | Workspace | None,
     definition_id: int,
     definition: CohortDefinition | Mapping[str, Any],
     *,
@@ -148,7 +150,7 @@ def update_definition(
 
 
 @authorized(Permission.COUNT)
-def delete_definition(workspace_dir: Path | None, definition_id: int) -> None:
+def delete_definition(workspace_dir: Path | Workspace | None, definition_id: int) -> None:
     """Delete a saved definition and the ``cohort`` rows generated from it."""
     # policy: Permission.COUNT
     with _lake(workspace_dir) as engine, _transaction(engine):
@@ -158,7 +160,7 @@ def delete_definition(workspace_dir: Path | None, definition_id: int) -> None:
 
 @authorized(Permission.COUNT)
 def count_definition(
-    workspace_dir: Path | None,
+    workspace_dir: Path | Workspace | None,
     definition: int | CohortDefinition | Mapping[str, Any],
     *,
     exact: bool = False,
@@ -185,8 +187,10 @@ def count_definition(
 
 
 @contextlib.contextmanager
-def _lake(workspace_dir: Path | None) -> Iterator[Engine]:
-    with open_lake(open_workspace(workspace_dir)) as engine:
+def _lake(workspace_dir: Path | Workspace | None) -> Iterator[Engine]:
+    # Borrowed from the server's pool while it serves: opening the lake for each request
+    # cost a saved definition's count more than the cached count itself.
+    with pooled_lake(as_workspace(workspace_dir)) as engine:
         yield engine
 
 

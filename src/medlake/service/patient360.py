@@ -37,6 +37,7 @@ from medlake.engine import Engine
 from medlake.engine.prepared import PreparedQuery
 from medlake.errors import UsageError
 from medlake.service.lake_pool import is_serving, pooled_lake
+from medlake.service.patient360_copy import serving_copy_of
 from medlake.service.patient360_sql import (
     CONCEPT,
     DOMAIN,
@@ -46,6 +47,8 @@ from medlake.service.patient360_sql import (
     OMICS_COLUMNS,
     OMICS_DOMAIN,
     OMICS_ORDER,
+    PERSON_COLUMNS,
+    PERSON_DOMAIN,
     PROVENANCE,
     RECORD_DOMAIN,
     ROW,
@@ -134,7 +137,14 @@ def person_timeline(
     pid = int(person_id)
     with pooled_lake(workspace) as engine:
         statements = _statements(engine)
-        person = engine.run_prepared_rows(statements.person, [pid])
+        # The serving copy's rows while it is known to equal the lake (else None).
+        copy = serving_copy_of(workspace)
+        copied = copy.rows(engine, pid, with_note_text) if copy is not None else None
+        if copied is None:
+            person = engine.run_prepared_rows(statements.person, [pid])
+        else:
+            person = [{c: row[f"person__{c}"] for c in PERSON_COLUMNS}
+                      for row in copied if row[DOMAIN] == PERSON_DOMAIN][:1]  # fmt: skip
         if not person:
             raise UsageError(f"no person {person_id} in the lake")
         gender_id = person[0]["gender_concept_id"]
@@ -152,7 +162,7 @@ def person_timeline(
             record_read(engine, "person", str(pid), person_ids=[pid], detail=detail)
             audit = None
         try:
-            items, sources, omics = _read(engine, statements, pid, with_note_text)
+            items, sources, omics = _read(engine, statements, pid, with_note_text, copied)
         except BaseException:
             if audit is not None:
                 wait([audit])
@@ -165,14 +175,21 @@ def person_timeline(
     return PersonTimeline(pid, first["year_of_birth"], gender, death, sources, items, omics)
 
 
-def _read(engine: Engine, statements: _Statements, pid: int, with_text: bool
+def _read(engine: Engine, statements: _Statements, pid: int, with_text: bool,
+          copied: list[dict[str, Any]] | None = None,
           ) -> tuple[list[TimelineItem], list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
-    items_query = _items_query(engine, statements, with_text)
-    if items_query is None:
-        return [], [], []
-    rows = engine.run_prepared_rows(items_query, [pid] * items_query.parameter_count)
+    """The person's items, source patients and omics samples: from the rows ``copied``
+    from the serving copy (the same rows the items statement gives, and the person's
+    row), else read from the lake."""
+    if copied is not None:
+        rows = copied
+    else:
+        items_query = _items_query(engine, statements, with_text)
+        if items_query is None:
+            return [], [], []
+        rows = engine.run_prepared_rows(items_query, [pid] * items_query.parameter_count)
     by_domain: dict[int, list[dict[str, Any]]] = {RECORD_DOMAIN: [], SOURCES_DOMAIN: [],
-                                                  OMICS_DOMAIN: []}  # fmt: skip
+                                                  OMICS_DOMAIN: [], PERSON_DOMAIN: []}  # fmt: skip
     domain_rows = []
     for row in rows:
         (domain_rows if row[DOMAIN] < RECORD_DOMAIN else by_domain[row[DOMAIN]]).append(row)

@@ -17,6 +17,7 @@ so no branch's types leak into another's column: a timestamp never widens a date
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,11 +132,65 @@ def items_statement(
     ``schemas`` holds each table's Ibis schema, ``type_of`` turns an Ibis type into a
     SQLGlot one (the backend's type mapper).
     """
+    query, _ = _union(schemas, type_of, domains, others, with_text=with_text,
+                      person=lambda: sge.column("person_id").eq(sge.Placeholder()))  # fmt: skip
+    return query
+
+
+#: The serving copy's own columns (:mod:`medlake.service.patient360_copy`): the person
+#: each row is of, the row's place in its table (``rowid``: the order the live statement
+#: reads a branch's rows in), and the person's row.
+PERSON, ORDER = "_person", "_order"
+PERSON_DOMAIN = len(DOMAINS) + 3
+PERSON_COLUMNS = ("year_of_birth", "gender_concept_id")
+
+
+def copy_statement(
+    schemas: Mapping[str, Any],
+    type_of: Any,
+    *,
+    low: int | None,
+    high: int | None,
+) -> tuple[sge.Query, dict[int, dict[str, str]]]:
+    """Every row :func:`items_statement` gives (every domain, all others, note text
+    included) and each person's row (``_domain`` :data:`PERSON_DOMAIN`), for the
+    persons with ``low <= person_id < high`` (None: unbounded), each row with its
+    :data:`PERSON` and :data:`ORDER`; a branch's values are in shared columns, and the
+    second value says, per ``_domain``, which shared column holds which of
+    :func:`items_statement`'s columns (:func:`_slotted`)."""
+
+    def person() -> sge.Expression | None:
+        bounds = []
+        if low is not None:
+            bounds.append(sge.column("person_id") >= sge.convert(low))
+        if high is not None:
+            bounds.append(sge.column("person_id") < sge.convert(high))
+        return sge.and_(*bounds) if bounds else None
+
+    return _union(schemas, type_of, DOMAINS, (SOURCE_RECORD, SOURCES, OMICS),
+                  with_text=True, person=person, copy=True)  # fmt: skip
+
+
+def _union(
+    schemas: Mapping[str, Any],
+    type_of: Any,
+    domains: Sequence[Domain],
+    others: Sequence[str],
+    *,
+    with_text: bool,
+    person: Any,
+    copy: bool = False,
+) -> tuple[sge.Query, dict[int, dict[str, str]]]:
 
     def kind(table: str, column: str) -> sge.DataType:
         return type_of(schemas[table][column])  # type: ignore[no-any-return]
 
     columns: dict[str, sge.DataType] = {name: sge.DataType.build(k) for name, k in _OWN}
+    if copy:
+        columns = {PERSON: sge.DataType.build("bigint"), ORDER: sge.DataType.build("bigint"),
+                   **columns}  # fmt: skip
+        for column in PERSON_COLUMNS:
+            columns[f"person__{column}"] = kind("person", column)
     for domain in domains:
         for column in value_columns(domain, list(schemas[domain.table]), with_text):
             columns[f"{domain.kind}__{column}"] = kind(domain.table, column)
@@ -146,17 +201,13 @@ def items_statement(
             for column in names:
                 columns[f"{table}__{column}"] = kind(table, column)
 
+    specs: list[tuple[int, str, dict[str, sge.Expression], tuple[sge.Expression, ...]]] = []
+
     def branch(code: int, table: str, given: dict[str, sge.Expression],
-               *where: sge.Expression) -> sge.Select:  # fmt: skip
-        select = [sge.convert(code).as_(DOMAIN)] + [
-            (given.get(name) or sge.cast(sge.null(), type_.copy())).as_(name)
-            for name, type_ in columns.items()
-            if name != DOMAIN
-        ]
-        query = sge.select(*select).from_(table)
-        for condition in (sge.column("person_id").eq(sge.Placeholder()), *where):
-            query = query.where(condition)
-        return query
+               *where: sge.Expression) -> None:  # fmt: skip
+        if copy:
+            given = given | {PERSON: col("person_id"), ORDER: col("rowid")}
+        specs.append((code, table, given, where))
 
     def col(name: str) -> sge.Expression:
         return sge.column(name)
@@ -183,10 +234,59 @@ def items_statement(
                                (OMICS_DOMAIN, OMICS, OMICS_COLUMNS)):  # fmt: skip
         if table in others:
             branches.append(branch(code, table, {f"{table}__{c}": col(c) for c in names}))
+    if copy:
+        branches.append(branch(PERSON_DOMAIN, "person",
+                               {f"person__{c}": col(c) for c in PERSON_COLUMNS}))  # fmt: skip
+    slots: dict[int, dict[str, str]] = {}
+    if copy:
+        columns, specs, slots = _slotted(columns, specs)
+    branches = []
+    for code, table, given, where in specs:
+        select = [
+            (sge.convert(code) if name == DOMAIN else
+             given.get(name) or sge.cast(sge.null(), type_.copy())).as_(name)
+            for name, type_ in columns.items()
+        ]  # fmt: skip
+        query = sge.select(*select).from_(table)
+        for condition in (person(), *where):
+            if condition is not None:
+                query = query.where(condition)
+        branches.append(query)
     union: sge.Query = branches[0]
     for other in branches[1:]:
         union = sge.union(union, other, distinct=False)
-    return union
+    return union, slots
+
+
+def _slotted(
+    columns: dict[str, sge.DataType],
+    specs: list[tuple[int, str, dict[str, sge.Expression], tuple[sge.Expression, ...]]],
+) -> tuple[dict[str, sge.DataType], list[Any], dict[int, dict[str, str]]]:
+    """The copy's columns: each branch's own values put in shared columns by type
+    (``_<type>_<n>``), since a branch fills only its own few of the statement's 40 and
+    DuckDB pays per column read (a person's rows: 3.2 ms for all 40, 0.9 ms for 3).
+    Returns the columns, the branches with their values renamed, and per ``_domain`` which
+    shared column holds which of the statement's columns."""
+    own = {PERSON, ORDER, *(name for name, _ in _OWN)}
+    out = {name: type_ for name, type_ in columns.items() if name in own}
+    renamed_specs = []
+    slots: dict[int, dict[str, str]] = {}
+    for code, table, given, where in specs:
+        used: dict[str, int] = {}
+        renamed: dict[str, sge.Expression] = {}
+        for name, expression in given.items():
+            if name in own:
+                renamed[name] = expression
+                continue
+            type_ = columns[name]
+            key = re.sub(r"\W+", "_", type_.sql(dialect="duckdb").lower()).strip("_")
+            slot = f"_{key}_{used.get(key, 0)}"
+            used[key] = used.get(key, 0) + 1
+            out.setdefault(slot, type_)
+            renamed[slot] = expression
+            slots.setdefault(code, {})[slot] = name
+        renamed_specs.append((code, table, renamed, where))
+    return out, renamed_specs, slots
 
 
 __all__ = ["DOMAINS", "Domain"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medlake.access import Permission
-from medlake.config import Workspace, as_workspace
+from medlake.config import SERVING_CACHE, Workspace, as_workspace
 from medlake.errors import UsageError
 from medlake.ingest.landing import TEMPORARY_PREFIX
 from medlake.ingest.landing_mirror import write_json_atomically
@@ -60,7 +60,9 @@ def watcher_for(workspace: Workspace, *, clock: Callable[[], float] | None = Non
         rules=rules,
         immutable=[p.resolve() for p in immutable],
         append_only=[p.resolve() for p in append_only],
-        ignore=[workspace.protect_dir.resolve()],  # its own state, Borg's cache
+        # its own state, Borg's cache; the serving copy, a DuckDB file this process
+        # holds (rebuilt from the lake, never trusted unchecked)
+        ignore=[workspace.protect_dir.resolve(), (workspace.root / SERVING_CACHE).resolve()],
         transient_prefixes=(TEMPORARY_PREFIX,),  # landing's own temporaries
         held=[workspace.lake_path.resolve()],  # DuckDB's locked file: read by a child
         **extra,  # type: ignore[arg-type]
@@ -124,7 +126,8 @@ def clear(workspace_dir: Path | Workspace | None, *, note: str) -> dict[str, obj
     record = freeze_status(workspace)
     if record is None:
         raise UsageError(f"{workspace.root} is not frozen")
-    (workspace.freeze_file).unlink()
+    # The review is recorded first (the trail is written even while frozen): a review
+    # that cannot be recorded (the lake held elsewhere, a full disk) lifts nothing.
     with open_lake(workspace) as engine:
         protection_event(
             engine, workspace=workspace,
@@ -132,6 +135,7 @@ def clear(workspace_dir: Path | Workspace | None, *, note: str) -> dict[str, obj
             detail={"note": note, "frozen_since": record.get("since"),
                     "reason": record.get("reason")},
         )  # fmt: skip
+    workspace.freeze_file.unlink()
     return record
 
 

@@ -35,6 +35,7 @@ from medlake.engine.capabilities import (
     SupportsCheckpoint,
     SupportsReordering,
     SupportsScratchSession,
+    SupportsSideDatabases,
     SupportsSplink,
     SupportsTransactions,
 )
@@ -67,6 +68,7 @@ class DuckDBEngine(
     SupportsSplink,
     SupportsArrowInputs,
     SupportsReordering,
+    SupportsSideDatabases,
 ):
     """The lake in a DuckDB database file (or in memory, for tests).
 
@@ -355,6 +357,44 @@ class DuckDBEngine(
         ((name,),) = self._con.execute("SELECT current_database()").fetchall()
         return str(name)
 
+    # ------------------------------------------------------------------ side databases
+
+    def attach_side(self, path: Path, alias: str) -> None:
+        # ATTACH belongs to the database instance: every connection to the lake in this
+        # process (the pool's engines) sees the side database once one has attached it.
+        with _open_lock:
+            if self.side_attached(alias):
+                return
+            sql = f"ATTACH {sge.convert(str(path)).sql('duckdb')} AS {_identifier(alias)}"
+            try:
+                self._con.execute(sql).fetchall()
+            except duckdb.Error as exc:
+                raise EngineError(
+                    f"cannot attach {path}: {exc}", statement=sql, engine=self.name
+                ) from exc
+
+    def detach_side(self, alias: str) -> None:
+        with _open_lock:
+            if self.side_attached(alias):
+                self._con.execute(f"DETACH {_identifier(alias)}").fetchall()
+
+    def side_attached(self, alias: str) -> bool:
+        rows = self._con.execute(
+            "SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [alias]
+        ).fetchall()
+        return bool(rows[0][0])
+
+    def _side_write(self, sql: str) -> None:
+        if self._tx_depth:
+            # A DuckDB transaction writes one database: the lake's, here.
+            raise EngineError("a side database is not written inside a lake transaction",
+                              statement=sql, engine=self.name)  # fmt: skip
+        try:
+            self._con.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            raise EngineError(f"side database write failed: {exc}", statement=sql,
+                              engine=self.name) from exc  # fmt: skip
+
     # ------------------------------------------------------------------ transactions
 
     def _begin(self) -> None:
@@ -396,6 +436,10 @@ class DuckDBEngine(
                 _deferred[key] = (depth - 1, before)
             elif before:
                 self._con.execute(f"SET checkpoint_threshold = '{before}'")
+
+
+def _identifier(name: str) -> str:
+    return sqlglot.to_identifier(name, quoted=True).sql("duckdb")  # type: ignore[no-any-return]
 
 
 def _reader_then_close(

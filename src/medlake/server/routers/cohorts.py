@@ -20,13 +20,16 @@ from medlake.service import cohort_definitions as definitions
 from medlake.service import concept_search
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
+#: The workspace the app opened at start: the services then neither read ``medlake.toml``
+#: again nor open the lake afresh (they borrow the serving pool's engines).
+OpenedWorkspace = Annotated[Workspace | PathType, Depends(open_workspace_of)]
 
 
 @router.post("/count")
 def count_cohort(
     # The workspace opened at start: a count read medlake.toml twice otherwise (the policy
     # check and the service, 0.6 ms each, a tenth of a cached count's CPU).
-    root: Annotated[Workspace | PathType, Depends(open_workspace_of)],
+    root: OpenedWorkspace,
     user: CurrentUser,
     definition: Annotated[dict[str, Any], Body(description="A medlake cohort definition (JSON).")],
     circe: Annotated[bool, Query(description="The body is an ATLAS/Circe export.")] = False,
@@ -81,14 +84,14 @@ class UpdateRequest(BaseModel):
 
 
 @router.get("/definitions")
-def list_cohort_definitions(root: WorkspaceDir, user: CurrentUser) -> list[dict[str, Any]]:
+def list_cohort_definitions(root: OpenedWorkspace, user: CurrentUser) -> list[dict[str, Any]]:
     """Saved definitions (without their JSON), by id."""
     require(root, user, Permission.COUNT)
     return [d.as_dict() for d in definitions.list_definitions(root)]
 
 
 @router.post("/definitions", status_code=201)
-def save_cohort_definition(root: WorkspaceDir, user: CurrentUser, body: SaveRequest
+def save_cohort_definition(root: OpenedWorkspace, user: CurrentUser, body: SaveRequest
                            ) -> dict[str, Any]:  # fmt: skip
     """Save a definition under a unique name; answers it with its id."""
     require(root, user, Permission.COUNT)
@@ -98,7 +101,7 @@ def save_cohort_definition(root: WorkspaceDir, user: CurrentUser, body: SaveRequ
 
 
 @router.get("/definitions/{definition_id}")
-def get_cohort_definition(root: WorkspaceDir, user: CurrentUser, definition_id: DefinitionId
+def get_cohort_definition(root: OpenedWorkspace, user: CurrentUser, definition_id: DefinitionId
                           ) -> dict[str, Any]:  # fmt: skip
     """One saved definition with its JSON."""
     require(root, user, Permission.COUNT)
@@ -107,7 +110,7 @@ def get_cohort_definition(root: WorkspaceDir, user: CurrentUser, definition_id: 
 
 @router.put("/definitions/{definition_id}")
 def update_cohort_definition(
-    root: WorkspaceDir, user: CurrentUser, definition_id: DefinitionId, body: UpdateRequest
+    root: OpenedWorkspace, user: CurrentUser, definition_id: DefinitionId, body: UpdateRequest
 ) -> dict[str, Any]:
     """Replace a saved definition (its generated cohort rows are dropped)."""
     require(root, user, Permission.COUNT)
@@ -116,7 +119,7 @@ def update_cohort_definition(
 
 
 @router.delete("/definitions/{definition_id}", status_code=204)
-def delete_cohort_definition(root: WorkspaceDir, user: CurrentUser, definition_id: DefinitionId
+def delete_cohort_definition(root: OpenedWorkspace, user: CurrentUser, definition_id: DefinitionId
                              ) -> None:  # fmt: skip
     """Delete a saved definition and the cohort rows generated from it."""
     require(root, user, Permission.COUNT)
@@ -125,7 +128,7 @@ def delete_cohort_definition(root: WorkspaceDir, user: CurrentUser, definition_i
 
 @router.post("/definitions/{definition_id}/count")
 def count_cohort_definition(
-    root: WorkspaceDir,
+    root: OpenedWorkspace,
     user: CurrentUser,
     definition_id: DefinitionId,
     exact: Annotated[bool, Query(description="Exact small counts (stewards).")] = False,
