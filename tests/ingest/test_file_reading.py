@@ -75,3 +75,39 @@ def test_few_files_are_read_here(day_files: list[Path]) -> None:
     assert not reading.futures
     assert readers.pool is None
     assert _plain(reading.result(2)) == _plain(list(reader_for("hl7v2").read(reading.contexts[2])))
+
+
+def test_many_files_read_at_once_equal_each_read_alone(
+    day_files: list[Path], tmp_path: Path
+) -> None:
+    """``read_many`` (one Arrow conversion for all files' rows) gives each file's chunks as
+    ``read`` does: tables equal with their types, a failing file's error, an empty file,
+    and a file of several chunks."""
+    empty = tmp_path / "empty.hl7"
+    empty.write_bytes(b"")
+    contexts = _contexts([*day_files[:8], empty, *day_files[8:]])
+    several = contexts[3]  # read as chunks of 2 messages: more than one chunk
+    contexts[3] = SourceContext(several.source_system, several.batch_id, several.path,
+                                several.original_name, several.received_at,
+                                options={"chunk_messages": 2})  # fmt: skip
+    reader = reader_for("hl7v2")
+    got = reader.read_many(contexts)  # type: ignore[attr-defined]
+    assert len(got) == len(contexts)
+    for context, result in zip(contexts, got, strict=True):
+        if context.original_name == "bad.hl7":  # the reader's error, for this file
+            with pytest.raises(InputError) as error:
+                list(reader.read(context))
+            assert isinstance(result, InputError)
+            assert str(result) == str(error.value)
+            continue
+        expected = list(reader.read(context))
+        assert _plain(result) == _plain(expected)
+        for mine, theirs in zip(result, expected, strict=True):
+            assert all(
+                a.equals(b, check_metadata=True)
+                for name in theirs.tables
+                for a, b in zip(mine.tables[name], theirs.tables[name], strict=True)
+            )
+            assert all(a.equals(b) for a, b in zip(mine.patients, theirs.patients, strict=True))
+    assert len(got[3]) > 1
+    assert _plain(got[8]) == _plain([ParsedChunk()])

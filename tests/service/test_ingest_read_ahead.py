@@ -108,6 +108,7 @@ def test_every_file_read_ahead_in_small_pieces_builds_the_same_lake(
     monkeypatch.setattr(reader_for("fhir"), "chunk_size", 400)
     sizes = sorted(p.stat().st_size for p in emr.glob("*.ndjson"))
     monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", sizes[0] + 1)
+    monkeypatch.setattr("medlake.service.ingest._READ_AHEAD_SMALL", frozenset())
     monkeypatch.setattr("medlake.service.ingest_groups._GROUP_FILE_BYTES", 0)  # none grouped
     ahead: list[int] = []
     reading = service._Ahead.reading
@@ -134,3 +135,46 @@ def test_every_file_read_ahead_in_small_pieces_builds_the_same_lake(
     with open_lake(open_workspace(process)) as engine:
         setting = engine.run_sql("SELECT current_setting('checkpoint_threshold') AS v")
         assert setting.column("v").to_pylist() == ["16.0 MiB"]
+
+
+def test_a_small_file_is_read_ahead_and_starts_the_next(
+    emr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FHIR file below the size read in a reading process, but planned (from a 16th of
+    it), is read ahead by reading processes too; being of one chunk, it has the file after
+    it started at once, before its own turn. The lake equals the in-process read."""
+    from medlake.ingest.formats import reader_for
+    from medlake.service import ingest as service
+
+    want, thread, process = _read_in_threads(emr, tmp_path, monkeypatch)
+    monkeypatch.setattr(reader_for("fhir"), "chunk_size", 400)
+    sizes = sorted(p.stat().st_size for p in emr.glob("*.ndjson"))
+    monkeypatch.setattr("medlake.service.ingest._READ_IN_PROCESS_FROM", sizes[0] + 1)
+    monkeypatch.setattr("medlake.service.ingest_groups._GROUP_FILE_BYTES", 0)  # none grouped
+    events: list[tuple[str, int]] = []
+    reading, read = service._Ahead.reading, service._Ahead.read
+
+    def spy_reading(self: service._Ahead, index: int, batch_id: str) -> object:
+        started = reading(self, index, batch_id)
+        events.append(("turn", index) if started is None else ("turn ahead", index))
+        return started
+
+    def spy_read(self: service._Ahead, index: int, *args: object) -> object:
+        events.append(("started", index))
+        return read(self, index, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service._Ahead, "reading", spy_reading)
+    monkeypatch.setattr(service._Ahead, "read", spy_read)
+    got = ingest_paths(process, [emr], source_system="emr")
+    assert not got.failed
+    order = [Path(f.path).stat().st_size for f in got.files]
+    small = order.index(sizes[0])
+    assert 0 < small < len(order) - 1
+    with Path(got.files[small].path).open("rb") as handle:
+        assert sum(1 for _ in handle) <= 400  # of one chunk
+    assert ("turn ahead", small) in events  # read by reading processes before its turn
+    assert events.index(("started", small + 1)) < events.index(("turn ahead", small))
+    assert [s.as_dict() | {"seconds": 0, "records_per_second": 0} for s in got.sources] == [
+        s.as_dict() | {"seconds": 0, "records_per_second": 0} for s in want.sources
+    ]
+    assert lake_state(process) == lake_state(thread)

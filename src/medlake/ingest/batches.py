@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import ibis
 import pyarrow as pa
 
 from medlake.clock import utc_now
@@ -255,7 +256,9 @@ def set_batches_loaded(
     if not updated:
         return []
     table = lake_table(engine, BATCH_TABLE)
-    ids = sorted(batch.batch_id for batch in updated)
-    engine.delete_where(BATCH_TABLE, table.batch_id.isin(ids))
+    # The ids as a table, not an IN list of literals: a group's thousand literals cost
+    # DuckDB ~0.4 s to plan.
+    ids = ibis.memtable(pa.table({"id": pa.array(sorted(b.batch_id for b in updated))}))
+    engine.delete_where(BATCH_TABLE, table.batch_id.isin(ids.id))
     engine.load_arrow(BATCH_TABLE, _rows(updated))
     return updated

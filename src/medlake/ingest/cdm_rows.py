@@ -82,7 +82,7 @@ def derive_columns(
         ids = (
             rows.column(ROW_ID).combine_chunks()  # derived already (with_row_ids)
             if ROW_ID in rows.column_names
-            else stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID))
+            else stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID), distinct=True)
         )
         rows = set_column(rows, primary_key(table), ids)
     rows = set_column(rows, ROW_ID, ids)
@@ -110,7 +110,7 @@ def with_row_ids(table: str, rows: pa.Table, source_system: str) -> pa.Table:
     :func:`derive_columns` keeps it."""
     if table in PERSON_KEYED_TABLES or SOURCE_RECORD_ID not in rows.column_names:
         return rows
-    ids = stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID))
+    ids = stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID), distinct=True)
     return set_column(rows, ROW_ID, ids)
 
 

@@ -23,8 +23,12 @@ import multiprocessing
 import os
 import pickle
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 from medlake.errors import MedlakeError
 from medlake.ingest.staging import ParsedChunk, SourceContext
@@ -41,17 +45,105 @@ Outcome = tuple[bool, object]  # (True, chunks) or (False, the reader's error)
 def _read_files(format: str, contexts: Sequence[SourceContext]) -> list[Outcome]:
     from medlake.ingest.formats import reader_for
 
-    outcomes: list[Outcome] = []
-    for context in contexts:
-        try:
-            outcomes.append((True, list(reader_for(format).read(context))))
-        except Exception as error:  # raised in the caller, for this file only
+    results: list[list[ParsedChunk] | Exception] = []
+    try:
+        reader = reader_for(format)
+    except Exception as error:  # every file fails with it, as each read would
+        results = [error] * len(contexts)
+    else:
+        read_many = getattr(reader, "read_many", None)  # many small files read at once
+        if read_many is not None:
+            results = read_many(contexts)
+        for context in contexts if read_many is None else ():
             try:
-                pickle.dumps(error)
-            except Exception:
-                error = MedlakeError(f"{type(error).__name__}: {error}")
-            outcomes.append((False, error))
+                results.append(list(reader.read(context)))
+            except Exception as error:
+                results.append(error)
+    outcomes: list[Outcome] = []
+    for result in results:
+        if not isinstance(result, Exception):
+            outcomes.append((True, result))
+            continue
+        error = result  # raised in the caller, for this file only
+        try:
+            pickle.dumps(error)
+        except Exception:
+            error = MedlakeError(f"{type(error).__name__}: {error}")
+        outcomes.append((False, error))
     return outcomes
+
+
+def _read_files_packed(format: str, contexts: Sequence[SourceContext]) -> _Packed:
+    """:func:`_read_files` in a child, its tables packed for the trip back."""
+    return _pack(_read_files(format, contexts))
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """Where a chunk's table lies in its task's packed tables."""
+
+    group: int
+    offset: int
+    length: int
+
+
+_Packed = tuple[list[Outcome], list[bytes]]
+
+
+def _pack(outcomes: list[Outcome]) -> _Packed:
+    """The outcomes with every table of their chunks replaced by a :class:`_Slice` of one
+    table per schema, each sent as one Arrow IPC stream.
+
+    Pickling a file's few small tables one by one cost more than reading the file
+    (1,000 LIS day files: 1.6 CPU-s to pickle in the child, 1.3 to unpickle in the
+    caller, 15 MB): every table carries its schema and buffers of its own.
+    """
+    groups: dict[bytes, tuple[int, list[pa.Table]]] = {}
+    sizes: list[int] = []
+
+    def packed(table: pa.Table) -> _Slice:
+        key = table.schema.serialize().to_pybytes()
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (len(groups), [])
+            sizes.append(0)
+        index, tables = group
+        tables.append(table)
+        offset = sizes[index]
+        sizes[index] += table.num_rows
+        return _Slice(index, offset, table.num_rows)
+
+    _replace_tables(outcomes, packed)
+    streams: list[bytes] = []
+    for _, tables in groups.values():
+        whole = pa.concat_tables(tables).combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, whole.schema) as writer:
+            writer.write_table(whole)
+        streams.append(sink.getvalue().to_pybytes())
+    return outcomes, streams
+
+
+def _unpack(packed: _Packed) -> list[Outcome]:
+    """The outcomes as :func:`_read_files` gave them, each table a slice of its stream's."""
+    outcomes, streams = packed
+    wholes = [pa.ipc.open_stream(stream).read_all() for stream in streams]
+
+    def table(part: _Slice) -> pa.Table:
+        return wholes[part.group].slice(part.offset, part.length)
+
+    _replace_tables(outcomes, table)
+    return outcomes
+
+
+def _replace_tables(outcomes: list[Outcome], replace: Callable[[Any], Any]) -> None:
+    """Put ``replace(table)`` in place of every table of the read files' chunks."""
+    for ok, value in outcomes:
+        if ok:
+            for chunk in value:  # type: ignore[attr-defined]
+                chunk.tables = {n: [replace(t) for t in ts] for n, ts in chunk.tables.items()}
+                chunk.patients = [replace(t) for t in chunk.patients]
+                chunk.omics_samples = [replace(t) for t in chunk.omics_samples]
 
 
 def _child_started(parent: int) -> None:
@@ -75,11 +167,11 @@ class GroupReading:
     def __init__(self, format: str, contexts: Sequence[SourceContext],
                  pool: ProcessPoolExecutor | None) -> None:  # fmt: skip
         self.format, self.contexts = format, list(contexts)
-        self.futures: list[Future[list[Outcome]]] = []
+        self.futures: list[Future[_Packed]] = []
         if pool is not None:
             for start in range(0, len(self.contexts), _FILES_PER_TASK):
                 part = self.contexts[start : start + _FILES_PER_TASK]
-                self.futures.append(pool.submit(_read_files, format, part))
+                self.futures.append(pool.submit(_read_files_packed, format, part))
         self._done: dict[int, list[Outcome]] = {}
 
     def result(self, index: int) -> list[ParsedChunk]:
@@ -91,7 +183,7 @@ class GroupReading:
             outcomes = self._done.get(task)
             if outcomes is None:
                 try:
-                    outcomes = self.futures[task].result()
+                    outcomes = _unpack(self.futures[task].result())
                 except MedlakeError:
                     raise
                 except Exception:  # the hand-over failed (not the reader): read them here
@@ -115,6 +207,11 @@ class FileReaders:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = WORKERS if workers is None else workers
         self.pool: ProcessPoolExecutor | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the reading processes run (forked already: a thread may hand them work)."""
+        return self.pool is not None
 
     def read(self, format: str, contexts: Sequence[SourceContext]) -> GroupReading:
         """Start reading ``contexts`` (in children if there are enough of them)."""

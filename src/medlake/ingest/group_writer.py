@@ -23,9 +23,11 @@ written on its own with :func:`~medlake.ingest.writer.write_batch`.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,7 +40,7 @@ from medlake.ingest.lake_tables import atomically, lake_table
 from medlake.ingest.observation_period import update_observation_periods
 from medlake.ingest.patient_rows import conform_patients, death_rows, person_rows, write_identifiers
 from medlake.ingest.pause_points import pause_point
-from medlake.ingest.quarantine import payload_text, store_quarantine
+from medlake.ingest.quarantine import payload_text, store_quarantine_batches
 from medlake.ingest.staging import (
     BATCH_ID,
     RECORD_HASH,
@@ -130,7 +132,31 @@ def step_keys(chunk: ParsedChunk) -> set[tuple[str, str]]:
 
 
 def rounds(steps: Sequence[Step]) -> list[list[Step]]:
-    """Consecutive steps split where a step stages a record an earlier one of its round did."""
+    """Consecutive steps split where a step stages a record an earlier one of its round did.
+
+    As splitting on :func:`step_keys` step by step, with the keys compared in Arrow and
+    NumPy: for each step, the latest earlier step that staged one of its records; a step
+    starts a new round when that step is in the current round (a group of a thousand
+    files: 0.24 -> ~0.05 CPU-s).
+    """
+    try:
+        latest = _latest_earlier(steps)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # ids Arrow cannot compare
+        return rounds_by_keys(steps)
+    result: list[list[Step]] = []
+    start = 0
+    for index in range(1, len(steps)):
+        if latest[index] >= start:
+            result.append(list(steps[start:index]))
+            start = index
+    if steps:
+        result.append(list(steps[start:]))
+    return result
+
+
+def rounds_by_keys(steps: Sequence[Step]) -> list[list[Step]]:
+    """The rule as stated, one step at a time with sets of :func:`step_keys`: the
+    fallback of :func:`rounds` and the reference its tests compare with."""
     result: list[list[Step]] = []
     current: list[Step] = []
     seen: set[tuple[str, str]] = set()
@@ -146,8 +172,65 @@ def rounds(steps: Sequence[Step]) -> list[list[Step]]:
     return result
 
 
-def _tagged(rows: pa.Table, batch_id: str) -> pa.Table:
-    return rows.append_column(BATCH_ID, pa.repeat(pa.scalar(batch_id, pa.string()), rows.num_rows))
+def _latest_earlier(steps: Sequence[Step]) -> np.ndarray:
+    """For each step, the latest earlier step sharing a :func:`step_keys` key, else -1."""
+    columns: dict[str, tuple[list[pa.ChunkedArray], list[int]]] = {}
+
+    def add(kind: str, values: pa.ChunkedArray, step: int) -> None:
+        parts, owners = columns.setdefault(kind, ([], []))
+        parts.append(values)
+        owners.append(step)
+
+    for step, (_, chunk) in enumerate(steps):
+        for table in chunk.patients:
+            if SOURCE_PATIENT_ID in table.column_names:
+                for kind in ("patient", "person", "death"):
+                    add(kind, table.column(SOURCE_PATIENT_ID), step)
+        for name, tables in chunk.tables.items():
+            for table in tables:
+                if SOURCE_RECORD_ID in table.column_names:
+                    add(name, table.column(SOURCE_RECORD_ID), step)
+    latest = np.full(len(steps), -1, np.int64)
+    for parts, owners in columns.values():
+        chunks = [c if c.type == pa.string() else c.cast(pa.string())
+                  for part in parts for c in part.chunks]  # fmt: skip
+        values = pa.chunked_array(chunks, pa.string()).combine_chunks()
+        owner = np.repeat(np.asarray(owners, np.int64), [len(part) for part in parts])
+        valid = values.is_valid().to_numpy(zero_copy_only=False)
+        codes = values.dictionary_encode().indices.to_numpy(zero_copy_only=False)[valid]
+        owner = owner[valid]
+        order = np.lexsort((owner, codes))
+        codes, owner = codes[order], owner[order]
+        first = np.ones(len(codes), bool)  # each (key, step) once
+        first[1:] = (codes[1:] != codes[:-1]) | (owner[1:] != owner[:-1])
+        codes, owner = codes[first], owner[first]
+        again = codes[1:] == codes[:-1]  # the same key in a later step
+        np.maximum.at(latest, owner[1:][again], owner[:-1][again])
+    return latest
+
+
+def _concat_tagged(parts: Sequence[tuple[str, pa.Table]]) -> pa.Table:
+    """The tables one after the other, each row tagged with its part's batch id (last)."""
+    rows = pa.concat_tables([t for _, t in parts], promote_options="permissive")
+    which = np.repeat(np.arange(len(parts)), [t.num_rows for _, t in parts])
+    ids = pa.array([batch_id for batch_id, _ in parts], pa.string()).take(which)
+    return rows.combine_chunks().append_column(BATCH_ID, ids)
+
+
+def _conformed(parts: Sequence[tuple[str, pa.Table]]) -> list[tuple[str, pa.Table]]:
+    """:func:`conform_patients` of each part, done once per run of parts of one schema."""
+    result: list[tuple[str, pa.Table]] = []
+    start = 0
+    for end in range(1, len(parts) + 1):
+        if end == len(parts) or not parts[end][1].schema.equals(parts[start][1].schema):
+            run = parts[start:end]
+            conformed = conform_patients(pa.concat_tables([t for _, t in run]))
+            offset = 0
+            for batch_id, table in run:
+                result.append((batch_id, conformed.slice(offset, table.num_rows)))
+                offset += table.num_rows
+            start = end
+    return result
 
 
 class GroupWriter(LakeWriter):
@@ -166,8 +249,9 @@ class GroupWriter(LakeWriter):
         self._names = {b.batch_id: b.original_name or b.landed_path for b in batches}
         self._order = {batch.batch_id: index for index, batch in enumerate(batches)}
         self._ids = pa.array(list(self.batches), pa.string())
+        # Each batch's default version, as LakeWriter derives it (without a writer each).
         self._defaults = pa.array(
-            [LakeWriter(engine, b, concepts=self.concepts)._default_version for b in batches],
+            [int(b.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000) for b in batches],
             pa.int64(),
         )
         self._entries: dict[str, list[QuarantineEntry]] = {}
@@ -183,22 +267,23 @@ class GroupWriter(LakeWriter):
         return self.summaries
 
     def write_round(self, steps: Sequence[Step]) -> None:
-        tables: dict[str, list[pa.Table]] = {}
-        patients: list[pa.Table] = []
+        tables: dict[str, list[tuple[str, pa.Table]]] = {}
+        patient_parts: list[tuple[str, pa.Table]] = []
         for batch, chunk in steps:
             batch_id = batch.batch_id
             summary = self.summaries[batch_id]
             summary.records_read += chunk.records_read
             summary.skipped.update(chunk.skipped)
             self._entries.setdefault(batch_id, []).extend(chunk.quarantine)
-            patients.extend(
-                _tagged(conform_patients(t), batch_id) for t in chunk.patients if t.num_rows
-            )
+            patient_parts.extend((batch_id, t) for t in chunk.patients if t.num_rows)
             for table, staged in chunk.tables.items():
-                tables.setdefault(table, []).extend(
-                    _tagged(t, batch_id) for t in staged if t.num_rows
-                )
-        staged = self._staged(tables)
+                tables.setdefault(table, []).extend((batch_id, t) for t in staged if t.num_rows)
+        # Each table's rows of the whole round tagged at once, in one contiguous chunk: a
+        # round holds a few rows of each of hundreds of files, and DuckDB's Arrow scan
+        # and Arrow's kernels pay per chunk (LIS day folder: inserts 6.8 -> 0.4 CPU-s,
+        # as for the same rows read from one file).
+        staged = self._staged({t: [_concat_tagged(parts)] for t, parts in tables.items()})
+        patients = [_concat_tagged(_conformed(patient_parts))] if patient_parts else []
         self._current = self._current_of(patients, staged)
         person_current = self._current.get("person")
         plans: dict[str, VersionPlan] = {}
@@ -228,16 +313,11 @@ class GroupWriter(LakeWriter):
         if self._provenance:
             self.engine.load_arrow(SOURCE_RECORD_TABLE, pa.concat_tables(self._provenance))
             self._provenance = []
-        for batch_id, entries in self._entries.items():
-            if entries:
-                ids = store_quarantine(
-                    self.engine,
-                    batch_id=batch_id,
-                    source_system=self.source_system,
-                    entries=entries,
-                    now=self.now,
-                )
-                self._stored.setdefault(batch_id, set()).update(ids)
+        stored = store_quarantine_batches(
+            self.engine, source_system=self.source_system, entries=self._entries, now=self.now
+        )  # one lookup and one insert for every batch of the round
+        for batch_id, ids in stored.items():
+            self._stored.setdefault(batch_id, set()).update(ids)
         self._entries = {}
 
     # ------------------------------------------------------------------ steps

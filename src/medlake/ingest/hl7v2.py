@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import mmap
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
@@ -107,6 +107,12 @@ class _Rows:
             values.append(row.get(name))
         self.count += 1
 
+    def truncate(self, count: int) -> None:
+        """Drop the rows from ``count`` on (a file that failed part way)."""
+        for values in self._lists:
+            del values[count:]
+        self.count = count
+
     def to_arrow(self) -> pa.Table:
         schema = _schema(self.table, self.columns)
         arrays = [pa.array(v, type=f.type) for v, f in zip(self._lists, schema, strict=True)]
@@ -114,14 +120,29 @@ class _Rows:
 
 
 class _ChunkBuilder:
-    """Rows gathered for one :class:`ParsedChunk`."""
+    """Rows gathered for one :class:`ParsedChunk` (in the rows of ``shared``, if given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: _ChunkBuilder | None = None) -> None:
         self.chunk = ParsedChunk()
-        self.measurements = _Rows("measurement", MEASUREMENT_COLUMNS)
-        self.specimens = _Rows("specimen", SPECIMEN_COLUMNS)
-        self.patients = _Rows("patient", PATIENT_ROW_COLUMNS)
+        if shared is None:
+            self.measurements = _Rows("measurement", MEASUREMENT_COLUMNS)
+            self.specimens = _Rows("specimen", SPECIMEN_COLUMNS)
+            self.patients = _Rows("patient", PATIENT_ROW_COLUMNS)
+        else:
+            self.measurements = shared.measurements
+            self.specimens = shared.specimens
+            self.patients = shared.patients
         self.messages = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.measurements.count, self.specimens.count, self.patients.count
+
+    def truncate(self, counts: tuple[int, int, int]) -> None:
+        for rows, count in zip(self._all(), counts, strict=True):
+            rows.truncate(count)
+
+    def _all(self) -> tuple[_Rows, _Rows, _Rows]:
+        return self.measurements, self.specimens, self.patients
 
     def finish(self) -> ParsedChunk:
         chunk = self.chunk
@@ -163,6 +184,70 @@ class Hl7v2Reader:
                         yield builder.finish()
                         builder = _ChunkBuilder()
                 yield builder.finish()
+
+    def read_many(self, contexts: Sequence[SourceContext]) -> list[list[ParsedChunk] | Exception]:
+        """What ``list(read(context))`` gives for each file, or the error it raises.
+
+        For many small files (an LIS's day files): their rows go to one set of column
+        lists, turned into Arrow once, and each file's tables are slices of those
+        (converting each file's few rows on its own was a fifth of reading one).
+        A file of more than one chunk is read on its own.
+        """
+        shared = _ChunkBuilder()
+        results: list[list[ParsedChunk] | Exception | None] = [None] * len(contexts)
+        spans: list[tuple[int, ParsedChunk, tuple[int, int, int], tuple[int, int, int]]] = []
+        for index, context in enumerate(contexts):
+            before = shared.counts()
+            try:
+                chunk = self._read_whole(context, shared)
+            except Exception as error:  # the file's own error, as read() raises it
+                shared.truncate(before)
+                results[index] = error
+                continue
+            if chunk is None:
+                shared.truncate(before)
+                try:
+                    results[index] = list(self.read(context))
+                except Exception as error:
+                    results[index] = error
+                continue
+            spans.append((index, chunk, before, shared.counts()))
+        tables = [rows.to_arrow() if rows.count else None for rows in shared._all()]
+        for index, chunk, before, after in spans:
+            parts = [
+                table.slice(start, end - start) if table is not None and end > start else None
+                for table, start, end in zip(tables, before, after, strict=True)
+            ]
+            measurements, specimens, patients = parts
+            if measurements is not None:
+                chunk.add_rows("measurement", measurements)
+            if specimens is not None:
+                chunk.add_rows("specimen", specimens)
+            if patients is not None:
+                chunk.patients.append(patients)
+            results[index] = [chunk]
+        return results  # type: ignore[return-value]
+
+    def _read_whole(self, context: SourceContext, shared: _ChunkBuilder) -> ParsedChunk | None:
+        """The file as :meth:`read`'s one chunk, its rows added to ``shared`` (not turned
+        into tables); None when :meth:`read` would give more than one chunk."""
+        parser = str(context.options.get("hl7_parser", "fast"))
+        per_chunk = int(context.options.get("chunk_messages", DEFAULT_CHUNK_MESSAGES))  # type: ignore[call-overload]
+        mapper = MessageMapper(mapping_options(context))
+        with open(context.path, "rb") as handle:
+            if handle.seek(0, 2) == 0:
+                return ParsedChunk()
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
+                    raise InputError(
+                        f"{context.original_name}: not an HL7 v2 file (no MSH segment)"
+                    )
+                builder = _ChunkBuilder(shared)
+                for raw in split_messages(data):  # type: ignore[arg-type]
+                    self._read_one(raw, context.original_name, parser, mapper, builder)
+                    if builder.messages >= per_chunk:
+                        return None
+                return builder.chunk
 
     def chunk_plan(self, path: Path, parts: int = 1) -> list[tuple[int, int, int]] | None:
         """Where the chunks :meth:`read` gives of a plain HL7 file lie, so that several

@@ -8,7 +8,8 @@ other ids. 63 bits keep ids positive in every engine's signed 64-bit integer; wi
 billion rows the chance of any collision is about 3 in 100,000,000 per table.
 
 Ids are computed once per distinct key (a chunk's rows share few patients and visits),
-then spread over the rows with Arrow's vectorised ``take``.
+then spread over the rows with Arrow's vectorised ``take``; row ids, one per source
+record, are hashed as they come (``distinct=True``).
 """
 
 from __future__ import annotations
@@ -41,26 +42,48 @@ def initial_person_id(source_system: str, source_patient_id: str) -> int:
     return stable_id(PERSON_KEY, source_system, source_patient_id)
 
 
-def stable_ids(prefix: tuple[str, ...], keys: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """``stable_id(*prefix, key)`` for every key (null stays null), as int64."""
+def stable_ids(
+    prefix: tuple[str, ...], keys: pa.Array | pa.ChunkedArray, *, distinct: bool = False
+) -> pa.Array:
+    """``stable_id(*prefix, key)`` for every key (null stays null), as int64.
+
+    ``distinct``: the keys are expected to differ from one another (row ids, one per
+    source record), so each is hashed as it comes, without the pass that finds the
+    distinct keys and the look-up that spreads their ids (a repeated key is hashed again,
+    to the same id): about 30 % less CPU for such keys.
+    """
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     if len(keys) == 0:
         return pa.array([], pa.int64())
-    distinct = pc.unique(keys).drop_null()
+    if distinct and keys.null_count == 0:
+        return _hashed(prefix, keys)
+    unique = pc.unique(keys).drop_null()
+    ids = _hashed(prefix, unique)
+    if keys.null_count == 0 and len(unique) == len(keys):
+        return ids  # every key distinct (row ids): unique() kept their order
+    return pc.take(ids, pc.index_in(keys, value_set=unique))
+
+
+def _hashed(prefix: tuple[str, ...], keys: pa.Array) -> pa.Array:
+    """``stable_id(*prefix, key)`` of each of ``keys`` (none null)."""
     # The whole key ("prefix\x1fkey") built by Arrow as UTF-8 bytes: the loop below only
     # hashes (no str encode or bytes concatenation per key).
     head = _SEPARATOR.join(prefix) + _SEPARATOR
-    whole = pc.binary_join_element_wise(head, distinct, "").cast(pa.binary()).to_pylist()
-    blake2b = hashlib.blake2b
+    whole = pc.binary_join_element_wise(head, keys, "").cast(pa.binary()).to_pylist()
+    # Copies of one fresh 8-byte BLAKE2b state: cheaper than the constructor, which
+    # parses its keyword arguments for every key (0.29 against 0.38 µs a key).
+    fresh = hashlib.blake2b(digest_size=8).copy
+    digests = []
+    append = digests.append
+    for key in whole:
+        state = fresh()
+        state.update(key)
+        append(state.digest())
     # The digests side by side as big-endian uint64s: one NumPy pass instead of an
     # int.from_bytes per key; the same numbers as stable_id().
-    digests = b"".join([blake2b(key, digest_size=8).digest() for key in whole])
-    values = np.frombuffer(digests, dtype=">u8").astype(np.int64) & np.int64(_MASK)
+    values = np.frombuffer(b"".join(digests), dtype=">u8").astype(np.int64) & np.int64(_MASK)
     values[values == 0] = 1
-    ids = pa.array(values, pa.int64())
-    if keys.null_count == 0 and len(distinct) == len(keys):
-        return ids  # every key distinct (row ids): unique() kept their order
-    return pc.take(ids, pc.index_in(keys, value_set=distinct))
+    return pa.array(values, pa.int64())
 
 
 def stable_ids_by_system(

@@ -62,8 +62,9 @@ def observation_periods_query(engine: Engine, persons: ir.Table | None = None) -
     """The derived periods (``observation_period`` columns), of ``persons.person_id`` only
     when given."""
     spans = []
+    present = set(engine.list_tables())  # one look-up, not one per event table
     for table, (start_column, end_column) in EVENT_DATES.items():
-        if not engine.has_table(table):
+        if table not in present:
             continue
         t = engine.table(table)
         if persons is not None:

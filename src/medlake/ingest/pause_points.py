@@ -6,7 +6,9 @@ to ``path`` when it reaches that point and then sleeps until killed. The test wa
 the file, sends SIGKILL, re-runs and compares the lake with an uninterrupted run. Unset,
 a pause point costs one environment lookup.
 
-Points: ``landed`` (file landed, batch not registered), ``registered`` (batch received),
+Points: ``landed`` (file landed, batch not registered), ``landed_ahead`` (a group of
+small files landed and being read in a thread while the group before is written, none of
+its batches registered), ``registered`` (batch received),
 ``running`` (status running committed), ``chunk`` (a chunk written, uncommitted),
 ``merges`` (merges applied, uncommitted), ``before_commit`` (status loaded written,
 uncommitted), ``committed`` (the batch's transaction committed).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import ibis
 import pyarrow as pa
@@ -50,15 +50,37 @@ def store_quarantine(
 
     The ids include entries found already stored (a re-run reports the same number).
     """
-    rows: dict[str, QuarantineEntry] = {}
-    for entry in entries:
-        location = entry.location[:_LOCATION_CHARS]
-        reason = entry.reason[:_REASON_CHARS]
-        field = entry.field[:_FIELD_CHARS] if entry.field else None
-        key = quarantine_id(batch_id, location, field, reason)
-        rows.setdefault(key, QuarantineEntry(location, reason, entry.raw_payload, field))
+    stored = store_quarantine_batches(
+        engine, source_system=source_system, entries={batch_id: entries}, now=now
+    )
+    return stored.get(batch_id, [])
+
+
+def store_quarantine_batches(
+    engine: Engine,
+    *,
+    source_system: str,
+    entries: Mapping[str, Iterable[QuarantineEntry]],
+    now: dt.datetime,
+) -> dict[str, list[str]]:
+    """:func:`store_quarantine` for several batches' entries (by batch id) in one lookup
+    and one insert; returns each batch's ids (batches without entries left out)."""
+    rows: dict[str, tuple[str, QuarantineEntry]] = {}
+    ids_by_batch: dict[str, list[str]] = {}
+    for batch_id, batch_entries in entries.items():
+        keys: dict[str, None] = {}
+        for entry in batch_entries:
+            location = entry.location[:_LOCATION_CHARS]
+            reason = entry.reason[:_REASON_CHARS]
+            field = entry.field[:_FIELD_CHARS] if entry.field else None
+            key = quarantine_id(batch_id, location, field, reason)
+            if key not in rows:
+                rows[key] = (batch_id, QuarantineEntry(location, reason, entry.raw_payload, field))
+            keys[key] = None
+        if keys:
+            ids_by_batch[batch_id] = list(keys)
     if not rows:
-        return []
+        return {}
     ids = pa.array(list(rows), pa.string())
     table = lake_table(engine, QUARANTINE_TABLE)
     wanted = ibis.memtable(pa.table({"id": ids}))
@@ -75,17 +97,17 @@ def store_quarantine(
             pa.table(
                 {
                     "quarantine_id": pa.array(new, pa.string()),
-                    "batch_id": pa.array([batch_id] * count, pa.string()),
+                    "batch_id": pa.array([rows[k][0] for k in new], pa.string()),
                     "source_system": pa.array([source_system] * count, pa.string()),
-                    "location": pa.array([rows[k].location for k in new], pa.string()),
-                    "reason": pa.array([rows[k].reason for k in new], pa.string()),
-                    "field": pa.array([rows[k].field for k in new], pa.string()),
-                    "raw_payload": pa.array([rows[k].raw_payload for k in new], pa.string()),
+                    "location": pa.array([rows[k][1].location for k in new], pa.string()),
+                    "reason": pa.array([rows[k][1].reason for k in new], pa.string()),
+                    "field": pa.array([rows[k][1].field for k in new], pa.string()),
+                    "raw_payload": pa.array([rows[k][1].raw_payload for k in new], pa.string()),
                     "quarantined_at": pa.array([now] * count, pa.timestamp("us")),
                 }
             ),
         )
-    return list(rows)
+    return ids_by_batch
 
 
 def resolve_quarantine(

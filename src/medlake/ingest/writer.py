@@ -83,6 +83,14 @@ from medlake.log import get_logger
 
 logger = get_logger(__name__)
 
+# A batch's rows of a table with persons are held (up to this many bytes of Arrow data
+# for all tables) and loaded in person order when the batch ends, or before anything
+# reads or replaces them: a table that one large batch fills (1M FHIR: measurement from
+# Observation.ndjson) is then stored in person order, and the person-order rewrite after
+# the run (reading, sorting and compressing the rows a second time) has nothing to do.
+# Past the limit the rows held are loaded as they are, in person order each time.
+_HOLD_BYTES = 384 << 20
+
 
 @dataclass
 class WriteSummary:
@@ -137,13 +145,14 @@ def write_batch(
     try:
         with atomically(engine):
             writer = LakeWriter(
-                engine, batch, concepts=concepts, rederive=resolve_quarantine_entries
+                engine, batch, concepts=concepts, rederive=resolve_quarantine_entries, hold=True
             )
             for chunk in chunks:
                 writer.write_chunk(chunk)
                 pause_point("chunk")
                 if on_chunk is not None:
                     on_chunk(writer.summary)
+            writer.release_held()
             summary = writer.summary
             summary.persons = writer.touched_persons
             # In the same transaction, so a crash never leaves periods behind their records.
@@ -183,6 +192,7 @@ class LakeWriter:
         now: dt.datetime | None = None,
         concepts: ConceptMapper | None = None,
         rederive: bool = False,
+        hold: bool = False,
     ):
         self.engine = engine
         self.batch = batch
@@ -206,6 +216,11 @@ class LakeWriter:
         self._lookups = CurrentLookups(engine, batch.source_system)
         self._provenance: list[pa.Table] = []  # source_record rows of the chunk, loaded at its end
         self._default_version = int(batch.received_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
+        # With ``hold`` (write_batch), rows of tables with persons are held until the
+        # batch ends (see _HOLD_BYTES); release_held() loads them.
+        self._hold = hold
+        self._held: dict[str, list[pa.Table]] = {}
+        self._held_bytes = 0
 
     @property
     def original_name(self) -> str:
@@ -222,6 +237,7 @@ class LakeWriter:
         for table in sorted(staged, key=_visits_first):
             self.write_table(table, staged[table])
         if chunk.merges:
+            self.release_held()  # merges read and re-point every person table
             self._apply_merges(chunk.merges)
             pause_point("merges")
         if chunk.omics_samples:
@@ -338,6 +354,7 @@ class LakeWriter:
         if retracted is not None:  # their old rows go (they are replacing), nothing comes
             loadable = kept(loadable, pc.invert(retracted))
         if len(replacing):
+            self.release_held(table)  # rows of this batch may be among those replaced
             cdm = lake_table(self.engine, table)
             gone = ibis.memtable(pa.table({"id": replacing}))
             replaced = cdm.filter(cdm[primary_key(table)].isin(gone.id))
@@ -347,7 +364,7 @@ class LakeWriter:
                 self.period_recompute.update(old.column("person_id").drop_null().to_pylist())
             self.engine.delete_where(table, cdm[primary_key(table)].isin(gone.id))
         if loadable.num_rows:
-            self.engine.load_arrow(table, cdm_columns(table, loadable))
+            self._load(table, cdm_columns(table, loadable))
             self._touch(loadable)
             inserted = pc.equal(loadable.column(ACTION), INSERT)
             spans = event_spans(table, kept(loadable, inserted))
@@ -367,6 +384,29 @@ class LakeWriter:
                 now=self.now,
             )
         )
+
+    def _load(self, table: str, rows: pa.Table) -> None:
+        """Load ``rows`` into ``table``, or hold them until the batch ends."""
+        if not self._hold or "person_id" not in rows.column_names:
+            self.engine.load_arrow(table, rows)
+            return
+        self._held.setdefault(table, []).append(rows)
+        self._held_bytes += rows.nbytes
+        if self._held_bytes > _HOLD_BYTES:
+            self.release_held()
+
+    def release_held(self, table: str | None = None) -> None:
+        """Load the rows held for ``table`` (None: every table), in person order (then
+        the row's key: the order the person-order rewrite gives)."""
+        for name in [table] if table is not None else sorted(self._held):
+            parts = self._held.pop(name, None)
+            if not parts:
+                continue
+            rows = pa.concat_tables(parts)
+            self._held_bytes -= sum(part.nbytes for part in parts)
+            keys = dict.fromkeys(("person_id", primary_key(name)))
+            order = pc.sort_indices(rows, [(key, "ascending") for key in keys])
+            self.engine.load_arrow(name, rows.take(order))
 
     def _touch(self, rows: pa.Table) -> None:
         if "person_id" in rows.column_names:

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from medlake.config import Workspace
@@ -23,6 +24,7 @@ from medlake.ingest.batches import (
     RUNNING,
     IngestBatch,
     batch_id_for,
+    receive_time,
     register_batch,
     register_batches,
     set_batch_status,
@@ -66,6 +68,8 @@ class _Entry:
     item: IngestInput
     batch: IngestBatch
     context: SourceContext
+    reading: GroupReading | None = None  # its chunks: reading.result(position)
+    position: int = 0
 
 
 @dataclass
@@ -75,6 +79,21 @@ class _Prepared:
     entries: list[_Entry]
     reading: GroupReading
     seconds: float  # landing and registering them, shared out when they are written
+
+
+@dataclass
+class _Landed:
+    """A queue's files landed and being read, in a thread while the group before is
+    written; their batches are registered after that write (:meth:`BatchGroup._advance`)."""
+
+    queue: list[_Queued]
+    landed: list[LandedFile | MedlakeError]
+    batch_ids: list[str | None]
+    cut: int  # files from here on are the same content again: for a later group
+    received_at: dt.datetime  # new batches' receive time, chosen before reading them
+    contexts: dict[int, tuple[int, SourceContext]]  # queue position: reading position
+    reading: GroupReading
+    seconds: float
 
 
 @dataclass
@@ -149,12 +168,29 @@ class BatchGroup:
             self.readers.close()  # started again by the next group
 
     def _advance(self) -> None:
-        """Land, register and start reading the queued files; write the group before."""
+        """Land, register and start reading the queued files; write the group before.
+
+        Once the reading processes run (and the run knows its batches), the files are
+        landed and handed to them in a thread while the group before is written: the
+        landing's fsyncs wait beside the writer instead of before it. Their batches are
+        registered after that write, each file still landed durably before its batch
+        row, and read with the receive time its batch then gets.
+        """
         try:
             while self.queue:
                 queue, self.queue, self.size = self.queue, [], 0
-                prepared, rest = self._prepare(queue)
-                self._write_ahead()
+                if self.ahead is not None and self.known is not None and self.readers.started:
+                    store, known = self.store(), self.known
+                    with ThreadPoolExecutor(1, thread_name_prefix="medlake-land") as pool:
+                        landing = pool.submit(self._land, queue, store, known)
+                        try:
+                            self._write_ahead()
+                        finally:
+                            landed = landing.result()
+                    prepared, rest = self._register_landed(landed)
+                else:
+                    prepared, rest = self._prepare(queue)
+                    self._write_ahead()
                 self.ahead = prepared
                 if rest:  # the same content again: written after the first is loaded
                     self._write_ahead()
@@ -162,6 +198,80 @@ class BatchGroup:
         except BaseException:
             self.readers.close()
             raise
+
+    def _land(
+        self, queue: list[_Queued], store: LandingStore, known: dict[str, IngestBatch]
+    ) -> _Landed:
+        """In a thread: land the files, then start reading those whose batch is not
+        loaded (no engine call: the batches this run knows say which)."""
+        started = time.perf_counter()
+        landed = land_files([q.item.path for q in queue], store)
+        received_at = receive_time()
+        batch_ids: list[str | None] = []
+        seen: set[str] = set()
+        cut = len(queue)
+        for position, (queued, result) in enumerate(zip(queue, landed, strict=True)):
+            if isinstance(result, MedlakeError):
+                batch_ids.append(None)
+                continue
+            batch_id = batch_id_of(queued.item, result, {})
+            if batch_id in seen:
+                cut = position
+                break
+            seen.add(batch_id)
+            batch_ids.append(batch_id)
+        contexts: dict[int, tuple[int, SourceContext]] = {}
+        for position in range(cut):
+            batch_id, result = batch_ids[position], landed[position]
+            if batch_id is None or isinstance(result, MedlakeError):
+                continue
+            batch = known.get(batch_id)
+            if batch is not None and batch.status == LOADED:
+                continue
+            context = self._context(
+                queue[position], batch_id, result,
+                batch.received_at if batch is not None else received_at,
+            )  # fmt: skip
+            contexts[position] = (len(contexts), context)
+        reading = self.readers.read(
+            queue[0].item.format, [context for _, context in contexts.values()]
+        )
+        pause_point("landed_ahead")
+        return _Landed(queue, landed, batch_ids, cut, received_at, contexts, reading,
+                       time.perf_counter() - started)  # fmt: skip
+
+    def _register_landed(self, landed: _Landed) -> tuple[_Prepared, list[_Queued]]:
+        """Register the batches of files :meth:`_land` landed (one insert), as
+        :meth:`_prepare` does; a file its thread did not start reading is read here."""
+        started = time.perf_counter()
+        entries: list[_Entry] = []
+        unregistered: list[IngestBatch] = []
+        queue = landed.queue
+        for position in range(landed.cut):
+            queued, result = queue[position], landed.landed[position]
+            item, index, batch_id = queued.item, queued.index, landed.batch_ids[position]
+            try:
+                if isinstance(result, MedlakeError):
+                    raise result
+                assert batch_id is not None
+                batch = self._registered(
+                    item, index, result, batch_id, landed.received_at, unregistered
+                )
+                if batch is None:
+                    continue
+            except MedlakeError as error:
+                self._failed(item, index, batch_id, error)
+                continue
+            read = landed.contexts.get(position)
+            if read is not None and read[1].received_at == batch.received_at:
+                entries.append(_Entry(index, item, batch, read[1], landed.reading, read[0]))
+            else:  # its batch changed since (not expected): read it in this process
+                context = self._context(queued, batch_id, result, batch.received_at)
+                entries.append(_Entry(index, item, batch, context,
+                                      GroupReading(item.format, [context], None)))  # fmt: skip
+        register_batches(self.engine, unregistered)  # landed durably above: one commit
+        seconds = landed.seconds + time.perf_counter() - started
+        return self._prepared(queue, entries, landed.reading, queue[landed.cut :], seconds)
 
     def _prepare(self, queue: list[_Queued]) -> tuple[_Prepared, list[_Queued]]:
         started = time.perf_counter()
@@ -181,50 +291,92 @@ class BatchGroup:
                     rest = queue[position:]
                     break
                 in_flight.add(batch_id)
-                pause_point("landed")
-                if self.known is not None and batch_id not in self.known:
-                    batch = register_batch(
-                        self.engine, source_system=item.source_system, format=item.format,
-                        landed_sha256=landed.sha256, landed_path=landed.relative_path,
-                        original_name=item.original_name, size_bytes=landed.size,
-                        batch_id=batch_id, known_new=True, start=True, write=False,
-                    )  # fmt: skip
-                    self.known[batch_id] = batch
-                    unregistered.append(batch)
-                else:
-                    batch = batch_for(self.engine, item, landed, batch_id, self.known)
-                pause_point("registered")
-                if batch.status == LOADED:
-                    self._report(item, index, 0, done=True)
-                    self.results[index] = FileResult(
-                        str(item.path), item.format, item.source_system, batch_id, "unchanged",
-                        0.0, WriteSummary(unchanged=batch.rows_loaded or 0), "already loaded",
-                    )  # fmt: skip
+                batch = self._registered(item, index, landed, batch_id, None, unregistered)
+                if batch is None:
                     continue
-                if batch.status != RUNNING:
-                    batch = set_batch_status(self.engine, batch, RUNNING)
-                pause_point("running")
             except MedlakeError as error:
-                logger.warning("%s: %s", item.path, error.message)
-                self.results[index] = FileResult(
-                    str(item.path), item.format, item.source_system, batch_id, "failed",
-                    0.0, None, error.message, error,
-                )  # fmt: skip
+                self._failed(item, index, batch_id, error)
                 continue
-            context = SourceContext(
-                source_system=item.source_system,
-                batch_id=batch.batch_id,
-                path=landed.path,
-                original_name=item.original_name,
-                received_at=batch.received_at,
-                omics_dir=queued.workspace.omics_dir,
-                options={**queued.options, "companion_names": {}},
-            )
-            entries.append(_Entry(index, item, batch, context))
+            context = self._context(queued, batch.batch_id, landed, batch.received_at)
+            entries.append(_Entry(index, item, batch, context, None, len(entries)))
         # Landed durably above; the new batches' rows in one insert (one commit).
         register_batches(self.engine, unregistered)
         reading = self.readers.read(queue[0].item.format, [e.context for e in entries])
-        seconds = time.perf_counter() - started
+        for entry in entries:
+            entry.reading = reading
+        return self._prepared(queue, entries, reading, rest, time.perf_counter() - started)
+
+    def _registered(
+        self,
+        item: IngestInput,
+        index: int,
+        landed: LandedFile,
+        batch_id: str,
+        received_at: dt.datetime | None,
+        unregistered: list[IngestBatch],
+    ) -> IngestBatch | None:
+        """The file's batch, running; a new one added to ``unregistered`` (written in one
+        insert by the caller). None when it is loaded already (reported unchanged). Passes
+        the crash tests' pause points ``landed``, ``registered`` and ``running``."""
+        pause_point("landed")
+        if self.known is not None and batch_id not in self.known:
+            batch = register_batch(
+                self.engine, source_system=item.source_system, format=item.format,
+                landed_sha256=landed.sha256, landed_path=landed.relative_path,
+                original_name=item.original_name, size_bytes=landed.size,
+                batch_id=batch_id, known_new=True, start=True, write=False,
+                received_at=received_at,
+            )  # fmt: skip
+            self.known[batch_id] = batch
+            unregistered.append(batch)
+        else:
+            batch = batch_for(self.engine, item, landed, batch_id, self.known)
+        if batch.status == LOADED:
+            self._report(item, index, 0, done=True)
+            self.results[index] = FileResult(
+                str(item.path), item.format, item.source_system, batch_id, "unchanged",
+                0.0, WriteSummary(unchanged=batch.rows_loaded or 0), "already loaded",
+            )  # fmt: skip
+            pause_point("registered")
+            return None
+        if batch.status != RUNNING:
+            batch = set_batch_status(self.engine, batch, RUNNING)
+        pause_point("registered")
+        pause_point("running")
+        return batch
+
+    def _failed(
+        self, item: IngestInput, index: int, batch_id: str | None, error: MedlakeError
+    ) -> None:
+        logger.warning("%s: %s", item.path, error.message)
+        self.results[index] = FileResult(
+            str(item.path), item.format, item.source_system, batch_id, "failed",
+            0.0, None, error.message, error,
+        )  # fmt: skip
+
+    def _context(
+        self, queued: _Queued, batch_id: str, landed: LandedFile, received_at: dt.datetime
+    ) -> SourceContext:
+        item = queued.item
+        return SourceContext(
+            source_system=item.source_system,
+            batch_id=batch_id,
+            path=landed.path,
+            original_name=item.original_name,
+            received_at=received_at,
+            omics_dir=queued.workspace.omics_dir,
+            options={**queued.options, "companion_names": {}},
+        )
+
+    def _prepared(
+        self,
+        queue: list[_Queued],
+        entries: list[_Entry],
+        reading: GroupReading,
+        rest: list[_Queued],
+        seconds: float,
+    ) -> tuple[_Prepared, list[_Queued]]:
+        """The prepared group, its landing time shared out over its files."""
         done = len(queue) - len(rest) - len(entries)
         for queued in queue[: len(queue) - len(rest)]:  # unchanged and failed files' share
             result = self.results[queued.index]
@@ -243,10 +395,11 @@ class BatchGroup:
         share = prepared.seconds / max(1, len(prepared.entries))
         group: list[_Pending] = []
         try:
-            for position, entry in enumerate(prepared.entries):
+            for entry in prepared.entries:
                 started = time.perf_counter()
                 try:
-                    chunks = prepared.reading.result(position)
+                    assert entry.reading is not None
+                    chunks = entry.reading.result(entry.position)
                 except Exception as exc:
                     set_batch_status(self.engine, entry.batch, FAILED, message=str(exc))
                     if not isinstance(exc, MedlakeError):
