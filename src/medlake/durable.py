@@ -2,8 +2,9 @@
 
 A file written, fsync'd and renamed or linked into a folder is only safely there once the
 folder itself is fsync'd (POSIX says nothing of the entry otherwise). Landing, its mirror,
-the omics store and the audit journal all rely on it; it lives here, below every domain,
-so they share one version.
+the omics store, the audit journal and its anchors all rely on it; it lives here, below
+every domain, so they share one version (which fails loudly: a folder that cannot be
+synced is not durable).
 """
 
 from __future__ import annotations

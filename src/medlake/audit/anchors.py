@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from medlake.durable import fsync_dir
 from medlake.errors import InputError
 
 ANCHORS_FILE = Path("audit") / "anchors.jsonl"
@@ -99,11 +100,7 @@ def _append_durably(path: Path, line: str) -> None:
         os.close(fd)
     if created:
         # A new file's name must reach the disk too, or a crash can lose the file.
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
 
 
 __all__ = ["ANCHORS_FILE", "Anchor", "AnchorLog", "AnchorSink", "new_anchor", "read_anchors"]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from medlake.durable import fsync_dir
 from medlake.errors import UsageError
 
 KEY_HEX = 16  # 64 bits of SHA-256: collisions are not a practical concern at biobank scale
@@ -159,7 +160,7 @@ def build_fileset(omics_dir: Path, kind: str, result: StoredFileset) -> Iterator
             try:
                 os.rename(tmp, final)
                 result.created = True
-                _fsync_dir(parent)
+                fsync_dir(parent)
             except OSError:
                 if not final.exists():  # not a concurrent writer of the same fileset
                     raise
@@ -167,15 +168,3 @@ def build_fileset(omics_dir: Path, kind: str, result: StoredFileset) -> Iterator
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
