@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +66,21 @@ def start_medlake_serve(
     log: Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 90.0,
+    args: Sequence[str] = (),
 ) -> Served:
     """Start ``medlake serve --workspace root`` on a free port and wait until it answers.
 
     ``log`` receives the server's output (``medlake-serve-<port>.log`` beside the
     workspace when None); ``env`` is added
-    to this process's environment. Raises AssertionError with the server's output if it
-    exits or does not answer within ``timeout`` seconds (a loaded machine starts slowly).
+    to this process's environment; ``args`` are more options (``--mllp-port P``).
+    Raises AssertionError with the server's output if it exits or does not answer
+    within ``timeout`` seconds (a loaded machine starts slowly).
     """
     port = free_port()
     if log is None:
         log = Path(root).parent / f"medlake-serve-{port}.log"
     command = [sys.executable, "-m", "medlake.cli.main", "serve", "--port", str(port),
-               "--workspace", str(root)]  # fmt: skip
+               "--workspace", str(root), *args]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT,

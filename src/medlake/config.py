@@ -252,6 +252,24 @@ class Patient360Section(_Section):
     )
 
 
+class ListenSection(_Section):
+    """The HL7 v2 (MLLP) listener ``medlake serve`` runs beside the API."""
+
+    port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="MLLP port medlake serve listens on for HL7 v2 (unset: no listener; "
+        "0: a free port, logged)",
+    )  # fmt: skip
+    host: str = Field(default="127.0.0.1", description="address the listener binds")
+    source_system: str = Field(
+        default="lis", min_length=1, max_length=50, pattern=r"^[a-z0-9_-]+$",
+        description="the source system the messages come from",
+    )  # fmt: skip
+    ingest_every_seconds: float = Field(
+        default=5.0, gt=0, description="seconds between ingests of the landed messages"
+    )
+
+
 class Settings(_Section):
     """Everything ``medlake.toml`` can say; every field has a working default."""
 
@@ -269,6 +287,7 @@ class Settings(_Section):
     cohort: CohortSection = CohortSection()
     layout: LayoutSection = LayoutSection()
     patient360: Patient360Section = Patient360Section()
+    listen: ListenSection = ListenSection()
 
 
 def read_settings(path: Path) -> Settings:

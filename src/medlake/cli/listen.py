@@ -8,7 +8,9 @@ import typer
 
 from medlake.cli.options import WorkspaceOption
 from medlake.cli.render import console
+from medlake.config import open_workspace
 from medlake.service.listen import listen as run_listener
+from medlake.service.listen import refuse_if_lake_held
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +27,9 @@ def listen(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Listen for HL7 v2 messages (MLLP): AA only once landed (fsync), AE/AR with the reason."""
+
+    # While 'medlake serve' holds the lake, its own listener is the one to use.
+    refuse_if_lake_held(open_workspace(workspace))
 
     def ready(bound: int) -> None:
         console.print(f"listening on [bold]{host}:{bound}[/] for {source} (Ctrl-C to stop)")

@@ -25,19 +25,35 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+    mllp_port: Annotated[
+        int | None,
+        typer.Option(
+            "--mllp-port",
+            min=0,
+            max=65535,
+            help="Also receive HL7 v2 over MLLP on this port ([listen] port).",
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI at /api/v1/docs) until interrupted."""
+    """Serve the HTTP API (OpenAPI at /api/v1/docs) until interrupted; with --mllp-port
+    (or [listen] port) also the HL7 v2 listener, ingesting into the lake it serves."""
     import uvicorn
 
+    from medlake.config import open_workspace
     from medlake.server.app import create_app
+    from medlake.service.listen import bind_listener
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
-    application = create_app(workspace)
+    listen = open_workspace(workspace).settings.listen
+    port_for_mllp = mllp_port if mllp_port is not None else listen.port
+    # Bound now, so a port in use is one line before anything starts, not a traceback.
+    mllp_socket = None if port_for_mllp is None else bind_listener(listen.host, port_for_mllp)
+    application = create_app(workspace, mllp_port=port_for_mllp, mllp_socket=mllp_socket)
     uvicorn.run(application, host=host, port=port, log_level="info",
                 ssl_certfile=str(tls_cert) if tls_cert else None,
                 ssl_keyfile=str(tls_key) if tls_key else None)  # fmt: skip

@@ -330,3 +330,14 @@ class Hl7v2Reader:
         chunk.merges.extend(mapped.merges)
         if mapped.skipped:
             chunk.skipped.update(mapped.skipped)
+
+
+def message_problems(data: bytes, source_system: str) -> list[str]:
+    """Why an ingest would quarantine ``data`` (one message), whole or some of its results,
+    found by the reader's own parse and mapping: empty when it loads whole. For a live
+    listener's acknowledgement (``AE`` with the reason), before the batch ingest."""
+    options = MappingOptions(source_system, 0, local_vocabulary=source_system)
+    builder = _ChunkBuilder()
+    raw = RawMessage(1, 0, data)
+    Hl7v2Reader()._read_one(raw, "message", "fast", MessageMapper(options), builder)
+    return [entry.reason.removesuffix(" (byte offset 0)") for entry in builder.chunk.quarantine]

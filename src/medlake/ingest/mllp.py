@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import inspect
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -205,9 +206,12 @@ class MllpServer:
     (HL7 original mode: a sender waits for each ACK); connections run concurrently.
     """
 
-    def __init__(self, host: str, port: int, on_message: OnMessage) -> None:
+    def __init__(
+        self, host: str, port: int, on_message: OnMessage, *, sock: socket.socket | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.sock = sock  # bound already (``host``/``port`` are then for the log)
         self.on_message = on_message
         self._is_async = inspect.iscoroutinefunction(on_message)
         self._server: asyncio.Server | None = None
@@ -223,7 +227,10 @@ class MllpServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        if self.sock is not None:
+            self._server = await asyncio.start_server(self._handle, sock=self.sock)
+        else:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
         log.info("MLLP listener on %s:%d", self.host, self.bound_port)
 
     async def serve_forever(self) -> None:

@@ -4,6 +4,7 @@ for every error, stable operation ids (the route function's name) for generated 
 from __future__ import annotations
 
 import gc
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from medlake.server.ui import install as install_ui
 from medlake.service.audit import audit_journal
 from medlake.service.jobs import JobRunner
 from medlake.service.lake_pool import serving
+from medlake.service.listen import ServedListener
 from medlake.service.live_link import LiveLinks
 
 API_PREFIX = "/api/v1"
@@ -58,13 +60,24 @@ def _freeze_long_lived() -> None:
     timer.start()
 
 
-def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
+def create_app(
+    workspace_dir: Path | None,
+    *,
+    job_workers: int = 2,
+    mllp_port: int | None = None,
+    mllp_socket: socket.socket | None = None,
+) -> FastAPI:
     """The application serving ``workspace_dir`` (checked to be a workspace now).
 
     Its background-job runner starts with the application (recovering the jobs a
-    previous server left) and stops with it.
+    previous server left) and stops with it, and so does the HL7 v2 listener when
+    ``[listen] port`` is set (``mllp_port`` instead; ``mllp_socket``: a socket already
+    bound for it, as ``medlake serve`` binds it before starting).
     """
     workspace = open_workspace(workspace_dir)
+    listen = workspace.settings.listen
+    if mllp_port is not None:
+        listen = listen.model_copy(update={"port": mllp_port})
     import medlake.service.job_kinds  # noqa: F401  (registers the kinds of job)
 
     runner = JobRunner(workspace, workers=job_workers)
@@ -80,10 +93,21 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
         # Audited reads are journaled while serving (medlake.audit.journal).
         with serving(workspace), audit_journal(workspace):
             runner.start()
-            _freeze_long_lived()
+            listener = None
             try:
+                if listen.port is not None:
+                    listener = ServedListener(
+                        workspace, links, host=listen.host, port=listen.port,
+                        source_system=listen.source_system,
+                        ingest_every=listen.ingest_every_seconds, sock=mllp_socket,
+                    )  # fmt: skip
+                    await listener.start()
+                    app.state.listener = listener
+                _freeze_long_lived()
                 yield
             finally:
+                if listener is not None:  # first: its last flush may queue a link job
+                    await listener.stop()
                 # A link job still waiting stays queued in the job table: the next start
                 # runs it (JobRunner.recover).
                 links.close(run_now=False)
@@ -105,6 +129,7 @@ def create_app(workspace_dir: Path | None, *, job_workers: int = 2) -> FastAPI:
     app.state.workspace = workspace
     app.state.jobs = runner
     app.state.live_links = links
+    app.state.listener = None  # the ServedListener while it runs
     # The ransomware watch runs with the server ([watch] in_serve; docs/protection.md).
     from medlake.service.watch import with_background_watch
 
