@@ -265,3 +265,69 @@ def test_serve_stops_cleanly_and_flushes(landing: Path) -> None:
 
     asyncio.run(scenario())
     assert len(bundles) == 1
+
+
+def test_a_message_during_an_ingest_is_acknowledged_without_waiting_for_it(
+    landing: Path,
+) -> None:
+    ingesting, release = threading.Event(), threading.Event()
+    bundles: list[bytes] = []
+
+    def slow_ingest(path: Path) -> None:
+        bundles.append(path.read_bytes())
+        ingesting.set()
+        assert release.wait(30)
+
+    svc = ListenerService(_FakeWorkspace(landing), "lis", ingest=slow_ingest)
+    assert svc.on_message(message("D1")).code == "AA"
+    flushing = threading.Thread(target=svc.flush)
+    flushing.start()
+    assert ingesting.wait(30)
+    assert svc.on_message(message("D2")).code == "AA"  # the ingest still holds on
+    assert svc.pending() == 2
+    release.set()
+    flushing.join(30)
+    assert svc.flush() is not None  # D2, in the next bundle
+    assert [b.count(b"MSH|") for b in bundles] == [1, 1]
+    assert b"|D1|" in bundles[0]
+    assert b"|D2|" in bundles[1]
+    assert svc.pending() == 0
+
+
+def test_a_flush_cut_short_is_ingested_first_at_the_next(landing: Path) -> None:
+    bundles: list[bytes] = []
+
+    def failing_once(path: Path) -> None:
+        if not bundles:
+            bundles.append(b"")
+            raise RuntimeError("the lake went away")  # as a crash between rename and ingest
+        bundles.append(path.read_bytes())
+
+    svc = ListenerService(_FakeWorkspace(landing), "lis", ingest=failing_once)
+    svc.on_message(message("E1"))
+    with pytest.raises(RuntimeError):
+        svc.flush()
+    assert svc.in_flush.exists()  # E1 stays listed
+    svc.on_message(message("E2"))
+    svc.close()
+    again = ListenerService(_FakeWorkspace(landing), "lis", ingest=failing_once)  # a restart
+    assert again.pending() == 2
+    again.flush()
+    assert [b.count(b"MSH|") for b in bundles[1:]] == [1, 1]
+    assert b"|E1|" in bundles[1]  # what was being flushed goes first
+    assert b"|E2|" in bundles[2]
+    assert again.pending() == 0
+
+
+def test_a_message_the_ingest_would_quarantine_is_landed_and_answered_ae(
+    server: RunningServer, landing: Path, service: ListenerService
+) -> None:
+    client = Client(server.port)
+    client.send(message("Q1").replace(b"||120|", b"||lots|"))
+    msa = client.ack().segment("MSA")
+    assert (str(msa(1)), str(msa(2))) == ("AE", "Q1")
+    assert "'lots' is not a number" in str(msa(3))
+    (landed,) = _landed(landing)  # landed and journaled all the same
+    assert b"||lots|" in landed.read_bytes()
+    assert service.pending() == 1
+    client.close()

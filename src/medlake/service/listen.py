@@ -84,6 +84,8 @@ class ListenerService:
         # The journal being ingested: renamed away so that new messages need not wait.
         self.in_flush = self.spool / f"listen-{source_system}.flushing"
         self._lock = threading.Lock()  # the journal's appends and its rename
+        self._journal_fd: int | None = None  # held open between messages (an open costs)
+        self._journal_size = 0  # its bytes in whole lines
         self._flushing = threading.Lock()  # one flush at a time
         self.links = links  # the EMPI link after a flush, as one background job
         self._ingest = ingest if ingest is not None else self._default_ingest()
@@ -138,13 +140,7 @@ class ListenerService:
         try:
             landed = land_bytes(data, self.store)
             with self._lock:
-                new = not self.journal.exists()
-                with self.journal.open("a", encoding="utf-8") as journal:
-                    journal.write(f"{landed.path}\n")
-                    journal.flush()
-                    os.fsync(journal.fileno())
-                if new:  # a new journal's name must survive a power cut too
-                    fsync_dir(self.spool)
+                self._append(f"{landed.path}\n".encode())
         except OSError as error:
             return AckResult.reject(f"landing failed: {error}")
         except MedlakeError as error:  # e.g. the ransomware watch froze the workspace
@@ -169,10 +165,45 @@ class ListenerService:
         with self._flushing:
             bundle = self._ingest_listed() if self.in_flush.exists() else None
             with self._lock:
+                self._close_journal()  # the next message opens a new one
                 if not self.journal.exists():
                     return bundle
                 os.replace(self.journal, self.in_flush)
             return self._ingest_listed() or bundle
+
+    def _append(self, line: bytes) -> None:
+        """Append ``line`` to the journal and fsync it (called holding the lock). On a
+        failure the journal is cut back to its last whole line, so a half-written line
+        can never run into the next message's."""
+        if self._journal_fd is None:
+            new = not self.journal.exists()
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._journal_fd = os.open(self.journal, flags, 0o644)
+            self._journal_size = os.fstat(self._journal_fd).st_size
+            if new:  # a new journal's name must survive a power cut too
+                fsync_dir(self.spool)
+        fd = self._journal_fd
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(f"short write to {self.journal}")
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._journal_size)
+            self._close_journal()
+            raise
+        self._journal_size += len(line)
+
+    def _close_journal(self) -> None:
+        """Let the journal file go (called holding the lock); its lines are fsync'd."""
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+    def close(self) -> None:
+        """Let the journal file go (what it lists stays pending for the next start)."""
+        with self._lock:
+            self._close_journal()
 
     def _ingest_listed(self) -> Path | None:
         """Ingest the messages :attr:`in_flush` lists as one bundle, then delete it."""
@@ -247,6 +278,7 @@ async def serve(
             log.exception("ingest at stop failed; the messages stay pending for the next start")
         with contextlib.suppress(Exception):  # what the last flushes loaded is linked
             await asyncio.to_thread(service.run_link, stopping=True)
+        service.close()
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
