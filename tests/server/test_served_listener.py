@@ -171,7 +171,10 @@ def test_a_killed_server_ingests_what_it_acknowledged_at_its_next_start(
 
 def test_stopping_the_server_ingests_the_pending_messages(tmp_path: Path) -> None:
     root, mllp_port, _ = make_workspace(tmp_path / "ws", ingest_every=3600)
-    served = serve_with_listener(root, mllp_port, "serve.log")
+    settings = open_workspace(root).settings
+    settings.listen.port = mllp_port  # from medlake.toml this time, not --mllp-port
+    write_settings(root / "medlake.toml", settings)
+    served = start_medlake_serve(root, log=tmp_path / "serve.log")
     try:
         answers = send_all(mllp_port, [message(n) for n in range(9)])
         assert [code for code, _, _ in answers] == ["AA"] * 9
