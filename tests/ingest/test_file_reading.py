@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -67,6 +68,32 @@ def test_files_read_in_children_equal_files_read_here(day_files: list[Path]) -> 
     finally:
         readers.close()
     assert readers.pool is None
+
+
+@pytest.mark.parametrize("children", [True, False])
+def test_files_given_as_they_come_with_their_bytes_equal_files_read_here(
+    day_files: list[Path], tmp_path: Path, children: bool
+) -> None:
+    """A stream of files (as a group being landed gives them): each file's bytes, its
+    path not there yet, one file at a time; read in children or here as each is read."""
+    contexts = _contexts(day_files)
+    readers = FileReaders(workers=None if children else 0)
+    try:
+        reading = readers.stream("hl7v2", len(contexts))
+        for context in contexts:
+            not_landed = dataclasses.replace(context, path=tmp_path / "not-yet" / context.path.name)
+            reading.add([not_landed], [context.path.read_bytes()])
+        reading.complete()
+        assert bool(reading.futures) == children
+        for index, context in enumerate(contexts):
+            if context.original_name == "bad.hl7":  # the reader's error, for this file
+                with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
+                    reading.result(index)
+                continue
+            expected = list(reader_for("hl7v2").read(context))
+            assert _plain(reading.result(index)) == _plain(expected)
+    finally:
+        readers.close()
 
 
 def test_few_files_are_read_here(day_files: list[Path]) -> None:

@@ -50,6 +50,21 @@ def test_many_files_land_as_land_file_lands_each(tmp_path: Path) -> None:
     assert fresh.count(True) == 1
 
 
+def test_each_file_is_handed_over_as_read_with_the_bytes_that_land(tmp_path: Path) -> None:
+    paths = _day_files(tmp_path / "days", 12)
+    paths.insert(3, tmp_path / "days" / "missing.hl7")
+    land_files(paths[:5], tmp_path / "landing")  # some landed before: handed over too
+    seen: list[tuple[int, str, bytes]] = []
+    landed = land_files(paths, tmp_path / "landing", lambda *read: seen.append(read))
+    readable = [i for i, path in enumerate(paths) if path.exists()]
+    assert [i for i, _, _ in seen] == readable  # in order, the unreadable one left out
+    for index, sha256, content in seen:
+        result = landed[index]
+        assert not isinstance(result, InputError)
+        assert (sha256, content) == (result.sha256, result.path.read_bytes())
+        assert content == paths[index].read_bytes()
+
+
 def test_landing_again_writes_nothing(tmp_path: Path) -> None:
     paths = _day_files(tmp_path / "days", 12)
     first = land_files(paths, tmp_path / "landing")

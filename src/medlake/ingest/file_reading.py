@@ -42,7 +42,21 @@ _PR_SET_PDEATHSIG = 1
 Outcome = tuple[bool, object]  # (True, chunks) or (False, the reader's error)
 
 
-def _read_files(format: str, contexts: Sequence[SourceContext]) -> list[Outcome]:
+def reads_contents(format: str) -> bool:
+    """Whether the format's reader reads files from their bytes (``read_many(contexts,
+    contents)``): files can then be read while they are being landed."""
+    from medlake.ingest.formats import reader_for
+
+    try:
+        reader = reader_for(format)
+    except Exception:  # the error is reported when the files are read
+        return False
+    return bool(getattr(reader, "reads_contents", False))
+
+
+def _read_files(
+    format: str, contexts: Sequence[SourceContext], contents: Sequence[bytes | None] | None = None
+) -> list[Outcome]:
     from medlake.ingest.formats import reader_for
 
     results: list[list[ParsedChunk] | Exception] = []
@@ -53,7 +67,7 @@ def _read_files(format: str, contexts: Sequence[SourceContext]) -> list[Outcome]
     else:
         read_many = getattr(reader, "read_many", None)  # many small files read at once
         if read_many is not None:
-            results = read_many(contexts)
+            results = read_many(contexts) if contents is None else read_many(contexts, contents)
         for context in contexts if read_many is None else ():
             try:
                 results.append(list(reader.read(context)))
@@ -73,9 +87,11 @@ def _read_files(format: str, contexts: Sequence[SourceContext]) -> list[Outcome]
     return outcomes
 
 
-def _read_files_packed(format: str, contexts: Sequence[SourceContext]) -> _Packed:
+def _read_files_packed(
+    format: str, contexts: Sequence[SourceContext], contents: Sequence[bytes | None] | None
+) -> _Packed:
     """:func:`_read_files` in a child, its tables packed for the trip back."""
-    return _pack(_read_files(format, contexts))
+    return _pack(_read_files(format, contexts, contents))
 
 
 @dataclass(frozen=True)
@@ -161,25 +177,68 @@ def _child_started(parent: int) -> None:
     gc.set_threshold(_GC_THRESHOLD, 20, 20)
 
 
+Submit = Callable[[str, Sequence[SourceContext], Sequence[bytes | None] | None], "Future[_Packed]"]
+
+
 class GroupReading:
-    """The chunks of a group's files, being read (``result(i)`` waits for file ``i``)."""
+    """The chunks of a group's files, being read (``result(i)`` waits for file ``i``).
+
+    Files can be given as they come (:meth:`add`, then :meth:`complete`), with their
+    bytes if the reader takes them (:func:`reads_contents`): a group being landed has its
+    first files read while its later ones are landed. ``submit`` hands a task of files
+    to the reading processes; without it they are read in this process.
+    """
 
     def __init__(self, format: str, contexts: Sequence[SourceContext],
-                 pool: ProcessPoolExecutor | None) -> None:  # fmt: skip
-        self.format, self.contexts = format, list(contexts)
+                 submit: Submit | None, *, complete: bool = True) -> None:  # fmt: skip
+        self.format = format
+        self.contexts: list[SourceContext] = []
+        self.contents: list[bytes | None] = []
+        self.submit = submit
         self.futures: list[Future[_Packed]] = []
-        if pool is not None:
-            for start in range(0, len(self.contexts), _FILES_PER_TASK):
-                part = self.contexts[start : start + _FILES_PER_TASK]
-                self.futures.append(pool.submit(_read_files_packed, format, part))
         self._done: dict[int, list[Outcome]] = {}
+        self.add(contexts)
+        if complete:
+            self.complete()
+
+    def add(
+        self, contexts: Sequence[SourceContext], contents: Sequence[bytes | None] | None = None
+    ) -> None:
+        """More files to read, after those given before (whole tasks start at once);
+        ``contents``: their bytes, read instead of their paths."""
+        self.contexts.extend(contexts)
+        self.contents.extend(contents if contents is not None else [None] * len(contexts))
+        self._submit(whole_tasks=True)
+
+    def complete(self) -> None:
+        """No more files: the last task, even a short one, starts too."""
+        self._submit(whole_tasks=False)
+
+    def _submit(self, whole_tasks: bool) -> None:
+        if self.submit is None:
+            return
+        while True:
+            start = len(self.futures) * _FILES_PER_TASK
+            part = self.contexts[start : start + _FILES_PER_TASK]
+            if not part or (whole_tasks and len(part) < _FILES_PER_TASK):
+                return
+            self.futures.append(self.submit(self.format, part, self._contents(start)))
+
+    def _contents(self, start: int) -> list[bytes | None] | None:
+        """The bytes of the task's files from ``start`` (None: every one read from its path)."""
+        part = self.contents[start : start + _FILES_PER_TASK]
+        return part if any(content is not None for content in part) else None
 
     def result(self, index: int) -> list[ParsedChunk]:
         """File ``index``'s chunks; its reader's error is raised here."""
         task, offset = divmod(index, _FILES_PER_TASK)
-        if not self.futures:
-            ok, value = _read_files(self.format, [self.contexts[index]])[0]
+        if self.submit is None:
+            content = self.contents[index]
+            contents = None if content is None else [content]
+            ok, value = _read_files(self.format, [self.contexts[index]], contents)[0]
         else:
+            if task >= len(self.futures):
+                self.complete()
             outcomes = self._done.get(task)
             if outcomes is None:
                 try:
@@ -189,7 +248,7 @@ class GroupReading:
                 except Exception:  # the hand-over failed (not the reader): read them here
                     start = task * _FILES_PER_TASK
                     part = self.contexts[start : start + _FILES_PER_TASK]
-                    outcomes = _read_files(self.format, part)
+                    outcomes = _read_files(self.format, part, self._contents(start))
                 self._done = {task: outcomes}  # earlier tasks are not asked for again
             ok, value = outcomes[offset]
         if not ok:
@@ -202,7 +261,7 @@ class GroupReading:
 
 
 class FileReaders:
-    """Reading processes for groups of small files, started on first use."""
+    """Reading processes for groups of small files, forked on the first task."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = WORKERS if workers is None else workers
@@ -215,18 +274,36 @@ class FileReaders:
 
     def read(self, format: str, contexts: Sequence[SourceContext]) -> GroupReading:
         """Start reading ``contexts`` (in children if there are enough of them)."""
-        if len(contexts) < CHILDREN_FROM or self.workers < 1:
-            return GroupReading(format, contexts, None)
+        return GroupReading(format, contexts, self._submitter(len(contexts)))
+
+    def stream(self, format: str, files: int) -> GroupReading:
+        """A reading of up to ``files`` files given as they come (``add``, ``complete``),
+        in children if there may be enough of them. The processes are forked on the first
+        task, in the thread that adds it: a caller off the main thread starts a stream
+        only once they run (:attr:`started`)."""
+        return GroupReading(format, [], self._submitter(files), complete=False)
+
+    def _submitter(self, files: int) -> Submit | None:
+        if files < CHILDREN_FROM or self.workers < 1:
+            return None
+        if self.pool is None and "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        return self._submit
+
+    def _submit(
+        self,
+        format: str,
+        contexts: Sequence[SourceContext],
+        contents: Sequence[bytes | None] | None,
+    ) -> Future[_Packed]:
         if self.pool is None:
-            if "fork" not in multiprocessing.get_all_start_methods():
-                return GroupReading(format, contexts, None)
             self.pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("fork"),
                 initializer=_child_started,
                 initargs=(os.getpid(),),
             )
-        return GroupReading(format, contexts, self.pool)
+        return self.pool.submit(_read_files_packed, format, contexts, contents)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -21,6 +21,7 @@ Options (``SourceContext.options``):
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import re
 from collections.abc import Iterator, Sequence
@@ -119,6 +120,20 @@ class _Rows:
         return pa.Table.from_arrays(arrays, schema=schema)
 
 
+@contextlib.contextmanager
+def _file_bytes(context: SourceContext, content: bytes | None) -> Iterator[bytes | mmap.mmap]:
+    """``content`` when given, else the landed file mapped (empty: ``b""``)."""
+    if content is not None:
+        yield content
+        return
+    with open(context.path, "rb") as handle:
+        if handle.seek(0, 2) == 0:
+            yield b""
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield data
+
+
 class _ChunkBuilder:
     """Rows gathered for one :class:`ParsedChunk` (in the rows of ``shared``, if given)."""
 
@@ -159,47 +174,55 @@ class Hl7v2Reader:
     """Reads HL7 v2 files (plain or MLLP) into measurement, specimen and patient rows."""
 
     format: ClassVar[str] = "hl7v2"
+    reads_contents: ClassVar[bool] = True  # read_many takes the files' bytes
 
     def sniff(self, path: Path, head: bytes) -> bool:
         return looks_like_hl7(head)
 
     def read(self, context: SourceContext) -> Iterator[ParsedChunk]:
+        return self._chunks(context, None)
+
+    def _chunks(self, context: SourceContext, content: bytes | None) -> Iterator[ParsedChunk]:
+        """:meth:`read`, of ``content`` (the file's bytes) when given."""
         parser = str(context.options.get("hl7_parser", "fast"))
         per_chunk = int(context.options.get("chunk_messages", DEFAULT_CHUNK_MESSAGES))  # type: ignore[call-overload]
         mapper = MessageMapper(mapping_options(context))
-        with open(context.path, "rb") as handle:
-            size = handle.seek(0, 2)
-            if size == 0:
+        with _file_bytes(context, content) as data:
+            if not data:
                 yield ParsedChunk()
                 return
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
-                    raise InputError(
-                        f"{context.original_name}: not an HL7 v2 file (no MSH segment)"
-                    )
-                builder = _ChunkBuilder()
-                for raw in split_messages(data):  # type: ignore[arg-type]
-                    self._read_one(raw, context.original_name, parser, mapper, builder)
-                    if builder.messages >= per_chunk:
-                        yield builder.finish()
-                        builder = _ChunkBuilder()
-                yield builder.finish()
+            if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
+                raise InputError(f"{context.original_name}: not an HL7 v2 file (no MSH segment)")
+            builder = _ChunkBuilder()
+            for raw in split_messages(data):  # type: ignore[arg-type]
+                self._read_one(raw, context.original_name, parser, mapper, builder)
+                if builder.messages >= per_chunk:
+                    yield builder.finish()
+                    builder = _ChunkBuilder()
+            yield builder.finish()
 
-    def read_many(self, contexts: Sequence[SourceContext]) -> list[list[ParsedChunk] | Exception]:
+    def read_many(
+        self,
+        contexts: Sequence[SourceContext],
+        contents: Sequence[bytes | None] | None = None,
+    ) -> list[list[ParsedChunk] | Exception]:
         """What ``list(read(context))`` gives for each file, or the error it raises.
 
         For many small files (an LIS's day files): their rows go to one set of column
         lists, turned into Arrow once, and each file's tables are slices of those
         (converting each file's few rows on its own was a fifth of reading one).
-        A file of more than one chunk is read on its own.
+        A file of more than one chunk is read on its own. ``contents[i]``, when given,
+        is file ``i``'s bytes (the caller read them to land the file), read instead of
+        its path: the file may not be landed yet.
         """
         shared = _ChunkBuilder()
         results: list[list[ParsedChunk] | Exception | None] = [None] * len(contexts)
         spans: list[tuple[int, ParsedChunk, tuple[int, int, int], tuple[int, int, int]]] = []
         for index, context in enumerate(contexts):
+            content = contents[index] if contents is not None else None
             before = shared.counts()
             try:
-                chunk = self._read_whole(context, shared)
+                chunk = self._read_whole(context, shared, content)
             except Exception as error:  # the file's own error, as read() raises it
                 shared.truncate(before)
                 results[index] = error
@@ -207,7 +230,7 @@ class Hl7v2Reader:
             if chunk is None:
                 shared.truncate(before)
                 try:
-                    results[index] = list(self.read(context))
+                    results[index] = list(self._chunks(context, content))
                 except Exception as error:
                     results[index] = error
                 continue
@@ -228,26 +251,26 @@ class Hl7v2Reader:
             results[index] = [chunk]
         return results  # type: ignore[return-value]
 
-    def _read_whole(self, context: SourceContext, shared: _ChunkBuilder) -> ParsedChunk | None:
-        """The file as :meth:`read`'s one chunk, its rows added to ``shared`` (not turned
-        into tables); None when :meth:`read` would give more than one chunk."""
+    def _read_whole(
+        self, context: SourceContext, shared: _ChunkBuilder, content: bytes | None
+    ) -> ParsedChunk | None:
+        """The file (or ``content``) as :meth:`read`'s one chunk, its rows added to
+        ``shared`` (not turned into tables); None when :meth:`read` would give more than
+        one chunk."""
         parser = str(context.options.get("hl7_parser", "fast"))
         per_chunk = int(context.options.get("chunk_messages", DEFAULT_CHUNK_MESSAGES))  # type: ignore[call-overload]
         mapper = MessageMapper(mapping_options(context))
-        with open(context.path, "rb") as handle:
-            if handle.seek(0, 2) == 0:
+        with _file_bytes(context, content) as data:
+            if not data:
                 return ParsedChunk()
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
-                    raise InputError(
-                        f"{context.original_name}: not an HL7 v2 file (no MSH segment)"
-                    )
-                builder = _ChunkBuilder(shared)
-                for raw in split_messages(data):  # type: ignore[arg-type]
-                    self._read_one(raw, context.original_name, parser, mapper, builder)
-                    if builder.messages >= per_chunk:
-                        return None
-                return builder.chunk
+            if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
+                raise InputError(f"{context.original_name}: not an HL7 v2 file (no MSH segment)")
+            builder = _ChunkBuilder(shared)
+            for raw in split_messages(data):  # type: ignore[arg-type]
+                self._read_one(raw, context.original_name, parser, mapper, builder)
+                if builder.messages >= per_chunk:
+                    return None
+            return builder.chunk
 
     def chunk_plan(self, path: Path, parts: int = 1) -> list[tuple[int, int, int]] | None:
         """Where the chunks :meth:`read` gives of a plain HL7 file lie, so that several

@@ -31,7 +31,7 @@ import os
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +130,9 @@ def land_bytes(data: bytes, landing: Path | LandingStore) -> LandedFile:
 
 
 def land_files(
-    paths: Sequence[Path], landing: Path | LandingStore
+    paths: Sequence[Path],
+    landing: Path | LandingStore,
+    on_read: Callable[[int, str, bytes], None] | None = None,
 ) -> list[LandedFile | InputError]:
     """Land many small files: what :func:`land_file` does for each, durable together.
 
@@ -143,6 +145,10 @@ def land_files(
 
     With a mirror, the files are landed one by one (:func:`land_file`): a side that
     fails is then marked degraded once and not written again for the files after it.
+
+    ``on_read(i, sha256, content)``, without a mirror, is called as soon as file ``i``
+    is read and hashed, in order, with the bytes that land: the caller may parse them
+    while the files are landed (nothing about them may be recorded before this returns).
     """
     store = LandingStore.of(landing)
     _refuse_if_frozen(store)
@@ -164,6 +170,8 @@ def land_files(
                 results[index] = InputError(f"cannot read {path}: {exc.strerror or exc}")
                 continue
             digest = hashlib.sha256(data).hexdigest()
+            if on_read is not None:
+                on_read(index, digest, data)
             missing = _sides_missing(store, digest)
             if not missing:
                 results[index] = _present(store, digest, len(data))

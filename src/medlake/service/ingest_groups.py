@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from medlake.config import Workspace
 from medlake.engine import Engine
@@ -30,10 +31,10 @@ from medlake.ingest.batches import (
     set_batch_status,
 )
 from medlake.ingest.concepts import ConceptMapper
-from medlake.ingest.file_reading import FileReaders, GroupReading
+from medlake.ingest.file_reading import FileReaders, GroupReading, reads_contents
 from medlake.ingest.group_writer import groupable, write_batch_group
 from medlake.ingest.inputs import IngestInput
-from medlake.ingest.landing import LandedFile, LandingStore, land_files
+from medlake.ingest.landing import LandedFile, LandingStore, land_files, landed_path
 from medlake.ingest.pause_points import pause_point
 from medlake.ingest.staging import ParsedChunk, SourceContext
 from medlake.ingest.writer import WriteSummary, write_batch
@@ -112,10 +113,11 @@ class BatchGroup:
     with merges or omics samples, or a group that fails, is written file by file.
 
     A full group is landed together (:func:`~medlake.ingest.landing.land_files`: one
-    round of fsyncs, durable before any of its batches is registered), its new batches
-    registered in one insert, and its files handed to reading processes
-    (:mod:`medlake.ingest.file_reading`); then the group before it is written while
-    they are parsed. The same content twice waits for the first to be written.
+    round of fsyncs, durable before any of its batches is registered), its files handed
+    to reading processes (:mod:`medlake.ingest.file_reading`; as they are landed, for a
+    reader that takes their bytes) and its new batches registered in one insert; the
+    group before it is written while they are parsed. The same content twice waits for
+    the first to be written.
     """
 
     def __init__(
@@ -188,6 +190,10 @@ class BatchGroup:
                         finally:
                             landed = landing.result()
                     prepared, rest = self._register_landed(landed)
+                elif self.known is not None:  # nothing else to do meanwhile: land here
+                    landed = self._land(queue, self.store(), self.known, ahead=False)
+                    self._write_ahead()  # before registering, as beside a thread
+                    prepared, rest = self._register_landed(landed)
                 else:
                     prepared, rest = self._prepare(queue)
                     self._write_ahead()
@@ -200,43 +206,68 @@ class BatchGroup:
             raise
 
     def _land(
-        self, queue: list[_Queued], store: LandingStore, known: dict[str, IngestBatch]
+        self,
+        queue: list[_Queued],
+        store: LandingStore,
+        known: dict[str, IngestBatch],
+        *,
+        ahead: bool = True,
     ) -> _Landed:
-        """In a thread: land the files, then start reading those whose batch is not
-        loaded (no engine call: the batches this run knows say which)."""
+        """Land the files and have those whose batch is not loaded read (no engine call:
+        the batches this run knows say which). A reader that takes the files' bytes
+        (:func:`~medlake.ingest.file_reading.reads_contents`) gets each file as soon as
+        it is read for landing, so reading runs beside the landing's fsyncs; others get
+        their files once landed. In a thread (``ahead``) while the group before is
+        written, or before anything else for a run's first group."""
         started = time.perf_counter()
-        landed = land_files([q.item.path for q in queue], store)
         received_at = receive_time()
-        batch_ids: list[str | None] = []
+        format = queue[0].item.format
+        reading = self.readers.stream(format, len(queue))
+        batch_ids: list[str | None] = [None] * len(queue)
+        contexts: dict[int, tuple[int, SourceContext]] = {}
         seen: set[str] = set()
         cut = len(queue)
-        for position, (queued, result) in enumerate(zip(queue, landed, strict=True)):
-            if isinstance(result, MedlakeError):
-                batch_ids.append(None)
-                continue
-            batch_id = batch_id_of(queued.item, result, {})
-            if batch_id in seen:
+
+        def take(position: int, sha256: str, path: Path, content: bytes | None) -> None:
+            """File ``position`` handed to the readers, in order, unless loaded already."""
+            nonlocal cut
+            if position >= cut:
+                return
+            batch_id = batch_id_for(queue[position].item.source_system, sha256)
+            if batch_id in seen:  # the same content again: for a later group
                 cut = position
-                break
+                return
             seen.add(batch_id)
-            batch_ids.append(batch_id)
-        contexts: dict[int, tuple[int, SourceContext]] = {}
-        for position in range(cut):
-            batch_id, result = batch_ids[position], landed[position]
-            if batch_id is None or isinstance(result, MedlakeError):
-                continue
+            batch_ids[position] = batch_id
             batch = known.get(batch_id)
             if batch is not None and batch.status == LOADED:
-                continue
+                return
             context = self._context(
-                queue[position], batch_id, result,
+                queue[position], batch_id, path,
                 batch.received_at if batch is not None else received_at,
             )  # fmt: skip
             contexts[position] = (len(contexts), context)
-        reading = self.readers.read(
-            queue[0].item.format, [context for _, context in contexts.values()]
-        )
-        pause_point("landed_ahead")
+            reading.add([context], [content] if content is not None else None)
+
+        early = reads_contents(format) and store.mirror is None
+        primary = store.primary
+        try:
+            landed = land_files(
+                [q.item.path for q in queue], store,
+                (lambda i, sha256, content: take(i, sha256, landed_path(primary, sha256),
+                                                 content)) if early else None,
+            )  # fmt: skip
+            for position, result in enumerate(landed[:cut]):
+                if position in contexts or batch_ids[position] is not None:
+                    continue  # taken while it was read
+                if not isinstance(result, MedlakeError):
+                    take(position, result.sha256, result.path, None)
+            reading.complete()
+        except BaseException:
+            reading.cancel()
+            raise
+        if ahead:
+            pause_point("landed_ahead")
         return _Landed(queue, landed, batch_ids, cut, received_at, contexts, reading,
                        time.perf_counter() - started)  # fmt: skip
 
@@ -263,10 +294,13 @@ class BatchGroup:
                 self._failed(item, index, batch_id, error)
                 continue
             read = landed.contexts.get(position)
-            if read is not None and read[1].received_at == batch.received_at:
+            if read is not None and (read[1].received_at, read[1].path) == (
+                batch.received_at,
+                result.path,
+            ):
                 entries.append(_Entry(index, item, batch, read[1], landed.reading, read[0]))
             else:  # its batch changed since (not expected): read it in this process
-                context = self._context(queued, batch_id, result, batch.received_at)
+                context = self._context(queued, batch_id, result.path, batch.received_at)
                 entries.append(_Entry(index, item, batch, context,
                                       GroupReading(item.format, [context], None)))  # fmt: skip
         register_batches(self.engine, unregistered)  # landed durably above: one commit
@@ -297,7 +331,7 @@ class BatchGroup:
             except MedlakeError as error:
                 self._failed(item, index, batch_id, error)
                 continue
-            context = self._context(queued, batch.batch_id, landed, batch.received_at)
+            context = self._context(queued, batch.batch_id, landed.path, batch.received_at)
             entries.append(_Entry(index, item, batch, context, None, len(entries)))
         # Landed durably above; the new batches' rows in one insert (one commit).
         register_batches(self.engine, unregistered)
@@ -355,13 +389,13 @@ class BatchGroup:
         )  # fmt: skip
 
     def _context(
-        self, queued: _Queued, batch_id: str, landed: LandedFile, received_at: dt.datetime
+        self, queued: _Queued, batch_id: str, path: Path, received_at: dt.datetime
     ) -> SourceContext:
         item = queued.item
         return SourceContext(
             source_system=item.source_system,
             batch_id=batch_id,
-            path=landed.path,
+            path=path,
             original_name=item.original_name,
             received_at=received_at,
             omics_dir=queued.workspace.omics_dir,
