@@ -266,3 +266,17 @@ def test_patient_360_shows_a_result_sent_to_the_listener(
         until(lambda: links() == ["succeeded"], served)
     finally:
         served.stop()
+
+
+def test_serve_with_a_listener_needs_a_user_who_may_ingest(tmp_path: Path) -> None:
+    root, mllp_port, _ = make_workspace(tmp_path / "ws", ingest_every=5)
+    access.add_user(root, "reader1", "researcher")
+    result = subprocess.run(
+        [sys.executable, "-m", "medlake.cli.main", "--as", "reader1", "serve", "--port",
+         str(free_port()), "--mllp-port", str(mllp_port), "--workspace", str(root)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ingest" in lines[0]

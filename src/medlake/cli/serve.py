@@ -40,19 +40,26 @@ def serve(
     (or [listen] port) also the HL7 v2 listener, ingesting into the lake it serves."""
     import uvicorn
 
+    from medlake.access import Permission
     from medlake.config import open_workspace
     from medlake.server.app import create_app
     from medlake.service.listen import bind_listener
+    from medlake.service.policy import require
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
-    listen = open_workspace(workspace).settings.listen
+    opened = open_workspace(workspace)
+    listen = opened.settings.listen
     port_for_mllp = mllp_port if mllp_port is not None else listen.port
-    # Bound now, so a port in use is one line before anything starts, not a traceback.
-    mllp_socket = None if port_for_mllp is None else bind_listener(listen.host, port_for_mllp)
+    mllp_socket = None
+    if port_for_mllp is not None:
+        # Checked now, so a user who may not ingest or a port in use is one line before
+        # anything starts, not a traceback from the server's start.
+        require(opened, Permission.INGEST)  # the listener's ingests run as this user
+        mllp_socket = bind_listener(listen.host, port_for_mllp)
     application = create_app(workspace, mllp_port=port_for_mllp, mllp_socket=mllp_socket)
     uvicorn.run(application, host=host, port=port, log_level="info",
                 ssl_certfile=str(tls_cert) if tls_cert else None,
