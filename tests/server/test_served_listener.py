@@ -77,6 +77,16 @@ def tables(served: Served, headers: dict[str, str]) -> dict[str, int]:
     return dict(response.json()["tables"])
 
 
+def status_of(served: Served, headers: dict[str, str]) -> dict[str, Any]:
+    response = httpx.get(f"{served.api}/listener", headers=headers, timeout=30)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+NOT_LISTENING = {"host": None, "port": None, "source_system": None,
+                 "ingest_every_seconds": None, "landed": 0, "pending": 0}  # fmt: skip
+
+
 def until(check: Callable[[], bool], served: Served, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -136,6 +146,10 @@ def test_messages_sent_to_the_server_are_acknowledged_then_served(tmp_path: Path
         reasons = " | ".join(str(entry["reason"]) for entry in entries)
         assert "'high' is not a number" in reasons
         assert "PID-3 has no patient identifier" in reasons
+        status = status_of(served, headers)
+        assert status["listening"]
+        assert (status["port"], status["source_system"]) == (mllp_port, "lis")
+        assert (status["landed"], status["pending"]) == (42, 0)  # the garbage never landed
     finally:
         served.stop()
     # What the server ingested equals a plain ingest of the messages it accepted (the
@@ -156,6 +170,7 @@ def test_a_killed_server_ingests_what_it_acknowledged_at_its_next_start(
         answers = send_all(mllp_port, [message(n) for n in range(12)])
         assert [code for code, _, _ in answers] == ["AA"] * 12
         assert tables(served, headers)["measurement"] == 0  # no flush due for an hour
+        assert status_of(served, headers)["pending"] == 12
     finally:
         served.stop(kill=True)  # SIGKILL right after the AAs: no shutdown runs
     assert pending_lines(root) == 12
@@ -193,9 +208,10 @@ def _medlake(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 
 
 def test_listen_beside_a_server_is_refused_pointing_to_its_listener(tmp_path: Path) -> None:
-    root, _, _ = make_workspace(tmp_path / "ws", ingest_every=5)
+    root, _, headers = make_workspace(tmp_path / "ws", ingest_every=5)
     served = start_medlake_serve(root)
     try:
+        assert status_of(served, headers) == {"listening": False, **NOT_LISTENING}
         result = _medlake("listen", "--port", "0", "--workspace", str(root))
     finally:
         served.stop()

@@ -23,6 +23,7 @@ from medlake.server.routers import (
     empi,
     ingest,
     jobs,
+    listener,
     persons,
     protect,
     quality,
@@ -93,21 +94,22 @@ def create_app(
         # Audited reads are journaled while serving (medlake.audit.journal).
         with serving(workspace), audit_journal(workspace):
             runner.start()
-            listener = None
+            hl7_listener = None
             try:
                 if listen.port is not None:
-                    listener = ServedListener(
+                    hl7_listener = ServedListener(
                         workspace, links, host=listen.host, port=listen.port,
                         source_system=listen.source_system,
                         ingest_every=listen.ingest_every_seconds, sock=mllp_socket,
                     )  # fmt: skip
-                    await listener.start()
-                    app.state.listener = listener
+                    await hl7_listener.start()
+                    app.state.listener = hl7_listener
                 _freeze_long_lived()
                 yield
             finally:
-                if listener is not None:  # first: its last flush may queue a link job
-                    await listener.stop()
+                if hl7_listener is not None:  # first: its last flush may queue a link job
+                    app.state.listener = None
+                    await hl7_listener.stop()
                 # A link job still waiting stays queued in the job table: the next start
                 # runs it (JobRunner.recover).
                 links.close(run_now=False)
@@ -151,6 +153,7 @@ def create_app(
         system.router,
         jobs.router,
         ingest.router,
+        listener.router,
         quarantine.router,
         empi.router,
         cohorts.router,
