@@ -162,16 +162,23 @@ def parse_header(payload: bytes) -> hl7.Message:
     return message
 
 
-def build_ack(payload: bytes, result: AckResult, *, control_id: str | None = None) -> bytes:
+def build_ack(
+    payload: bytes,
+    result: AckResult,
+    *,
+    control_id: str | None = None,
+    header: hl7.Message | None = None,
+) -> bytes:
     """HL7 ACK for ``payload`` (UTF-8), built with ``hl7``'s ``create_ack``.
 
     When the payload has no usable MSH the ACK is written from scratch, with MSA-2 empty
-    (there is no control id to echo) and the reason in MSA-3 and ERR.
+    (there is no control id to echo) and the reason in MSA-3 and ERR. ``header``: the
+    payload's :func:`parse_header`, when the caller has it already.
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     ack_id = control_id or hl7.generate_message_control_id()
     try:
-        message = parse_header(payload)
+        message = header if header is not None else parse_header(payload)
     except Exception as error:  # anything unparseable gets an AE from scratch
         code = "AE" if result.code == "AA" else result.code
         reason = _clean(result.text or f"cannot parse MSH: {error}")
@@ -293,7 +300,7 @@ class MllpServer:
 
     async def _answer(self, payload: bytes) -> bytes:
         try:
-            parse_header(payload)
+            header = parse_header(payload)
         except Exception as error:  # the reason goes back to the sender
             self.errors += 1
             return build_ack(payload, AckResult.error(f"cannot parse MSH: {error}"))
@@ -311,4 +318,4 @@ class MllpServer:
             self.messages += 1
         else:
             self.errors += 1
-        return build_ack(payload, result)
+        return build_ack(payload, result, header=header)
