@@ -160,6 +160,7 @@ def land_files(
             except InputError as error:
                 results[index] = error
         return results  # type: ignore[return-value]
+    store.primary.mkdir(parents=True, exist_ok=True)  # once, not for every file
     written: list[tuple[int, list[_SideWriter], str, int]] = []
     in_flight: deque[Future[None]] = deque()
     with ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="medlake-land-sync") as pool:
@@ -176,7 +177,7 @@ def land_files(
             if not missing:
                 results[index] = _present(store, digest, len(data))
                 continue
-            writers, sha256, size = _write_sides([data], store, missing, digest)
+            writers, sha256, size = _write_sides([data], store, missing, digest, made=True)
             written.append((index, writers, sha256, size))
             in_flight.extend(pool.submit(writer.sync) for writer in writers)
             while len(in_flight) > _SYNCS_IN_FLIGHT:
@@ -256,7 +257,8 @@ class _SideWriter:
         self._try("open", self._open)
 
     def _open(self) -> None:
-        if not self.side.root.is_dir():
+        # Without a mirror the caller has just made the root (_write_sides).
+        if self.store.mirror is not None and not self.side.root.is_dir():
             # A root that vanished (unmounted disk) is not silently recreated.
             raise FileNotFoundError(2, "landing root is missing", str(self.side.root))
         self.out = self.temp.open("xb")
@@ -296,11 +298,13 @@ class _SideWriter:
 
         def link() -> None:
             target = landed_path(self.side.root, sha256)
-            try:
-                target.parent.mkdir()
-                new_folder = True
-            except FileExistsError:
-                new_folder = False
+            new_folder = False
+            if folders is None or target.parent not in folders:  # else linked in already
+                try:
+                    target.parent.mkdir()
+                    new_folder = True
+                except FileExistsError:
+                    pass
             try:
                 # link, not rename: it refuses to replace an existing name (append-only).
                 os.link(self.temp, target)
@@ -397,10 +401,16 @@ def _store(
 
 
 def _write_sides(
-    blocks: Iterable[bytes], store: LandingStore, sides: list[Side], expected: str | None
+    blocks: Iterable[bytes],
+    store: LandingStore,
+    sides: list[Side],
+    expected: str | None,
+    *,
+    made: bool = False,
 ) -> tuple[list[_SideWriter], str, int]:
-    """The content written to a temporary file on every side (not synced yet)."""
-    if store.mirror is None:
+    """The content written to a temporary file on every side (not synced yet); ``made``:
+    the caller made the plain landing folder already."""
+    if store.mirror is None and not made:
         store.primary.mkdir(parents=True, exist_ok=True)  # a plain landing folder is created
     writers = [_writer(store, side, expected or "") for side in sides]
     digest = hashlib.sha256()
