@@ -36,7 +36,6 @@ from medlake.ingest.staging import (
     SOURCE_VISIT_ID,
     SOURCE_VISIT_SYSTEM,
     STAGEABLE_TABLES,
-    ParsedChunk,
     QuarantineEntry,
 )
 from medlake.ingest.versions import ROW_ID
@@ -108,27 +107,11 @@ def derive_columns(
 def with_row_ids(table: str, rows: pa.Table, source_system: str) -> pa.Table:
     """Staged ``rows`` with ``ROW_ID``: the id each record's row gets (null without a
     source record id); left out for the person-keyed tables, whose id is the person's.
-    :func:`derive_columns` keeps it. Rows that have it already are returned as they are."""
-    if (
-        table in PERSON_KEYED_TABLES
-        or SOURCE_RECORD_ID not in rows.column_names
-        or ROW_ID in rows.column_names
-    ):
+    :func:`derive_columns` keeps it."""
+    if table in PERSON_KEYED_TABLES or SOURCE_RECORD_ID not in rows.column_names:
         return rows
     ids = stable_ids((table, source_system), rows.column(SOURCE_RECORD_ID), distinct=True)
     return set_column(rows, ROW_ID, ids)
-
-
-def with_staged_row_ids(chunk: ParsedChunk, source_system: str) -> ParsedChunk:
-    """``chunk`` with the row ids of its staged rows (:func:`with_row_ids`) derived.
-
-    Called in a reading process: the ids depend only on the table, the source system and
-    the record id, so hashing them there takes that work off the writer, which is the
-    busier process of a large ingest (1M FHIR resources: ~0.5 CPU-s of BLAKE2b).
-    """
-    for table, parts in chunk.tables.items():
-        parts[:] = [with_row_ids(table, rows, source_system) for rows in parts]
-    return chunk
 
 
 def _conventional_defaults(table: str, rows: pa.Table) -> pa.Table:

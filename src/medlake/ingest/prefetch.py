@@ -218,7 +218,6 @@ def _unshare(item: _Shared, sock: socket.socket) -> object:
 def _read_ranges_in_child(format: str, context: SourceContext,
                           ranges: list[tuple[int, int, int]], out: multiprocessing.Queue,
                           parent: int, sock: socket.socket | None) -> None:  # fmt: skip
-    from medlake.ingest.cdm_rows import with_staged_row_ids
     from medlake.ingest.formats import reader_for
 
     _quiet_collector()
@@ -226,8 +225,6 @@ def _read_ranges_in_child(format: str, context: SourceContext,
         reader = reader_for(format)
         for start, end, first_line in ranges:
             chunk = reader.read_range(context, start, end, first_line)  # type: ignore[attr-defined]
-            if isinstance(chunk, ParsedChunk):  # row ids hashed here, not in the writer
-                chunk = with_staged_row_ids(chunk, context.source_system)
             _put(out, chunk if sock is None else _share(chunk, sock), parent)
         _put(out, _END, parent)
     except BaseException as error:  # raised in the parent, after the chunks before it
