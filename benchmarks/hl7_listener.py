@@ -180,7 +180,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--ingest-every", type=float, default=5.0,
                         help="seconds between the server's ingests (--mode serve)")  # fmt: skip
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="make the workspace in a new folder here and leave it (remove "
+                        "them all after the last run: files deleted just before a run "
+                        "cost every landing system time in ext4's inode allocator)")  # fmt: skip
     args = parser.parse_args()
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        run = run_serve if args.mode == "serve" else run_standalone
+        run(args, Path(tempfile.mkdtemp(dir=args.workdir)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.mode == "serve":
             run_serve(args, Path(tmp))
