@@ -9,11 +9,11 @@ one landed batch file (messages joined as an HL7 file) and hands it to the inges
 service, so the lake gets batch-sized ingests instead of one per message. A flush first
 renames the journal to ``listen-<source>.flushing`` (messages arriving meanwhile start a
 new journal, so their ``AA`` never waits for an ingest) and deletes it once the ingest
-returned; a ``.flushing`` file left by a crash is ingested first, at the next start. A
-flush leaves
-the person-order rewrite to maintenance (``medlake serve``'s, ``medlake schema reorder``)
-and queues the EMPI link after ingest as one ``empi_link`` job, which the listener's
-loop runs once flushes have loaded nothing new for ``[empi] live_link_delay_seconds``
+returned; a ``.flushing`` file left by a crash is ingested first, at the next start
+(the listener's loop flushes once as it starts). A flush leaves the person-order rewrite
+to maintenance (``medlake serve``'s, ``medlake schema reorder``) and queues the EMPI link
+after ingest as one ``empi_link`` job, which the listener's loop runs once flushes have
+loaded nothing new for ``[empi] live_link_delay_seconds``
 (:mod:`medlake.service.live_link`; checked after each flush), and before it stops.
 
 ``medlake serve`` runs the same listener on its own event loop (:class:`ServedListener`,
