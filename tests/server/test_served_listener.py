@@ -150,6 +150,7 @@ def test_messages_sent_to_the_server_are_acknowledged_then_served(tmp_path: Path
         assert status["listening"]
         assert (status["port"], status["source_system"]) == (mllp_port, "lis")
         assert (status["landed"], status["pending"]) == (42, 0)  # the garbage never landed
+        assert f"HL7 v2 (MLLP) listener on 127.0.0.1:{mllp_port} for lis" in served.output()
     finally:
         served.stop()
     # What the server ingested equals a plain ingest of the messages it accepted (the

@@ -60,6 +60,10 @@ def serve(
         # anything starts, not a traceback from the server's start.
         require(opened, Permission.INGEST)  # the listener's ingests run as this user
         mllp_socket = bind_listener(listen.host, port_for_mllp)
+        bound = mllp_socket.getsockname()[1]
+        console.print(f"HL7 v2 (MLLP) listener on {listen.host}:{bound} for "
+                      f"{listen.source_system}, ingesting every "
+                      f"{listen.ingest_every_seconds:g} s", highlight=False)  # fmt: skip
     application = create_app(workspace, mllp_port=port_for_mllp, mllp_socket=mllp_socket)
     uvicorn.run(application, host=host, port=port, log_level="info",
                 ssl_certfile=str(tls_cert) if tls_cert else None,
