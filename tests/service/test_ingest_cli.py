@@ -101,3 +101,35 @@ def test_unrecognised_file_fails_with_one_line(
     result = CliRunner().invoke(app, ["ingest", str(junk), "-w", str(workspace)])
     assert result.exit_code != 0
     assert "junk.bin" in str(result.exception)
+
+
+def test_the_whole_run_is_timed_beside_each_source(
+    app: typer.Typer, workspace: Path, tmp_path: Path
+) -> None:
+    """A source's seconds are its files'; the run's wall time (the lake opened, the run
+    record, the checks and the person-order pass after the files) is reported too, lies
+    between the files' sum and the wall time around the command, and the table says it."""
+    import time
+
+    his = tmp_path / "his"
+    his.mkdir()
+    (his / "patients.csv").write_text(PATIENTS_CSV, encoding="utf-8")
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(MAPPING.format(date_format="%Y-%m-%d"), encoding="utf-8")
+    args = ("ingest", str(his), "--mapping", str(mapping), "-w", str(workspace))
+    started = time.perf_counter()
+    report = invoke(app, *args, "--json")
+    wall = time.perf_counter() - started
+    run = report["run"]  # type: ignore[call-overload]
+    files = sum(f["seconds"] for f in report["files"])  # type: ignore[union-attr, index]
+    assert files <= run["seconds"] <= wall
+    assert run["records_read"] == report["sources"][0]["read"] == 2  # type: ignore[index, call-overload]
+    # (both figures rounded in the JSON)
+    assert run["records_per_second"] == pytest.approx(2 / run["seconds"], rel=0.02)
+    table = CliRunner().invoke(app, [*args], catch_exceptions=False)
+    assert "whole run: 0 records" not in table.output  # an unchanged re-run reads none
+    more = PATIENTS_CSV + "H003,男,1990-05-06\n"  # a new export: read whole again
+    (his / "patients.csv").write_text(more, encoding="utf-8")
+    table = CliRunner().invoke(app, [*args], catch_exceptions=False)
+    assert table.exit_code == 0, table.output
+    assert "whole run: 3 records in" in table.output

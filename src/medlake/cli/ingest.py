@@ -89,6 +89,13 @@ def render_report(report: IngestReport, *, json: bool, title: str) -> None:
         print_json(report.as_dict())
     else:
         print_table(title, IngestReport.COLUMNS, report.as_rows())
+        if report.seconds > 0 and report.records_read:
+            console.print(
+                f"whole run: {report.records_read:,} records in {report.seconds:.2f} s "
+                f"({report.records_read / report.seconds:,.0f}/s), with what the run does "
+                "once (linking, checks, person order, checkpoint)",
+                highlight=False,
+            )
         if report.ignored:
             console.print(f"{len(report.ignored)} files ignored (no reader recognised them):")
             for path in report.ignored[:20]:

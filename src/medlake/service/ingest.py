@@ -125,6 +125,7 @@ def ingest_paths(
     (``[empi] link_after_ingest``) when one is due: live feeds queue one background link
     job for many ingests (:mod:`medlake.service.live_link`).
     """
+    started = time.perf_counter()
     workspace = as_workspace(workspace_dir)
     refuse_if_frozen(workspace)
     options = dict(options or {})
@@ -197,6 +198,7 @@ def ingest_paths(
             rewritten = layout is not None and bool(layout.reordered)
         if layout_after and not rewritten:
             _checkpoint(engine)  # the run's one checkpoint, when no rewrite made it
+    report.seconds = time.perf_counter() - started  # the lake closed too
     return report
 
 

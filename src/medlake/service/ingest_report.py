@@ -82,6 +82,14 @@ class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     empi: object | None = None  # the EMPI link run after ingest ([empi] link_after_ingest)
+    #: The whole run's wall time: the sources' ``seconds`` are their files' own, while
+    #: this adds what the run does once (opening the lake, the run record, the EMPI link
+    #: and checks after ingest, the person-order pass and the last checkpoint).
+    seconds: float = 0.0
+
+    @property
+    def records_read(self) -> int:
+        return sum(source.read for source in self.sources)
 
     COLUMNS = (
         "source", "files", "read", "loaded", "updated", "unchanged", "quarantined",
@@ -153,6 +161,13 @@ class IngestReport:
                 for r in self.files
             ],
             "ignored": self.ignored,
+            "run": {
+                "seconds": round(self.seconds, 3),
+                "records_read": self.records_read,
+                "records_per_second": round(self.records_read / self.seconds, 1)
+                if self.seconds > 0
+                else 0.0,
+            },
             "unmapped": [
                 {"table": table, "vocabulary": vocabulary, "rows": rows}
                 for (table, vocabulary), rows in sorted(self.unmapped.items())
