@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,18 +57,24 @@ def test_files_read_in_children_equal_files_read_here(day_files: list[Path]) -> 
     try:
         reading = readers.read("hl7v2", contexts)
         assert reading.futures  # really in children
-        for index, context in enumerate(contexts):
-            if context.original_name == "bad.hl7":  # the reader's error, for this file
-                with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
-                    list(reader_for("hl7v2").read(context))
-                with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
-                    reading.result(index)
-                continue
-            expected = list(reader_for("hl7v2").read(context))
-            assert _plain(reading.result(index)) == _plain(expected)
+        (bad,) = (context for context in contexts if context.original_name == "bad.hl7")
+        with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
+            list(reader_for("hl7v2").read(bad))  # the error each result must carry
+        _assert_each_as_read_here(reading, contexts)
     finally:
         readers.close()
     assert readers.pool is None
+
+
+def _assert_each_as_read_here(reading: Any, contexts: list[SourceContext]) -> None:
+    """Each file's result equals the reader's own chunks; bad.hl7 gives its error."""
+    for index, context in enumerate(contexts):
+        if context.original_name == "bad.hl7":
+            with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
+                reading.result(index)
+            continue
+        expected = list(reader_for("hl7v2").read(context))
+        assert _plain(reading.result(index)) == _plain(expected)
 
 
 @pytest.mark.parametrize("children", [True, False])
@@ -85,13 +92,7 @@ def test_files_given_as_they_come_with_their_bytes_equal_files_read_here(
             reading.add([not_landed], [context.path.read_bytes()])
         reading.complete()
         assert bool(reading.futures) == children
-        for index, context in enumerate(contexts):
-            if context.original_name == "bad.hl7":  # the reader's error, for this file
-                with pytest.raises(InputError, match=r"bad\.hl7: not an HL7 v2 file"):
-                    reading.result(index)
-                continue
-            expected = list(reader_for("hl7v2").read(context))
-            assert _plain(reading.result(index)) == _plain(expected)
+        _assert_each_as_read_here(reading, contexts)
     finally:
         readers.close()
 

@@ -170,6 +170,18 @@ class _ChunkBuilder:
         return chunk
 
 
+def _reading_options(context: SourceContext) -> tuple[str, int, MessageMapper]:
+    """The parser, the messages per chunk and the mapper a file is read with."""
+    parser = str(context.options.get("hl7_parser", "fast"))
+    per_chunk = int(context.options.get("chunk_messages", DEFAULT_CHUNK_MESSAGES))  # type: ignore[call-overload]
+    return parser, per_chunk, MessageMapper(mapping_options(context))
+
+
+def _refuse_if_not_hl7(data: bytes | mmap.mmap, context: SourceContext) -> None:
+    if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
+        raise InputError(f"{context.original_name}: not an HL7 v2 file (no MSH segment)")
+
+
 class Hl7v2Reader:
     """Reads HL7 v2 files (plain or MLLP) into measurement, specimen and patient rows."""
 
@@ -184,15 +196,12 @@ class Hl7v2Reader:
 
     def _chunks(self, context: SourceContext, content: bytes | None) -> Iterator[ParsedChunk]:
         """:meth:`read`, of ``content`` (the file's bytes) when given."""
-        parser = str(context.options.get("hl7_parser", "fast"))
-        per_chunk = int(context.options.get("chunk_messages", DEFAULT_CHUNK_MESSAGES))  # type: ignore[call-overload]
-        mapper = MessageMapper(mapping_options(context))
+        parser, per_chunk, mapper = _reading_options(context)
         with _file_bytes(context, content) as data:
             if not data:
                 yield ParsedChunk()
                 return
-            if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
-                raise InputError(f"{context.original_name}: not an HL7 v2 file (no MSH segment)")
+            _refuse_if_not_hl7(data, context)
             builder = _ChunkBuilder()
             for raw in split_messages(data):  # type: ignore[arg-type]
                 self._read_one(raw, context.original_name, parser, mapper, builder)
@@ -257,14 +266,11 @@ class Hl7v2Reader:
         """The file (or ``content``) as :meth:`read`'s one chunk, its rows added to
         ``shared`` (not turned into tables); None when :meth:`read` would give more than
         one chunk."""
-        parser = str(context.options.get("hl7_parser", "fast"))
-        per_chunk = int(context.options.get("chunk_messages", DEFAULT_CHUNK_MESSAGES))  # type: ignore[call-overload]
-        mapper = MessageMapper(mapping_options(context))
+        parser, per_chunk, mapper = _reading_options(context)
         with _file_bytes(context, content) as data:
             if not data:
                 return ParsedChunk()
-            if not looks_like_hl7(data[:1024]) and data.find(b"MSH") < 0:
-                raise InputError(f"{context.original_name}: not an HL7 v2 file (no MSH segment)")
+            _refuse_if_not_hl7(data, context)
             builder = _ChunkBuilder(shared)
             for raw in split_messages(data):  # type: ignore[arg-type]
                 self._read_one(raw, context.original_name, parser, mapper, builder)
