@@ -253,7 +253,8 @@ class Patient360Section(_Section):
 
 
 class ListenSection(_Section):
-    """The HL7 v2 (MLLP) listener ``medlake serve`` runs beside the API."""
+    """The HL7 v2 (MLLP) listener ``medlake serve`` runs beside the API; ``medlake listen``
+    takes the options it is not given from here too."""
 
     port: int | None = Field(
         default=None, ge=0, le=65535,

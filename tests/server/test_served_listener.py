@@ -297,3 +297,46 @@ def test_serve_with_a_listener_needs_a_user_who_may_ingest(tmp_path: Path) -> No
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "ingest" in lines[0]
+
+
+def test_medlake_listen_takes_what_it_is_not_given_from_the_listen_section(
+    tmp_path: Path,
+) -> None:
+    """``medlake listen`` with no options listens where ``[listen]`` says, for its source,
+    lands what it acknowledges and ingests it at stop; with no port anywhere it stops
+    with one line."""
+    import os
+    import signal
+
+    root, port, _ = make_workspace(tmp_path / "ws", ingest_every=60)
+    settings = open_workspace(root).settings
+    settings.listen.port = port
+    settings.listen.source_system = "lab2"
+    write_settings(root / "medlake.toml", settings)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medlake.cli.main", "listen", "--workspace", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # once bound
+        assert f"listening on 127.0.0.1:{port} for lab2" in first, first
+        answers = send_all(port, [message(1), message(2)])
+        assert [code for code, _, _ in answers] == ["AA", "AA"]
+    finally:
+        os.kill(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "2 messages landed" in out
+    counts = lake_summary(root).as_dict()["tables"]
+    assert counts["measurement"] == 2  # type: ignore[index]  # ingested at stop, not at 60 s
+    assert (root / "spool" / "listen-lab2.pending").exists() is False
+
+    bare = tmp_path / "bare"
+    init_workspace(bare, demo_vocabulary=False)
+    result = _medlake("listen", "--workspace", str(bare))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "--port" in lines[0]
+    assert "listen.port" in lines[0]
