@@ -134,3 +134,21 @@ def test_backup_without_init_says_what_to_run(empty_workspace: Path, tmp_path: P
     shutil.copytree(empty_workspace, root)
     with pytest.raises(BackupError, match="medlake backup init"):
         backup.run_backup(root)
+
+
+def test_two_backups_in_one_second_both_land_with_their_own_names(
+    backed_up: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Archive names carry whole seconds: the second of two backups taken in the same
+    second waits for the next one (Borg refused a second archive of the same name)."""
+    before = len(backup.list_backups(backed_up))
+    frozen = dt.datetime(2031, 5, 6, 7, 8, 9, 250_000)
+    monkeypatch.setattr(backup, "_utcnow", lambda: frozen)  # both in the same second
+    first = backup.run_backup(backed_up)
+    second = backup.run_backup(backed_up)
+    assert first.time == frozen.replace(microsecond=0)
+    assert second.time == first.time + dt.timedelta(seconds=1)
+    assert first.archive != second.archive
+    names = [archive.name for archive in backup.list_backups(backed_up)]
+    assert len(names) == before + 2
+    assert {first.archive, second.archive} <= set(names)

@@ -165,6 +165,28 @@ def _excludes(workspace: Workspace, repo: BorgRepository) -> list[str]:
     return patterns
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _next_archive_time(workspace: Workspace) -> dt.datetime:
+    """Now, in whole seconds (archive names carry whole seconds); after the workspace's
+    last backup, waiting for the next second when that one was taken in this second
+    (two backups in one second had the same name, and Borg refused the second)."""
+    now = _utcnow().replace(microsecond=0)
+    try:
+        last = dt.datetime.fromisoformat(
+            json.loads((workspace.root / MANIFEST).read_text("utf-8"))["time"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return now  # no backup before (or an unreadable manifest: Borg still checks)
+    if now > last:
+        return now
+    following = last + dt.timedelta(seconds=1)
+    time.sleep(max(0.0, (following - _utcnow()).total_seconds()))
+    return max(following, _utcnow().replace(microsecond=0))
+
+
 @authorized(Permission.PROTECT)
 def run_backup(
     workspace_dir: Path | Workspace | None, *, at: dt.datetime | None = None
@@ -172,7 +194,7 @@ def run_backup(
     """Take one backup of the whole workspace; ``at`` (naive UTC) names it (default now)."""
     workspace = as_workspace(workspace_dir)
     repo = repository_of(workspace)
-    when = (at or dt.datetime.now(dt.UTC).replace(tzinfo=None)).replace(microsecond=0)
+    when = at.replace(microsecond=0) if at is not None else _next_archive_time(workspace)
     name = archive_name(ARCHIVE_PREFIX, when)
     started = time.perf_counter()
     with open_lake(workspace) as engine:
